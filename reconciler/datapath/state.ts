@@ -1,0 +1,165 @@
+// The datapath as a set of typed resources. DesiredState is compiled from a Model; ActualState is
+// read from the kernel by observe/; plan/ diffs the two. Both use these same shapes so the diff is a
+// plain comparison of resource ids and specs.
+
+import type { Decision, Direction, RuleRef } from "../policy/types.js";
+
+/** Resource kinds, in the order they are created (deleted in reverse). */
+export const RESOURCE_KINDS = [
+  "device",
+  "address",
+  "route",
+  "sysctl",
+  "map",
+  "endpoint",
+  "ipcache",
+  "policy",
+  "attachment",
+] as const;
+export type ResourceKind = (typeof RESOURCE_KINDS)[number];
+
+/** A network device reconcile creates or adopts. */
+export interface DeviceSpec {
+  /** Device name in its namespace. */
+  name: string;
+  /** Network namespace name; undefined = the host namespace. */
+  netns?: string;
+  kind: "veth" | "macvlan" | "vxlan" | "dummy" | "adopted";
+  /** veth: peer name and namespace. */
+  peer?: { name: string; netns?: string };
+  /** macvlan: parent device (host namespace). */
+  parent?: string;
+  mac?: string;
+  mtu?: number;
+  /** Whether reconcile owns it (created it); adopted devices are only attached to. */
+  owned: boolean;
+  /** Endpoint this device belongs to. */
+  endpoint?: string;
+}
+
+export interface AddressSpec {
+  device: string;
+  netns?: string;
+  /** "10.11.255.104/32" */
+  address: string;
+}
+
+export interface RouteSpec {
+  netns?: string;
+  /** "10.11.255.104/32" or "default". */
+  destination: string;
+  device: string;
+  /** Gateway address, when routed via one. */
+  gateway?: string;
+  /** Link-scope route (no gateway). */
+  scope?: "link" | "universe";
+}
+
+export interface SysctlSpec {
+  netns?: string;
+  /** e.g. "net/ipv4/conf/lxc123/proxy_arp" */
+  key: string;
+  value: string;
+}
+
+/** A pinned BPF map reconcile owns. */
+export interface MapSpec {
+  /** Logical name: "ipcache", "endpoints", "policy", "conntrack", "policy_stats", "drops". */
+  name: string;
+  type: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+/** A program attached to a device hook. */
+export interface AttachmentSpec {
+  device: string;
+  netns?: string;
+  hook: "ingress" | "egress";
+  /** Program name in bpf/build (e.g. "to_endpoint"). */
+  program: string;
+  /** Program tag (sha of instructions) when known; a changed tag means "replace in place". */
+  tag?: string;
+  /** tcx or tc (cls_bpf). */
+  mode: "tcx" | "tc";
+}
+
+/** endpoints map: endpoint address → where it lives and what it enforces. */
+export interface EndpointEntry {
+  /** Endpoint address without prefix length. */
+  address: string;
+  /** Stable endpoint number: the key of its inner policy map in the policy map-of-maps. */
+  endpointId: number;
+  /** Security identity of the endpoint. */
+  identity: number;
+  /** ifindex of the device the programs run on (0 until the device exists). */
+  ifindex: number;
+  enforceIngress: boolean;
+  enforceEgress: boolean;
+  /** Endpoint name (not stored in the kernel; observe/ reports "" for entries it cannot name). */
+  endpoint: string;
+}
+
+/** ipcache map: prefix → identity. */
+export interface IpcacheMapEntry {
+  prefix: string;
+  identity: number;
+  /** Underlay IPv4 of the remote node, or undefined. */
+  tunnelEndpoint?: string;
+}
+
+/** One entry of one endpoint's policy map. */
+export interface PolicyMapEntry {
+  endpoint: string;
+  direction: Direction;
+  identity: number;
+  protocol: number;
+  port: number;
+  portPrefixLen: number;
+  decision: Decision;
+}
+
+export interface DatapathState {
+  devices: Map<string, DeviceSpec>;
+  addresses: Map<string, AddressSpec>;
+  routes: Map<string, RouteSpec>;
+  sysctls: Map<string, SysctlSpec>;
+  maps: Map<string, MapSpec>;
+  attachments: Map<string, AttachmentSpec>;
+  /** Keyed by address. */
+  endpoints: Map<string, EndpointEntry>;
+  /** Keyed by prefix. */
+  ipcache: Map<string, IpcacheMapEntry>;
+  /** Keyed by policyEntryId(). */
+  policy: Map<string, PolicyMapEntry>;
+}
+
+export interface DesiredState extends DatapathState {
+  revision: string;
+  node: string;
+  /** Keyed like `policy`: which rules produced each entry, and its port range. */
+  provenance: Map<string, { endPort: number; rules: RuleRef[] }>;
+}
+
+export type ActualState = DatapathState;
+
+/** Stable id of a policy entry: "app1/ingress/36895/6/80/16". */
+export function policyEntryId(e: Pick<PolicyMapEntry, "endpoint" | "direction" | "identity" | "protocol" | "port" | "portPrefixLen">): string {
+  return `${e.endpoint}/${e.direction}/${e.identity}/${e.protocol}/${e.port}/${e.portPrefixLen}`;
+}
+
+export function emptyState(): DatapathState {
+  return {
+    devices: new Map(),
+    addresses: new Map(),
+    routes: new Map(),
+    sysctls: new Map(),
+    maps: new Map(),
+    attachments: new Map(),
+    endpoints: new Map(),
+    ipcache: new Map(),
+    policy: new Map(),
+  };
+}

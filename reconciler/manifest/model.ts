@@ -1,0 +1,182 @@
+// The validated, normalized content of one source snapshot: what manifest/ hands to policy/ and
+// datapath/. Everything here is plain data; nothing refers back to YAML nodes.
+
+/** Where an object (or a part of it) was written: file path relative to the source root, 1-based line. */
+export interface Provenance {
+  file: string;
+  line: number;
+}
+
+/** One security label. `source` is Cilium's label source ("k8s", "any", "reserved", "cidr", ...). */
+export interface Label {
+  source: string;
+  key: string;
+  value: string;
+}
+
+/** A label set in canonical order (sorted by source, then key); at most one label per source+key. */
+export type LabelSet = readonly Label[];
+
+/** How reconcile should create an endpoint's interface. Absent: the interface exists and is adopted. */
+export interface InterfaceCreate {
+  /** veth: a veth pair, host side `interfaceName`, peer moved into `netns` as `ifname`.
+   *  macvlan: a bridge-mode macvlan on `parent`, moved into `netns` as `ifname`. */
+  kind: "veth" | "macvlan";
+  /** Network namespace name (a file under /run/netns). */
+  netns: string;
+  /** Interface name inside the namespace. */
+  ifname: string;
+  /** Parent device for macvlan. */
+  parent?: string;
+}
+
+export interface EndpointManifest {
+  kind: "Endpoint";
+  name: string;
+  /** Node that hosts the endpoint; undefined = the local node. */
+  node?: string;
+  /** Dotted quad, no prefix length. */
+  ipv4?: string;
+  /** Canonical (compressed, lower-case) IPv6 text, no prefix length. */
+  ipv6?: string;
+  /** Lower-case colon-separated MAC. */
+  mac?: string;
+  /** Host-side device name (veth) or, for macvlan, the device name inside the namespace. */
+  interfaceName: string;
+  create?: InterfaceCreate;
+  /** Security labels (metadata.labels); a key without "source:" gets source "k8s". */
+  labels: LabelSet;
+  at: Provenance;
+}
+
+export interface IdentityManifest {
+  kind: "Identity";
+  name: string;
+  /** 256..65535 */
+  id: number;
+  labels: LabelSet;
+  at: Provenance;
+}
+
+export interface NodeManifest {
+  kind: "Node";
+  name: string;
+  /** Underlay address (IPv4 or IPv6 text). */
+  address: string;
+  tunnel?: { type: "vxlan"; vni: number; port: number };
+  /** Pod CIDRs routed to this node, canonical "a.b.c.d/n" or "x::/n". */
+  podCIDRs: string[];
+  at: Provenance;
+}
+
+// ---- Cilium rules, normalized ----
+
+export type SelectorOperator = "In" | "NotIn" | "Exists" | "DoesNotExist";
+
+export interface SelectorRequirement {
+  /** Label source; "any" matches every source. */
+  source: string;
+  key: string;
+  operator: SelectorOperator;
+  values: string[];
+}
+
+/** A label selector. matchLabels entries are turned into `In` requirements with one value.
+ *  An empty requirement list selects every endpoint (Cilium's `{}`). */
+export interface Selector {
+  requirements: SelectorRequirement[];
+  at: Provenance;
+}
+
+export type Entity =
+  | "all"
+  | "world"
+  | "world-ipv4"
+  | "world-ipv6"
+  | "cluster"
+  | "host"
+  | "remote-node"
+  | "kube-apiserver"
+  | "health"
+  | "init"
+  | "unmanaged"
+  | "ingress";
+
+export interface CIDRSelector {
+  /** Canonical prefix "a.b.c.d/n" or "x::/n" (host bits zero). */
+  cidr: string;
+  /** Canonical prefixes inside `cidr` that are excluded. */
+  except: string[];
+}
+
+export type PortProtocolName = "TCP" | "UDP" | "SCTP" | "ANY";
+
+export interface PortRule {
+  /** 0 = all ports. */
+  port: number;
+  /** Inclusive end of a range; equals `port` for a single port; 65535 with port 0. */
+  endPort: number;
+  protocol: PortProtocolName;
+}
+
+/** One element of ingress / egress / ingressDeny / egressDeny. */
+export interface PeerRule {
+  at: Provenance;
+  /** fromEndpoints / toEndpoints; undefined when the field is absent. */
+  endpoints?: Selector[];
+  /** fromCIDR + fromCIDRSet (toCIDR + toCIDRSet). */
+  cidrs?: CIDRSelector[];
+  /** fromEntities / toEntities. */
+  entities?: Entity[];
+  /** toPorts[*].ports flattened; undefined = L3-only (all ports and protocols). */
+  ports?: PortRule[];
+}
+
+export interface PolicyRule {
+  endpointSelector: Selector;
+  /** True when the rule selects nodes (nodeSelector) instead of endpoints; such rules are rejected
+   *  by validation today, kept here so the type says what Cilium can express. */
+  ingress: PeerRule[];
+  egress: PeerRule[];
+  ingressDeny: PeerRule[];
+  egressDeny: PeerRule[];
+  /** Cilium's enableDefaultDeny; undefined = true when the direction has rules. */
+  enableDefaultDeny: { ingress?: boolean; egress?: boolean };
+  /** Cilium rule labels (`labels: [{key, value, source}]`). */
+  labels: Label[];
+  description?: string;
+}
+
+export interface RuleManifest {
+  kind: "Rule";
+  /** metadata.name, or for a Cilium JSON rule the value of its `name` label (else file#index). */
+  name: string;
+  /** CiliumNetworkPolicy namespace, when given; restricts selectors like Cilium does. */
+  namespace?: string;
+  /** The manifest kind as written: Rule, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, or "json". */
+  origin: "Rule" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" | "json";
+  rule: PolicyRule;
+  at: Provenance;
+}
+
+/** A validated snapshot. */
+export interface Model {
+  /** Revision of the source (git commit SHA or content hash of a directory). */
+  revision: string;
+  endpoints: EndpointManifest[];
+  identities: IdentityManifest[];
+  rules: RuleManifest[];
+  nodes: NodeManifest[];
+}
+
+/** One validation problem, rendered as `file:line: Kind/name: path: message`. */
+export interface ManifestProblem {
+  file: string;
+  line: number;
+  /** "Kind/name" when known. */
+  object?: string;
+  /** Dotted field path, e.g. "spec.ingress[0].toPorts[0].ports[0].port". */
+  path?: string;
+  message: string;
+  severity: "error" | "warning";
+}

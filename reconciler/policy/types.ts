@@ -1,0 +1,135 @@
+// What policy/ produces from a Model: identities, per-endpoint policy entries with provenance, and
+// the ipcache. The datapath state (datapath/) is built from this; explain answers from the rules.
+
+import type { LabelSet, ManifestProblem } from "../manifest/model.js";
+
+/** A rule as referenced from a policy entry: where it was written and its name. */
+export interface RuleRef {
+  file: string;
+  line: number;
+  name: string;
+}
+
+export type Direction = "ingress" | "egress";
+export type Decision = "allow" | "deny";
+
+/** Reserved identities (Cilium numbering). */
+export const ReservedIdentity = {
+  unknown: 0,
+  host: 1,
+  world: 2,
+  unmanaged: 3,
+  health: 4,
+  init: 5,
+  remoteNode: 6,
+  kubeApiserver: 7,
+  ingress: 8,
+  worldIPv4: 9,
+  worldIPv6: 10,
+} as const;
+
+/** Local-scope identities (CIDRs) are (1 << 24) | n. */
+export const LOCAL_IDENTITY_SCOPE = 1 << 24;
+
+/** IANA protocol numbers used in policy keys. 0 = any protocol. */
+export const Protocol = { ANY: 0, ICMP: 1, TCP: 6, UDP: 17, ICMPV6: 58, SCTP: 132 } as const;
+
+/** One policy map entry of one endpoint: the key {identity, direction, protocol, port prefix} and
+ *  its decision. A port range is split into several entries, each an aligned power-of-two block. */
+export interface PolicyEntry {
+  /** Endpoint name (the policy belongs to this endpoint). */
+  endpoint: string;
+  direction: Direction;
+  /** Peer identity; 0 = any identity (L4-only rules, entity "all"). */
+  identity: number;
+  /** IANA protocol; 0 = any protocol (then port = 0, endPort = 65535, portPrefixLen = 0). */
+  protocol: number;
+  /** First port of the block covered by this entry. */
+  port: number;
+  /** Last port of the block (inclusive). */
+  endPort: number;
+  /** Number of leading port bits that are significant: 16 = exactly `port`, 0 = all ports. */
+  portPrefixLen: number;
+  decision: Decision;
+  /** Every rule that produced this key with this decision (sorted by file, line). */
+  rules: RuleRef[];
+}
+
+export interface EndpointPolicy {
+  endpoint: string;
+  /** The endpoint's own security identity. */
+  identity: number;
+  /** Whether each direction is in default-deny (selected by a rule with that section, or forced by
+   *  --enforcement always; never with --enforcement never). */
+  enforce: { ingress: boolean; egress: boolean };
+  /** Rules that select this endpoint and put each direction into enforcement. */
+  enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] };
+  /** Entries sorted by direction, identity, protocol, port, portPrefixLen. Allow entries shadowed by
+   *  a deny of the same identity (so that LPM would pick the allow) are already removed. */
+  entries: PolicyEntry[];
+}
+
+export interface IdentityInfo {
+  id: number;
+  labels: LabelSet;
+  /** How the number was chosen. */
+  origin: "reserved" | "pinned" | "derived" | "cidr";
+  /** For CIDR identities: the prefix. */
+  cidr?: string;
+}
+
+/** One ipcache entry: prefix → identity (and tunnel endpoint for remote endpoints). */
+export interface IpcacheEntry {
+  /** Canonical prefix "10.11.90.17/32" or "f00d::1/128". */
+  prefix: string;
+  identity: number;
+  /** Underlay address of the node hosting the prefix; undefined = local. */
+  tunnelEndpoint?: string;
+  /** Why the entry exists. */
+  origin: "endpoint" | "remote-endpoint" | "node" | "host" | "cidr";
+  /** The manifest object behind the entry ("Endpoint/app2", "Node/n1", "Rule/x"). */
+  ref?: string;
+}
+
+export interface CompileOptions {
+  /** Name of the node we compile for; endpoints with another spec.node are remote. */
+  node: string;
+  enforcement: "default" | "always" | "never";
+  /** Addresses of the local host (identity 1). */
+  hostAddresses?: string[];
+}
+
+export interface CompiledPolicy {
+  revision: string;
+  node: string;
+  /** All identities in use, by number. */
+  identities: Map<number, IdentityInfo>;
+  /** Local endpoints only. */
+  endpoints: EndpointPolicy[];
+  ipcache: IpcacheEntry[];
+  /** Non-fatal findings, e.g. a selector that matches no endpoint (severity "warning"). */
+  warnings: ManifestProblem[];
+}
+
+/** What `reconcile explain` answers. */
+export interface Explanation {
+  verdict: Decision;
+  /** One human sentence: "allowed by l3-rule (examples/seed/l3-rule.json:1)", or
+   *  "default deny: app1 is selected by rules a.yaml:3, b.yaml:9 and none allows ...". */
+  reason: string;
+  /** The deciding rules. */
+  rules: RuleRef[];
+  /** Resolved peer identities, for display. */
+  fromIdentity: number;
+  toIdentity: number;
+}
+
+export interface ExplainQuery {
+  /** Endpoint name or IP address. */
+  from: string;
+  to: string;
+  /** Destination port (0 for protocols without ports). */
+  port: number;
+  /** IANA protocol number. */
+  protocol: number;
+}
