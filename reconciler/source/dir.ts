@@ -1,0 +1,291 @@
+// Directory source: read a manifest tree into a Snapshot, and watch it for saves.
+//
+// Reading is a pure function of the tree's contents: same files → same revision on every host.
+// Watching re-reads the WHOLE tree after a burst of file events and emits only when the content
+// hash changed, so consumers never see a half-applied multi-file save.
+
+import { createHash } from "node:crypto";
+import { readdir, readFile, realpath, stat } from "node:fs/promises";
+import path from "node:path";
+import { watch as chokidarWatch } from "chokidar";
+import type { Snapshot, SnapshotFile } from "./snapshot.js";
+import { PathEscapeError, SizeLimitError, SourceError } from "./errors.js";
+
+export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024;
+export const DEFAULT_MAX_TOTAL_BYTES = 64 * 1024 * 1024;
+
+export interface DirSnapshotOptions {
+  /** Largest single manifest file accepted, in bytes (default 1 MiB). */
+  maxFileBytes?: number;
+  /** Largest total of all manifest files, in bytes (default 64 MiB). */
+  maxTotalBytes?: number;
+  /**
+   * Directory that symlinks must not escape (default: the root itself). The git source sets it to
+   * the checkout when the root is a subdirectory of it.
+   */
+  boundary?: string;
+}
+
+const MANIFEST_EXTENSIONS = [".yaml", ".yml", ".json"];
+
+/** True for names editors and tools leave behind while saving: never part of a snapshot. */
+export function isIgnoredName(name: string): boolean {
+  return (
+    name.startsWith(".") || // dotfiles and dot-dirs (.git, vim's .x.swp, emacs' .#lock)
+    name.endsWith("~") || // backup files
+    name.endsWith(".swp") ||
+    name.endsWith(".swx") ||
+    name.endsWith(".tmp") ||
+    (name.startsWith("#") && name.endsWith("#")) // emacs auto-save
+  );
+}
+
+/** True for files that hold manifests. */
+export function isManifestName(name: string): boolean {
+  if (isIgnoredName(name)) return false;
+  const lower = name.toLowerCase();
+  return MANIFEST_EXTENSIONS.some((ext) => lower.endsWith(ext));
+}
+
+/**
+ * The content revision of a file list: "sha256:" + hex over length-prefixed (path, content)
+ * pairs in the given order (callers pass them sorted). Length prefixes make it unambiguous.
+ */
+export function contentRevision(files: readonly SnapshotFile[]): string {
+  const h = createHash("sha256");
+  for (const f of files) {
+    const p = Buffer.from(f.path, "utf8");
+    const c = Buffer.from(f.content, "utf8");
+    h.update(`${p.length}:`).update(p).update(`${c.length}:`).update(c);
+  }
+  return `sha256:${h.digest("hex")}`;
+}
+
+/** Byte-wise order, independent of locale. */
+function compareCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function isWithin(dir: string, p: string): boolean {
+  const rel = path.relative(dir, p);
+  return rel === "" || (!rel.startsWith("..") && !path.isAbsolute(rel));
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
+}
+
+/**
+ * Read every manifest file (.yaml, .yml, .json) under `root`, recursively, in stable (byte-wise
+ * path) order. Dotfiles, dot-directories and editor temp files are skipped. Symlinks are followed
+ * only while they stay inside the boundary; one that escapes is an error naming it.
+ */
+export async function readDirSnapshot(root: string, opts: DirSnapshotOptions = {}): Promise<Snapshot> {
+  const maxFile = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+  const maxTotal = opts.maxTotalBytes ?? DEFAULT_MAX_TOTAL_BYTES;
+  let realRoot: string;
+  try {
+    realRoot = await realpath(root);
+  } catch (err) {
+    throw new SourceError(`source directory ${root}: cannot resolve it`, { cause: err });
+  }
+  const boundary = opts.boundary === undefined ? realRoot : await realpath(opts.boundary);
+  if (!isWithin(boundary, realRoot)) {
+    throw new PathEscapeError(root, realRoot, boundary);
+  }
+  const rootStat = await stat(realRoot);
+  if (!rootStat.isDirectory()) throw new SourceError(`source ${root}: not a directory`);
+
+  const files: SnapshotFile[] = [];
+  let total = 0;
+  // Real paths of the directories on the current walk path: a symlink back into one is a loop, skipped.
+  const visiting = new Set<string>([realRoot]);
+
+  async function addFile(rel: string, abs: string): Promise<void> {
+    const st = await stat(abs);
+    if (st.size > maxFile) throw new SizeLimitError(rel, maxFile, st.size);
+    const buf = await readFile(abs);
+    // The file may have grown between stat and read.
+    if (buf.length > maxFile) throw new SizeLimitError(rel, maxFile, buf.length);
+    total += buf.length;
+    if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
+    files.push({ path: rel, content: buf.toString("utf8") });
+  }
+
+  async function walk(absDir: string, relDir: string): Promise<void> {
+    let entries;
+    try {
+      entries = await readdir(absDir, { withFileTypes: true });
+    } catch (err) {
+      throw new SourceError(`${relDir || "."}: cannot list directory`, { cause: err });
+    }
+    for (const e of entries) {
+      if (isIgnoredName(e.name)) continue;
+      const abs = path.join(absDir, e.name);
+      const rel = relDir === "" ? e.name : `${relDir}/${e.name}`;
+      if (e.isDirectory()) {
+        visiting.add(abs); // walk() paths are real paths: the root and symlink targets are resolved
+        await walk(abs, rel);
+        visiting.delete(abs);
+      } else if (e.isFile()) {
+        if (isManifestName(e.name)) await addFile(rel, abs);
+      } else if (e.isSymbolicLink()) {
+        let target: string;
+        try {
+          target = await realpath(abs);
+        } catch (err) {
+          if (isErrno(err, "ENOENT") || isErrno(err, "ELOOP")) {
+            if (isManifestName(e.name)) throw new SourceError(`${rel}: dangling symlink`, { cause: err });
+            continue;
+          }
+          throw err;
+        }
+        const tst = await stat(target);
+        const wouldFollow = tst.isDirectory() || (tst.isFile() && isManifestName(e.name));
+        if (!wouldFollow) continue;
+        if (!isWithin(boundary, target)) throw new PathEscapeError(rel, target, boundary);
+        if (tst.isDirectory()) {
+          if (visiting.has(target)) continue; // a loop: already being read through another path
+          visiting.add(target);
+          await walk(target, rel);
+          visiting.delete(target);
+        } else {
+          await addFile(rel, target);
+        }
+      }
+      // Sockets, fifos, devices: never manifests.
+    }
+  }
+
+  await walk(realRoot, "");
+  files.sort((a, b) => compareCodeUnits(a.path, b.path));
+  return { revision: contentRevision(files), files };
+}
+
+export interface WatchDirOptions extends DirSnapshotOptions {
+  /** Quiet time after the last file event before the tree is re-read, in ms (default 50). */
+  debounceMs?: number;
+  /**
+   * Longest a continuous stream of events may delay a re-read, in ms (default 10 × debounceMs),
+   * so a busy writer cannot starve the watcher.
+   */
+  maxWaitMs?: number;
+  /**
+   * Pause between the two reads that must agree before a snapshot is emitted, in ms (default 10).
+   * A file being written (truncated, then filled) differs between the reads and is read again.
+   */
+  settleMs?: number;
+  /** Emit the initial tree once the watcher is ready (default true). */
+  emitInitial?: boolean;
+  /** Reading failed (size limit, escaping symlink, ...). The last emitted snapshot stays current. */
+  onError?: (err: Error) => void;
+}
+
+/** Stops a watcher; resolves once file handles are released. */
+export type WatchCloser = () => Promise<void>;
+
+const MAX_SETTLE_ATTEMPTS = 20;
+
+/**
+ * Watch `root` and call `onSnapshot` with the whole tree whenever its content changes. Bursts of
+ * events are debounced; the tree is read until two consecutive reads agree (so a file caught
+ * mid-write is not emitted); a snapshot whose revision equals the last one emitted is dropped.
+ */
+export async function watchDir(
+  root: string,
+  onSnapshot: (snapshot: Snapshot) => void,
+  opts: WatchDirOptions = {},
+): Promise<WatchCloser> {
+  const debounceMs = opts.debounceMs ?? 50;
+  const maxWaitMs = opts.maxWaitMs ?? debounceMs * 10;
+  const settleMs = opts.settleMs ?? 10;
+  const onError = opts.onError ?? (() => {});
+  const realRoot = await realpath(root);
+
+  let lastRevision: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let firstEventAt: number | undefined;
+  let reading = false;
+  let dirty = false; // events arrived while reading: read again afterwards
+  let closed = false;
+
+  const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+  async function stableRead(): Promise<Snapshot> {
+    let prev = await readDirSnapshot(realRoot, opts);
+    for (let i = 0; i < MAX_SETTLE_ATTEMPTS; i++) {
+      await sleep(settleMs);
+      const next = await readDirSnapshot(realRoot, opts);
+      if (next.revision === prev.revision) return next;
+      prev = next;
+    }
+    throw new SourceError(`${root}: files kept changing over ${MAX_SETTLE_ATTEMPTS} reads; will retry on the next event`);
+  }
+
+  async function rescan(): Promise<void> {
+    if (closed) return;
+    if (reading) {
+      dirty = true;
+      return;
+    }
+    reading = true;
+    try {
+      do {
+        dirty = false;
+        try {
+          const snap = await stableRead();
+          if (!closed && !dirty && snap.revision !== lastRevision) {
+            lastRevision = snap.revision;
+            onSnapshot(snap);
+          }
+        } catch (err) {
+          if (!closed && !dirty) onError(err instanceof Error ? err : new Error(String(err)));
+        }
+      } while (dirty && !closed);
+    } finally {
+      reading = false;
+    }
+  }
+
+  function schedule(): void {
+    if (closed) return;
+    const now = Date.now();
+    firstEventAt ??= now;
+    if (timer) clearTimeout(timer);
+    const wait = Math.max(0, Math.min(debounceMs, firstEventAt + maxWaitMs - now));
+    timer = setTimeout(() => {
+      timer = undefined;
+      firstEventAt = undefined;
+      void rescan();
+    }, wait);
+  }
+
+  const watcher = chokidarWatch(realRoot, {
+    ignoreInitial: true,
+    // We re-read the whole tree anyway; chokidar's own unlink/add merging would only add delay.
+    atomic: false,
+    ignored: (p: string) => {
+      const rel = path.relative(realRoot, p);
+      if (rel === "") return false;
+      return rel.split(path.sep).some((seg) => isIgnoredName(seg));
+    },
+  });
+  watcher.on("all", () => schedule());
+  watcher.on("error", (err: unknown) => onError(err instanceof Error ? err : new Error(String(err))));
+  await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
+
+  if (opts.emitInitial ?? true) await rescan();
+  else {
+    try {
+      lastRevision = (await readDirSnapshot(realRoot, opts)).revision;
+    } catch {
+      // An unreadable initial tree: the first good read will be emitted.
+    }
+  }
+
+  return async () => {
+    closed = true;
+    if (timer) clearTimeout(timer);
+    await watcher.close();
+  };
+}

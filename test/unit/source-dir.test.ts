@@ -1,0 +1,228 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, mkdir, rm, writeFile, symlink, rename, open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { contentRevision, readDirSnapshot, watchDir } from "../../reconciler/source/dir.js";
+import { PathEscapeError, SizeLimitError } from "../../reconciler/source/errors.js";
+import type { Snapshot } from "../../reconciler/source/snapshot.js";
+
+async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "source-dir-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+test("readDirSnapshot: manifests only, sorted, editor junk and dotfiles skipped", async (t) => {
+  const root = await tempDir(t);
+  await mkdir(path.join(root, "b/nested"), { recursive: true });
+  await mkdir(path.join(root, ".git"));
+  await mkdir(path.join(root, ".hidden"));
+  await writeFile(path.join(root, "b/nested/z.yml"), "kind: Z\n");
+  await writeFile(path.join(root, "a.yaml"), "kind: A\n");
+  await writeFile(path.join(root, "B.json"), "[]");
+  await writeFile(path.join(root, "README.md"), "no");
+  await writeFile(path.join(root, ".git/config.yaml"), "no");
+  await writeFile(path.join(root, ".hidden/x.yaml"), "no");
+  await writeFile(path.join(root, ".a.yaml.swp"), "no");
+  await writeFile(path.join(root, "a.yaml~"), "no");
+  await writeFile(path.join(root, "#a.yaml#"), "no");
+  await writeFile(path.join(root, "c.yaml.tmp"), "no");
+  await writeFile(path.join(root, "d.swp"), "no");
+  const snap = await readDirSnapshot(root);
+  assert.deepEqual(
+    snap.files.map((f) => f.path),
+    ["B.json", "a.yaml", "b/nested/z.yml"],
+  );
+  assert.equal(snap.files[1]!.content, "kind: A\n");
+  assert.match(snap.revision, /^sha256:[0-9a-f]{64}$/);
+  assert.equal(snap.revision, contentRevision(snap.files));
+});
+
+test("readDirSnapshot: revision depends on paths and contents only", async (t) => {
+  const r1 = await tempDir(t);
+  const r2 = await tempDir(t);
+  // Created in different orders: same tree, same revision.
+  await writeFile(path.join(r1, "x.yaml"), "1");
+  await writeFile(path.join(r1, "y.yaml"), "2");
+  await writeFile(path.join(r2, "y.yaml"), "2");
+  await writeFile(path.join(r2, "x.yaml"), "1");
+  const s1 = await readDirSnapshot(r1);
+  const s2 = await readDirSnapshot(r2);
+  assert.equal(s1.revision, s2.revision);
+  await writeFile(path.join(r2, "x.yaml"), "1 ");
+  assert.notEqual((await readDirSnapshot(r2)).revision, s1.revision);
+  // A rename with the same content changes the revision too.
+  await rm(path.join(r1, "x.yaml"));
+  await writeFile(path.join(r1, "w.yaml"), "1");
+  assert.notEqual((await readDirSnapshot(r1)).revision, s2.revision);
+  // Path/content boundary is unambiguous.
+  assert.notEqual(
+    contentRevision([{ path: "a", content: "bc" }]),
+    contentRevision([{ path: "ab", content: "c" }]),
+  );
+});
+
+test("readDirSnapshot: symlinks inside the root are followed, escaping ones rejected by name", async (t) => {
+  const root = await tempDir(t);
+  const outside = await tempDir(t);
+  await writeFile(path.join(outside, "secret.yaml"), "secret: 1\n");
+  await mkdir(path.join(root, "real"));
+  await writeFile(path.join(root, "real/a.yaml"), "a: 1\n");
+  await symlink("real/a.yaml", path.join(root, "link.yaml"));
+  await symlink("real", path.join(root, "linkdir"));
+  await symlink(".", path.join(root, "real/loop")); // a loop must not hang
+  const snap = await readDirSnapshot(root);
+  assert.deepEqual(snap.files.map((f) => f.path), ["link.yaml", "linkdir/a.yaml", "real/a.yaml"]);
+
+  await symlink(path.join(outside, "secret.yaml"), path.join(root, "evil.yaml"));
+  await assert.rejects(readDirSnapshot(root), (err: unknown) => {
+    assert.ok(err instanceof PathEscapeError);
+    assert.equal(err.path, "evil.yaml");
+    assert.match(err.message, /evil\.yaml/);
+    return true;
+  });
+  await rm(path.join(root, "evil.yaml"));
+  await symlink(outside, path.join(root, "evildir"));
+  await assert.rejects(readDirSnapshot(root), PathEscapeError);
+});
+
+test("readDirSnapshot: boundary lets a subdirectory link to siblings but not beyond", async (t) => {
+  const checkout = await tempDir(t);
+  await mkdir(path.join(checkout, "env/prod"), { recursive: true });
+  await mkdir(path.join(checkout, "common"));
+  await writeFile(path.join(checkout, "common/c.yaml"), "c: 1\n");
+  await symlink("../../common/c.yaml", path.join(checkout, "env/prod/c.yaml"));
+  await assert.rejects(readDirSnapshot(path.join(checkout, "env/prod")), PathEscapeError);
+  const snap = await readDirSnapshot(path.join(checkout, "env/prod"), { boundary: checkout });
+  assert.deepEqual(snap.files.map((f) => f.path), ["c.yaml"]);
+});
+
+test("readDirSnapshot: file and total size limits", async (t) => {
+  const root = await tempDir(t);
+  await writeFile(path.join(root, "a.yaml"), "x".repeat(600));
+  await writeFile(path.join(root, "b.yaml"), "x".repeat(600));
+  await assert.rejects(readDirSnapshot(root, { maxFileBytes: 500 }), (err: unknown) => {
+    assert.ok(err instanceof SizeLimitError);
+    assert.equal(err.path, "a.yaml");
+    assert.equal(err.actual, 600);
+    return true;
+  });
+  await assert.rejects(readDirSnapshot(root, { maxTotalBytes: 1000 }), (err: unknown) => {
+    assert.ok(err instanceof SizeLimitError);
+    assert.equal(err.path, "<total>");
+    return true;
+  });
+  // Default limit: 1 MiB per file.
+  await writeFile(path.join(root, "big.yaml"), Buffer.alloc(1024 * 1024 + 1, 0x61));
+  await assert.rejects(readDirSnapshot(root), SizeLimitError);
+  // Large non-manifest files do not count.
+  await rm(path.join(root, "big.yaml"));
+  await writeFile(path.join(root, "big.bin"), Buffer.alloc(2 * 1024 * 1024));
+  assert.equal((await readDirSnapshot(root)).files.length, 2);
+});
+
+/** Collects emitted snapshots; `next()` waits for the next one. */
+function collector() {
+  const seen: { snap: Snapshot; at: number }[] = [];
+  let waiter: (() => void) | undefined;
+  return {
+    seen,
+    on(snap: Snapshot) {
+      seen.push({ snap, at: performance.now() });
+      waiter?.();
+    },
+    async waitFor(count: number, timeoutMs = 3000): Promise<void> {
+      const deadline = Date.now() + timeoutMs;
+      while (seen.length < count) {
+        if (Date.now() > deadline) throw new Error(`expected ${count} snapshots, got ${seen.length}`);
+        await new Promise<void>((r) => {
+          waiter = r;
+          setTimeout(r, 20);
+        });
+      }
+    },
+  };
+}
+
+test("watchDir: initial snapshot, a burst of writes gives one snapshot, reaction time reported", async (t) => {
+  const root = await tempDir(t);
+  await writeFile(path.join(root, "a.yaml"), "a: 0\n");
+  const c = collector();
+  const close = await watchDir(root, (s) => c.on(s), { debounceMs: 50 });
+  t.after(close);
+  await c.waitFor(1);
+  assert.deepEqual(c.seen[0]!.snap.files.map((f) => f.path), ["a.yaml"]);
+
+  // A burst: ten writes over two files, 5 ms apart.
+  const start = performance.now();
+  for (let i = 1; i <= 10; i++) {
+    await writeFile(path.join(root, i % 2 ? "a.yaml" : "b.yaml"), `v: ${i}\n`);
+    await sleep(5);
+  }
+  const lastWrite = performance.now();
+  await c.waitFor(2);
+  await sleep(300); // anything else would show up now
+  assert.equal(c.seen.length, 2, "the burst produced exactly one snapshot");
+  const final = c.seen[1]!.snap;
+  assert.deepEqual(final.files, [
+    { path: "a.yaml", content: "v: 9\n" },
+    { path: "b.yaml", content: "v: 10\n" },
+  ]);
+  t.diagnostic(`burst of 10 writes: ${(lastWrite - start).toFixed(0)} ms; snapshot ${(c.seen[1]!.at - lastWrite).toFixed(1)} ms after the last write`);
+
+  // Content unchanged (rewritten with the same bytes) → nothing emitted.
+  await writeFile(path.join(root, "a.yaml"), "v: 9\n");
+  await sleep(300);
+  assert.equal(c.seen.length, 2);
+
+  // Editor temp files and a write-then-rename save.
+  const t0 = performance.now();
+  await writeFile(path.join(root, ".a.yaml.swp"), "junk");
+  await writeFile(path.join(root, "a.yaml.tmp"), "v: renamed\n");
+  await rename(path.join(root, "a.yaml.tmp"), path.join(root, "a.yaml"));
+  await c.waitFor(3);
+  t.diagnostic(`write-then-rename save → snapshot in ${(c.seen[2]!.at - t0).toFixed(1)} ms`);
+  assert.deepEqual(c.seen[2]!.snap.files.map((f) => f.content), ["v: renamed\n", "v: 10\n"]);
+});
+
+test("watchDir: a file being written in pieces never shows half-written", async (t) => {
+  const root = await tempDir(t);
+  const c = collector();
+  const close = await watchDir(root, (s) => c.on(s), { debounceMs: 50 });
+  t.after(close);
+  await c.waitFor(1);
+  const full = Array.from({ length: 40 }, (_, i) => `line${i}: ${"x".repeat(50)}\n`).join("");
+  for (let round = 0; round < 3; round++) {
+    const fh = await open(path.join(root, "slow.yaml"), "w"); // truncates
+    for (let off = 0; off < full.length; off += 256) {
+      await fh.write(full.slice(off, off + 256));
+      await sleep(8); // slower than the filesystem, faster than the debounce
+    }
+    await fh.close();
+    await sleep(200);
+  }
+  assert.ok(c.seen.length >= 2);
+  for (const { snap } of c.seen.slice(1)) {
+    assert.deepEqual(snap.files, [{ path: "slow.yaml", content: full }], "only the complete file is ever emitted");
+  }
+});
+
+test("watchDir: a read error is reported and the next good tree is emitted", async (t) => {
+  const root = await tempDir(t);
+  const c = collector();
+  const errors: Error[] = [];
+  const close = await watchDir(root, (s) => c.on(s), { debounceMs: 20, maxFileBytes: 100, onError: (e) => errors.push(e) });
+  t.after(close);
+  await c.waitFor(1);
+  await writeFile(path.join(root, "big.yaml"), "x".repeat(200));
+  const deadline = Date.now() + 3000;
+  while (errors.length === 0 && Date.now() < deadline) await sleep(20);
+  assert.ok(errors[0] instanceof SizeLimitError);
+  assert.equal(c.seen.length, 1);
+  await writeFile(path.join(root, "big.yaml"), "small: 1\n");
+  await c.waitFor(2);
+  assert.equal(c.seen[1]!.snap.files[0]!.content, "small: 1\n");
+});
