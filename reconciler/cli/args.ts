@@ -1,0 +1,228 @@
+// argv (+ RECONCILE_* environment) → a typed command. No I/O besides reading the environment map
+// passed in.
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export type OutputFormat = "text" | "json";
+
+/** Settings shared by every command. Each may also come from RECONCILE_<NAME> (e.g. RECONCILE_SOURCE). */
+export interface GlobalOptions {
+  /** Manifest directory or git URL. */
+  source?: string;
+  /** Git branch, tag or full commit SHA. */
+  ref?: string;
+  /** Subdirectory of the source that holds the manifests. */
+  path?: string;
+  /** Node we reconcile for (default: the host name). */
+  node?: string;
+  output: OutputFormat;
+  /** bpffs directory holding reconcile's pins. */
+  bpffsRoot: string;
+  /** Where git checkouts and other state live. */
+  stateDir: string;
+  /** Periodic resync in milliseconds. */
+  resyncIntervalMs: number;
+  attachMode: "auto" | "tcx" | "tc";
+  enforcement: "default" | "always" | "never";
+  /** Status socket path. */
+  socket: string;
+  /** Optional TCP address for /metrics, /healthz, /readyz. */
+  listen?: string;
+  /** Log line format. */
+  logFormat: "logfmt" | "json";
+}
+
+export type Command =
+  | { name: "run"; mode: "dry-run" | "once" | "daemon"; opts: GlobalOptions }
+  | { name: "validate"; opts: GlobalOptions }
+  | { name: "explain"; opts: GlobalOptions; from: string; to: string; port: number; protocol: number; protocolName: string }
+  | { name: "inspect"; opts: GlobalOptions; what: "endpoints" | "ipcache" | "policy" | "devices" | "links"; endpoint?: string }
+  | { name: "status"; opts: GlobalOptions }
+  | { name: "teardown"; opts: GlobalOptions }
+  | { name: "version"; opts: GlobalOptions }
+  | { name: "help"; text: string };
+
+interface FlagDef {
+  /** Property of GlobalOptions (or a command-local name). */
+  key: string;
+  /** Takes a value (else boolean). */
+  value: boolean;
+  env?: string;
+}
+
+const FLAGS: Record<string, FlagDef> = {
+  "--source": { key: "source", value: true, env: "RECONCILE_SOURCE" },
+  "--ref": { key: "ref", value: true, env: "RECONCILE_REF" },
+  "--path": { key: "path", value: true, env: "RECONCILE_PATH" },
+  "--node": { key: "node", value: true, env: "RECONCILE_NODE" },
+  "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT" },
+  "--bpffs-root": { key: "bpffsRoot", value: true, env: "RECONCILE_BPFFS_ROOT" },
+  "--state-dir": { key: "stateDir", value: true, env: "RECONCILE_STATE_DIR" },
+  "--resync-interval": { key: "resyncInterval", value: true, env: "RECONCILE_RESYNC_INTERVAL" },
+  "--attach-mode": { key: "attachMode", value: true, env: "RECONCILE_ATTACH_MODE" },
+  "--enforcement": { key: "enforcement", value: true, env: "RECONCILE_ENFORCEMENT" },
+  "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET" },
+  "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN" },
+  "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT" },
+  "--dry-run": { key: "dryRun", value: false },
+  "--once": { key: "once", value: false },
+  "--from": { key: "from", value: true },
+  "--to": { key: "to", value: true },
+  "--port": { key: "port", value: true },
+  "--help": { key: "help", value: false },
+  "-h": { key: "help", value: false },
+};
+
+const SUBCOMMANDS = ["validate", "explain", "inspect", "status", "teardown", "version", "help"] as const;
+
+export const USAGE = `Usage:
+  reconcile [--source DIR|GIT-URL] [--ref BRANCH|TAG|SHA] [--path SUBDIR] [--node NAME]
+            [--dry-run] [--once] [--output text|json] [--bpffs-root PATH] [--state-dir PATH]
+            [--resync-interval 30s] [--attach-mode auto|tcx|tc] [--enforcement default|always|never]
+            [--socket PATH] [--listen ADDR:PORT] [--log-format logfmt|json]
+  reconcile validate --source ...              validate manifests only
+  reconcile explain --source ... --from EP|IP --to EP|IP --port 80/TCP [--output json]
+  reconcile inspect endpoints|ipcache|policy ENDPOINT|devices|links [--output json]
+  reconcile status [--output json]             ask the running daemon
+  reconcile teardown                           remove everything reconcile owns
+  reconcile version
+
+Without --once or --dry-run, reconcile runs as a daemon. Every option may also be set as an
+environment variable RECONCILE_<OPTION> (e.g. RECONCILE_SOURCE=/etc/reconcile/manifests).
+
+Exit codes: 0 success and nothing to change, 2 --dry-run found changes, 1 error.
+`;
+
+const PROTOCOLS: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132, ICMP: 1, ICMPV6: 58, ANY: 0 };
+
+export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>, defaults: { node: string }): Command {
+  const values: Record<string, string | boolean> = {};
+  const positional: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    const def = FLAGS[flag];
+    if (!def) {
+      if (arg.startsWith("-")) throw new UsageError(`unknown option ${arg} (see reconcile --help)`);
+      positional.push(arg);
+      continue;
+    }
+    if (!def.value) {
+      values[def.key] = true;
+      continue;
+    }
+    const value = inline ?? argv[++i];
+    if (value === undefined || (inline === undefined && value.startsWith("--"))) throw new UsageError(`option ${flag} needs a value`);
+    values[def.key] = value;
+  }
+  for (const def of Object.values(FLAGS)) {
+    if (def.env && values[def.key] === undefined && env[def.env] !== undefined && env[def.env] !== "") values[def.key] = env[def.env]!;
+  }
+
+  const sub = positional[0] as (typeof SUBCOMMANDS)[number] | undefined;
+  if (values.help || sub === "help") return { name: "help", text: USAGE };
+  if (sub !== undefined && !SUBCOMMANDS.includes(sub)) throw new UsageError(`unknown command "${sub}" (expected one of ${SUBCOMMANDS.join(", ")})`);
+
+  const opts = globalOptions(values, defaults);
+  switch (sub) {
+    case undefined: {
+      if (values.dryRun && values.once) throw new UsageError("--dry-run and --once exclude each other");
+      const mode = values.dryRun ? "dry-run" : values.once ? "once" : "daemon";
+      requireSource(opts, "reconcile");
+      return { name: "run", mode, opts };
+    }
+    case "validate":
+      requireSource(opts, "validate");
+      return { name: "validate", opts };
+    case "explain": {
+      requireSource(opts, "explain");
+      const from = stringValue(values, "from", "explain needs --from EP|IP");
+      const to = stringValue(values, "to", "explain needs --to EP|IP");
+      const portText = stringValue(values, "port", "explain needs --port PORT/PROTOCOL (e.g. 80/TCP)");
+      const { port, protocol, protocolName } = parsePort(portText);
+      return { name: "explain", opts, from, to, port, protocol, protocolName };
+    }
+    case "inspect": {
+      const what = positional[1];
+      if (what !== "endpoints" && what !== "ipcache" && what !== "policy" && what !== "devices" && what !== "links") {
+        throw new UsageError(`inspect needs one of endpoints, ipcache, policy ENDPOINT, devices, links (got ${what ?? "nothing"})`);
+      }
+      if (what === "policy" && !positional[2]) throw new UsageError("inspect policy needs an endpoint name");
+      return { name: "inspect", opts, what, ...(positional[2] !== undefined ? { endpoint: positional[2] } : {}) };
+    }
+    case "status":
+      return { name: "status", opts };
+    case "teardown":
+      return { name: "teardown", opts };
+    case "version":
+      return { name: "version", opts };
+    default:
+      throw new UsageError(`unknown command "${sub}"`);
+  }
+}
+
+function globalOptions(values: Record<string, string | boolean>, defaults: { node: string }): GlobalOptions {
+  const output = oneOf(values.output, ["text", "json"] as const, "--output", "text");
+  const attachMode = oneOf(values.attachMode, ["auto", "tcx", "tc"] as const, "--attach-mode", "auto");
+  const enforcement = oneOf(values.enforcement, ["default", "always", "never"] as const, "--enforcement", "default");
+  const logFormat = oneOf(values.logFormat, ["logfmt", "json"] as const, "--log-format", "logfmt");
+  const opts: GlobalOptions = {
+    output,
+    bpffsRoot: str(values.bpffsRoot) ?? "/sys/fs/bpf/reconcile",
+    stateDir: str(values.stateDir) ?? "/var/lib/reconcile",
+    resyncIntervalMs: parseDuration(str(values.resyncInterval) ?? "30s", "--resync-interval"),
+    attachMode,
+    enforcement,
+    socket: str(values.socket) ?? "/run/reconcile/reconcile.sock",
+    logFormat,
+    node: str(values.node) ?? defaults.node,
+  };
+  for (const key of ["source", "ref", "path", "listen"] as const) {
+    const v = str(values[key]);
+    if (v !== undefined) opts[key] = v;
+  }
+  return opts;
+}
+
+function str(v: string | boolean | undefined): string | undefined {
+  return typeof v === "string" ? v : undefined;
+}
+
+function stringValue(values: Record<string, string | boolean>, key: string, message: string): string {
+  const v = str(values[key]);
+  if (v === undefined) throw new UsageError(message);
+  return v;
+}
+
+function oneOf<T extends string>(v: string | boolean | undefined, allowed: readonly T[], flag: string, fallback: T): T {
+  if (v === undefined) return fallback;
+  if (typeof v === "string" && (allowed as readonly string[]).includes(v)) return v as T;
+  throw new UsageError(`${flag}: expected one of ${allowed.join(", ")}, got ${String(v)}`);
+}
+
+function requireSource(opts: GlobalOptions, command: string): void {
+  if (!opts.source) throw new UsageError(`${command} needs --source DIR|GIT-URL (or RECONCILE_SOURCE)`);
+}
+
+/** "30s", "500ms", "2m", "1h" → milliseconds. */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+)(ms|s|m|h)$/.exec(text.trim());
+  if (!m) throw new UsageError(`${flag}: expected a duration like 30s, 500ms, 5m (got ${text})`);
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
+  return n * unit;
+}
+
+/** "80/TCP" → port 80, protocol 6. A bare number means TCP. */
+export function parsePort(text: string): { port: number; protocol: number; protocolName: string } {
+  const m = /^(\d{1,5})(?:\/([A-Za-z0-9]+))?$/.exec(text);
+  const port = m ? Number(m[1]) : NaN;
+  const protocolName = (m?.[2] ?? "TCP").toUpperCase();
+  const protocol = PROTOCOLS[protocolName];
+  if (!m || port > 65535 || protocol === undefined) {
+    throw new UsageError(`--port: expected PORT/PROTOCOL with PORT 0..65535 and PROTOCOL one of ${Object.keys(PROTOCOLS).join(", ")} (got ${text})`);
+  }
+  return { port, protocol, protocolName };
+}

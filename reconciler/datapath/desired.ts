@@ -1,0 +1,242 @@
+// Model + compiled policy → DesiredState: every device, address, route, sysctl, map, map entry and
+// program attachment the local node should have. Pure.
+
+import type { EndpointManifest, Model } from "../manifest/model.js";
+import type { CompiledPolicy } from "../policy/types.js";
+import { MAP_SPECS } from "./maps.js";
+import {
+  policyEntryId,
+  type AddressSpec,
+  type AttachmentSpec,
+  type DesiredState,
+  type DeviceSpec,
+  type RouteSpec,
+  type SysctlSpec,
+} from "./state.js";
+
+/** IPv4 gateway every created endpoint routes through: answered by proxy ARP on the host side. */
+export const GATEWAY_V4 = "169.254.1.1";
+/** IPv6 gateway: a link-local address on every host-side veth. */
+export const GATEWAY_V6 = "fe80::1";
+
+/** The program that enforces an endpoint's ingress policy and the one for its egress policy. */
+export const PROGRAM_TO_ENDPOINT = "to_endpoint";
+export const PROGRAM_FROM_ENDPOINT = "from_endpoint";
+
+export interface DesiredOptions {
+  /** How programs attach: tcx links or legacy tc (cls_bpf). */
+  attachMode: "tcx" | "tc";
+}
+
+export function deviceId(name: string, netns?: string): string {
+  return netns ? `${netns}/${name}` : name;
+}
+
+export function routeId(r: Pick<RouteSpec, "netns" | "destination">): string {
+  return r.netns ? `${r.netns}/${r.destination}` : r.destination;
+}
+
+export function addressId(a: AddressSpec): string {
+  return `${deviceId(a.device, a.netns)}/${a.address}`;
+}
+
+export function sysctlId(s: Pick<SysctlSpec, "netns" | "key">): string {
+  return s.netns ? `${s.netns}/${s.key}` : s.key;
+}
+
+export function attachmentId(a: Pick<AttachmentSpec, "device" | "netns" | "hook">): string {
+  return `${deviceId(a.device, a.netns)}/${a.hook}`;
+}
+
+/**
+ * Stable endpoint numbers (the key of an endpoint's inner policy map): a hash of the endpoint name
+ * in 1..65535, probing upwards on collision in name order. The same manifests give the same numbers
+ * on every run, and adding an endpoint renumbers another only when their hashes collide.
+ */
+export function endpointIds(names: readonly string[]): Map<string, number> {
+  const ids = new Map<string, number>();
+  const used = new Set<number>();
+  for (const name of [...names].sort()) {
+    let id = (fnv1a(name) % 65535) + 1;
+    while (used.has(id)) id = (id % 65535) + 1;
+    used.add(id);
+    ids.set(name, id);
+  }
+  return ids;
+}
+
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions): DesiredState {
+  const state: DesiredState = {
+    revision: compiled.revision,
+    node: compiled.node,
+    devices: new Map(),
+    addresses: new Map(),
+    routes: new Map(),
+    sysctls: new Map(),
+    maps: new Map(MAP_SPECS.map((m) => [m.name, m])),
+    attachments: new Map(),
+    endpoints: new Map(),
+    ipcache: new Map(),
+    policy: new Map(),
+    provenance: new Map(),
+  };
+
+  const local = model.endpoints.filter((e) => e.node === undefined || e.node === compiled.node);
+  const ids = endpointIds(local.map((e) => e.name));
+  const policyByEndpoint = new Map(compiled.endpoints.map((p) => [p.endpoint, p]));
+
+  let anyV4 = false;
+  let anyV6 = false;
+  for (const ep of local) {
+    addEndpointDevices(state, ep, opts);
+    anyV4 ||= ep.ipv4 !== undefined && ep.create?.kind === "veth";
+    anyV6 ||= ep.ipv6 !== undefined && ep.create?.kind === "veth";
+
+    const policy = policyByEndpoint.get(ep.name);
+    if (!policy) throw new Error(`no compiled policy for local endpoint ${ep.name}: this is a bug`);
+    for (const address of [ep.ipv4, ep.ipv6]) {
+      if (address === undefined) continue;
+      state.endpoints.set(address, {
+        address,
+        endpointId: ids.get(ep.name)!,
+        identity: policy.identity,
+        ifindex: 0,
+        enforceIngress: policy.enforce.ingress,
+        enforceEgress: policy.enforce.egress,
+        endpoint: ep.name,
+      });
+    }
+    for (const e of policy.entries) {
+      const id = policyEntryId(e);
+      state.policy.set(id, {
+        endpoint: e.endpoint,
+        direction: e.direction,
+        identity: e.identity,
+        protocol: e.protocol,
+        port: e.port,
+        portPrefixLen: e.portPrefixLen,
+        decision: e.decision,
+      });
+      state.provenance.set(id, { endPort: e.endPort, rules: e.rules });
+    }
+  }
+
+  // Routing between endpoints on this host goes through the host namespace.
+  if (anyV4) addSysctl(state, { key: "net/ipv4/ip_forward", value: "1" });
+  if (anyV6) addSysctl(state, { key: "net/ipv6/conf/all/forwarding", value: "1" });
+
+  for (const entry of compiled.ipcache) {
+    state.ipcache.set(entry.prefix, {
+      prefix: entry.prefix,
+      identity: entry.identity,
+      ...(entry.tunnelEndpoint !== undefined ? { tunnelEndpoint: entry.tunnelEndpoint } : {}),
+    });
+  }
+  return state;
+}
+
+function addEndpointDevices(state: DesiredState, ep: EndpointManifest, opts: DesiredOptions): void {
+  const create = ep.create;
+  if (!create) {
+    // Adopted: the interface exists; reconcile only attaches programs to it.
+    addDevice(state, { name: ep.interfaceName, kind: "adopted", owned: false, endpoint: ep.name });
+    addAttachments(state, ep.interfaceName, undefined, "host-veth", opts);
+    return;
+  }
+
+  const netns = create.netns;
+  if (create.kind === "macvlan") {
+    addDevice(state, {
+      name: create.ifname,
+      netns,
+      kind: "macvlan",
+      parent: create.parent!,
+      ...(ep.mac !== undefined ? { mac: ep.mac } : {}),
+      owned: true,
+      endpoint: ep.name,
+    });
+    for (const [address, bits] of addresses(ep)) addAddress(state, { device: create.ifname, netns, address: `${address}/${bits}` });
+    // Bridge-mode macvlans reach each other on the parent's segment: everything is on-link.
+    if (ep.ipv4) addRoute(state, { netns, destination: "default", device: create.ifname, scope: "link" });
+    if (ep.ipv6) addRoute(state, { netns, destination: "::/0", device: create.ifname, scope: "link" });
+    addAttachments(state, create.ifname, netns, "in-namespace", opts);
+    return;
+  }
+
+  const host = ep.interfaceName;
+  addDevice(state, { name: host, kind: "veth", peer: { name: create.ifname, netns }, owned: true, endpoint: ep.name });
+  addDevice(state, {
+    name: create.ifname,
+    netns,
+    kind: "veth",
+    peer: { name: host },
+    ...(ep.mac !== undefined ? { mac: ep.mac } : {}),
+    owned: true,
+    endpoint: ep.name,
+  });
+  for (const [address, bits] of addresses(ep)) {
+    addAddress(state, { device: create.ifname, netns, address: `${address}/${bits}` });
+    addRoute(state, { destination: `${address}/${bits}`, device: host, scope: "link" });
+  }
+  if (ep.ipv4) {
+    addSysctl(state, { key: `net/ipv4/conf/${host}/proxy_arp`, value: "1" });
+    addRoute(state, { netns, destination: `${GATEWAY_V4}/32`, device: create.ifname, scope: "link" });
+    addRoute(state, { netns, destination: "default", device: create.ifname, gateway: GATEWAY_V4 });
+  }
+  if (ep.ipv6) {
+    addAddress(state, { device: host, address: `${GATEWAY_V6}/64` });
+    addRoute(state, { netns, destination: "::/0", device: create.ifname, gateway: GATEWAY_V6 });
+  }
+  addAttachments(state, host, undefined, "host-veth", opts);
+}
+
+function addresses(ep: EndpointManifest): Array<[string, number]> {
+  const out: Array<[string, number]> = [];
+  if (ep.ipv4) out.push([ep.ipv4, 32]);
+  if (ep.ipv6) out.push([ep.ipv6, 128]);
+  return out;
+}
+
+/**
+ * On a host-side veth, packets towards the endpoint leave through the device's egress hook and its
+ * own packets arrive on the ingress hook. Inside the endpoint's namespace (macvlan) it is the reverse.
+ */
+function addAttachments(
+  state: DesiredState,
+  device: string,
+  netns: string | undefined,
+  where: "host-veth" | "in-namespace",
+  opts: DesiredOptions,
+): void {
+  const towards = where === "host-veth" ? "egress" : "ingress";
+  const from = where === "host-veth" ? "ingress" : "egress";
+  for (const [hook, program] of [
+    [towards, PROGRAM_TO_ENDPOINT],
+    [from, PROGRAM_FROM_ENDPOINT],
+  ] as const) {
+    const a: AttachmentSpec = { device, hook, program, mode: opts.attachMode, ...(netns !== undefined ? { netns } : {}) };
+    state.attachments.set(attachmentId(a), a);
+  }
+}
+
+function addDevice(state: DesiredState, d: DeviceSpec): void {
+  state.devices.set(deviceId(d.name, d.netns), d);
+}
+function addAddress(state: DesiredState, a: AddressSpec): void {
+  state.addresses.set(addressId(a), a);
+}
+function addRoute(state: DesiredState, r: RouteSpec): void {
+  state.routes.set(routeId(r), r);
+}
+function addSysctl(state: DesiredState, s: SysctlSpec): void {
+  state.sysctls.set(sysctlId(s), s);
+}

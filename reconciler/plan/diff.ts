@@ -1,0 +1,117 @@
+// diff(desired, actual) → Plan: pure, ordered, every change with a reason. Creates and updates go in
+// dependency order (devices before the addresses on them, maps before their entries, entries before
+// the programs that read them); deletes go in reverse, after all creates and updates, so a program is
+// never left pointing at state that is already gone (make before break).
+
+import {
+  RESOURCE_KINDS,
+  type ActualState,
+  type DatapathState,
+  type DesiredState,
+  type ResourceKind,
+} from "../datapath/state.js";
+
+export type Op = "create" | "update" | "delete";
+
+export interface Change {
+  op: Op;
+  resource: ResourceKind;
+  /** Resource id, unique within its kind (e.g. "app1/ingress/36895/6/80/16", "10.11.90.17/32"). */
+  id: string;
+  /** Actual spec (update, delete). */
+  before?: unknown;
+  /** Desired spec (create, update). */
+  after?: unknown;
+  /** Why: "missing", "identity 5 → 36895", "no longer desired". */
+  reason: string;
+}
+
+export interface Plan {
+  revision: string;
+  node: string;
+  changes: Change[];
+  summary: { create: number; update: number; delete: number };
+}
+
+type Kind = keyof DatapathState;
+
+/** Which state field holds each resource kind. */
+const FIELD: Record<ResourceKind, Kind> = {
+  device: "devices",
+  address: "addresses",
+  route: "routes",
+  sysctl: "sysctls",
+  map: "maps",
+  endpoint: "endpoints",
+  ipcache: "ipcache",
+  policy: "policy",
+  attachment: "attachments",
+};
+
+/**
+ * The fields of each kind that live in the kernel. A difference in any of them is an update; other
+ * fields (names, provenance) are bookkeeping.
+ */
+const COMPARED: Record<ResourceKind, readonly string[]> = {
+  device: ["kind", "mac", "mtu", "parent"],
+  address: [],
+  route: ["device", "gateway", "scope"],
+  sysctl: ["value"],
+  map: ["type", "keySize", "valueSize", "maxEntries", "flags"],
+  endpoint: ["endpointId", "identity", "enforceIngress", "enforceEgress"],
+  ipcache: ["identity", "tunnelEndpoint"],
+  policy: ["decision"],
+  attachment: ["program", "mode", "tag"],
+};
+
+/** Fields the manifests may leave open: `undefined` on the desired side means "whatever it is". */
+const OPTIONAL = new Set(["mac", "mtu", "parent", "tag"]);
+
+/** Kinds whose desired entries reconcile never creates or deletes (they are adopted, not owned). */
+function isAdopted(kind: ResourceKind, spec: unknown): boolean {
+  return kind === "device" && (spec as { owned?: boolean }).owned === false;
+}
+
+export function diff(desired: DesiredState, actual: ActualState): Plan {
+  const creates: Change[] = [];
+  const deletes: Change[] = [];
+  for (const resource of RESOURCE_KINDS) {
+    const want = desired[FIELD[resource]] as Map<string, unknown>;
+    const have = actual[FIELD[resource]] as Map<string, unknown>;
+    const fields = COMPARED[resource];
+    for (const [id, after] of want) {
+      if (isAdopted(resource, after)) continue;
+      const before = have.get(id);
+      if (before === undefined) {
+        creates.push({ op: "create", resource, id, after, reason: "missing" });
+        continue;
+      }
+      const differences = differing(fields, after, before);
+      if (differences) creates.push({ op: "update", resource, id, before, after, reason: differences });
+    }
+    for (const [id, before] of have) {
+      if (!want.has(id)) deletes.push({ op: "delete", resource, id, before, reason: "no longer desired" });
+    }
+  }
+  deletes.reverse();
+  const changes = creates.concat(deletes);
+  const summary = { create: 0, update: 0, delete: 0 };
+  for (const c of changes) summary[c.op]++;
+  return { revision: desired.revision, node: desired.node, changes, summary };
+}
+
+/** "identity 5 → 36895, enforceIngress false → true", or "" when equal. */
+function differing(fields: readonly string[], after: unknown, before: unknown): string {
+  const a = after as Record<string, unknown>;
+  const b = before as Record<string, unknown>;
+  let out = "";
+  for (const f of fields) {
+    if (a[f] === b[f] || (a[f] === undefined && OPTIONAL.has(f))) continue;
+    out += `${out ? ", " : ""}${f} ${String(b[f])} → ${String(a[f])}`;
+  }
+  return out;
+}
+
+export function isEmpty(plan: Plan): boolean {
+  return plan.changes.length === 0;
+}
