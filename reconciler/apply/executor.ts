@@ -1,0 +1,111 @@
+// observe → diff → apply, through the targets. Every planned change gets a status; failures are
+// reported per object, never hidden, and a later run (the daemon's retry with backoff) re-plans
+// from what the kernel really holds, so a failed object is simply planned again.
+
+import { emptyState, RESOURCE_KINDS, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
+import { diff, type Change, type Plan } from "../plan/diff.js";
+import { errorText, type ObjectResult, type Target } from "./target.js";
+
+export type ObjectState = "pending" | "done" | "error";
+
+export interface ObjectStatus {
+  resource: ResourceKind;
+  id: string;
+  state: ObjectState;
+  error?: string;
+  /** Milliseconds since the epoch of the last state change. */
+  at: number;
+}
+
+export interface ApplyReport {
+  plan: Plan;
+  results: ObjectResult[];
+  /** Objects that failed. */
+  failed: ObjectResult[];
+}
+
+export class Targets {
+  private readonly byKind = new Map<ResourceKind, Target>();
+
+  constructor(targets: readonly Target[]) {
+    for (const t of targets) this.byKind.set(t.kind, t);
+  }
+
+  get(kind: ResourceKind): Target | undefined {
+    return this.byKind.get(kind);
+  }
+
+  /** Reads the actual state of every kind that has a target. */
+  async observe(desired: DesiredState): Promise<ActualState> {
+    const actual = emptyState();
+    for (const kind of RESOURCE_KINDS) {
+      const t = this.byKind.get(kind);
+      if (!t) continue;
+      (actual[t.field] as Map<string, unknown>) = await t.observe(desired);
+    }
+    return actual;
+  }
+}
+
+/**
+ * Plans against the kernel and applies the plan. Changes go to their targets in plan order, a run of
+ * consecutive changes of one kind in one call (so a target can batch map writes). When a kind fails,
+ * the changes that depend on it still run: each target decides what it can do (a missing device
+ * fails its own attachments with a clear error), so one bad endpoint does not hold up the others.
+ */
+export async function reconcileOnce(targets: Targets, desired: DesiredState): Promise<ApplyReport> {
+  const actual = await targets.observe(desired);
+  const plan = diff(desired, actual);
+  const results: ObjectResult[] = [];
+  for (const batch of batches(plan.changes)) {
+    const target = targets.get(batch[0]!.resource);
+    if (!target) {
+      results.push(...batch.map((c) => failed(c, `no target for ${c.resource}: this is a bug`)));
+      continue;
+    }
+    try {
+      results.push(...(await target.apply(batch, desired)));
+    } catch (err) {
+      results.push(...batch.map((c) => failed(c, errorText(err))));
+    }
+  }
+  return { plan, results, failed: results.filter((r) => !r.ok) };
+}
+
+function failed(c: Change, error: string): ObjectResult {
+  return { resource: c.resource, id: c.id, ok: false, error };
+}
+
+/** Consecutive changes of the same resource kind and op. */
+export function* batches(changes: readonly Change[]): Generator<Change[]> {
+  let current: Change[] = [];
+  for (const c of changes) {
+    const head = current[0];
+    if (head && (head.resource !== c.resource || (head.op === "delete") !== (c.op === "delete"))) {
+      yield current;
+      current = [];
+    }
+    current.push(c);
+  }
+  if (current.length) yield current;
+}
+
+/** Keeps the latest status of every object, for `reconcile status` and metrics. */
+export class StatusTable {
+  private readonly objects = new Map<string, ObjectStatus>();
+
+  constructor(private readonly clock: () => number = Date.now) {}
+
+  record(report: ApplyReport): void {
+    for (const r of report.results) {
+      const key = `${r.resource}/${r.id}`;
+      if (r.ok) this.objects.delete(key);
+      else this.objects.set(key, { resource: r.resource, id: r.id, state: "error", error: r.error!, at: this.clock() });
+    }
+  }
+
+  /** Objects currently in error. */
+  errors(): ObjectStatus[] {
+    return [...this.objects.values()];
+  }
+}

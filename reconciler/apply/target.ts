@@ -1,0 +1,76 @@
+// A Target is the port between the reconciler and one kind of kernel object. observe() reads what
+// is there (only what reconcile owns, or what the desired state names); apply() performs a batch of
+// planned changes of that kind and says, per object, whether it worked. The real targets use
+// ebpf-loader and netlink; the unit tests use the in-memory one below.
+
+import type { DatapathState, DesiredState, ResourceKind } from "../datapath/state.js";
+import type { Change } from "../plan/diff.js";
+
+/** Outcome of one planned change. */
+export interface ObjectResult {
+  resource: ResourceKind;
+  id: string;
+  ok: boolean;
+  /** Error text when !ok: what failed and why (e.g. "attach tcx egress lxc1: bpf(BPF_LINK_CREATE): ENODEV"). */
+  error?: string;
+}
+
+export interface Target {
+  kind: ResourceKind;
+  /** Field of DatapathState this target fills. */
+  field: keyof DatapathState;
+  /** Reads the current objects of this kind, keyed like the desired state. */
+  observe(desired: DesiredState): Promise<Map<string, unknown>>;
+  /** Applies changes of this kind, in the given order. Must not throw for a single object's failure:
+   *  it reports it and goes on with the others (a failure that makes the rest pointless may fail them all). */
+  apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]>;
+}
+
+/** The same result for every change of a batch (a whole-batch failure, or success). */
+export function resultsFor(changes: readonly Change[], error?: unknown): ObjectResult[] {
+  return changes.map((c) => ({
+    resource: c.resource,
+    id: c.id,
+    ok: error === undefined,
+    ...(error !== undefined ? { error: errorText(error) } : {}),
+  }));
+}
+
+export function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * An in-memory target: the kernel of the unit tests. Holds objects in a Map, counts writes, and can
+ * be told to fail given ids.
+ */
+export class MemoryTarget implements Target {
+  readonly objects = new Map<string, unknown>();
+  /** Number of objects written or deleted so far. */
+  writes = 0;
+  /** Ids whose next apply fails with this message. */
+  readonly failNext = new Map<string, string>();
+
+  constructor(
+    readonly kind: ResourceKind,
+    readonly field: keyof DatapathState,
+  ) {}
+
+  async observe(): Promise<Map<string, unknown>> {
+    return new Map(this.objects);
+  }
+
+  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+    return changes.map((c) => {
+      const failure = this.failNext.get(c.id);
+      if (failure !== undefined) {
+        this.failNext.delete(c.id);
+        return { resource: c.resource, id: c.id, ok: false, error: failure };
+      }
+      this.writes++;
+      if (c.op === "delete") this.objects.delete(c.id);
+      else this.objects.set(c.id, c.after);
+      return { resource: c.resource, id: c.id, ok: true };
+    });
+  }
+}

@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { batches, reconcileOnce, StatusTable, Targets } from "../../reconciler/apply/executor.js";
+import { MemoryTarget } from "../../reconciler/apply/target.js";
+import { emptyState, policyEntryId, type DesiredState, type PolicyMapEntry } from "../../reconciler/datapath/state.js";
+import type { Change } from "../../reconciler/plan/diff.js";
+
+function fakeKernel() {
+  const ipcache = new MemoryTarget("ipcache", "ipcache");
+  const policy = new MemoryTarget("policy", "policy");
+  const attachments = new MemoryTarget("attachment", "attachments");
+  return { ipcache, policy, attachments, targets: new Targets([ipcache, policy, attachments]) };
+}
+
+function desired(): DesiredState {
+  const d: DesiredState = { ...emptyState(), revision: "r1", node: "n1", provenance: new Map() };
+  d.ipcache.set("10.11.90.17/32", { prefix: "10.11.90.17/32", identity: 36895 });
+  const e: PolicyMapEntry = { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow" };
+  d.policy.set(policyEntryId(e), e);
+  d.attachments.set("lxc-app1/egress", { device: "lxc-app1", hook: "egress", program: "to_endpoint", mode: "tcx" });
+  return d;
+}
+
+test("apply converges, and a second run plans and writes nothing", async () => {
+  const k = fakeKernel();
+  const first = await reconcileOnce(k.targets, desired());
+  assert.equal(first.plan.changes.length, 3);
+  assert.equal(first.failed.length, 0);
+  const writes = k.ipcache.writes + k.policy.writes + k.attachments.writes;
+  assert.equal(writes, 3);
+
+  const second = await reconcileOnce(k.targets, desired());
+  assert.equal(second.plan.changes.length, 0);
+  assert.equal(k.ipcache.writes + k.policy.writes + k.attachments.writes, writes);
+});
+
+test("drift behind reconcile's back is planned and corrected", async () => {
+  const k = fakeKernel();
+  await reconcileOnce(k.targets, desired());
+  k.ipcache.objects.set("10.11.90.17/32", { prefix: "10.11.90.17/32", identity: 2 });
+  k.ipcache.objects.set("10.99.0.1/32", { prefix: "10.99.0.1/32", identity: 5 });
+  k.policy.objects.clear();
+  const report = await reconcileOnce(k.targets, desired());
+  assert.deepEqual(
+    report.plan.changes.map((c) => `${c.op} ${c.resource} ${c.id}`),
+    ["update ipcache 10.11.90.17/32", "create policy app1/ingress/36895/6/80/16", "delete ipcache 10.99.0.1/32"],
+  );
+  assert.deepEqual((k.ipcache.objects.get("10.11.90.17/32") as { identity: number }).identity, 36895);
+  assert.equal(k.ipcache.objects.has("10.99.0.1/32"), false);
+});
+
+test("a failing object is reported with its error, the others are applied, and the next run retries it", async () => {
+  const k = fakeKernel();
+  k.attachments.failNext.set("lxc-app1/egress", "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV");
+  const status = new StatusTable(() => 42);
+  const first = await reconcileOnce(k.targets, desired());
+  status.record(first);
+  assert.deepEqual(first.failed, [
+    { resource: "attachment", id: "lxc-app1/egress", ok: false, error: "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV" },
+  ]);
+  assert.equal(k.policy.objects.size, 1);
+  assert.deepEqual(status.errors(), [
+    { resource: "attachment", id: "lxc-app1/egress", state: "error", error: "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV", at: 42 },
+  ]);
+
+  const retry = await reconcileOnce(k.targets, desired());
+  status.record(retry);
+  assert.deepEqual(retry.plan.changes.map((c) => c.id), ["lxc-app1/egress"]);
+  assert.equal(retry.failed.length, 0);
+  assert.deepEqual(status.errors(), []);
+});
+
+test("a target that throws fails its whole batch without stopping later kinds", async () => {
+  const k = fakeKernel();
+  k.policy.apply = async () => {
+    throw new Error("open pinned map policy: bpf(BPF_OBJ_GET): ENOENT");
+  };
+  const report = await reconcileOnce(k.targets, desired());
+  assert.deepEqual(report.failed.map((r) => [r.id, r.error]), [["app1/ingress/36895/6/80/16", "open pinned map policy: bpf(BPF_OBJ_GET): ENOENT"]]);
+  assert.equal(k.attachments.objects.size, 1);
+});
+
+test("batches group consecutive changes of one kind, deletes apart from creates", () => {
+  const c = (op: Change["op"], resource: Change["resource"], id: string): Change => ({ op, resource, id, reason: "" });
+  const groups = [...batches([c("create", "ipcache", "a"), c("update", "ipcache", "b"), c("create", "policy", "p"), c("delete", "policy", "q"), c("delete", "ipcache", "z")])];
+  assert.deepEqual(groups.map((g) => g.map((x) => x.id)), [["a", "b"], ["p"], ["q"], ["z"]]);
+});
