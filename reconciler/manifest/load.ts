@@ -1,0 +1,351 @@
+// Snapshot → Model: parse every manifest file, validate every document against its kind's schema,
+// run the cross-object checks, and return the model together with every problem found (sorted by
+// file and line). Pure: the snapshot already holds the file contents.
+
+import type {
+  EndpointManifest,
+  IdentityManifest,
+  ManifestProblem,
+  Model,
+  NodeManifest,
+  RuleManifest,
+} from "./model.js";
+import type { Snapshot } from "../source/snapshot.js";
+import { Reader, describe, type Field } from "./fields.js";
+import { DEFAULT_LIMITS, parseYamlWithLines, YamlParseError, type ParseLimits } from "./yaml.js";
+import { readEndpoint } from "./endpoint.js";
+import { readIdentity } from "./identity.js";
+import { readNode } from "./node.js";
+import { readRule } from "./rule.js";
+
+export interface LoadResult {
+  /** The validated model; present only when there is no error (warnings may accompany it). */
+  model?: Model;
+  /** Every error and warning of the snapshot, sorted by file, then line. */
+  problems: ManifestProblem[];
+}
+
+export interface LoadLimits extends ParseLimits {
+  /** Largest accepted snapshot (sum of manifest file sizes), in bytes. */
+  maxTotalBytes: number;
+}
+
+export const DEFAULT_LOAD_LIMITS: LoadLimits = { ...DEFAULT_LIMITS, maxTotalBytes: 64 * 1024 * 1024 };
+
+/** Thrown by callers that want an exception for an invalid snapshot. */
+export class ManifestError extends Error {
+  constructor(
+    /** All problems (errors and warnings) of the snapshot. */
+    readonly problems: ManifestProblem[],
+    options?: { cause?: unknown },
+  ) {
+    const errors = problems.filter((p) => p.severity === "error");
+    const head = errors.slice(0, 20).map(formatProblem).join("\n");
+    const more = errors.length > 20 ? `\n... and ${errors.length - 20} more` : "";
+    super(`invalid manifests (${errors.length} error${errors.length === 1 ? "" : "s"}):\n${head}${more}`, options);
+    this.name = "ManifestError";
+  }
+}
+
+/** `path/to/file.yaml:LINE: Kind/name: spec.field.path: message` (warnings prefixed "warning: "). */
+export function formatProblem(p: ManifestProblem): string {
+  const parts = [`${p.file}:${p.line}`];
+  if (p.object !== undefined) parts.push(p.object);
+  if (p.path !== undefined) parts.push(p.path);
+  parts.push(p.severity === "warning" ? `warning: ${p.message}` : p.message);
+  return parts.join(": ");
+}
+
+const YAML_EXT = /\.ya?ml$/i;
+const JSON_EXT = /\.json$/i;
+
+/** What the cross-object checks need: the object and the fields to point at. */
+interface Seen<T> {
+  item: T;
+  fields: Record<string, Field>;
+}
+
+interface Collected {
+  endpoints: Seen<EndpointManifest>[];
+  identities: Seen<IdentityManifest>[];
+  rules: Seen<RuleManifest>[];
+  nodes: Seen<NodeManifest>[];
+}
+
+/** Validate a whole snapshot. Never throws for bad input; every problem is in `problems`. */
+export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LOAD_LIMITS): LoadResult {
+  const problems: ManifestProblem[] = [];
+  const got: Collected = { endpoints: [], identities: [], rules: [], nodes: [] };
+  const files = [...snapshot.files]
+    .filter((f) => YAML_EXT.test(f.path) || JSON_EXT.test(f.path))
+    .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+
+  let total = 0;
+  for (const file of files) {
+    total += Buffer.byteLength(file.content, "utf8");
+    if (total > limits.maxTotalBytes) {
+      problems.push({
+        file: file.path,
+        line: 1,
+        severity: "error",
+        message: `snapshot too large (expected at most ${limits.maxTotalBytes} bytes of manifests in total, got more than that by this file)`,
+      });
+      break;
+    }
+    loadFile(file.path, file.content, limits, problems, got);
+  }
+  crossCheck(got, problems);
+
+  problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
+  if (problems.some((p) => p.severity === "error")) return { problems };
+  return {
+    problems,
+    model: {
+      revision: snapshot.revision,
+      endpoints: got.endpoints.map((s) => s.item),
+      identities: got.identities.map((s) => s.item),
+      rules: got.rules.map((s) => s.item),
+      nodes: got.nodes.map((s) => s.item),
+    },
+  };
+}
+
+function loadFile(path: string, content: string, limits: ParseLimits, problems: ManifestProblem[], got: Collected): void {
+  let parsed;
+  try {
+    parsed = parseYamlWithLines(content, limits);
+  } catch (err) {
+    if (err instanceof YamlParseError) {
+      problems.push({ file: path, line: err.line, severity: "error", message: err.message });
+      return;
+    }
+    throw err;
+  }
+  if (JSON_EXT.test(path)) {
+    loadJsonRules(path, parsed.documents, new Reader(path, parsed.lines, problems), got);
+    return;
+  }
+  for (const doc of parsed.documents) {
+    if (doc.value === null || doc.value === undefined) continue;
+    loadDocument(new Reader(path, parsed.lines, problems), doc.value, doc.line, got);
+  }
+}
+
+/** A `cilium policy import` file: one JSON array of rules, each named by its `name` label. */
+function loadJsonRules(path: string, docs: { value: unknown; line: number }[], r: Reader, got: Collected): void {
+  const nonEmpty = docs.filter((d) => d.value !== null && d.value !== undefined);
+  if (nonEmpty.length === 0) return;
+  const root = r.root(nonEmpty[0]!.value, nonEmpty[0]!.line);
+  const items = r.list(root, true);
+  if (items === undefined) return;
+  items.forEach((it, i) => {
+    const labels = r.child(it, "labels").value;
+    const nameLabel = Array.isArray(labels)
+      ? labels.find((l: unknown) => typeof l === "object" && l !== null && (l as Record<string, unknown>)["key"] === "name")
+      : undefined;
+    const nameValue = nameLabel !== undefined ? (nameLabel as Record<string, unknown>)["value"] : undefined;
+    const name = typeof nameValue === "string" && nameValue !== "" ? nameValue : `${path}#${i}`;
+    r.object = `Rule/${name}`;
+    const rule = readRule(r, it);
+    if (rule !== undefined) {
+      got.rules.push({
+        item: { kind: "Rule", name, origin: "json", rule, at: { file: path, line: it.line } },
+        fields: { name: it },
+      });
+    }
+  });
+}
+
+const KINDS: Record<string, readonly string[]> = {
+  "reconcile/v1": ["Endpoint", "Identity", "Rule", "Node"],
+  "cilium.io/v2": ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"],
+};
+
+function loadDocument(r: Reader, value: unknown, line: number, got: Collected): void {
+  const doc = r.root(value, line);
+  if (r.mapping(doc, true) === undefined) return;
+  const apiField = r.child(doc, "apiVersion");
+  const kindField = r.child(doc, "kind");
+  const apiVersion = r.string(apiField, true);
+  const kind = r.string(kindField, true);
+  if (apiVersion === undefined || kind === undefined) return;
+  const kinds = KINDS[apiVersion];
+  if (kinds === undefined) {
+    r.error(apiField, `unknown apiVersion (expected ${Object.keys(KINDS).join(" or ")}, got ${describe(apiVersion)})`);
+    return;
+  }
+  if (!kinds.includes(kind)) {
+    r.error(kindField, `unknown kind for ${apiVersion} (expected one of ${kinds.join(", ")}, got ${describe(kind)})`);
+    return;
+  }
+  const cilium = apiVersion === "cilium.io/v2";
+  r.onlyKeys(doc, cilium ? ["apiVersion", "kind", "metadata", "spec", "specs"] : ["apiVersion", "kind", "metadata", "spec"], {
+    status: "status is written by Cilium and is not read by reconcile (remove it)",
+  });
+
+  const meta = r.child(doc, "metadata");
+  if (r.mapping(meta, true) === undefined) return;
+  const nameField = r.child(meta, "name");
+  const rawName = typeof nameField.value === "string" ? nameField.value : undefined;
+  r.object = `${kind}/${rawName ?? "?"}`;
+  const name = r.name(nameField, true);
+  const metaKeys = ["name", "labels", "annotations"];
+  if (kind === "CiliumNetworkPolicy") metaKeys.push("namespace");
+  r.onlyKeys(meta, metaKeys, kind === "CiliumClusterwideNetworkPolicy" ? { namespace: "a cluster-wide policy has no namespace (remove metadata.namespace)" } : {});
+  const annotations = r.child(meta, "annotations");
+  if (r.mapping(annotations) !== undefined) {
+    for (const k of Object.keys(annotations.value as object)) r.string(r.child(annotations, k), true);
+  }
+  if (kind !== "Endpoint") r.labelMap(r.child(meta, "labels"), "k8s");
+  if (name === undefined) return;
+
+  switch (kind) {
+    case "Endpoint": {
+      const ep = readEndpoint(r, doc, name);
+      if (ep !== undefined) got.endpoints.push({ item: ep, fields: endpointFields(r, doc) });
+      return;
+    }
+    case "Identity": {
+      const id = readIdentity(r, doc, name);
+      const spec = r.child(doc, "spec");
+      if (id !== undefined) got.identities.push({ item: id, fields: { name: nameField, id: r.child(spec, "id"), labels: r.child(spec, "labels") } });
+      return;
+    }
+    case "Node": {
+      const n = readNode(r, doc, name);
+      if (n !== undefined) got.nodes.push({ item: n, fields: { name: nameField } });
+      return;
+    }
+    case "Rule": {
+      const rule = readRule(r, r.child(doc, "spec"));
+      if (rule !== undefined) {
+        got.rules.push({ item: { kind: "Rule", name, origin: "Rule", rule, at: { file: r.file, line: doc.line } }, fields: { name: nameField } });
+      }
+      return;
+    }
+    default:
+      loadCiliumPolicy(r, doc, kind as "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy", name, got);
+  }
+}
+
+function loadCiliumPolicy(
+  r: Reader,
+  doc: Field,
+  kind: "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy",
+  name: string,
+  got: Collected,
+): void {
+  const meta = r.child(doc, "metadata");
+  const namespace = kind === "CiliumNetworkPolicy" ? r.name(r.child(meta, "namespace"), false) : undefined;
+  const spec = r.child(doc, "spec");
+  const specs = r.child(doc, "specs");
+  const add = (f: Field, ruleName: string): void => {
+    const rule = readRule(r, f);
+    if (rule === undefined) return;
+    const item: RuleManifest = { kind: "Rule", name: ruleName, origin: kind, rule, at: { file: r.file, line: f.line } };
+    if (namespace !== undefined) item.namespace = namespace;
+    got.rules.push({ item, fields: { name: f } });
+  };
+  if (spec.value == null && specs.value == null) {
+    r.error(doc, "a policy needs rules (expected spec or specs, got neither)");
+    return;
+  }
+  if (spec.value != null) add(spec, name);
+  const items = r.list(specs);
+  items?.forEach((it, i) => add(it, `${name}#${i}`));
+}
+
+function endpointFields(r: Reader, doc: Field): Record<string, Field> {
+  const spec = r.child(doc, "spec");
+  const iface = r.child(spec, "interface");
+  return {
+    name: r.child(r.child(doc, "metadata"), "name"),
+    node: r.child(spec, "node"),
+    ipv4: r.child(spec, "ipv4"),
+    ipv6: r.child(spec, "ipv6"),
+    interface: r.child(iface, "name"),
+    create: r.child(iface, "create"),
+  };
+}
+
+// ---- cross-object checks ----
+
+function crossCheck(got: Collected, problems: ManifestProblem[]): void {
+  const push = (file: string, f: Field, object: string, message: string, severity: "error" | "warning" = "error"): void => {
+    const p: ManifestProblem = { file, line: f.line, object, message, severity };
+    if (f.path !== "") p.path = f.path;
+    problems.push(p);
+  };
+  const where = (s: { at: { file: string; line: number } }): string => `${s.at.file}:${s.at.line}`;
+
+  /** Report every item whose key was already used by an earlier item. */
+  function unique<T extends { at: { file: string; line: number } }>(
+    items: Seen<T>[],
+    key: (s: Seen<T>) => string | undefined,
+    field: string,
+    object: (t: T) => string,
+    what: (t: T) => string,
+  ): void {
+    const first = new Map<string, T>();
+    for (const s of items) {
+      const k = key(s);
+      if (k === undefined) continue;
+      const prev = first.get(k);
+      if (prev === undefined) {
+        first.set(k, s.item);
+        continue;
+      }
+      push(s.item.at.file, s.fields[field] ?? s.fields["name"]!, object(s.item), `${what(s.item)} (first used by ${object(prev)} at ${where(prev)})`);
+    }
+  }
+
+  const epObj = (e: EndpointManifest): string => `Endpoint/${e.name}`;
+  unique(got.endpoints, (s) => s.item.name, "name", epObj, () => "duplicate Endpoint name");
+  unique(got.identities, (s) => s.item.name, "name", (i) => `Identity/${i.name}`, () => "duplicate Identity name");
+  unique(got.nodes, (s) => s.item.name, "name", (n) => `Node/${n.name}`, () => "duplicate Node name");
+  unique(
+    got.rules,
+    (s) => `${s.item.namespace ?? ""}/${s.item.name}`,
+    "name",
+    (r) => `Rule/${r.namespace !== undefined ? `${r.namespace}/` : ""}${r.name}`,
+    () => "duplicate rule name",
+  );
+
+  const node = (e: EndpointManifest): string => e.node ?? "";
+  unique(got.endpoints, (s) => (s.item.ipv4 !== undefined ? `${node(s.item)}|${s.item.ipv4}` : undefined), "ipv4", epObj, (e) => `duplicate IPv4 address ${e.ipv4} on the same node`);
+  unique(got.endpoints, (s) => (s.item.ipv6 !== undefined ? `${node(s.item)}|${s.item.ipv6}` : undefined), "ipv6", epObj, (e) => `duplicate IPv6 address ${e.ipv6} on the same node`);
+  // A macvlan's interface name lives inside its own namespace; a veth's host side shares the host's.
+  unique(
+    got.endpoints,
+    (s) => `${node(s.item)}|${s.item.create?.kind === "macvlan" ? `netns:${s.item.create.netns}/` : ""}${s.item.interfaceName}`,
+    "interface",
+    epObj,
+    (e) => `duplicate interface name ${e.interfaceName} on the same node`,
+  );
+  unique(
+    got.endpoints,
+    (s) => (s.item.create !== undefined ? `${node(s.item)}|${s.item.create.netns}|${s.item.create.ifname}` : undefined),
+    "create",
+    epObj,
+    (e) => `interface ${e.create!.ifname} in netns ${e.create!.netns} is also created by another endpoint`,
+  );
+
+  const idObj = (i: IdentityManifest): string => `Identity/${i.name}`;
+  unique(got.identities, (s) => String(s.item.id), "id", idObj, (i) => `duplicate identity number ${i.id}`);
+  unique(got.identities, (s) => JSON.stringify(s.item.labels), "labels", idObj, () => "duplicate label set (one label set has one identity)");
+
+  if (got.nodes.length > 0) {
+    const names = new Set(got.nodes.map((n) => n.item.name));
+    for (const s of got.endpoints) {
+      if (s.item.node !== undefined && !names.has(s.item.node)) {
+        push(
+          s.item.at.file,
+          s.fields["node"]!,
+          epObj(s.item),
+          `no Node manifest with this name (expected one of ${[...names].sort().join(", ")}, got "${s.item.node}")`,
+          "warning",
+        );
+      }
+    }
+  }
+}
