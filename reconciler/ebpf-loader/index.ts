@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+// Public API of the eBPF loader (contract: /work/briefs/loader-api.md).
+export { BpfError, numPossibleCpus, parsePossibleCpus } from "./sys.js";
+export {
+  BpfMap,
+  MapMismatchError,
+  type MapSpec,
+  type MapType,
+  BPF_F_NO_PREALLOC,
+  BPF_F_RDONLY_PROG,
+  mapTypeNumbers,
+  effectiveFlags,
+} from "./map.js";
+export {
+  parseElf,
+  parseBtfMaps,
+  programKind,
+  ElfError,
+  type ProgramSpec,
+  type ProgramType,
+  type ProgramAttach,
+  type CollectionSpec,
+  type Relocation,
+} from "./elf.js";
+export { Btf, BtfError, BtfKind, parseBtf, type BtfType, type BtfMember } from "./btf.js";
+export { BpfProgram, VerifierError, patchInstructions, progTypeNumbers, type ProgramInfo } from "./program.js";
+export { Collection, loadCollection, type LoadOptions } from "./collection.js";
+export { TcxLink, queryTcx, type TcxHook, type TcxLinkInfo } from "./tcx.js";
+export { probeFeatures, requireFeature, FeatureError, minKernel, type Features } from "./features.js";
+export { unpin } from "./pin.js";
