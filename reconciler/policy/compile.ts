@@ -1,0 +1,443 @@
+// Model → per-endpoint policy entries, identities and ipcache (DESIGN §4), with Cilium semantics.
+//
+// Work is organised to stay linear in the output size:
+// - identities are indexed by label (key → value → identities), and every distinct selector is
+//   evaluated once (cache by its canonical string);
+// - each PeerRule's peer identities and port keys are computed once;
+// - a policy is computed once per security identity and shared by the endpoints that carry it
+//   (as in Cilium, policy is a function of the identity);
+// - policy keys are packed into one number while merging, RuleRefs are interned per rule.
+
+import type { ManifestProblem, Model, PeerRule, Selector } from "../manifest/model.js";
+import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "./cidr.js";
+import {
+  buildContext,
+  ENTITY_RESERVED,
+  type EffectiveRule,
+  hasDirection,
+  isLocal,
+  type PolicyContext,
+  sections,
+} from "./context.js";
+import type { IdentityAllocatorOptions } from "./identity.js";
+import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
+import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
+import {
+  type CompiledPolicy,
+  type CompileOptions,
+  type Direction,
+  type EndpointPolicy,
+  type IpcacheEntry,
+  type PolicyEntry,
+  ReservedIdentity,
+  type RuleRef,
+} from "./types.js";
+
+// ---- packed policy keys ----
+// key = dir·2^48 + identity·2^23 + protoIndex·2^21 + port·2^5 + portPrefixLen  (< 2^50, exact in
+// a double). Numeric order equals the documented entry order (direction, identity, protocol,
+// port, portPrefixLen) because protoIndex follows protocol number order.
+const DIR_MUL = 2 ** 48;
+const ID_MUL = 2 ** 23;
+const PROTOS = [0, 6, 17, 132] as const;
+
+class UnsupportedProtocolError extends Error {
+  constructor(protocol: number) {
+    super(`policy key protocol ${protocol} is not supported (expected one of ${PROTOS.join(", ")})`);
+    this.name = "UnsupportedProtocolError";
+  }
+}
+
+function lowKey(pk: PortKey): number {
+  const idx = PROTOS.indexOf(pk.protocol as (typeof PROTOS)[number]);
+  if (idx < 0) throw new UnsupportedProtocolError(pk.protocol);
+  return idx * 2 ** 21 + pk.port * 32 + pk.portPrefixLen;
+}
+
+interface Acc {
+  deny: boolean;
+  /** Sorted by file, line, name; interned single-rule arrays are shared until a merge copies. */
+  rules: RuleRef[];
+}
+
+function compareRefs(a: RuleRef, b: RuleRef): number {
+  return a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}
+
+function addEntry(map: Map<number, Acc>, key: number, deny: boolean, single: RuleRef[]): void {
+  const a = map.get(key);
+  if (a === undefined) {
+    map.set(key, { deny, rules: single });
+    return;
+  }
+  const ref = single[0]!;
+  if (a.deny === deny) {
+    if (a.rules.includes(ref)) return;
+    const rules = [...a.rules, ref].sort(compareRefs);
+    a.rules = rules;
+  } else if (deny) {
+    // Deny wins over allow on the same key; the entry then names only the denying rules.
+    a.deny = true;
+    a.rules = single;
+  }
+}
+
+/** Remove allows that a deny of the same direction and identity covers (its block contains the
+ *  allow's block), because the datapath's LPM lookup would pick the more specific allow. Keys must
+ *  be sorted. */
+function dropShadowedAllows(keys: Float64Array, map: Map<number, Acc>): number[] {
+  const out: number[] = [];
+  let i = 0;
+  while (i < keys.length) {
+    const group = Math.floor(keys[i]! / ID_MUL);
+    let j = i;
+    const denies: number[] = [];
+    while (j < keys.length && Math.floor(keys[j]! / ID_MUL) === group) {
+      if (map.get(keys[j]!)!.deny) denies.push(keys[j]! - group * ID_MUL);
+      j++;
+    }
+    for (let k = i; k < j; k++) {
+      const key = keys[k]!;
+      if (denies.length > 0 && !map.get(key)!.deny) {
+        const low = key - group * ID_MUL;
+        const proto = low >>> 21;
+        const port = (low >>> 5) & 0xffff;
+        const plen = low & 31;
+        let covered = false;
+        for (const d of denies) {
+          const dProto = d >>> 21;
+          if (dProto === 0) {
+            covered = true;
+            break;
+          }
+          if (dProto !== proto) continue;
+          const dPlen = d & 31;
+          if (dPlen > plen) continue;
+          const shift = 16 - dPlen;
+          if (port >>> shift === ((d >>> 5) & 0xffff) >>> shift) {
+            covered = true;
+            break;
+          }
+        }
+        if (covered) continue;
+      }
+      out.push(key);
+    }
+    i = j;
+  }
+  return out;
+}
+
+function decodeEntry(endpoint: string, key: number, acc: Acc): PolicyEntry {
+  const dir = Math.floor(key / DIR_MUL);
+  const rest = key - dir * DIR_MUL;
+  const identity = Math.floor(rest / ID_MUL);
+  const low = rest - identity * ID_MUL;
+  const protocol = PROTOS[low >>> 21]!;
+  const port = (low >>> 5) & 0xffff;
+  const portPrefixLen = low & 31;
+  return {
+    endpoint,
+    direction: dir === 0 ? "ingress" : "egress",
+    identity,
+    protocol,
+    port,
+    endPort: port + 2 ** (16 - portPrefixLen) - 1,
+    portPrefixLen,
+    decision: acc.deny ? "deny" : "allow",
+    rules: acc.rules,
+  };
+}
+
+/** Resolves PeerRules to peer identities, with caches. */
+class PeerResolver {
+  private readonly index = new LabelIndex();
+  private readonly selectorCache = new Map<string, number[]>();
+  private readonly cidrCache = new Map<string, number[]>();
+  private readonly peerCache = new Map<PeerRule, number[]>();
+  private readonly lowCache = new Map<PeerRule, number[]>();
+  private readonly prefixes: PrefixSet;
+  private readonly cidrIdOf = new Map<string, number>();
+  private readonly clusterIds: number[];
+
+  constructor(ctx: PolicyContext) {
+    const cluster: number[] = [...ENTITY_RESERVED.cluster];
+    for (const info of ctx.alloc.identities.values()) {
+      this.index.add(info.id, info.labels);
+      if (info.origin === "pinned" || info.origin === "derived") cluster.push(info.id);
+    }
+    this.clusterIds = cluster;
+    const parsed: Prefix[] = [];
+    for (const [text, id] of ctx.alloc.byCidr) {
+      parsed.push(parsePrefix(text));
+      this.cidrIdOf.set(text, id);
+    }
+    this.prefixes = new PrefixSet(parsed);
+  }
+
+  /** Identities a selector picks among all identities; `{}` is the wildcard identity 0. */
+  selector(sel: Selector): number[] {
+    if (isWildcard(sel)) return [ReservedIdentity.unknown];
+    const k = selectorKey(sel);
+    let ids = this.selectorCache.get(k);
+    if (!ids) this.selectorCache.set(k, (ids = this.index.select(sel)));
+    return ids;
+  }
+
+  private cidr(cidr: string, except: string[]): number[] {
+    const k = `${cidr}|${except.join(",")}`;
+    let ids = this.cidrCache.get(k);
+    if (ids) return ids;
+    const outer = parsePrefix(cidr);
+    const ex = except.map(parsePrefix);
+    ids = [];
+    for (const p of this.prefixes.within(outer)) {
+      if (ex.some((e) => prefixContains(e, p))) continue;
+      ids.push(this.cidrIdOf.get(p.text)!);
+    }
+    if (outer.len === 0) {
+      ids.push(ReservedIdentity.world, outer.family === 4 ? ReservedIdentity.worldIPv4 : ReservedIdentity.worldIPv6);
+    }
+    this.cidrCache.set(k, ids);
+    return ids;
+  }
+
+  peers(peer: PeerRule): number[] {
+    let ids = this.peerCache.get(peer);
+    if (ids) return ids;
+    const set = new Set<number>();
+    if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined) {
+      // L4-only (toPorts without from*) selects every peer; an empty peer rule selects none.
+      if (peer.ports !== undefined) set.add(ReservedIdentity.unknown);
+    }
+    for (const sel of peer.endpoints ?? []) for (const id of this.selector(sel)) set.add(id);
+    for (const c of peer.cidrs ?? []) for (const id of this.cidr(c.cidr, c.except)) set.add(id);
+    for (const e of peer.entities ?? []) {
+      for (const id of ENTITY_RESERVED[e]) set.add(id);
+      if (e === "cluster") for (const id of this.clusterIds) set.add(id);
+    }
+    ids = [...set].sort((a, b) => a - b);
+    this.peerCache.set(peer, ids);
+    return ids;
+  }
+
+  lows(peer: PeerRule): number[] {
+    let lows = this.lowCache.get(peer);
+    if (!lows) this.lowCache.set(peer, (lows = portKeys(peer.ports).map(lowKey)));
+    return lows;
+  }
+}
+
+const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
+
+interface IdentityPolicy {
+  enforce: { ingress: boolean; egress: boolean };
+  enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] };
+  keys: number[];
+  map: Map<number, Acc>;
+}
+
+function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): IdentityPolicy {
+  const map = new Map<number, Acc>();
+  const enforce = { ingress: false, egress: false };
+  const enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] } = { ingress: [], egress: [] };
+  for (let d = 0; d < 2; d++) {
+    const dir = DIRECTIONS[d]!;
+    const base = d * DIR_MUL;
+    const denyRules: RuleRef[] = [];
+    const allowOnly: RuleRef[] = [];
+    for (const r of rules) {
+      if (!hasDirection(r, dir)) continue;
+      (r.defaultDeny[dir] ? denyRules : allowOnly).push(r.ref);
+      const single = singles.get(r.ref)!;
+      const s = sections(r, dir);
+      for (const [peers, deny] of [[s.allow, false], [s.deny, true]] as const) {
+        for (const peer of peers) {
+          const ids = resolver.peers(peer);
+          const lows = resolver.lows(peer);
+          for (const id of ids) {
+            const b = base + id * ID_MUL;
+            for (const low of lows) addEntry(map, b + low, deny, single);
+          }
+        }
+      }
+    }
+    const enabled = denyRules.length > 0 || allowOnly.length > 0;
+    if (opts.enforcement === "always") {
+      enforce[dir] = true;
+      enforcedBy[dir] = denyRules.length > 0 ? denyRules : allowOnly;
+    } else {
+      enforce[dir] = opts.enforcement === "default" && enabled;
+      enforcedBy[dir] = denyRules.length > 0 ? denyRules : allowOnly;
+      if (enabled && denyRules.length === 0) {
+        // Cilium: only enableDefaultDeny=false rules select the endpoint in this direction. The
+        // direction is still enforced (so denies apply), with an allow-all entry from those rules.
+        const wild = base + lowKey(ANY_PORT_KEY);
+        for (const ref of allowOnly) addEntry(map, wild, false, singles.get(ref)!);
+      }
+    }
+    enforcedBy[dir] = [...enforcedBy[dir]].sort(compareRefs);
+  }
+  const sorted = Float64Array.from(map.keys()).sort();
+  return { enforce, enforcedBy, keys: dropShadowedAllows(sorted, map), map };
+}
+
+function selectorProblem(rule: EffectiveRule, sel: Selector, what: string): ManifestProblem {
+  return {
+    file: sel.at.file,
+    line: sel.at.line,
+    object: `Rule/${rule.manifest.name}`,
+    message: `${what} ${selectorString(sel)} matches no endpoint and no Identity`,
+    severity: "warning",
+  };
+}
+
+function hostPrefix(addr: string): string {
+  if (addr.includes("/")) return addr;
+  return addr.includes(":") ? `${addr}/128` : `${addr}/32`;
+}
+
+const IPCACHE_RANK: Record<IpcacheEntry["origin"], number> = { endpoint: 0, "remote-endpoint": 0, host: 1, node: 2, cidr: 3 };
+
+function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheEntry[] {
+  const { model, opts } = ctx;
+  const byPrefix = new Map<string, IpcacheEntry>();
+  const put = (e: IpcacheEntry): void => {
+    const prev = byPrefix.get(e.prefix);
+    if (prev === undefined || IPCACHE_RANK[e.origin] < IPCACHE_RANK[prev.origin]) byPrefix.set(e.prefix, e);
+  };
+  const nodes = new Map(model.nodes.map((n) => [n.name, n]));
+  const endpoints = [...model.endpoints].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const ep of endpoints) {
+    const identity = ctx.endpointIdentity.get(ep.name)!;
+    const local = isLocal(ep, opts);
+    let tunnelEndpoint: string | undefined;
+    if (!local) {
+      const node = nodes.get(ep.node!);
+      if (node) tunnelEndpoint = node.address;
+      else {
+        warnings.push({
+          file: ep.at.file,
+          line: ep.at.line,
+          object: `Endpoint/${ep.name}`,
+          path: "spec.node",
+          message: `node ${JSON.stringify(ep.node)} has no Node manifest, so no tunnel endpoint is known`,
+          severity: "warning",
+        });
+      }
+    }
+    for (const addr of [ep.ipv4, ep.ipv6]) {
+      if (addr === undefined) continue;
+      const prefix = hostPrefix(addr);
+      if (byPrefix.has(prefix) && IPCACHE_RANK[byPrefix.get(prefix)!.origin] === 0) {
+        warnings.push({
+          file: ep.at.file,
+          line: ep.at.line,
+          object: `Endpoint/${ep.name}`,
+          message: `address ${addr} is also used by ${byPrefix.get(prefix)!.ref}; the ipcache keeps the first`,
+          severity: "warning",
+        });
+        continue;
+      }
+      const e: IpcacheEntry = local
+        ? { prefix, identity, origin: "endpoint", ref: `Endpoint/${ep.name}` }
+        : tunnelEndpoint !== undefined
+          ? { prefix, identity, origin: "remote-endpoint", tunnelEndpoint, ref: `Endpoint/${ep.name}` }
+          : { prefix, identity, origin: "remote-endpoint", ref: `Endpoint/${ep.name}` };
+      put(e);
+    }
+  }
+  for (const n of model.nodes) {
+    const prefix = hostPrefix(n.address);
+    if (n.name === opts.node) put({ prefix, identity: ReservedIdentity.host, origin: "host", ref: `Node/${n.name}` });
+    else put({ prefix, identity: ReservedIdentity.remoteNode, origin: "node", ref: `Node/${n.name}` });
+  }
+  for (const a of opts.hostAddresses ?? []) put({ prefix: hostPrefix(a), identity: ReservedIdentity.host, origin: "host" });
+  // Rule that first names each CIDR, for the entry's ref.
+  const firstRule = new Map<string, string>();
+  for (const r of model.rules) {
+    for (const s of [r.rule.ingress, r.rule.egress, r.rule.ingressDeny, r.rule.egressDeny]) {
+      for (const p of s) for (const c of p.cidrs ?? []) for (const x of [c.cidr, ...c.except]) if (!firstRule.has(x)) firstRule.set(x, `Rule/${r.name}`);
+    }
+  }
+  for (const [prefix, identity] of ctx.alloc.byCidr) {
+    const ref = firstRule.get(prefix);
+    put(ref !== undefined ? { prefix, identity, origin: "cidr", ref } : { prefix, identity, origin: "cidr" });
+  }
+  // Everything outside known prefixes is the world of its family (Cilium's dual-stack ipcache).
+  put({ prefix: "0.0.0.0/0", identity: ReservedIdentity.worldIPv4, origin: "cidr" });
+  put({ prefix: "::/0", identity: ReservedIdentity.worldIPv6, origin: "cidr" });
+  const parsed = [...byPrefix.values()].map((e) => ({ e, p: parsePrefix(e.prefix) }));
+  parsed.sort((a, b) => a.p.family - b.p.family || (a.p.addr < b.p.addr ? -1 : a.p.addr > b.p.addr ? 1 : a.p.len - b.p.len));
+  return parsed.map((x) => x.e);
+}
+
+/** Compile a model for one node. Pure. `idOpts` exists for tests (injected hash / ranges). */
+export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllocatorOptions = {}): CompiledPolicy {
+  const ctx = buildContext(model, opts, idOpts);
+  const warnings: ManifestProblem[] = [...ctx.alloc.problems];
+  const resolver = new PeerResolver(ctx);
+  const singles = new Map<RuleRef, RuleRef[]>(ctx.rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
+
+  // Subject selection over identities that endpoints or Identity manifests carry.
+  const subjectIndex = new LabelIndex();
+  for (const info of ctx.alloc.identities.values()) {
+    if (info.origin === "pinned" || info.origin === "derived") subjectIndex.add(info.id, info.labels);
+  }
+  const localByIdentity = new Map<number, string[]>();
+  for (const ep of model.endpoints) {
+    if (!isLocal(ep, opts)) continue;
+    const id = ctx.endpointIdentity.get(ep.name)!;
+    const list = localByIdentity.get(id);
+    if (list) list.push(ep.name);
+    else localByIdentity.set(id, [ep.name]);
+  }
+  const rulesFor = new Map<number, EffectiveRule[]>();
+  const subjectCache = new Map<string, number[]>();
+  for (const r of ctx.rules) {
+    const k = selectorKey(r.subject);
+    let ids = subjectCache.get(k);
+    if (!ids) subjectCache.set(k, (ids = subjectIndex.select(r.subject)));
+    if (ids.length === 0) warnings.push(selectorProblem(r, r.subject, "endpointSelector"));
+    for (const id of ids) {
+      if (!localByIdentity.has(id)) continue;
+      const list = rulesFor.get(id);
+      if (list) list.push(r);
+      else rulesFor.set(id, [r]);
+    }
+    for (const dir of DIRECTIONS) {
+      const s = sections(r, dir);
+      for (const peer of [...s.allow, ...s.deny]) {
+        for (const sel of peer.endpoints ?? []) {
+          if (!isWildcard(sel) && resolver.selector(sel).length === 0) {
+            warnings.push(selectorProblem(r, sel, dir === "ingress" ? "fromEndpoints" : "toEndpoints"));
+          }
+        }
+      }
+    }
+  }
+
+  const endpoints: EndpointPolicy[] = [];
+  for (const [id, names] of localByIdentity) {
+    const pol = policyForIdentity(rulesFor.get(id) ?? [], resolver, opts, singles);
+    for (const name of names) {
+      endpoints.push({
+        endpoint: name,
+        identity: id,
+        enforce: { ...pol.enforce },
+        enforcedBy: { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress },
+        entries: pol.keys.map((k) => decodeEntry(name, k, pol.map.get(k)!)),
+      });
+    }
+  }
+  endpoints.sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
+  warnings.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
+  return {
+    revision: model.revision,
+    node: opts.node,
+    identities: ctx.alloc.identities,
+    endpoints,
+    ipcache: buildIpcache(ctx, warnings),
+    warnings,
+  };
+}

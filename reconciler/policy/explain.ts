@@ -1,0 +1,273 @@
+// `reconcile explain`: the verdict for one flow, evaluated directly from the rules. This is a
+// second, independent model of the semantics in compile.ts (it never looks at compiled entries):
+// a differential test compares the two, and the kernel.
+
+import type { EndpointManifest, LabelSet, Model, PeerRule } from "../manifest/model.js";
+import { parseAddress, parsePrefix, type Prefix, prefixContains, prefixContainsAddress } from "./cidr.js";
+import {
+  buildContext,
+  ENTITY_RESERVED,
+  type EffectiveRule,
+  hasDirection,
+  type PolicyContext,
+  sections,
+} from "./context.js";
+import type { IdentityAllocatorOptions } from "./identity.js";
+import { labelSetString } from "./labels.js";
+import { portsAdmit, protocolName } from "./ports.js";
+import { isWildcard, matches } from "./selector.js";
+import {
+  type CompileOptions,
+  type Decision,
+  type Direction,
+  type EndpointPolicy,
+  type Explanation,
+  type ExplainQuery,
+  type PolicyEntry,
+  Protocol,
+  ReservedIdentity,
+  type RuleRef,
+} from "./types.js";
+
+/** A query names something that is neither an endpoint nor an IP address. */
+export class ExplainQueryError extends Error {
+  constructor(readonly field: "from" | "to", readonly value: string, options?: { cause?: unknown }) {
+    super(`explain --${field} ${JSON.stringify(value)}: not an endpoint name or IP address (expected an Endpoint's metadata.name, an IPv4 or an IPv6 address)`, options);
+    this.name = "ExplainQueryError";
+  }
+}
+
+/** One side of a flow, resolved. */
+interface Party {
+  identity: number;
+  labels: LabelSet;
+  /** When the side is an endpoint (local or remote). */
+  endpoint?: EndpointManifest;
+  /** When the side resolved to a CIDR identity: its prefix. */
+  cidr?: Prefix;
+  /** "app3", "reserved:world-ipv4", "cidr:10.0.0.0/8", ... */
+  display: string;
+}
+
+function resolveParty(ctx: PolicyContext, field: "from" | "to", text: string): Party {
+  const labelsOf = (id: number): LabelSet => ctx.alloc.identities.get(id)?.labels ?? [];
+  const byName = ctx.endpointByName.get(text);
+  if (byName) {
+    const id = ctx.endpointIdentity.get(text)!;
+    return { identity: id, labels: labelsOf(id), endpoint: byName, display: byName.name };
+  }
+  let family: 4 | 6;
+  let addr: bigint;
+  try {
+    ({ family, addr } = parseAddress(text));
+  } catch (cause) {
+    throw new ExplainQueryError(field, text, { cause });
+  }
+  // Longest prefix wins; on equal length endpoint > host > node > CIDR (ipcache precedence).
+  let best: { len: number; rank: number; party: Party } | undefined;
+  const offer = (p: Prefix, rank: number, make: () => Party): void => {
+    if (!prefixContainsAddress(p, family, addr)) return;
+    if (!best || p.len > best.len || (p.len === best.len && rank < best.rank)) best = { len: p.len, rank, party: make() };
+  };
+  for (const ep of ctx.model.endpoints) {
+    for (const a of [ep.ipv4, ep.ipv6]) {
+      if (a === undefined) continue;
+      const id = ctx.endpointIdentity.get(ep.name)!;
+      offer(parsePrefix(a), 0, () => ({ identity: id, labels: labelsOf(id), endpoint: ep, display: ep.name }));
+    }
+  }
+  const reserved = (id: number): Party => ({ identity: id, labels: labelsOf(id), display: labelSetString(labelsOf(id)) });
+  for (const h of ctx.opts.hostAddresses ?? []) offer(parsePrefix(h), 1, () => reserved(ReservedIdentity.host));
+  for (const n of ctx.model.nodes) {
+    const id = n.name === ctx.opts.node ? ReservedIdentity.host : ReservedIdentity.remoteNode;
+    offer(parsePrefix(n.address), n.name === ctx.opts.node ? 1 : 2, () => reserved(id));
+  }
+  for (const [text2, id] of ctx.alloc.byCidr) {
+    const p = parsePrefix(text2);
+    offer(p, 3, () => ({ identity: id, labels: labelsOf(id), cidr: p, display: `cidr:${text2}` }));
+  }
+  if (best) return best.party;
+  return reserved(family === 4 ? ReservedIdentity.worldIPv4 : ReservedIdentity.worldIPv6);
+}
+
+/** Whether a PeerRule's from/to part selects the party. */
+function peerSelects(ctx: PolicyContext, peer: PeerRule, party: Party): boolean {
+  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined) {
+    return peer.ports !== undefined; // L4-only selects everyone; an empty peer rule, no one
+  }
+  for (const sel of peer.endpoints ?? []) if (isWildcard(sel) || matches(sel, party.labels)) return true;
+  for (const c of peer.cidrs ?? []) {
+    const outer = parsePrefix(c.cidr);
+    if (party.cidr && prefixContains(outer, party.cidr) && !c.except.some((e) => prefixContains(parsePrefix(e), party.cidr!))) {
+      return true;
+    }
+    if (outer.len === 0) {
+      const familyWorld = outer.family === 4 ? ReservedIdentity.worldIPv4 : ReservedIdentity.worldIPv6;
+      if (party.identity === ReservedIdentity.world || party.identity === familyWorld) return true;
+    }
+  }
+  for (const e of peer.entities ?? []) {
+    if (e === "all") return true;
+    if (ENTITY_RESERVED[e].includes(party.identity)) return true;
+    if (e === "cluster") {
+      const origin = ctx.alloc.identities.get(party.identity)?.origin;
+      if (origin === "pinned" || origin === "derived") return true;
+    }
+  }
+  return false;
+}
+
+/** What one endpoint's policy in one direction says about the flow. */
+interface SideVerdict {
+  endpoint: EndpointManifest;
+  direction: Direction;
+  enforced: boolean;
+  /** Rules putting the direction into default deny (or, with only enableDefaultDeny=false rules,
+   *  those rules). */
+  selectedBy: RuleRef[];
+  /** Only enableDefaultDeny=false rules select it: allow-all unless denied. */
+  allowAll: boolean;
+  allowRules: RuleRef[];
+  denyRules: RuleRef[];
+  verdict: Decision;
+}
+
+function refsSorted(refs: Iterable<RuleRef>): RuleRef[] {
+  const uniq = new Map<string, RuleRef>();
+  for (const r of refs) uniq.set(`${r.file}\0${r.line}\0${r.name}`, r);
+  return [...uniq.values()].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || (a.name < b.name ? -1 : 1)));
+}
+
+function evaluateSide(
+  ctx: PolicyContext,
+  ep: EndpointManifest,
+  direction: Direction,
+  peer: Party,
+  protocol: number,
+  port: number,
+): SideVerdict {
+  const selecting: EffectiveRule[] = ctx.rules.filter((r) => hasDirection(r, direction) && matches(r.subject, ep.labels));
+  const dd = selecting.filter((r) => r.defaultDeny[direction]);
+  const allowOnly = selecting.filter((r) => !r.defaultDeny[direction]);
+  const mode = ctx.opts.enforcement;
+  const enforced = mode === "always" || (mode === "default" && selecting.length > 0);
+  const allowAll = mode === "default" && selecting.length > 0 && dd.length === 0;
+  const allowRules: RuleRef[] = [];
+  const denyRules: RuleRef[] = [];
+  for (const r of selecting) {
+    const s = sections(r, direction);
+    for (const p of s.deny) if (peerSelects(ctx, p, peer) && portsAdmit(p.ports, protocol, port)) denyRules.push(r.ref);
+    for (const p of s.allow) if (peerSelects(ctx, p, peer) && portsAdmit(p.ports, protocol, port)) allowRules.push(r.ref);
+  }
+  if (allowAll) allowRules.push(...allowOnly.map((r) => r.ref));
+  const verdict: Decision = !enforced ? "allow" : denyRules.length > 0 ? "deny" : allowRules.length > 0 ? "allow" : "deny";
+  return {
+    endpoint: ep,
+    direction,
+    enforced,
+    selectedBy: refsSorted((dd.length > 0 ? dd : allowOnly).map((r) => r.ref)),
+    allowAll,
+    allowRules: refsSorted(allowRules),
+    denyRules: refsSorted(denyRules),
+    verdict,
+  };
+}
+
+function ruleList(refs: RuleRef[]): string {
+  return refs.map((r) => `${r.name} (${r.file}:${r.line})`).join(", ");
+}
+
+function portText(protocol: number, port: number): string {
+  if (protocol === Protocol.TCP || protocol === Protocol.UDP || protocol === Protocol.SCTP) return `${port}/${protocolName(protocol)}`;
+  return protocolName(protocol);
+}
+
+/** Explain the verdict for one flow. Throws ExplainQueryError for an unknown from/to. */
+export function explain(model: Model, opts: CompileOptions, q: ExplainQuery, idOpts: IdentityAllocatorOptions = {}): Explanation {
+  const ctx = buildContext(model, opts, idOpts);
+  const from = resolveParty(ctx, "from", q.from);
+  const to = resolveParty(ctx, "to", q.to);
+  // Packet order: the source's egress first, then the destination's ingress.
+  const sides: Array<{ side: SideVerdict; peer: Party }> = [];
+  if (from.endpoint) sides.push({ side: evaluateSide(ctx, from.endpoint, "egress", to, q.protocol, q.port), peer: to });
+  if (to.endpoint) sides.push({ side: evaluateSide(ctx, to.endpoint, "ingress", from, q.protocol, q.port), peer: from });
+  const base = { fromIdentity: from.identity, toIdentity: to.identity };
+  const flow = portText(q.protocol, q.port);
+
+  for (const { side, peer } of sides) {
+    if (side.verdict !== "deny") continue;
+    const where = `${side.endpoint.name} ${side.direction}`;
+    if (side.denyRules.length > 0) {
+      const noun = side.denyRules.length === 1 ? "rule" : "rules";
+      return { ...base, verdict: "deny", reason: `denied by ${noun} ${ruleList(side.denyRules)} at ${where}`, rules: side.denyRules };
+    }
+    const prep = side.direction === "ingress" ? "from" : "to";
+    const who = `identity ${peer.identity} (${peer.display})`;
+    const selected =
+      side.selectedBy.length > 0
+        ? `${side.endpoint.name} is selected by ${side.selectedBy.length === 1 ? "rule" : "rules"} ${side.selectedBy.map((r) => `${r.file}:${r.line}`).join(", ")}`
+        : `enforcement is "always" for ${side.endpoint.name}`;
+    return {
+      ...base,
+      verdict: "deny",
+      reason: `default deny: ${selected} and none allows ${side.direction} ${prep} ${who} on ${flow}`,
+      rules: side.selectedBy,
+    };
+  }
+
+  const enforcedSides = sides.filter((s) => s.side.enforced);
+  if (enforcedSides.length === 0) {
+    const parts = sides.map((s) => `${s.side.endpoint.name} ${s.side.direction}`);
+    const reason =
+      parts.length === 0
+        ? "allowed: neither side is an endpoint, so no policy applies"
+        : `allowed: no policy is enforced on ${parts.join(" or ")}`;
+    return { ...base, verdict: "allow", reason, rules: [] };
+  }
+  const rules = refsSorted(enforcedSides.flatMap((s) => s.side.allowRules));
+  const allowAll = enforcedSides.some((s) => s.side.allowAll);
+  return {
+    ...base,
+    verdict: "allow",
+    reason: `allowed by ${ruleList(rules)}${allowAll ? " (enableDefaultDeny false: allow unless denied)" : ""}`,
+    rules,
+  };
+}
+
+/**
+ * The datapath's lookup rule over compiled entries (layouts.md): an LPM lookup with the peer's
+ * identity and one with identity 0; a deny from either wins, else an allow from either allows,
+ * else "none" (the caller applies default deny when the direction is enforced). Prefix length of
+ * an entry: 40 for protocol 0, else 48 + portPrefixLen.
+ */
+export function policyVerdict(
+  policy: EndpointPolicy,
+  direction: Direction,
+  identity: number,
+  protocol: number,
+  port: number,
+): { decision: Decision | "none"; entry?: PolicyEntry } {
+  const lpm = (id: number): PolicyEntry | undefined => {
+    let best: PolicyEntry | undefined;
+    let bestLen = -1;
+    for (const e of policy.entries) {
+      if (e.identity !== id || e.direction !== direction) continue;
+      let len: number;
+      if (e.protocol === 0) len = 40;
+      else if (e.protocol === protocol && port >= e.port && port <= e.endPort) len = 48 + e.portPrefixLen;
+      else continue;
+      if (len > bestLen) {
+        best = e;
+        bestLen = len;
+      }
+    }
+    return best;
+  };
+  const a = lpm(identity);
+  const b = identity === 0 ? undefined : lpm(0);
+  if (a?.decision === "deny") return { decision: "deny", entry: a };
+  if (b?.decision === "deny") return { decision: "deny", entry: b };
+  if (a) return { decision: "allow", entry: a };
+  if (b) return { decision: "allow", entry: b };
+  return { decision: "none" };
+}
