@@ -1,0 +1,453 @@
+// Pure netlink message encoding and decoding: nlmsghdr, rtattr (4-byte aligned, nestable), the
+// fixed rtnetlink headers (ifinfomsg, ifaddrmsg, rtmsg, ndmsg, tcmsg) and address helpers. No I/O,
+// so everything here is unit-tested without a kernel.
+//
+// Netlink uses host byte order; this package supports little-endian hosts only (x86_64, arm64),
+// checked once at load. Fields documented as __be16/__be32 by the kernel are written big-endian.
+import { endianness } from "node:os";
+import { isIPv4, isIPv6 } from "node:net";
+import {
+  NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_HDRLEN, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS, NLM_F_ACK_TLVS,
+  NLM_F_CAPPED, AF_INET, AF_INET6,
+} from "./constants.js";
+
+if (endianness() !== "LE") throw new Error("reconciler/netlink supports little-endian hosts only");
+
+export function align4(n: number): number {
+  return (n + 3) & ~3;
+}
+
+// ---------------------------------------------------------------- attributes (encode)
+
+/** One encoded attribute: rtattr header, payload, zero padding to 4 bytes. */
+export function attr(type: number, payload: Buffer): Buffer {
+  const len = NLA_HDRLEN + payload.length;
+  const out = Buffer.alloc(align4(len));
+  out.writeUInt16LE(len, 0);
+  out.writeUInt16LE(type, 2);
+  payload.copy(out, NLA_HDRLEN);
+  return out;
+}
+
+export function attrU8(type: number, v: number): Buffer {
+  return attr(type, Buffer.from([v & 0xff]));
+}
+
+export function attrU16(type: number, v: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16LE(v, 0);
+  return attr(type, b);
+}
+
+/** A __be16 attribute (e.g. IFLA_VXLAN_PORT). */
+export function attrU16BE(type: number, v: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(v, 0);
+  return attr(type, b);
+}
+
+export function attrU32(type: number, v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0, 0);
+  return attr(type, b);
+}
+
+export function attrS32(type: number, v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(v, 0);
+  return attr(type, b);
+}
+
+/** A NUL-terminated string attribute (IFLA_IFNAME, TCA_KIND, ...). */
+export function attrString(type: number, s: string): Buffer {
+  return attr(type, Buffer.concat([Buffer.from(s, "utf8"), Buffer.alloc(1)]));
+}
+
+/** A nested attribute holding already-encoded attributes (and optionally a fixed header first). */
+export function attrNested(type: number, children: Buffer[]): Buffer {
+  return attr(type, Buffer.concat(children));
+}
+
+// ---------------------------------------------------------------- attributes (decode)
+
+/** Decoded attributes: type (flags masked off) → payload. The first occurrence of a type wins. */
+export type Attrs = Map<number, Buffer>;
+
+/** Every attribute in buf[start, end), in order, including repeated types. */
+export function parseAttrList(buf: Buffer, start = 0, end = buf.length): Array<{ type: number; data: Buffer }> {
+  const out: Array<{ type: number; data: Buffer }> = [];
+  let off = start;
+  while (off + NLA_HDRLEN <= end) {
+    const len = buf.readUInt16LE(off);
+    if (len < NLA_HDRLEN || off + len > end) {
+      throw new MessageFormatError(`attribute at offset ${off}: length ${len} outside [${NLA_HDRLEN}, ${end - off}]`);
+    }
+    out.push({ type: buf.readUInt16LE(off + 2) & NLA_TYPE_MASK, data: buf.subarray(off + NLA_HDRLEN, off + len) });
+    off += align4(len);
+  }
+  return out;
+}
+
+export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attrs {
+  const m: Attrs = new Map();
+  for (const a of parseAttrList(buf, start, end)) if (!m.has(a.type)) m.set(a.type, a.data);
+  return m;
+}
+
+export const read = {
+  u8: (b: Buffer | undefined): number | undefined => (b && b.length >= 1 ? b.readUInt8(0) : undefined),
+  u16: (b: Buffer | undefined): number | undefined => (b && b.length >= 2 ? b.readUInt16LE(0) : undefined),
+  u16be: (b: Buffer | undefined): number | undefined => (b && b.length >= 2 ? b.readUInt16BE(0) : undefined),
+  u32: (b: Buffer | undefined): number | undefined => (b && b.length >= 4 ? b.readUInt32LE(0) : undefined),
+  s32: (b: Buffer | undefined): number | undefined => (b && b.length >= 4 ? b.readInt32LE(0) : undefined),
+  /** A string attribute up to its first NUL. */
+  str: (b: Buffer | undefined): string | undefined => {
+    if (!b) return undefined;
+    const nul = b.indexOf(0);
+    return b.subarray(0, nul < 0 ? b.length : nul).toString("utf8");
+  },
+};
+
+/** A message or attribute that does not parse (truncated, bad length). */
+export class MessageFormatError extends Error {
+  override readonly name = "MessageFormatError";
+}
+
+// ---------------------------------------------------------------- messages
+
+/** One decoded netlink message. `payload` is everything after the 16-byte nlmsghdr. */
+export interface NlMsg {
+  /** nlmsg_type: RTM_* or NLMSG_ERROR/DONE. */
+  type: number;
+  /** nlmsg_flags. */
+  flags: number;
+  /** nlmsg_seq: the request's sequence number (0 for notifications). */
+  seq: number;
+  /** nlmsg_pid: the port id of the sender's target socket (0 from the kernel for events). */
+  pid: number;
+  payload: Buffer;
+}
+
+/** Encode one message: nlmsghdr, fixed header, attributes. */
+export function encodeMessage(type: number, flags: number, seq: number, pid: number, header: Buffer, attrs: Buffer[] = []): Buffer {
+  const body = Buffer.concat([header, ...attrs]);
+  const out = Buffer.alloc(NLMSG_HDRLEN + align4(body.length));
+  out.writeUInt32LE(NLMSG_HDRLEN + body.length, 0);
+  out.writeUInt16LE(type, 4);
+  out.writeUInt16LE(flags, 6);
+  out.writeUInt32LE(seq >>> 0, 8);
+  out.writeUInt32LE(pid >>> 0, 12);
+  body.copy(out, NLMSG_HDRLEN);
+  return out;
+}
+
+/** Split a datagram into messages. */
+export function parseMessages(buf: Buffer, length = buf.length): NlMsg[] {
+  const out: NlMsg[] = [];
+  let off = 0;
+  while (off + NLMSG_HDRLEN <= length) {
+    const len = buf.readUInt32LE(off);
+    if (len < NLMSG_HDRLEN || off + len > length) {
+      throw new MessageFormatError(`message at offset ${off}: length ${len} outside [${NLMSG_HDRLEN}, ${length - off}]`);
+    }
+    out.push({
+      type: buf.readUInt16LE(off + 4),
+      flags: buf.readUInt16LE(off + 6),
+      seq: buf.readUInt32LE(off + 8),
+      pid: buf.readUInt32LE(off + 12),
+      // Copy: the receive buffer is reused by the next recv.
+      payload: Buffer.from(buf.subarray(off + NLMSG_HDRLEN, off + len)),
+    });
+    off += align4(len);
+  }
+  return out;
+}
+
+/** The content of an NLMSG_ERROR (or of an NLMSG_DONE carrying an error). */
+export interface NlError {
+  /** 0 for an ACK, else the positive errno. */
+  errno: number;
+  /** The kernel's extended-ack text (NLMSGERR_ATTR_MSG) if any. */
+  message?: string;
+  /** Byte offset of the offending attribute in our request (NLMSGERR_ATTR_OFFS) if any. */
+  offset?: number;
+  /** Sequence number of the request this answers (from the echoed header). */
+  seq: number;
+}
+
+/**
+ * Decode struct nlmsgerr: int error; struct nlmsghdr msg; [original payload unless capped];
+ * [extended-ack TLVs if NLM_F_ACK_TLVS].
+ */
+export function parseError(msg: NlMsg): NlError {
+  const p = msg.payload;
+  if (p.length < 4 + NLMSG_HDRLEN) throw new MessageFormatError(`NLMSG_ERROR payload too short: ${p.length} bytes`);
+  const errno = -p.readInt32LE(0);
+  const origLen = p.readUInt32LE(4);
+  const seq = p.readUInt32LE(4 + 8);
+  const out: NlError = { errno, seq };
+  if (msg.flags & NLM_F_ACK_TLVS) {
+    const tlvStart = 4 + (msg.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : align4(origLen));
+    if (tlvStart <= p.length) addExtAck(out, parseAttrs(p, tlvStart));
+  }
+  return out;
+}
+
+/** Decode an NLMSG_DONE payload: int error, then extended-ack TLVs if flagged. */
+export function parseDone(msg: NlMsg): { errno: number; message?: string } {
+  const errno = msg.payload.length >= 4 ? -msg.payload.readInt32LE(0) : 0;
+  const out: NlError = { errno, seq: msg.seq };
+  if (msg.flags & NLM_F_ACK_TLVS && msg.payload.length > 4) addExtAck(out, parseAttrs(msg.payload, 4));
+  return out.message === undefined ? { errno } : { errno, message: out.message };
+}
+
+function addExtAck(out: NlError, tlv: Attrs): void {
+  const m = read.str(tlv.get(NLMSGERR_ATTR_MSG));
+  if (m) out.message = m;
+  const o = read.u32(tlv.get(NLMSGERR_ATTR_OFFS));
+  if (o !== undefined) out.offset = o;
+}
+
+// ---------------------------------------------------------------- fixed headers
+
+/** struct ifinfomsg (16 bytes). */
+export interface IfInfoMsg {
+  family: number;
+  /** ARPHRD_* device type. */
+  type: number;
+  index: number;
+  /** IFF_* flags. */
+  flags: number;
+  /** Mask of flags to change (requests only). */
+  change: number;
+}
+
+export function encodeIfInfoMsg(m: Partial<IfInfoMsg>): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt8(m.family ?? 0, 0);
+  b.writeUInt16LE(m.type ?? 0, 2);
+  b.writeInt32LE(m.index ?? 0, 4);
+  b.writeUInt32LE((m.flags ?? 0) >>> 0, 8);
+  b.writeUInt32LE((m.change ?? 0) >>> 0, 12);
+  return b;
+}
+
+export function decodeIfInfoMsg(p: Buffer): IfInfoMsg {
+  need(p, 16, "ifinfomsg");
+  return { family: p.readUInt8(0), type: p.readUInt16LE(2), index: p.readInt32LE(4), flags: p.readUInt32LE(8), change: p.readUInt32LE(12) };
+}
+
+/** struct ifaddrmsg (8 bytes). */
+export interface IfAddrMsg {
+  family: number;
+  prefixLen: number;
+  /** IFA_F_* (low 8 bits; IFA_FLAGS has all 32). */
+  flags: number;
+  scope: number;
+  index: number;
+}
+
+export function encodeIfAddrMsg(m: IfAddrMsg): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt8(m.family, 0);
+  b.writeUInt8(m.prefixLen, 1);
+  b.writeUInt8(m.flags & 0xff, 2);
+  b.writeUInt8(m.scope, 3);
+  b.writeUInt32LE(m.index >>> 0, 4);
+  return b;
+}
+
+export function decodeIfAddrMsg(p: Buffer): IfAddrMsg {
+  need(p, 8, "ifaddrmsg");
+  return { family: p.readUInt8(0), prefixLen: p.readUInt8(1), flags: p.readUInt8(2), scope: p.readUInt8(3), index: p.readUInt32LE(4) };
+}
+
+/** struct rtmsg (12 bytes). */
+export interface RtMsg {
+  family: number;
+  dstLen: number;
+  srcLen: number;
+  tos: number;
+  /** Table id if < 256 (else see RTA_TABLE). */
+  table: number;
+  /** RTPROT_*. */
+  protocol: number;
+  /** RT_SCOPE_*. */
+  scope: number;
+  /** RTN_*. */
+  type: number;
+  /** RTM_F_* / RTNH_F_* (e.g. RTNH_F_ONLINK). */
+  flags: number;
+}
+
+export function encodeRtMsg(m: RtMsg): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt8(m.family, 0);
+  b.writeUInt8(m.dstLen, 1);
+  b.writeUInt8(m.srcLen, 2);
+  b.writeUInt8(m.tos, 3);
+  b.writeUInt8(m.table, 4);
+  b.writeUInt8(m.protocol, 5);
+  b.writeUInt8(m.scope, 6);
+  b.writeUInt8(m.type, 7);
+  b.writeUInt32LE(m.flags >>> 0, 8);
+  return b;
+}
+
+export function decodeRtMsg(p: Buffer): RtMsg {
+  need(p, 12, "rtmsg");
+  return {
+    family: p.readUInt8(0), dstLen: p.readUInt8(1), srcLen: p.readUInt8(2), tos: p.readUInt8(3),
+    table: p.readUInt8(4), protocol: p.readUInt8(5), scope: p.readUInt8(6), type: p.readUInt8(7), flags: p.readUInt32LE(8),
+  };
+}
+
+/** struct ndmsg (12 bytes). */
+export interface NdMsg {
+  family: number;
+  index: number;
+  /** NUD_* state. */
+  state: number;
+  /** NTF_* flags. */
+  flags: number;
+  /** RTN_* type. */
+  type: number;
+}
+
+export function encodeNdMsg(m: NdMsg): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt8(m.family, 0);
+  b.writeInt32LE(m.index, 4);
+  b.writeUInt16LE(m.state, 8);
+  b.writeUInt8(m.flags, 10);
+  b.writeUInt8(m.type, 11);
+  return b;
+}
+
+export function decodeNdMsg(p: Buffer): NdMsg {
+  need(p, 12, "ndmsg");
+  return { family: p.readUInt8(0), index: p.readInt32LE(4), state: p.readUInt16LE(8), flags: p.readUInt8(10), type: p.readUInt8(11) };
+}
+
+/** struct tcmsg (20 bytes). */
+export interface TcMsg {
+  family: number;
+  index: number;
+  handle: number;
+  parent: number;
+  /** For filters: (prio << 16) | htons(protocol). */
+  info: number;
+}
+
+export function encodeTcMsg(m: TcMsg): Buffer {
+  const b = Buffer.alloc(20);
+  b.writeUInt8(m.family, 0);
+  b.writeInt32LE(m.index, 4);
+  b.writeUInt32LE(m.handle >>> 0, 8);
+  b.writeUInt32LE(m.parent >>> 0, 12);
+  b.writeUInt32LE(m.info >>> 0, 16);
+  return b;
+}
+
+export function decodeTcMsg(p: Buffer): TcMsg {
+  need(p, 20, "tcmsg");
+  return { family: p.readUInt8(0), index: p.readInt32LE(4), handle: p.readUInt32LE(8), parent: p.readUInt32LE(12), info: p.readUInt32LE(16) };
+}
+
+function need(p: Buffer, n: number, what: string): void {
+  if (p.length < n) throw new MessageFormatError(`${what}: expected at least ${n} bytes, got ${p.length}`);
+}
+
+// ---------------------------------------------------------------- addresses
+
+/** An IP prefix: address text in canonical form, its family and prefix length. */
+export interface Prefix {
+  /** Canonical text ("10.0.0.0", "fd00::1"). */
+  address: string;
+  family: typeof AF_INET | typeof AF_INET6;
+  prefixLen: number;
+}
+
+export class AddressParseError extends Error {
+  override readonly name = "AddressParseError";
+}
+
+export function ipFamily(ip: string): typeof AF_INET | typeof AF_INET6 {
+  if (isIPv4(ip)) return AF_INET;
+  if (isIPv6(ip)) return AF_INET6;
+  throw new AddressParseError(`not an IP address: ${JSON.stringify(ip)}`);
+}
+
+/** Address text → 4 or 16 bytes in network order. */
+export function ipToBytes(ip: string): Buffer {
+  if (isIPv4(ip)) return Buffer.from(ip.split(".").map((x) => Number(x)));
+  if (!isIPv6(ip)) throw new AddressParseError(`not an IP address: ${JSON.stringify(ip)}`);
+  let text = ip;
+  const out = Buffer.alloc(16);
+  // Embedded IPv4 tail ("::ffff:1.2.3.4") becomes two hex groups.
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4) {
+    const b = ipToBytes(v4[1]!);
+    text = text.slice(0, v4.index) + `${b.readUInt16BE(0).toString(16)}:${b.readUInt16BE(2).toString(16)}`;
+  }
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
+  const h = head ? head.split(":") : [];
+  const t = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill("0"), ...t];
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  return out;
+}
+
+/** 4 or 16 network-order bytes → canonical text (RFC 5952 for IPv6, as iproute2 prints). */
+export function bytesToIp(b: Buffer): string {
+  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  if (b.length !== 16) throw new AddressParseError(`address must be 4 or 16 bytes, got ${b.length}`);
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(i * 2));
+  // IPv4-mapped addresses print with a dotted tail.
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  // Longest run of >= 2 zero groups (first one on ties) collapses to "::".
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (best < 0) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+}
+
+/** "10.1.0.0/16" or a bare address (full-length prefix) → Prefix. */
+export function parsePrefix(cidr: string): Prefix {
+  const slash = cidr.indexOf("/");
+  const addr = slash < 0 ? cidr : cidr.slice(0, slash);
+  const family = ipFamily(addr);
+  const max = family === AF_INET ? 32 : 128;
+  const lenText = slash < 0 ? String(max) : cidr.slice(slash + 1);
+  const prefixLen = Number(lenText);
+  if (!/^\d+$/.test(lenText) || prefixLen > max) {
+    throw new AddressParseError(`prefix length of ${JSON.stringify(cidr)}: expected 0..${max}, got ${JSON.stringify(lenText)}`);
+  }
+  return { address: bytesToIp(ipToBytes(addr)), family, prefixLen };
+}
+
+export function formatPrefix(p: { address: string; prefixLen: number }): string {
+  return `${p.address}/${p.prefixLen}`;
+}
+
+/** "aa:bb:cc:dd:ee:ff" → 6 bytes. */
+export function macToBytes(mac: string): Buffer {
+  const parts = mac.split(":");
+  if (parts.length !== 6 || !parts.every((p) => /^[0-9a-fA-F]{1,2}$/.test(p))) {
+    throw new AddressParseError(`MAC address: expected aa:bb:cc:dd:ee:ff, got ${JSON.stringify(mac)}`);
+  }
+  return Buffer.from(parts.map((p) => parseInt(p, 16)));
+}
+
+/** Hardware address bytes → lower-case colon text. */
+export function bytesToMac(b: Buffer): string {
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join(":");
+}
