@@ -1,0 +1,240 @@
+// Status over a unix socket (for `reconcile status`), and metrics/health over an optional TCP port.
+
+import { chmod, lstat, mkdir, stat, unlink } from "node:fs/promises";
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { connect } from "node:net";
+import path from "node:path";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { LoopStatus, RunRecord } from "./loop.js";
+
+export const DEFAULT_STATUS_SOCKET = "/run/reconcile/reconcile.sock";
+
+export class StatusServerError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StatusServerError";
+  }
+}
+
+export interface RunningServer {
+  /** Unix socket path or "host:port". */
+  address: string;
+  close(): Promise<void>;
+}
+
+function sendJson(res: ServerResponse, code: number, body: unknown): void {
+  res.writeHead(code, { "content-type": "application/json" });
+  res.end(`${JSON.stringify(body, null, 2)}\n`);
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+/** True when something is accepting connections on the socket (another daemon). */
+function socketAlive(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(socketPath);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+export interface StatusServerOptions {
+  /** Socket path (default /run/reconcile/reconcile.sock). Its directory is created with mode 0700. */
+  socketPath?: string;
+  /** Produces the JSON document served at GET /status. */
+  getStatus: () => unknown;
+}
+
+/**
+ * Serve GET /status on a unix socket with mode 0600. A stale socket left by a crashed run is
+ * replaced; a live one (another daemon) is an error.
+ */
+export async function startStatusServer(opts: StatusServerOptions): Promise<RunningServer> {
+  const socketPath = opts.socketPath ?? DEFAULT_STATUS_SOCKET;
+  const dir = path.dirname(socketPath);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const dst = await stat(dir);
+  if (dst.uid === process.getuid?.() && (dst.mode & 0o077) !== 0) await chmod(dir, 0o700);
+  try {
+    const st = await lstat(socketPath);
+    if (!st.isSocket()) throw new StatusServerError(`${socketPath}: exists and is not a socket; refusing to replace it`);
+    if (await socketAlive(socketPath)) throw new StatusServerError(`${socketPath}: another reconcile daemon is listening on it`);
+    await unlink(socketPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://unix");
+    if (url.pathname !== "/status") return sendJson(res, 404, { error: "not found" });
+    if (req.method !== "GET") return sendJson(res, 405, { error: "method not allowed" });
+    sendJson(res, 200, opts.getStatus());
+  });
+  // Create the socket as 0600 from the start (umask), then make sure of it (chmod).
+  const oldMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (err) => reject(new StatusServerError(`listen on ${socketPath}`, { cause: err })));
+      server.listen(socketPath, () => resolve());
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  await chmod(socketPath, 0o600);
+  return {
+    address: socketPath,
+    close: async () => {
+      await closeServer(server);
+      await unlink(socketPath).catch(() => {});
+    },
+  };
+}
+
+/** Client side of `reconcile status`: GET /status over the socket. */
+export function fetchStatus(socketPath: string = DEFAULT_STATUS_SOCKET, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path: "/status", method: "GET", timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString("utf8");
+        if (res.statusCode !== 200) return reject(new StatusServerError(`GET /status on ${socketPath}: HTTP ${res.statusCode}: ${text.trim()}`));
+        try {
+          resolve(JSON.parse(text) as unknown);
+        } catch (err) {
+          reject(new StatusServerError(`GET /status on ${socketPath}: not JSON`, { cause: err }));
+        }
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on("error", (err) => reject(new StatusServerError(`cannot reach the daemon at ${socketPath} (is it running?)`, { cause: err })));
+    req.end();
+  });
+}
+
+/** The daemon's Prometheus metrics, in their own registry. */
+export class DaemonMetrics {
+  readonly registry = new Registry();
+  private readonly duration = new Histogram({
+    name: "reconcile_duration_seconds",
+    help: "Duration of reconcile runs",
+    labelNames: ["trigger", "result"],
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  private readonly applied = new Gauge({
+    name: "reconcile_applied_revision_info",
+    help: "The revision currently applied (value 1)",
+    labelNames: ["revision"],
+    registers: [this.registry],
+  });
+  private readonly drift = new Counter({
+    name: "reconcile_drift_corrections_total",
+    help: "Datapath entries found different from the desired state and corrected",
+    registers: [this.registry],
+  });
+  private readonly errors = new Gauge({
+    name: "reconcile_errors",
+    help: "Objects currently in error",
+    registers: [this.registry],
+  });
+  private readonly mapEntries = new Gauge({
+    name: "reconcile_map_entries",
+    help: "Entries in each BPF map",
+    labelNames: ["map"],
+    registers: [this.registry],
+  });
+  private readonly mapPressure = new Gauge({
+    name: "reconcile_map_pressure",
+    help: "Fill ratio of each BPF map (entries / max_entries)",
+    labelNames: ["map"],
+    registers: [this.registry],
+  });
+  private readonly gitFailures = new Counter({
+    name: "reconcile_git_fetch_failures_total",
+    help: "Git fetches that failed",
+    registers: [this.registry],
+  });
+
+  /** Record a finished run (wire to the loop's onRun). */
+  observeRun(run: RunRecord, status: LoopStatus): void {
+    this.duration.observe({ trigger: run.trigger, result: run.result }, (run.finishedAt - run.startedAt) / 1000);
+    if (run.drift > 0) this.drift.inc(run.drift);
+    this.errors.set(run.result === "invalid" ? this.currentErrors : run.errors.length);
+    if (run.result !== "invalid") this.currentErrors = run.errors.length;
+    if (status.appliedRevision !== null) {
+      this.applied.reset();
+      this.applied.set({ revision: status.appliedRevision }, 1);
+    }
+  }
+  private currentErrors = 0;
+
+  setMapEntries(map: string, entries: number): void {
+    this.mapEntries.set({ map }, entries);
+  }
+  setMapPressure(map: string, ratio: number): void {
+    this.mapPressure.set({ map }, ratio);
+  }
+  gitFetchFailed(): void {
+    this.gitFailures.inc();
+  }
+}
+
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export interface MetricsServerOptions {
+  /** "host:port", e.g. "127.0.0.1:9963" ("[::1]:9963" for IPv6). Port 0 picks a free one. */
+  listen: string;
+  metrics: DaemonMetrics;
+  /** True once the first reconcile succeeded: /readyz answers 200 from then on. */
+  isReady: () => boolean;
+  /** Extra routes by exact path, e.g. { "/hooks/git": webhookHandler }. */
+  routes?: Record<string, HttpHandler>;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
+  if (!m) throw new StatusServerError(`listen address ${JSON.stringify(listen)}: expected host:port`);
+  return { host: m[1] ?? m[2]!, port: Number(m[3]) };
+}
+
+/** Serve /metrics, /healthz, /readyz (and extra routes) over TCP. */
+export async function startMetricsServer(opts: MetricsServerOptions): Promise<RunningServer> {
+  const { host, port } = parseListen(opts.listen);
+  const server = createServer((req, res) => {
+    const pathname = new URL(req.url ?? "/", "http://x").pathname;
+    const extra = opts.routes?.[pathname];
+    if (extra) return extra(req, res);
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET" }).end();
+      return;
+    }
+    if (pathname === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+    } else if (pathname === "/readyz") {
+      const ready = opts.isReady();
+      res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(ready ? "ready\n" : "not ready: no successful reconcile yet\n");
+    } else if (pathname === "/metrics") {
+      opts.metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { "content-type": opts.metrics.registry.contentType }).end(text),
+        (err: unknown) => res.writeHead(500).end(`${String(err)}\n`),
+      );
+    } else {
+      res.writeHead(404).end("not found\n");
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) => reject(new StatusServerError(`listen on ${opts.listen}`, { cause: err })));
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address();
+  const bound = typeof addr === "object" && addr ? `${addr.family === "IPv6" ? `[${addr.address}]` : addr.address}:${addr.port}` : opts.listen;
+  return { address: bound, close: () => closeServer(server) };
+}
