@@ -138,7 +138,9 @@ function loadJsonRules(path: string, docs: { value: unknown; line: number }[], r
   const root = r.root(nonEmpty[0]!.value, nonEmpty[0]!.line);
   const items = r.list(root, true);
   if (items === undefined) return;
-  items.forEach((it, i) => {
+  items.forEach((item, i) => {
+    // Paths inside a JSON rule start at the rule, which the object name and line already identify.
+    const it: Field = { ...item, path: "" };
     const labels = r.child(it, "labels").value;
     const nameLabel = Array.isArray(labels)
       ? labels.find((l: unknown) => typeof l === "object" && l !== null && (l as Record<string, unknown>)["key"] === "name")
@@ -166,6 +168,8 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
   if (r.mapping(doc, true) === undefined) return;
   const apiField = r.child(doc, "apiVersion");
   const kindField = r.child(doc, "kind");
+  const earlyName = r.child(r.child(doc, "metadata"), "name").value;
+  if (typeof kindField.value === "string" && typeof earlyName === "string") r.object = `${kindField.value}/${earlyName}`;
   const apiVersion = r.string(apiField, true);
   const kind = r.string(kindField, true);
   if (apiVersion === undefined || kind === undefined) return;

@@ -299,16 +299,17 @@ function readPortProtocol(r: Reader, f: Field): PortRule | undefined {
 
   const endField = r.child(f, "endPort");
   let endPort: number | undefined;
+  let ok = port !== undefined;
   if (endField.value !== undefined && endField.value !== null) {
     endPort = r.int(endField, 0, 65535);
-    if (endPort === undefined) return undefined;
-    if (port === 0 && endPort !== 0) {
+    if (endPort === undefined) {
+      ok = false;
+    } else if (port === 0 && endPort !== 0) {
       r.error(endField, `endPort needs a non-zero port (expected port 1..${endPort}, got port 0 which already means all ports)`);
-      return undefined;
-    }
-    if (port !== undefined && endPort !== 0 && endPort < port) {
+      ok = false;
+    } else if (port !== undefined && endPort !== 0 && endPort < port) {
       r.error(endField, `endPort below port (expected endPort >= ${port}, got ${endPort})`);
-      return undefined;
+      ok = false;
     }
   }
 
@@ -320,13 +321,13 @@ function readPortProtocol(r: Reader, f: Field): PortRule | undefined {
       protocol = proto as PortProtocolName;
     } else if (["ICMP", "ICMPV6", "ICMPv6", "VRRP", "IGMP"].includes(proto)) {
       r.error(protoField, `protocol ${proto} is ${NOT_SUPPORTED} (expected one of ${PROTOCOLS.join(", ")})`);
-      return undefined;
+      ok = false;
     } else {
       r.error(protoField, `unknown protocol (expected one of ${PROTOCOLS.join(", ")}, got ${describe(proto)})`);
-      return undefined;
+      ok = false;
     }
   }
-  if (port === undefined) return undefined;
+  if (!ok || port === undefined) return undefined;
   if (port === 0) return { port: 0, endPort: 65535, protocol };
   return { port, endPort: endPort === undefined || endPort === 0 ? port : endPort, protocol };
 }
