@@ -1,0 +1,191 @@
+#!/usr/bin/env node
+// Builds `reconcile` as ONE self-contained executable: a Node single executable application (SEA).
+//
+//   node tools/build-binary.mjs [--out dist/reconcile] [--code-cache] [--quiet] [--entry FILE.ts]
+//
+// 1. esbuild bundles reconciler/cli/main.ts (ESM TypeScript) into one CommonJS file, the only
+//    module format a SEA main script may have. koffi's native-addon lookup is replaced by
+//    loadEmbeddedKoffi() from reconciler/cli/assets.ts, because a SEA's `require` loads built-ins only.
+// 2. A sea-config embeds that bundle plus assets: every bpf/build/*.o and koffi.node for this
+//    machine's platform/arch/libc. `node --experimental-sea-config` turns it into a blob.
+// 3. The running node binary is copied and postject injects the blob into it.
+// Works offline: everything comes from node_modules and the running node.
+
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const require = createRequire(import.meta.url);
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
+const KOFFI_ASSET = "koffi.node";
+
+class BuildError extends Error {
+  name = "BuildError";
+}
+
+const { values: args } = parseArgs({
+  options: {
+    out: { type: "string", default: join(root, "dist", "reconcile") },
+    "code-cache": { type: "boolean", default: false },
+    quiet: { type: "boolean", default: false },
+    // Another entry point instead of the CLI (for experiments with the packaging itself).
+    entry: { type: "string", default: join(root, "reconciler", "cli", "main.ts") },
+  },
+});
+const out = resolve(args.out);
+const work = join(dirname(out), `.${basename(out)}-build`);
+const log = args.quiet ? () => {} : (msg) => process.stderr.write(`build-binary: ${msg}\n`);
+
+function basename(p) {
+  return p.slice(p.lastIndexOf("/") + 1);
+}
+
+/** Commit of the build, "unknown" outside git. */
+function gitCommit() {
+  try {
+    return execFileSync("git", ["rev-parse", "HEAD"], { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+/**
+ * The koffi.node that `require("koffi")` would load on this machine: koffi's per-platform package
+ * (@koromix/koffi-<platform>-<arch>) holds one directory per libc (<platform>_<arch>, musl_<arch>).
+ */
+function koffiNativePath() {
+  const koffiDir = dirname(require.resolve("koffi"));
+  const pkgDir = join(koffiDir, "..", "@koromix", `koffi-${process.platform}-${process.arch}`);
+  const musl = process.platform === "linux" && !process.report?.getReport?.().header?.glibcVersionRuntime;
+  const triplet = `${musl ? "musl" : process.platform}_${process.arch}`;
+  const candidates = [join(pkgDir, triplet, "koffi.node"), join(koffiDir, "build", "koffi", triplet, "koffi.node")];
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new BuildError(`koffi's native module for ${triplet} not found; looked at:\n  ${candidates.join("\n  ")}`);
+  return found;
+}
+
+/**
+ * Makes koffi load its addon through loadEmbeddedKoffi(): `koffi` resolves to its CommonJS entry
+ * (the ESM one uses createRequire(import.meta.url), which cannot work in a bundle), and its
+ * src/static.cjs, which require()s the per-platform package, is replaced. koffi's own dynamic
+ * fallback never runs: our loader throws a precise error instead of returning null.
+ */
+function koffiSeaPlugin(assetsModule) {
+  let replaced = false;
+  return {
+    name: "koffi-sea",
+    setup(build) {
+      build.onResolve({ filter: /^koffi$/ }, () => ({ path: require.resolve("koffi") }));
+      build.onLoad({ filter: /[\\/]koffi[\\/]src[\\/]koffi[\\/]src[\\/]static\.cjs$/ }, () => {
+        replaced = true;
+        return {
+          loader: "js",
+          contents:
+            `// replaced by tools/build-binary.mjs: the addon is embedded in the executable\n` +
+            `const { loadEmbeddedKoffi } = require(${JSON.stringify(assetsModule)});\n` +
+            `module.exports = { loadStatic: () => loadEmbeddedKoffi() };\n`,
+        };
+      });
+      build.onEnd((result) => {
+        const usesKoffi = result.metafile && Object.keys(result.metafile.inputs).some((p) => p.includes("node_modules/koffi/"));
+        if (usesKoffi && !replaced) {
+          result.errors.push({ text: "koffi is bundled but its src/static.cjs was not replaced: koffi's layout changed; update koffiSeaPlugin" });
+        }
+      });
+    },
+  };
+}
+
+async function bundle(file, objects) {
+  const esbuild = await import("esbuild");
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+  const commit = gitCommit();
+  const result = await esbuild.build({
+    entryPoints: [resolve(args.entry)],
+    outfile: file,
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "cjs",
+    // SEA main scripts are CommonJS: import.meta does not exist there, so it is rebuilt from
+    // __filename (which a SEA sets to the executable's path).
+    banner: { js: `var __reconcile_import_meta_url = require("node:url").pathToFileURL(__filename).href;` },
+    define: {
+      "import.meta.url": "__reconcile_import_meta_url",
+      "import.meta.dirname": "__dirname",
+      "import.meta.filename": "__filename",
+      __RECONCILE_VERSION__: JSON.stringify(pkg.version),
+      __RECONCILE_COMMIT__: JSON.stringify(commit),
+      __RECONCILE_BPF_OBJECTS__: JSON.stringify(objects),
+    },
+    plugins: [koffiSeaPlugin(join(root, "reconciler", "cli", "assets.ts"))],
+    metafile: true,
+    legalComments: "none",
+    logLevel: "warning",
+  });
+  // import.meta rewritten by `define` above; anything esbuild still warns about is a real problem.
+  if (result.warnings.length) throw new BuildError(`esbuild warnings (fix them):\n${result.warnings.map((w) => w.text).join("\n")}`);
+  return { commit, version: pkg.version };
+}
+
+async function main() {
+  const started = process.hrtime.bigint();
+  mkdirSync(work, { recursive: true });
+  const bundleFile = join(work, "reconcile.cjs");
+  const blobFile = join(work, "sea-prep.blob");
+  const configFile = join(work, "sea-config.json");
+
+  const buildDir = join(root, "bpf", "build");
+  const objects = existsSync(buildDir) ? readdirSync(buildDir).filter((f) => f.endsWith(".o")).sort() : [];
+  const assets = Object.fromEntries(objects.map((o) => [o, join(buildDir, o)]));
+  assets[KOFFI_ASSET] = koffiNativePath();
+
+  const { commit, version } = await bundle(bundleFile, objects);
+  log(`bundled ${relative(root, bundleFile)} (${kib(bundleFile)}), version ${version}, commit ${commit}`);
+
+  const config = {
+    main: bundleFile,
+    output: blobFile,
+    disableExperimentalSEAWarning: true,
+    useSnapshot: false,
+    useCodeCache: args["code-cache"],
+    assets,
+  };
+  writeFileSync(configFile, JSON.stringify(config, null, 2) + "\n");
+  run(process.execPath, ["--experimental-sea-config", configFile]);
+  log(`assets: ${Object.keys(assets).join(", ")}; blob ${kib(blobFile)}`);
+
+  rmSync(out, { force: true });
+  copyFileSync(process.execPath, out);
+  chmodSync(out, 0o755);
+  // postject's CLI rather than its API: its ELF library prints harmless warnings about node's
+  // unnamed .note sections (LIEF "Can't find string offset for section name") that we filter out.
+  const postject = join(dirname(require.resolve("postject")), "cli.js");
+  run(process.execPath, [postject, out, "NODE_SEA_BLOB", blobFile, "--sentinel-fuse", SEA_FUSE], /Can't find string offset for section name/);
+  chmodSync(out, 0o755);
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  log(`wrote ${relative(process.cwd(), out) || out} (${(statSync(out).size / 2 ** 20).toFixed(1)} MiB) in ${(ms / 1000).toFixed(1)} s`);
+}
+
+/** Runs a build step; its output is shown only when it fails (minus lines matching `noise`). */
+function run(cmd, argv, noise) {
+  const res = spawnSync(cmd, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const output = `${res.stdout ?? ""}${res.stderr ?? ""}`
+    .split("\n")
+    .filter((l) => l.trim() && !(noise && noise.test(l)))
+    .join("\n");
+  if (res.status !== 0) throw new BuildError(`${basename(argv[0])} failed (${res.error?.message ?? `exit ${res.status}`}):\n${output}`);
+}
+
+function kib(file) {
+  return `${(statSync(file).size / 1024).toFixed(0)} KiB`;
+}
+
+main().catch((err) => {
+  process.stderr.write(`build-binary: ${err instanceof BuildError ? err.message : (err?.stack ?? String(err))}\n`);
+  process.exitCode = 1;
+});
