@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The pinned maps of the policy datapath (BTF-style definitions, pinned by name under the pin
- * root). Included once, by the program file. */
+ * root). Included once, by the program file. Hash maps are not preallocated (they are sparse;
+ * reconciler/datapath/maps.ts creates them the same way); the LRU conntrack always is. */
 #ifndef RECONCILE_MAPS_H
 #define RECONCILE_MAPS_H
 
@@ -22,6 +23,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, ENDPOINTS_MAX_ENTRIES);
 	__type(key, struct endpoint_key);
 	__type(value, struct endpoint_info);
@@ -41,6 +43,7 @@ struct policy_inner {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, POLICY_MAX_ENDPOINTS);
 	__type(key, __u32); /* endpoint_info.ep_id */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -67,6 +70,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, DROPS_MAX_ENTRIES);
 	__type(key, struct drop_key);
 	__type(value, struct drop_stats);

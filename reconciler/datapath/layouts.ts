@@ -1,0 +1,550 @@
+// Binary layouts of the BPF map keys and values, one codec per map, mirroring bpf/include/*.h.
+// test/unit/layouts.test.ts proves every size and offset against the BTF of bpf/build/endpoint.o.
+//
+// All codecs write into a caller's Buffer at an offset and allocate nothing per entry, so a batch
+// of N entries is encoded into one N * SIZE buffer. Multi-byte fields are host order (little
+// endian, as on every machine reconcile targets) except ports and the tunnel endpoint (network
+// order). Addresses take 16 bytes: IPv4 in the first 4, the rest zero.
+
+import type { Decision, Direction } from "../policy/types.js";
+
+// ---- Constants shared with the C headers ------------------------------------------------------
+
+/** Address family as stored in keys (not AF_INET/AF_INET6). */
+export const FAMILY_IPV4 = 4;
+export const FAMILY_IPV6 = 6;
+export type Family = typeof FAMILY_IPV4 | typeof FAMILY_IPV6;
+
+/** Direction numbers in policy and drop keys. */
+export const DIR_INGRESS = 0;
+export const DIR_EGRESS = 1;
+
+/** endpoint_info.flags */
+export const EP_ENFORCE_INGRESS = 1;
+export const EP_ENFORCE_EGRESS = 2;
+
+/** policy_value.flags */
+export const POLICY_DENY = 1;
+
+/** Policy key prefix lengths (bits after the prefixlen field). */
+export const POLICY_PREFIX_L3 = 40;
+export const POLICY_PREFIX_PROTO = 48;
+export const POLICY_PREFIX_FULL = 64;
+
+/** ct_value.flags */
+export const CT_F_INGRESS = 1;
+export const CT_F_EGRESS = 2;
+export const CT_F_REPLY = 4;
+
+/** Peers without an ipcache entry. */
+export const IDENTITY_WORLD = 2;
+
+/** drop_key.reason */
+export const DropReason = {
+  POLICY_DENIED: 1,
+  NO_POLICY: 2,
+  CT_INVALID: 3,
+  MALFORMED: 4,
+  UNSUPPORTED_L3: 5,
+} as const;
+export type DropReasonName = keyof typeof DropReason;
+
+// ---- Struct layouts (C member name → byte offset) ----------------------------------------------
+
+/** One C struct: its size and the byte offset of each member, named as in the header. */
+export interface StructLayout {
+  readonly name: string;
+  readonly size: number;
+  readonly offsets: Readonly<Record<string, number>>;
+}
+
+export const IPCACHE_KEY = { name: "ipcache_key", size: 24, offsets: { prefixlen: 0, family: 4, pad: 5, addr: 8 } } as const;
+export const IPCACHE_VALUE = { name: "ipcache_value", size: 12, offsets: { identity: 0, tunnel_endpoint: 4, flags: 8, pad: 9 } } as const;
+export const ENDPOINT_KEY = { name: "endpoint_key", size: 20, offsets: { addr: 0, family: 16, pad: 17 } } as const;
+export const ENDPOINT_INFO = { name: "endpoint_info", size: 16, offsets: { ifindex: 0, ep_id: 4, identity: 8, flags: 12 } } as const;
+export const POLICY_KEY = { name: "policy_key", size: 12, offsets: { prefixlen: 0, identity: 4, direction: 8, protocol: 9, dport: 10 } } as const;
+export const POLICY_VALUE = { name: "policy_value", size: 8, offsets: { flags: 0, prefixlen_hint: 1, pad: 2, pad2: 4 } } as const;
+export const POLICY_STATS_KEY = { name: "policy_stats_key", size: 16, offsets: { ep_id: 0, key: 4 } } as const;
+export const POLICY_STATS = { name: "policy_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
+export const CT_KEY = { name: "ct_key", size: 40, offsets: { saddr: 0, daddr: 16, sport: 32, dport: 34, protocol: 36, family: 37, pad: 38 } } as const;
+export const CT_VALUE = { name: "ct_value", size: 32, offsets: { last_seen_ns: 0, packets: 8, bytes: 16, flags: 24, pad: 28 } } as const;
+export const DROP_KEY = { name: "drop_key", size: 8, offsets: { ep_id: 0, reason: 4, direction: 5, pad: 6 } } as const;
+export const DROP_STATS = { name: "drop_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
+
+/** Every layout, for the BTF test. */
+export const STRUCT_LAYOUTS: readonly StructLayout[] = [
+  IPCACHE_KEY, IPCACHE_VALUE, ENDPOINT_KEY, ENDPOINT_INFO, POLICY_KEY, POLICY_VALUE,
+  POLICY_STATS_KEY, POLICY_STATS, CT_KEY, CT_VALUE, DROP_KEY, DROP_STATS,
+];
+
+// ---- Errors ------------------------------------------------------------------------------------
+
+/** A value that cannot be encoded (bad address text, out-of-range number, unaligned port block). */
+export class LayoutError extends Error {
+  constructor(
+    readonly field: string,
+    readonly expected: string,
+    readonly got: unknown,
+    options?: { cause?: unknown },
+  ) {
+    super(`encode ${field}: expected ${expected}, got ${JSON.stringify(got)}`, options);
+    this.name = "LayoutError";
+  }
+}
+
+function checkUint(field: string, v: number, max: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > max) throw new LayoutError(field, `an integer in 0..${max}`, v);
+}
+
+// ---- Addresses ---------------------------------------------------------------------------------
+
+const COLON = 58;
+const DOT = 46;
+
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+/** Parses dotted-quad text[start, end) into out[offset..offset+4). Returns false when invalid. */
+function parseIPv4Into(text: string, start: number, end: number, out: Buffer, offset: number): boolean {
+  let octet = 0;
+  let digits = 0;
+  let index = 0;
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c === DOT) {
+      if (digits === 0 || index === 3) return false;
+      out[offset + index++] = octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return false; // leading zero ("01") is ambiguous
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return false;
+    } else {
+      return false;
+    }
+  }
+  if (digits === 0 || index !== 3) return false;
+  out[offset + 3] = octet;
+  return true;
+}
+
+/** Parses IPv6 text[start, end) (with "::" and an embedded IPv4 tail) into 16 bytes at offset. */
+function parseIPv6Into(text: string, start: number, end: number, out: Buffer, offset: number): boolean {
+  let group = 0; // next 16-bit group to write
+  let gap = -1; // group index where "::" was
+  let i = start;
+  if (end - start >= 2 && text.charCodeAt(i) === COLON && text.charCodeAt(i + 1) === COLON) {
+    gap = 0;
+    i += 2;
+  }
+  while (i < end) {
+    if (group >= 8) return false;
+    // One group: hex digits, or a dotted IPv4 tail.
+    let value = 0;
+    let digits = 0;
+    const groupStart = i;
+    while (i < end) {
+      const d = hexDigit(text.charCodeAt(i));
+      if (d < 0) break;
+      value = (value << 4) | d;
+      if (++digits > 4) return false;
+      i++;
+    }
+    if (i < end && text.charCodeAt(i) === DOT) {
+      if (group > 6) return false;
+      if (!parseIPv4Into(text, groupStart, end, out, offset + group * 2)) return false;
+      group += 2;
+      i = end;
+      break;
+    }
+    if (digits === 0) return false;
+    out[offset + group * 2] = value >> 8;
+    out[offset + group * 2 + 1] = value & 0xff;
+    group++;
+    if (i === end) break;
+    if (text.charCodeAt(i) !== COLON) return false;
+    i++;
+    if (i < end && text.charCodeAt(i) === COLON) {
+      if (gap >= 0) return false;
+      gap = group;
+      i++;
+    } else if (i === end) {
+      return false; // trailing single colon
+    }
+  }
+  if (gap < 0) return group === 8;
+  if (group === 8) return false; // "::" must stand for at least one group
+  // Move the groups after the gap to the end, zero the gap.
+  const tail = group - gap;
+  for (let k = tail - 1; k >= 0; k--) {
+    out[offset + (8 - tail + k) * 2] = out[offset + (gap + k) * 2];
+    out[offset + (8 - tail + k) * 2 + 1] = out[offset + (gap + k) * 2 + 1];
+  }
+  out.fill(0, offset + gap * 2, offset + (8 - tail) * 2);
+  return true;
+}
+
+/** Writes the 16-byte form of an IPv4 or IPv6 address (text[start, end)) at out[offset];
+ *  returns its family. Throws LayoutError on invalid text. */
+function parseAddressRange(text: string, start: number, end: number, out: Buffer, offset: number, field: string): Family {
+  let isV6 = false;
+  for (let i = start; i < end; i++) {
+    if (text.charCodeAt(i) === COLON) {
+      isV6 = true;
+      break;
+    }
+  }
+  if (isV6) {
+    if (!parseIPv6Into(text, start, end, out, offset)) throw new LayoutError(field, "an IPv6 address", text);
+    return FAMILY_IPV6;
+  }
+  if (!parseIPv4Into(text, start, end, out, offset)) throw new LayoutError(field, "an IPv4 address", text);
+  out.fill(0, offset + 4, offset + 16);
+  return FAMILY_IPV4;
+}
+
+/** Writes the 16-byte form of `address` ("10.11.90.17", "f00d::1") at out[offset]; returns 4 or 6. */
+export function encodeAddress(address: string, out: Buffer, offset: number): Family {
+  return parseAddressRange(address, 0, address.length, out, offset, "address");
+}
+
+/** Text of the address stored at buf[offset..offset+16). */
+export function decodeAddress(buf: Buffer, offset: number, family: number): string {
+  if (family === FAMILY_IPV4) return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
+  if (family !== FAMILY_IPV6) throw new LayoutError("family", "4 or 6", family);
+  // RFC 5952: lower case, no leading zeros, longest run (>= 2) of zero groups as "::".
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let g = 0; g < 8; ) {
+    if (buf.readUInt16BE(offset + g * 2) !== 0) {
+      g++;
+      continue;
+    }
+    let e = g;
+    while (e < 8 && buf.readUInt16BE(offset + e * 2) === 0) e++;
+    if (e - g > bestLen) {
+      bestStart = g;
+      bestLen = e - g;
+    }
+    g = e;
+  }
+  if (bestLen < 2) bestStart = -1;
+  let s = "";
+  for (let g = 0; g < 8; g++) {
+    if (g === bestStart) {
+      s += "::";
+      g += bestLen - 1;
+      continue;
+    }
+    if (s.length > 0 && !s.endsWith(":")) s += ":";
+    s += buf.readUInt16BE(offset + g * 2).toString(16);
+  }
+  return s;
+}
+
+/** Zeroes the bits after the first `bits` of the 16 bytes at buf[offset]. */
+function maskAddress(buf: Buffer, offset: number, bits: number): void {
+  for (let i = 0; i < 16; i++) {
+    const keep = bits - i * 8;
+    if (keep >= 8) continue;
+    buf[offset + i] = keep <= 0 ? 0 : buf[offset + i] & ((0xff << (8 - keep)) & 0xff);
+  }
+}
+
+// ---- ipcache -----------------------------------------------------------------------------------
+
+/** Writes the LPM key of `prefix` ("10.11.90.17/32", "f00d::/64"; no length = host) at out[offset].
+ *  Host bits beyond the prefix are zeroed. Returns the address prefix length. */
+export function encodeIpcacheKey(prefix: string, out: Buffer, offset: number): number {
+  const slash = prefix.indexOf("/");
+  const end = slash < 0 ? prefix.length : slash;
+  const family = parseAddressRange(prefix, 0, end, out, offset + IPCACHE_KEY.offsets.addr, "ipcache prefix");
+  const max = family === FAMILY_IPV4 ? 32 : 128;
+  let bits = max;
+  if (slash >= 0) {
+    bits = 0;
+    if (slash + 1 === prefix.length || prefix.length - slash > 4) throw new LayoutError("ipcache prefix", "a prefix length", prefix);
+    for (let i = slash + 1; i < prefix.length; i++) {
+      const c = prefix.charCodeAt(i);
+      if (c < 48 || c > 57) throw new LayoutError("ipcache prefix", "a prefix length", prefix);
+      bits = bits * 10 + (c - 48);
+    }
+    if (bits > max) throw new LayoutError("ipcache prefix", `a prefix length <= ${max}`, prefix);
+  }
+  maskAddress(out, offset + IPCACHE_KEY.offsets.addr, bits);
+  out.writeUInt32LE(32 + bits, offset);
+  out[offset + IPCACHE_KEY.offsets.family] = family;
+  out.fill(0, offset + IPCACHE_KEY.offsets.pad, offset + IPCACHE_KEY.offsets.addr);
+  return bits;
+}
+
+/** The prefix text ("10.11.90.17/32") of the ipcache key at buf[offset]. */
+export function decodeIpcacheKey(buf: Buffer, offset: number): { prefix: string; family: Family } {
+  const family = buf[offset + IPCACHE_KEY.offsets.family];
+  if (family !== FAMILY_IPV4 && family !== FAMILY_IPV6) throw new LayoutError("ipcache_key.family", "4 or 6", family);
+  const bits = buf.readUInt32LE(offset) - 32;
+  return { prefix: `${decodeAddress(buf, offset + IPCACHE_KEY.offsets.addr, family)}/${bits}`, family };
+}
+
+export interface IpcacheValue {
+  identity: number;
+  /** Underlay IPv4 of the node hosting the prefix; undefined = local. */
+  tunnelEndpoint?: string;
+}
+
+export function encodeIpcacheValue(v: IpcacheValue, out: Buffer, offset: number): void {
+  checkUint("ipcache identity", v.identity, 0xffffffff);
+  out.writeUInt32LE(v.identity, offset);
+  if (v.tunnelEndpoint === undefined) {
+    out.writeUInt32LE(0, offset + 4);
+  } else if (!parseIPv4Into(v.tunnelEndpoint, 0, v.tunnelEndpoint.length, out, offset + 4)) {
+    throw new LayoutError("ipcache tunnel endpoint", "an IPv4 address", v.tunnelEndpoint);
+  }
+  out.writeUInt32LE(0, offset + 8); // flags + pad
+}
+
+export function decodeIpcacheValue(buf: Buffer, offset: number): IpcacheValue {
+  const identity = buf.readUInt32LE(offset);
+  if (buf.readUInt32LE(offset + 4) === 0) return { identity };
+  return { identity, tunnelEndpoint: decodeAddress(buf, offset + 4, FAMILY_IPV4) };
+}
+
+// ---- endpoints ---------------------------------------------------------------------------------
+
+export function encodeEndpointKey(address: string, out: Buffer, offset: number): Family {
+  const family = encodeAddress(address, out, offset);
+  out[offset + ENDPOINT_KEY.offsets.family] = family;
+  out.fill(0, offset + ENDPOINT_KEY.offsets.pad, offset + ENDPOINT_KEY.size);
+  return family;
+}
+
+export function decodeEndpointKey(buf: Buffer, offset: number): string {
+  return decodeAddress(buf, offset, buf[offset + ENDPOINT_KEY.offsets.family]);
+}
+
+export interface EndpointInfo {
+  ifindex: number;
+  /** Key of the endpoint's inner policy map and of its counters. */
+  epId: number;
+  /** The endpoint's own identity. */
+  identity: number;
+  enforceIngress: boolean;
+  enforceEgress: boolean;
+}
+
+export function encodeEndpointInfo(v: EndpointInfo, out: Buffer, offset: number): void {
+  checkUint("endpoint ifindex", v.ifindex, 0xffffffff);
+  checkUint("endpoint id", v.epId, 0xffffffff);
+  checkUint("endpoint identity", v.identity, 0xffffffff);
+  out.writeUInt32LE(v.ifindex, offset);
+  out.writeUInt32LE(v.epId, offset + 4);
+  out.writeUInt32LE(v.identity, offset + 8);
+  out.writeUInt32LE((v.enforceIngress ? EP_ENFORCE_INGRESS : 0) | (v.enforceEgress ? EP_ENFORCE_EGRESS : 0), offset + 12);
+}
+
+export function decodeEndpointInfo(buf: Buffer, offset: number): EndpointInfo {
+  const flags = buf.readUInt32LE(offset + 12);
+  return {
+    ifindex: buf.readUInt32LE(offset),
+    epId: buf.readUInt32LE(offset + 4),
+    identity: buf.readUInt32LE(offset + 8),
+    enforceIngress: (flags & EP_ENFORCE_INGRESS) !== 0,
+    enforceEgress: (flags & EP_ENFORCE_EGRESS) !== 0,
+  };
+}
+
+// ---- policy ------------------------------------------------------------------------------------
+
+export interface PolicyKey {
+  /** Peer identity; 0 = any. */
+  identity: number;
+  direction: Direction;
+  /** IANA protocol; 0 = any (then port and portPrefixLen must be 0). */
+  protocol: number;
+  /** First port of the block. */
+  port: number;
+  /** Significant leading port bits: 16 = exactly `port`, 0 = every port. */
+  portPrefixLen: number;
+}
+
+/** LPM prefix length of a policy key: 40, or 48 + portPrefixLen when protocol != 0. */
+export function policyPrefixLen(protocol: number, portPrefixLen: number): number {
+  return protocol === 0 ? POLICY_PREFIX_L3 : POLICY_PREFIX_PROTO + portPrefixLen;
+}
+
+export function directionNumber(d: Direction): number {
+  return d === "ingress" ? DIR_INGRESS : DIR_EGRESS;
+}
+
+function directionName(n: number): Direction {
+  if (n === DIR_INGRESS) return "ingress";
+  if (n === DIR_EGRESS) return "egress";
+  throw new LayoutError("direction", "0 or 1", n);
+}
+
+/** Writes the 12-byte policy key body (prefixlen + fields) at out[offset]; returns the prefixlen. */
+export function encodePolicyKey(k: PolicyKey, out: Buffer, offset: number): number {
+  checkUint("policy identity", k.identity, 0xffffffff);
+  checkUint("policy protocol", k.protocol, 255);
+  checkUint("policy port", k.port, 65535);
+  checkUint("policy port prefix length", k.portPrefixLen, 16);
+  if (k.direction !== "ingress" && k.direction !== "egress") throw new LayoutError("policy direction", '"ingress" or "egress"', k.direction);
+  if (k.protocol === 0 && (k.port !== 0 || k.portPrefixLen !== 0)) {
+    throw new LayoutError("policy key", "port 0 and portPrefixLen 0 with protocol 0", k);
+  }
+  const hostBits = 16 - k.portPrefixLen;
+  if (hostBits > 0 && (k.port & ((1 << hostBits) - 1)) !== 0) {
+    throw new LayoutError("policy port", `a port aligned to /${k.portPrefixLen}`, k.port);
+  }
+  const prefixlen = policyPrefixLen(k.protocol, k.portPrefixLen);
+  out.writeUInt32LE(prefixlen, offset);
+  out.writeUInt32LE(k.identity, offset + 4);
+  out[offset + 8] = directionNumber(k.direction);
+  out[offset + 9] = k.protocol;
+  out.writeUInt16BE(k.port, offset + 10);
+  return prefixlen;
+}
+
+export function decodePolicyKey(buf: Buffer, offset: number): PolicyKey & { prefixlen: number } {
+  const prefixlen = buf.readUInt32LE(offset);
+  const protocol = buf[offset + 9];
+  return {
+    prefixlen,
+    identity: buf.readUInt32LE(offset + 4),
+    direction: directionName(buf[offset + 8]),
+    protocol,
+    port: buf.readUInt16BE(offset + 10),
+    portPrefixLen: protocol === 0 ? 0 : Math.max(0, Math.min(16, prefixlen - POLICY_PREFIX_PROTO)),
+  };
+}
+
+/** Writes the 8-byte policy value; `prefixlen` is the entry key's own prefixlen (the stats hint). */
+export function encodePolicyValue(decision: Decision, prefixlen: number, out: Buffer, offset: number): void {
+  checkUint("policy value prefixlen", prefixlen, POLICY_PREFIX_FULL);
+  out[offset] = decision === "deny" ? POLICY_DENY : 0;
+  out[offset + 1] = prefixlen;
+  out.fill(0, offset + 2, offset + POLICY_VALUE.size);
+}
+
+export function decodePolicyValue(buf: Buffer, offset: number): { decision: Decision; prefixlen: number } {
+  return { decision: (buf[offset] & POLICY_DENY) !== 0 ? "deny" : "allow", prefixlen: buf[offset + 1] };
+}
+
+/** policy_stats key: ep_id + the entry's key (as the datapath writes it: masked to its prefix). */
+export function encodePolicyStatsKey(epId: number, k: PolicyKey, out: Buffer, offset: number): void {
+  checkUint("policy stats endpoint id", epId, 0xffffffff);
+  out.writeUInt32LE(epId, offset);
+  encodePolicyKey(k, out, offset + POLICY_STATS_KEY.offsets.key);
+}
+
+export function decodePolicyStatsKey(buf: Buffer, offset: number): { epId: number; key: PolicyKey & { prefixlen: number } } {
+  return { epId: buf.readUInt32LE(offset), key: decodePolicyKey(buf, offset + POLICY_STATS_KEY.offsets.key) };
+}
+
+// ---- per-CPU counters (policy_stats, drops) ------------------------------------------------------
+
+export interface Counters {
+  packets: bigint;
+  bytes: bigint;
+}
+
+/** Sums a per-CPU {packets, bytes} value (each CPU's slot is 16 bytes, already 8-aligned). */
+export function decodePerCpuCounters(buf: Buffer, offset: number, nCpus: number): Counters {
+  let packets = 0n;
+  let bytes = 0n;
+  for (let c = 0; c < nCpus; c++) {
+    packets += buf.readBigUInt64LE(offset + c * 16);
+    bytes += buf.readBigUInt64LE(offset + c * 16 + 8);
+  }
+  return { packets, bytes };
+}
+
+// ---- conntrack ---------------------------------------------------------------------------------
+
+export interface CtKey {
+  saddr: string;
+  daddr: string;
+  /** Host-order port numbers (stored big endian). ICMP echo: sport = echo id, dport = 0. */
+  sport: number;
+  dport: number;
+  protocol: number;
+}
+
+export function encodeCtKey(k: CtKey, out: Buffer, offset: number): void {
+  checkUint("ct sport", k.sport, 65535);
+  checkUint("ct dport", k.dport, 65535);
+  checkUint("ct protocol", k.protocol, 255);
+  const family = encodeAddress(k.saddr, out, offset);
+  if (encodeAddress(k.daddr, out, offset + 16) !== family) throw new LayoutError("ct daddr", `family ${family} like saddr`, k.daddr);
+  out.writeUInt16BE(k.sport, offset + 32);
+  out.writeUInt16BE(k.dport, offset + 34);
+  out[offset + 36] = k.protocol;
+  out[offset + 37] = family;
+  out.writeUInt16LE(0, offset + 38);
+}
+
+export function decodeCtKey(buf: Buffer, offset: number): CtKey & { family: Family } {
+  const family = buf[offset + 37];
+  if (family !== FAMILY_IPV4 && family !== FAMILY_IPV6) throw new LayoutError("ct_key.family", "4 or 6", family);
+  return {
+    saddr: decodeAddress(buf, offset, family),
+    daddr: decodeAddress(buf, offset + 16, family),
+    sport: buf.readUInt16BE(offset + 32),
+    dport: buf.readUInt16BE(offset + 34),
+    protocol: buf[offset + 36],
+    family,
+  };
+}
+
+export interface CtValue {
+  /** CLOCK_MONOTONIC nanoseconds of the last packet. */
+  lastSeenNs: bigint;
+  packets: bigint;
+  bytes: bigint;
+  /** CT_F_* bits. */
+  flags: number;
+}
+
+export function encodeCtValue(v: CtValue, out: Buffer, offset: number): void {
+  out.writeBigUInt64LE(v.lastSeenNs, offset);
+  out.writeBigUInt64LE(v.packets, offset + 8);
+  out.writeBigUInt64LE(v.bytes, offset + 16);
+  out.writeUInt32LE(v.flags, offset + 24);
+  out.writeUInt32LE(0, offset + 28);
+}
+
+export function decodeCtValue(buf: Buffer, offset: number): CtValue {
+  return {
+    lastSeenNs: buf.readBigUInt64LE(offset),
+    packets: buf.readBigUInt64LE(offset + 8),
+    bytes: buf.readBigUInt64LE(offset + 16),
+    flags: buf.readUInt32LE(offset + 24),
+  };
+}
+
+// ---- drops -------------------------------------------------------------------------------------
+
+export interface DropKey {
+  /** 0 = endpoint unknown. */
+  epId: number;
+  reason: number;
+  direction: Direction;
+}
+
+export function encodeDropKey(k: DropKey, out: Buffer, offset: number): void {
+  checkUint("drop endpoint id", k.epId, 0xffffffff);
+  checkUint("drop reason", k.reason, 255);
+  out.writeUInt32LE(k.epId, offset);
+  out[offset + 4] = k.reason;
+  out[offset + 5] = directionNumber(k.direction);
+  out.writeUInt16LE(0, offset + 6);
+}
+
+export function decodeDropKey(buf: Buffer, offset: number): DropKey {
+  return { epId: buf.readUInt32LE(offset), reason: buf[offset + 4], direction: directionName(buf[offset + 5]) };
+}
