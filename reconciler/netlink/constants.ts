@@ -174,6 +174,7 @@ export const IFA_F_PERMANENT = 0x80;
 // --- linux/neighbour.h ---
 export const NDA_DST = 1;
 export const NDA_LLADDR = 2;
+export const NDA_IFINDEX = 8;
 export const NUD_INCOMPLETE = 0x01;
 export const NUD_REACHABLE = 0x02;
 export const NUD_STALE = 0x04;

@@ -182,7 +182,7 @@ export interface NlError {
 export function parseError(msg: NlMsg): NlError {
   const p = msg.payload;
   if (p.length < 4 + NLMSG_HDRLEN) throw new MessageFormatError(`NLMSG_ERROR payload too short: ${p.length} bytes`);
-  const errno = -p.readInt32LE(0);
+  const errno = -p.readInt32LE(0) || 0; // "|| 0": no -0 for an ACK
   const origLen = p.readUInt32LE(4);
   const seq = p.readUInt32LE(4 + 8);
   const out: NlError = { errno, seq };
@@ -195,7 +195,7 @@ export function parseError(msg: NlMsg): NlError {
 
 /** Decode an NLMSG_DONE payload: int error, then extended-ack TLVs if flagged. */
 export function parseDone(msg: NlMsg): { errno: number; message?: string } {
-  const errno = msg.payload.length >= 4 ? -msg.payload.readInt32LE(0) : 0;
+  const errno = msg.payload.length >= 4 ? -msg.payload.readInt32LE(0) || 0 : 0;
   const out: NlError = { errno, seq: msg.seq };
   if (msg.flags & NLM_F_ACK_TLVS && msg.payload.length > 4) addExtAck(out, parseAttrs(msg.payload, 4));
   return out.message === undefined ? { errno } : { errno, message: out.message };

@@ -1,11 +1,11 @@
 // Neighbour (ARP/NDP) entries (RTM_*NEIGH): list, add, replace, delete.
 import {
-  AF_INET, AF_INET6, NDA_DST, NDA_LLADDR, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NUD_DELAY, NUD_FAILED,
+  AF_INET, AF_INET6, NDA_DST, NDA_IFINDEX, NDA_LLADDR, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NUD_DELAY, NUD_FAILED,
   NUD_INCOMPLETE, NUD_NOARP, NUD_PERMANENT, NUD_PROBE, NUD_REACHABLE, NUD_STALE, RTM_DELNEIGH, RTM_GETNEIGH,
   RTM_NEWNEIGH, RTN_UNICAST,
 } from "./constants.js";
 import {
-  attr, bytesToIp, bytesToMac, decodeNdMsg, encodeNdMsg, ipFamily, ipToBytes, macToBytes, parseAttrs, type NlMsg,
+  attr, attrU32, bytesToIp, bytesToMac, decodeNdMsg, encodeNdMsg, ipFamily, ipToBytes, macToBytes, parseAttrs, type NlMsg,
 } from "./message.js";
 import { linkIndex, type LinkRef } from "./link.js";
 import { NetlinkError, type NetlinkSocket, type Request } from "./socket.js";
@@ -74,8 +74,10 @@ export function neighList(sock: NetlinkSocket, filter: { dev?: LinkRef; family?:
   const families = filter.family !== undefined ? [filter.family] : [AF_INET, AF_INET6];
   const out: Neighbour[] = [];
   for (const family of families) {
-    const header = encodeNdMsg({ family, index, state: 0, flags: 0, type: 0 });
-    for (const m of sock.dump("list neighbours", { type: RTM_GETNEIGH, header })) {
+    // Strict dump checking wants ndm_ifindex 0; the device filter goes in NDA_IFINDEX.
+    const header = encodeNdMsg({ family, index: 0, state: 0, flags: 0, type: 0 });
+    const attrs = index ? [attrU32(NDA_IFINDEX, index)] : [];
+    for (const m of sock.dump("list neighbours", { type: RTM_GETNEIGH, header, attrs })) {
       if (m.type !== RTM_NEWNEIGH) continue;
       const n = decodeNeighbour(m);
       if (index === 0 || n.index === index) out.push(n);
