@@ -120,7 +120,7 @@ export function parseYamlWithLines(content: string, limits: ParseLimits = DEFAUL
           if (aliasCount[doc]! > limits.maxAliases) {
             throw new YamlParseError(
               `too many aliases in one document (expected at most ${limits.maxAliases}, got more)`,
-              state.line + 1,
+              frame.line + 1,
             );
           }
         }
