@@ -259,3 +259,34 @@ test("formatProblem: with and without object and path, warning prefix", () => {
     "d.yaml:3: Rule/r: warning: no effect",
   );
 });
+
+test("identities with the same label set and endpoints creating the same netns interface clash; macvlan names are per netns", () => {
+  const ep = (name: string, ip: string, iface: string, create: string): string =>
+    `apiVersion: reconcile/v1\nkind: Endpoint\nmetadata:\n  name: ${name}\nspec:\n  ipv4: ${ip}\n  interface:\n    name: ${iface}\n    create: ${create}\n`;
+  const id = (name: string, n: number, labels: string): string =>
+    `apiVersion: reconcile/v1\nkind: Identity\nmetadata:\n  name: ${name}\nspec:\n  id: ${n}\n  labels: ${labels}\n`;
+  const result = loadSnapshot({
+    revision: "r",
+    files: [
+      {
+        path: "e.yaml",
+        content: [
+          ep("a", "10.11.0.1", "lxc-a", "{netns: ns1, ifname: eth0}"),
+          ep("b", "10.11.0.2", "lxc-b", "{netns: ns1, ifname: eth0}"),
+          ep("m1", "10.11.0.3", "eth0", "{kind: macvlan, parent: dummy0, netns: ns3}"),
+          ep("m2", "10.11.0.4", "eth0", "{kind: macvlan, parent: dummy0, netns: ns4}"),
+        ].join("---\n"),
+      },
+      { path: "i.yaml", content: [id("x", 1000, "{app: x, k8s:team: t}"), id("y", 1001, "{team: t, app: x}")].join("---\n") },
+    ],
+  });
+  assert.deepEqual(result.problems.map(formatProblem), [
+    "e.yaml:19: Endpoint/b: spec.interface.create: interface eth0 in netns ns1 is also created by another endpoint (first used by Endpoint/a at e.yaml:1)",
+    "i.yaml:15: Identity/y: spec.labels: duplicate label set (one label set has one identity) (first used by Identity/x at i.yaml:1)",
+  ]);
+});
+
+test("duplicate keys in YAML are reported with the parser's line", () => {
+  const r = loadSnapshot({ revision: "r", files: [{ path: "d.yaml", content: "apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: n\n  name: m\n" }] });
+  assert.deepEqual(r.problems.map(formatProblem), ["d.yaml:5: invalid YAML: duplicated mapping key"]);
+});
