@@ -14,7 +14,7 @@ import {
   attr, attrNested, attrString, attrU16BE, attrU32, attrU8, attrS32, bytesToIp, bytesToMac,
   decodeIfInfoMsg, encodeIfInfoMsg, ipFamily, ipToBytes, macToBytes, parseAttrs, read, type NlMsg,
 } from "./message.js";
-import { closeNetnsFd, openNetnsFd } from "./netns.js";
+import { closeNetnsFd, openNetnsFd, openRoute } from "./netns.js";
 import { NetlinkError, type NetlinkSocket, type Request } from "./socket.js";
 
 /** A device by index (number) or name (string). */
@@ -204,11 +204,12 @@ export interface NsFds {
   peer?: number;
 }
 
-function commonAttrs(s: { name: string; mtu?: number; mac?: string; alias?: string; txqlen?: number }, nsFd?: number): Buffer[] {
+// IFLA_IFALIAS is not among them: the kernel ignores it when creating a device (rtnl_create_link
+// does not apply it), so linkCreate sets the alias in a second request.
+function commonAttrs(s: { name: string; mtu?: number; mac?: string; txqlen?: number }, nsFd?: number): Buffer[] {
   const out = [attrString(IFLA_IFNAME, s.name)];
   if (s.mtu !== undefined) out.push(attrU32(IFLA_MTU, s.mtu));
   if (s.mac !== undefined) out.push(attr(IFLA_ADDRESS, macToBytes(s.mac)));
-  if (s.alias !== undefined) out.push(attrString(IFLA_IFALIAS, s.alias));
   if (s.txqlen !== undefined) out.push(attrU32(IFLA_TXQLEN, s.txqlen));
   if (nsFd !== undefined) out.push(attrS32(IFLA_NET_NS_FD, nsFd));
   return out;
@@ -252,7 +253,11 @@ export function buildCreateLink(spec: LinkSpec, fds: NsFds = {}, indexes: { pare
   return { type: RTM_NEWLINK, flags: NLM_F_CREATE | NLM_F_EXCL, header: encodeIfInfoMsg({ family: AF_UNSPEC }), attrs };
 }
 
-/** Create a device. Throws NetlinkError EEXIST if the name is taken. */
+/**
+ * Create a device. Throws NetlinkError EEXIST if the name is taken. An alias is set right after
+ * creation (the kernel ignores it in the create request); if that fails the device is deleted again,
+ * so a device never exists without its ownership mark.
+ */
 export function linkCreate(sock: NetlinkSocket, spec: LinkSpec): void {
   const op = `create ${spec.kind} link ${spec.name}`;
   const indexes: { parent?: number; dev?: number } = {};
@@ -266,6 +271,18 @@ export function linkCreate(sock: NetlinkSocket, spec: LinkSpec): void {
   } finally {
     if (fds.self !== undefined) closeNetnsFd(fds.self);
     if (fds.peer !== undefined) closeNetnsFd(fds.peer);
+  }
+  if (spec.alias !== undefined) {
+    // The device lives in spec.netns if given, which this socket may not see.
+    const target = spec.netns === undefined ? sock : openRoute(spec.netns);
+    try {
+      linkSetAlias(target, spec.name, spec.alias);
+    } catch (e) {
+      try { linkDelete(target, spec.name); } catch { /* report the alias failure, not this one */ }
+      throw e;
+    } finally {
+      if (target !== sock) target.close();
+    }
   }
 }
 
