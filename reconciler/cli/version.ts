@@ -4,7 +4,8 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { isSingleExecutable, listBpfObjects, nativeModuleStatus, type NativeModuleStatus } from "./assets.js";
+import type { Features } from "../ebpf-loader/index.js";
+import { isSingleExecutable, listBpfObjects, nativeModuleStatus, readAsset, type NativeModuleStatus } from "./assets.js";
 
 // Set at bundle time by tools/build-binary.mjs (esbuild `define`); undeclared when running from source.
 declare const __RECONCILE_VERSION__: string | undefined;
@@ -21,20 +22,31 @@ export interface VersionInfo {
   platform: string;
   /** True for the single executable, false when running from source. */
   singleExecutable: boolean;
-  /** BPF objects this build carries; tag when the loader can compute one. */
-  programs: { name: string; tag?: string }[];
+  /** BPF objects this build carries (file names, e.g. "policy.o"). */
+  objects: string[];
+  /** Programs in those objects, read from their ELF sections (not loaded into the kernel). */
+  programs: { name: string; object: string; section: string }[];
+  /** Objects that could not be read or parsed, with the reason. */
+  objectErrors?: { object: string; error: string }[];
   /** Native modules the binary extracted and loaded (empty from source). */
   native: NativeModuleStatus[];
   /** Kernel features, when they could be probed. */
-  features?: Record<string, boolean>;
+  features?: Features;
   /** Why features are missing, if they are. */
   featuresError?: string;
 }
 
-/** Optional kernel probe, so callers (and tests) decide whether the kernel is touched. */
-export type FeatureProbe = () => Record<string, boolean>;
+export interface VersionOptions {
+  /** Probe the running kernel's features through the eBPF loader (default true). */
+  probeKernel?: boolean;
+}
 
-export function versionInfo(probe?: FeatureProbe): VersionInfo {
+/**
+ * Build and runtime facts. The eBPF loader (and so koffi, which the binary must extract first) is
+ * imported only here, lazily, so that commands that never touch the kernel do not load it.
+ */
+export async function versionInfo(options: VersionOptions = {}): Promise<VersionInfo> {
+  const loader = await import("../ebpf-loader/index.js");
   const fromSource = typeof __RECONCILE_VERSION__ === "undefined";
   const info: VersionInfo = {
     version: fromSource ? sourceVersion() : __RECONCILE_VERSION__!,
@@ -42,12 +54,20 @@ export function versionInfo(probe?: FeatureProbe): VersionInfo {
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     singleExecutable: isSingleExecutable(),
-    programs: listBpfObjects().map((name) => ({ name })),
+    objects: listBpfObjects(),
+    programs: [],
     native: [],
   };
-  if (probe) {
+  for (const object of info.objects) {
     try {
-      info.features = probe();
+      for (const p of loader.parseElf(readAsset(object)).programs.values()) info.programs.push({ name: p.name, object, section: p.section });
+    } catch (err) {
+      (info.objectErrors ??= []).push({ object, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  if (options.probeKernel !== false) {
+    try {
+      info.features = loader.probeFeatures();
     } catch (err) {
       info.featuresError = err instanceof Error ? err.message : String(err);
     }
@@ -62,12 +82,14 @@ export function renderVersion(info: VersionInfo, format: "text" | "json"): strin
   const lines = [
     `reconcile ${info.version} (commit ${info.commit})`,
     `  runtime: node ${info.node} ${info.platform}${info.singleExecutable ? ", single executable" : ", from source"}`,
-    `  programs: ${info.programs.length ? info.programs.map((p) => (p.tag ? `${p.name} (tag ${p.tag})` : p.name)).join(", ") : "none"}`,
+    `  objects: ${info.objects.length ? info.objects.join(", ") : "none"}`,
+    `  programs: ${info.programs.length ? info.programs.map((p) => `${p.name} (${p.object}, ${p.section})`).join(", ") : "none"}`,
   ];
+  for (const e of info.objectErrors ?? []) lines.push(`  object ${e.object}: ${e.error}`);
   for (const n of info.native) lines.push(`  native: ${n.module} at ${n.path} (${n.action})`);
   if (info.features) {
-    const list = Object.entries(info.features).map(([k, v]) => `${k} ${v ? "yes" : "no"}`);
-    lines.push(`  kernel: ${list.join(", ")}`);
+    const f = info.features;
+    lines.push(`  kernel: ${f.kernel}, tcx ${f.tcx ? "yes" : "no"}, batch ops ${f.batchOps ? "yes" : "no"}`);
   } else if (info.featuresError) {
     lines.push(`  kernel: not probed (${info.featuresError})`);
   }
