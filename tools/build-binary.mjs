@@ -22,6 +22,7 @@ const require = createRequire(import.meta.url);
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 const KOFFI_ASSET = "koffi.node";
+const DEFAULT_ENTRY = join(root, "reconciler", "cli", "main.ts");
 
 class BuildError extends Error {
   name = "BuildError";
@@ -33,7 +34,7 @@ const { values: args } = parseArgs({
     "code-cache": { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
     // Another entry point instead of the CLI (for experiments with the packaging itself).
-    entry: { type: "string", default: join(root, "reconciler", "cli", "main.ts") },
+    entry: { type: "string", default: DEFAULT_ENTRY },
   },
 });
 const out = resolve(args.out);
@@ -167,6 +168,11 @@ async function main() {
   const postject = join(dirname(require.resolve("postject")), "cli.js");
   run(process.execPath, [postject, out, "NODE_SEA_BLOB", blobFile, "--sentinel-fuse", SEA_FUSE], /Can't find string offset for section name/);
   chmodSync(out, 0o755);
+  // Smoke test: the bundle starts inside the binary (--help touches neither the kernel nor koffi).
+  const smoke = spawnSync(out, ["--help"], { encoding: "utf8", env: { PATH: "/nonexistent" } });
+  if (args.entry === DEFAULT_ENTRY && (smoke.status !== 0 || !smoke.stdout.startsWith("Usage:"))) {
+    throw new BuildError(`${out} --help failed (exit ${smoke.status}):\n${smoke.stdout}${smoke.stderr}`);
+  }
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
   log(`wrote ${relative(process.cwd(), out) || out} (${(statSync(out).size / 2 ** 20).toFixed(1)} MiB) in ${(ms / 1000).toFixed(1)} s`);
 }
