@@ -54,38 +54,27 @@ function lowKey(pk: PortKey): number {
   return idx * 2 ** 21 + pk.port * 32 + pk.portPrefixLen;
 }
 
-interface Acc {
-  deny: boolean;
-  /** Sorted by file, line, name; interned single-rule arrays are shared until a merge copies. */
-  rules: RuleRef[];
-}
-
 function compareRefs(a: RuleRef, b: RuleRef): number {
   return a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 }
 
-function addEntry(map: Map<number, Acc>, key: number, deny: boolean, single: RuleRef[]): void {
-  const a = map.get(key);
-  if (a === undefined) {
-    map.set(key, { deny, rules: single });
+/** Add a rule to a key. Values start as the rule's interned one-element array (no allocation per
+ *  entry); a second rule on the same key makes a sorted copy. */
+function addEntry(map: Map<number, RuleRef[]>, key: number, single: RuleRef[]): void {
+  const rules = map.get(key);
+  if (rules === undefined) {
+    map.set(key, single);
     return;
   }
   const ref = single[0]!;
-  if (a.deny === deny) {
-    if (a.rules.includes(ref)) return;
-    const rules = [...a.rules, ref].sort(compareRefs);
-    a.rules = rules;
-  } else if (deny) {
-    // Deny wins over allow on the same key; the entry then names only the denying rules.
-    a.deny = true;
-    a.rules = single;
-  }
+  if (rules.includes(ref)) return;
+  map.set(key, [...rules, ref].sort(compareRefs));
 }
 
 /** Remove allows that a deny of the same direction and identity covers (its block contains the
  *  allow's block), because the datapath's LPM lookup would pick the more specific allow. Keys must
  *  be sorted. */
-function dropShadowedAllows(keys: Float64Array, map: Map<number, Acc>): number[] {
+function dropShadowedAllows(keys: Float64Array, deny: Map<number, RuleRef[]>): number[] {
   const out: number[] = [];
   let i = 0;
   while (i < keys.length) {
@@ -93,12 +82,12 @@ function dropShadowedAllows(keys: Float64Array, map: Map<number, Acc>): number[]
     let j = i;
     const denies: number[] = [];
     while (j < keys.length && Math.floor(keys[j]! / ID_MUL) === group) {
-      if (map.get(keys[j]!)!.deny) denies.push(keys[j]! - group * ID_MUL);
+      if (deny.has(keys[j]!)) denies.push(keys[j]! - group * ID_MUL);
       j++;
     }
     for (let k = i; k < j; k++) {
       const key = keys[k]!;
-      if (denies.length > 0 && !map.get(key)!.deny) {
+      if (denies.length > 0 && !deny.has(key)) {
         const low = key - group * ID_MUL;
         const proto = low >>> 21;
         const port = (low >>> 5) & 0xffff;
@@ -128,7 +117,7 @@ function dropShadowedAllows(keys: Float64Array, map: Map<number, Acc>): number[]
   return out;
 }
 
-function decodeEntry(endpoint: string, key: number, acc: Acc): PolicyEntry {
+function decodeEntry(endpoint: string, key: number, deny: boolean, rules: RuleRef[]): PolicyEntry {
   const dir = Math.floor(key / DIR_MUL);
   const rest = key - dir * DIR_MUL;
   const identity = Math.floor(rest / ID_MUL);
@@ -144,8 +133,8 @@ function decodeEntry(endpoint: string, key: number, acc: Acc): PolicyEntry {
     port,
     endPort: port + 2 ** (16 - portPrefixLen) - 1,
     portPrefixLen,
-    decision: acc.deny ? "deny" : "allow",
-    rules: acc.rules,
+    decision: deny ? "deny" : "allow",
+    rules,
   };
 }
 
@@ -233,12 +222,16 @@ const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
 interface IdentityPolicy {
   enforce: { ingress: boolean; egress: boolean };
   enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] };
+  /** Final keys, sorted, shadowed allows removed. */
   keys: number[];
-  map: Map<number, Acc>;
+  /** Rules per key; a key in `deny` is a deny entry (deny wins over an allow of the same key). */
+  allow: Map<number, RuleRef[]>;
+  deny: Map<number, RuleRef[]>;
 }
 
 function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): IdentityPolicy {
-  const map = new Map<number, Acc>();
+  const allowMap = new Map<number, RuleRef[]>();
+  const denyMap = new Map<number, RuleRef[]>();
   const enforce = { ingress: false, egress: false };
   const enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] } = { ingress: [], egress: [] };
   for (let d = 0; d < 2; d++) {
@@ -252,12 +245,13 @@ function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts:
       const single = singles.get(r.ref)!;
       const s = sections(r, dir);
       for (const [peers, deny] of [[s.allow, false], [s.deny, true]] as const) {
+        const target = deny ? denyMap : allowMap;
         for (const peer of peers) {
           const ids = resolver.peers(peer);
           const lows = resolver.lows(peer);
           for (const id of ids) {
             const b = base + id * ID_MUL;
-            for (const low of lows) addEntry(map, b + low, deny, single);
+            for (const low of lows) addEntry(target, b + low, single);
           }
         }
       }
@@ -273,13 +267,18 @@ function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts:
         // Cilium: only enableDefaultDeny=false rules select the endpoint in this direction. The
         // direction is still enforced (so denies apply), with an allow-all entry from those rules.
         const wild = base + lowKey(ANY_PORT_KEY);
-        for (const ref of allowOnly) addEntry(map, wild, false, singles.get(ref)!);
+        for (const ref of allowOnly) addEntry(allowMap, wild, singles.get(ref)!);
       }
     }
     enforcedBy[dir] = [...enforcedBy[dir]].sort(compareRefs);
   }
-  const sorted = Float64Array.from(map.keys()).sort();
-  return { enforce, enforcedBy, keys: dropShadowedAllows(sorted, map), map };
+  // Deny wins over allow on the same key: such keys appear once, as deny entries.
+  const all = new Float64Array(allowMap.size + denyMap.size);
+  let n = 0;
+  for (const k of denyMap.keys()) all[n++] = k;
+  for (const k of allowMap.keys()) if (!denyMap.has(k)) all[n++] = k;
+  const sorted = all.subarray(0, n).sort();
+  return { enforce, enforcedBy, keys: dropShadowedAllows(sorted, denyMap), allow: allowMap, deny: denyMap };
 }
 
 function selectorProblem(rule: EffectiveRule, sel: Selector, what: string): ManifestProblem {
@@ -307,21 +306,23 @@ function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheE
     if (prev === undefined || IPCACHE_RANK[e.origin] < IPCACHE_RANK[prev.origin]) byPrefix.set(e.prefix, e);
   };
   const nodes = new Map(model.nodes.map((n) => [n.name, n]));
-  const endpoints = [...model.endpoints].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  for (const ep of endpoints) {
+  const missingNodes = new Set<string>();
+  // Model order (deterministic for a snapshot) decides which endpoint keeps a duplicated address.
+  for (const ep of model.endpoints) {
     const identity = ctx.endpointIdentity.get(ep.name)!;
     const local = isLocal(ep, opts);
     let tunnelEndpoint: string | undefined;
     if (!local) {
       const node = nodes.get(ep.node!);
       if (node) tunnelEndpoint = node.address;
-      else {
+      else if (!missingNodes.has(ep.node!)) {
+        missingNodes.add(ep.node!);
         warnings.push({
           file: ep.at.file,
           line: ep.at.line,
           object: `Endpoint/${ep.name}`,
           path: "spec.node",
-          message: `node ${JSON.stringify(ep.node)} has no Node manifest, so no tunnel endpoint is known`,
+          message: `node ${JSON.stringify(ep.node)} has no Node manifest, so its endpoints get no tunnel endpoint`,
           severity: "warning",
         });
       }
@@ -329,12 +330,13 @@ function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheE
     for (const addr of [ep.ipv4, ep.ipv6]) {
       if (addr === undefined) continue;
       const prefix = hostPrefix(addr);
-      if (byPrefix.has(prefix) && IPCACHE_RANK[byPrefix.get(prefix)!.origin] === 0) {
+      const prev = byPrefix.get(prefix);
+      if (prev !== undefined) {
         warnings.push({
           file: ep.at.file,
           line: ep.at.line,
           object: `Endpoint/${ep.name}`,
-          message: `address ${addr} is also used by ${byPrefix.get(prefix)!.ref}; the ipcache keeps the first`,
+          message: `address ${addr} is also used by ${prev.ref}; the ipcache keeps the first`,
           severity: "warning",
         });
         continue;
@@ -344,7 +346,7 @@ function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheE
         : tunnelEndpoint !== undefined
           ? { prefix, identity, origin: "remote-endpoint", tunnelEndpoint, ref: `Endpoint/${ep.name}` }
           : { prefix, identity, origin: "remote-endpoint", ref: `Endpoint/${ep.name}` };
-      put(e);
+      byPrefix.set(prefix, e);
     }
   }
   for (const n of model.nodes) {
@@ -367,9 +369,10 @@ function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheE
   // Everything outside known prefixes is the world of its family (Cilium's dual-stack ipcache).
   put({ prefix: "0.0.0.0/0", identity: ReservedIdentity.worldIPv4, origin: "cidr" });
   put({ prefix: "::/0", identity: ReservedIdentity.worldIPv6, origin: "cidr" });
-  const parsed = [...byPrefix.values()].map((e) => ({ e, p: parsePrefix(e.prefix) }));
-  parsed.sort((a, b) => a.p.family - b.p.family || (a.p.addr < b.p.addr ? -1 : a.p.addr > b.p.addr ? 1 : a.p.len - b.p.len));
-  return parsed.map((x) => x.e);
+  // Insertion order: endpoints (model order), nodes, host addresses, CIDRs (sorted), world.
+  // Deterministic for a snapshot; not sorted by address because at 10^5 prefixes that costs more
+  // than everything else here, and consumers key the entries by prefix anyway.
+  return [...byPrefix.values()];
 }
 
 /** Compile a model for one node. Pure. `idOpts` exists for tests (injected hash / ranges). */
@@ -426,7 +429,10 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
         identity: id,
         enforce: { ...pol.enforce },
         enforcedBy: { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress },
-        entries: pol.keys.map((k) => decodeEntry(name, k, pol.map.get(k)!)),
+        entries: pol.keys.map((k) => {
+          const denied = pol.deny.get(k);
+          return denied ? decodeEntry(name, k, true, denied) : decodeEntry(name, k, false, pol.allow.get(k)!);
+        }),
       });
     }
   }

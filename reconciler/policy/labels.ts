@@ -64,8 +64,20 @@ export function isCanonical(labels: LabelSet): boolean {
 /** A stable, unambiguous string for a label set (canonicalized first); used as a map key and as
  *  the input of identity hashing. Labels are joined by ";" after escaping "\\" and ";". */
 export function labelSetKey(labels: LabelSet): string {
-  const set = isCanonical(labels) ? labels : canonicalLabels(labels);
-  return set.map((l) => labelString(l).replace(/\\/g, "\\\\").replace(/;/g, "\\;")).join(";");
+  let key = keyMemo.get(labels);
+  if (key === undefined) {
+    const set = isCanonical(labels) ? labels : canonicalLabels(labels);
+    key = set.map((l) => escapeKeyPart(labelString(l))).join(";");
+    keyMemo.set(labels, key);
+  }
+  return key;
+}
+
+/** Label sets are immutable (readonly), so their keys are memoized per array. */
+const keyMemo = new WeakMap<LabelSet, string>();
+
+function escapeKeyPart(s: string): string {
+  return s.includes("\\") || s.includes(";") ? s.replace(/\\/g, "\\\\").replace(/;/g, "\\;") : s;
 }
 
 /** Human form of a label set: `k8s:app=web, k8s:tier=db`. */
