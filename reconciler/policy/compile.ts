@@ -262,7 +262,7 @@ function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts:
       enforcedBy[dir] = denyRules.length > 0 ? denyRules : allowOnly;
     } else {
       enforce[dir] = opts.enforcement === "default" && enabled;
-      enforcedBy[dir] = denyRules.length > 0 ? denyRules : allowOnly;
+      enforcedBy[dir] = !enforce[dir] ? [] : denyRules.length > 0 ? denyRules : allowOnly;
       if (enabled && denyRules.length === 0) {
         // Cilium: only enableDefaultDeny=false rules select the endpoint in this direction. The
         // direction is still enforced (so denies apply), with an allow-all entry from those rules.

@@ -89,7 +89,10 @@ test("seed: enforcement always/never", () => {
   for (const ep of always.endpoints) assert.deepEqual(ep.enforce, { ingress: true, egress: true });
   assert.equal(explain(seedModel(), { ...opts, enforcement: "always" }, { from: "app1", to: "app2", port: 80, protocol: 6 }).verdict, "deny");
   const never = compile(seedModel(), { ...opts, enforcement: "never" });
-  for (const ep of never.endpoints) assert.deepEqual(ep.enforce, { ingress: false, egress: false });
+  for (const ep of never.endpoints) {
+    assert.deepEqual(ep.enforce, { ingress: false, egress: false });
+    assert.deepEqual(ep.enforcedBy, { ingress: [], egress: [] });
+  }
   assert.equal(never.endpoints.find((e) => e.endpoint === "app1")!.entries.length, 1);
   assert.equal(explain(seedModel(), { ...opts, enforcement: "never" }, { from: "app3", to: "app1", port: 80, protocol: 6 }).verdict, "allow");
 });
