@@ -107,6 +107,8 @@ async function bundle(file, objects) {
   const commit = gitCommit();
   const result = await esbuild.build({
     entryPoints: [resolve(args.entry)],
+    // Paths in the bundle's comments relative to the repo, wherever the build runs from.
+    absWorkingDir: root,
     outfile: file,
     bundle: true,
     platform: "node",
@@ -148,16 +150,18 @@ async function main() {
   const { commit, version } = await bundle(bundleFile, objects);
   log(`bundled ${relative(root, bundleFile)} (${kib(bundleFile)}), version ${version}, commit ${commit}`);
 
+  // The blob records `main` as written (it names the script in stack traces): keep it relative so
+  // the binary does not depend on where it was built. Paths resolve against the work dir (cwd).
   const config = {
-    main: bundleFile,
-    output: blobFile,
+    main: basename(bundleFile),
+    output: basename(blobFile),
     disableExperimentalSEAWarning: true,
     useSnapshot: false,
     useCodeCache: args["code-cache"],
     assets,
   };
   writeFileSync(configFile, JSON.stringify(config, null, 2) + "\n");
-  run(process.execPath, ["--experimental-sea-config", configFile]);
+  run(process.execPath, ["--experimental-sea-config", configFile], undefined, work);
   log(`assets: ${Object.keys(assets).join(", ")}; blob ${kib(blobFile)}`);
 
   rmSync(out, { force: true });
@@ -178,8 +182,8 @@ async function main() {
 }
 
 /** Runs a build step; its output is shown only when it fails (minus lines matching `noise`). */
-function run(cmd, argv, noise) {
-  const res = spawnSync(cmd, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+function run(cmd, argv, noise, cwd) {
+  const res = spawnSync(cmd, argv, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   const output = `${res.stdout ?? ""}${res.stderr ?? ""}`
     .split("\n")
     .filter((l) => l.trim() && !(noise && noise.test(l)))
