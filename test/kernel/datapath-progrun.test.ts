@@ -8,6 +8,8 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import * as L from "../../reconciler/datapath/layouts.js";
 import { Datapath, HOP_BY_HOP, TC_ACT_OK, TC_ACT_SHOT, arp, ether, fragmentHeader, icmpEcho, icmpError, ipv4, ipv6, tcp, udp, v4, v6 } from "./helpers/datapath.js";
 
@@ -248,4 +250,14 @@ test("ICMPv6 neighbour discovery from an enforced endpoint passes", () => {
   assert.equal(dp.run("from_endpoint", v6({ src: APP1_6, dst: APP2_6, proto: ICMPV6 }, ns)), TC_ACT_OK);
   const echo = icmpEcho(128, 9);
   assert.equal(dp.run("from_endpoint", v6({ src: APP1_6, dst: APP2_6, proto: ICMPV6 }, echo)), TC_ACT_SHOT, "but not other ICMPv6");
+});
+
+test("cross-check: libbpf (bpftool) loads both programs too, in a private bpffs of its own mount namespace", () => {
+  const obj = fileURLToPath(new URL("../../bpf/build/endpoint.o", import.meta.url));
+  // unshare -m: libbpf pins "by name" maps under its default /sys/fs/bpf; a private bpffs mounted
+  // there in a throwaway mount namespace keeps the real one untouched and vanishes with it.
+  const script = 'mount --make-rprivate / && mount -t bpf bpf /sys/fs/bpf && mkdir /sys/fs/bpf/p && bpftool prog loadall "$1" /sys/fs/bpf/p type classifier && bpftool -j prog show pinned /sys/fs/bpf/p/to_endpoint && bpftool -j prog show pinned /sys/fs/bpf/p/from_endpoint';
+  const out = execFileSync("unshare", ["-m", "sh", "-c", script, "sh", obj], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const names = out.trim().split("\n").map((l) => (JSON.parse(l) as { name: string; type: string }));
+  assert.deepEqual(names.map((p) => [p.name, p.type]), [["to_endpoint", "sched_cls"], ["from_endpoint", "sched_cls"]]);
 });
