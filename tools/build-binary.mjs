@@ -172,8 +172,12 @@ async function main() {
   const postject = join(dirname(require.resolve("postject")), "cli.js");
   run(process.execPath, [postject, out, "NODE_SEA_BLOB", blobFile, "--sentinel-fuse", SEA_FUSE], /Can't find string offset for section name/);
   chmodSync(out, 0o755);
-  // Smoke test: the bundle starts inside the binary (--help touches neither the kernel nor koffi).
-  const smoke = spawnSync(out, ["--help"], { encoding: "utf8", env: { PATH: "/nonexistent" } });
+  // Smoke test: the bundle starts inside the binary. koffi may be extracted on start-up: into our
+  // work dir, never the build machine's /run/reconcile.
+  const smokeRuntime = join(work, "smoke-runtime");
+  rmSync(smokeRuntime, { recursive: true, force: true });
+  mkdirSync(smokeRuntime, { mode: 0o700 });
+  const smoke = spawnSync(out, ["--help"], { encoding: "utf8", env: { PATH: "/nonexistent", RUNTIME_DIRECTORY: smokeRuntime } });
   if (args.entry === DEFAULT_ENTRY && (smoke.status !== 0 || !smoke.stdout.startsWith("Usage:"))) {
     throw new BuildError(`${out} --help failed (exit ${smoke.status}):\n${smoke.stdout}${smoke.stderr}`);
   }

@@ -36,17 +36,21 @@ before(() => {
   chmodSync(bin, 0o755);
   emptyPath = join(scratch, "empty-path");
   mkdirSync(emptyPath);
+  mkdirSync(join(scratch, "rt-default"));
 });
 
 after(() => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-/** Runs the binary from its own directory with a minimal environment (no node on PATH). */
+/**
+ * Runs the binary from its own directory with a minimal environment (no node on PATH). It may
+ * extract koffi on start-up: RUNTIME_DIRECTORY keeps that in our scratch dir, never /run/reconcile.
+ */
 function run(args: string[], env: Record<string, string> = {}) {
   const res = spawnSync(bin, args, {
     cwd: dirname(bin),
-    env: { PATH: emptyPath, HOME: dirname(bin), ...env },
+    env: { PATH: emptyPath, HOME: dirname(bin), RUNTIME_DIRECTORY: join(scratch, "rt-default"), ...env },
     encoding: "utf8",
     timeout: 60_000,
   });
