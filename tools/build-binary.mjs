@@ -200,6 +200,8 @@ function kib(file) {
 }
 
 main().catch((err) => {
-  process.stderr.write(`build-binary: ${err instanceof BuildError ? err.message : (err?.stack ?? String(err))}\n`);
+  // BuildError and esbuild's failures (already printed by esbuild, with locations) need no stack.
+  const expected = err instanceof BuildError || Array.isArray(err?.errors);
+  process.stderr.write(`build-binary: ${expected ? err.message : (err?.stack ?? String(err))}\n`);
   process.exitCode = 1;
 });
