@@ -101,12 +101,34 @@ function koffiSeaPlugin(assetsModule) {
   };
 }
 
+/** Errors a user can act on (they name the path and what is wrong); anything else is a bug. */
+const STARTUP_ERRORS = ["NativeModuleError", "AssetNotFoundError", "UnsafePathError"];
+
+function startupBoundary(entry) {
+  return `try {
+  require(${JSON.stringify(entry)});
+} catch (err) {
+  const known = err instanceof Error && ${JSON.stringify(STARTUP_ERRORS)}.includes(err.name);
+  process.stderr.write(known ? "reconcile: " + err.message + "\\n" : "reconcile: internal error during start-up (this is a bug, please report it):\\n" + (err && err.stack || String(err)) + "\\n");
+  process.exitCode = 1;
+}
+`;
+}
+
 async function bundle(file, objects) {
   const esbuild = await import("esbuild");
   const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
   const commit = gitCommit();
   const result = await esbuild.build({
-    entryPoints: [resolve(args.entry)],
+    // The entry is wrapped so that errors while the modules initialise (e.g. koffi's addon cannot
+    // be extracted anywhere safe) end as one clear line and exit code 1, not a stack trace:
+    // require() of an ES module makes esbuild initialise it and its imports lazily, inside the try.
+    stdin: {
+      contents: startupBoundary(resolve(args.entry)),
+      sourcefile: "sea-entry.cjs",
+      resolveDir: root,
+      loader: "js",
+    },
     // Paths in the bundle's comments relative to the repo, wherever the build runs from.
     absWorkingDir: root,
     outfile: file,

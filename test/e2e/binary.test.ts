@@ -183,3 +183,33 @@ test("koffi.node is extracted to a private content-addressed path, reused, and r
   assert.ok(third.features, "koffi loaded from the replaced file");
   assert.deepEqual(readdirSync(join(rt, "native")), [`koffi-${n.sha256}.node`], "no temporary files left behind");
 });
+
+const setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+
+test(
+  "no safe place to extract koffi: one clear error naming each refused directory, exit 1",
+  { skip: process.getuid!() !== 0 || !setpriv ? "needs root and setpriv to run as nobody" : false },
+  () => {
+    // As nobody: /run/reconcile and /var/lib/reconcile are not writable; the two directories we
+    // offer are writable by everyone without the sticky bit, so nothing may be extracted there.
+    chmodSync(scratch, 0o755);
+    const rt = join(scratch, "rt-unsafe");
+    const tmp = join(scratch, "tmp-unsafe");
+    for (const d of [rt, tmp]) {
+      mkdirSync(d);
+      chmodSync(d, 0o777);
+    }
+    const res = spawnSync(setpriv!, ["--reuid", "65534", "--regid", "65534", "--clear-groups", "--", bin, "version"], {
+      cwd: dirname(bin),
+      env: { PATH: emptyPath, RUNTIME_DIRECTORY: rt, TMPDIR: tmp },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(res.status, 1, res.stdout + res.stderr);
+    assert.match(res.stderr, /^reconcile: cannot load the embedded native module koffi\.node/);
+    assert.match(res.stderr, new RegExp(`refusing ${rt}: mode 0777 is group or world writable`));
+    assert.match(res.stderr, new RegExp(`refusing ${tmp}: mode 0777 is group or world writable`));
+    assert.doesNotMatch(res.stderr, /this is a bug|\n\s+at /, "an environment problem, not a crash");
+    assert.deepEqual(readdirSync(rt), [], "nothing written to the refused directory");
+  },
+);
