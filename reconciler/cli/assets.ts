@@ -19,6 +19,7 @@ import {
   readFileSync,
   renameSync,
   chmodSync,
+  statSync,
   unlinkSync,
   writeSync,
   type Stats,
@@ -158,7 +159,7 @@ export function nativeDirCandidates(env: Readonly<Record<string, string | undefi
   dirs.push(join(env.RECONCILE_STATE_DIR || "/var/lib/reconcile", "native"));
   if (env.XDG_RUNTIME_DIR) dirs.push(join(env.XDG_RUNTIME_DIR, "reconcile", "native"));
   dirs.push(join(tmp, `reconcile-${uid}`, "native"));
-  return dirs;
+  return [...new Set(dirs)]; // RUNTIME_DIRECTORY is /run/reconcile under the shipped unit
 }
 
 function currentUid(): number {
@@ -171,7 +172,8 @@ function ensurePrivateDir(dir: string, uid: number): void {
   if (parent !== dir) {
     let st: Stats | undefined;
     try {
-      st = lstatSync(parent);
+      // stat, not lstat: an existing ancestor may be a symlink (e.g. /var/run); its target is checked.
+      st = statSync(parent);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
     }

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -63,6 +63,15 @@ test("a different content gets a different path", (t) => {
   assert.deepEqual(readFileSync(a.path), bytes);
 });
 
+test("an existing ancestor may be a symlink; the directory itself may not", (t) => {
+  const root = scratch(t);
+  mkdirSync(join(root, "real"));
+  symlinkSync(join(root, "real"), join(root, "link"));
+  assert.equal(extractNativeModule("koffi.node", bytes, join(root, "link", "native")).action, "written");
+  symlinkSync(join(root, "real", "native"), join(root, "native-link"));
+  assert.throws(() => extractNativeModule("koffi.node", bytes, join(root, "native-link")), /refusing .*native-link: not a directory/);
+});
+
 test("tightens our own 0755 directory to 0700", (t) => {
   const dir = join(scratch(t), "native");
   mkdirSync(dir, { mode: 0o755 });
@@ -116,6 +125,7 @@ test("candidate directories: RuntimeDirectory, /run/reconcile, state dir, XDG ru
     ["/run/rc/native", "/run/reconcile/native", "/srv/rc/native", "/run/user/7/reconcile/native", "/tmp/reconcile-7/native"],
   );
   assert.deepEqual(nativeDirCandidates({}, 0, "/var/tmp"), ["/run/reconcile/native", "/var/lib/reconcile/native", "/var/tmp/reconcile-0/native"]);
+  assert.deepEqual(nativeDirCandidates({ RUNTIME_DIRECTORY: "/run/reconcile" }, 0, "/tmp"), ["/run/reconcile/native", "/var/lib/reconcile/native", "/tmp/reconcile-0/native"]);
 });
 
 test("from source: not a single executable; BPF objects come from bpf/build", () => {
