@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds `reconcile` as ONE self-contained executable: a Node single executable application (SEA).
 //
-//   node tools/build-binary.mjs [--out dist/reconcile] [--no-code-cache] [--quiet] [--entry FILE.ts]
+//   node tools/build-binary.mjs [--out dist/reconcile] [--code-cache] [--quiet] [--entry FILE.ts]
 //
 // 1. esbuild bundles reconciler/cli/main.ts (ESM TypeScript) into one CommonJS file, the only
 //    module format a SEA main script may have. koffi's native-addon lookup is replaced by
@@ -31,8 +31,8 @@ class BuildError extends Error {
 const { values: args } = parseArgs({
   options: {
     out: { type: "string", default: join(root, "dist", "reconcile") },
-    // V8 code cache in the blob: ~10% faster start-up of the full CLI (see useCodeCache below).
-    "no-code-cache": { type: "boolean", default: false },
+    // V8 code cache in the blob: ~10% faster start-up, but the binary is no longer reproducible.
+    "code-cache": { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
     // Another entry point instead of the CLI (for experiments with the packaging itself).
     entry: { type: "string", default: DEFAULT_ENTRY },
@@ -180,10 +180,12 @@ async function main() {
     output: basename(blobFile),
     disableExperimentalSEAWarning: true,
     useSnapshot: false,
-    // Measured on the full CLI (883 KiB bundle, 2 cores): `version` 118 -> 106 ms, `--help` 112 ->
-    // 101 ms (medians of 21). Node 20 documents that import() does not work with a code cache;
-    // esbuild turns our dynamic imports into plain calls, and checkNoDynamicImport() proves it.
-    useCodeCache: !args["no-code-cache"],
+    // Off by default. Measured on the full CLI (883 KiB bundle, 2 cores, medians of 21): `version`
+    // 118 -> 106 ms, `--help` 112 -> 101 ms with the cache; but V8's cache differs from build to
+    // build, so the binary would no longer be bit-for-bit reproducible (without it, the same commit
+    // gives the same bytes wherever it is built). Node 20 also documents that import() does not
+    // work with a code cache: checkNoDynamicImport() fails such builds.
+    useCodeCache: args["code-cache"],
     assets,
   };
   if (config.useCodeCache) checkNoDynamicImport(bundleFile);
@@ -217,7 +219,7 @@ function checkNoDynamicImport(file) {
   const lines = readFileSync(file, "utf8").split("\n");
   const hits = lines.flatMap((l, i) => (/(^|[^.\w$])import\s*\(/.test(l) ? [`${basename(file)}:${i + 1}: ${l.trim().slice(0, 120)}`] : []));
   if (hits.length) {
-    throw new BuildError(`the bundle calls import(), which a SEA with a code cache cannot run; build with --no-code-cache or make it static:\n  ${hits.join("\n  ")}`);
+    throw new BuildError(`the bundle calls import(), which a SEA with a code cache cannot run; build without --code-cache or make it static:\n  ${hits.join("\n  ")}`);
   }
 }
 
