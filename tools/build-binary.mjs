@@ -230,7 +230,7 @@ function run(cmd, argv, noise, cwd) {
     .split("\n")
     .filter((l) => l.trim() && !(noise && noise.test(l)))
     .join("\n");
-  if (res.status !== 0) throw new BuildError(`${basename(argv[0])} failed (${res.error?.message ?? `exit ${res.status}`}):\n${output}`);
+  if (res.status !== 0) throw new BuildError(`${basename(cmd)} ${argv[0]} failed (${res.error?.message ?? `exit ${res.status}`}):\n${output}`);
 }
 
 function kib(file) {
