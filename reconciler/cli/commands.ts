@@ -1,17 +1,24 @@
 // Each command is a short chain: read → plan → (apply) → render. Output goes to the streams passed in.
 
-import { readFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { emptyState } from "../datapath/state.js";
+import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
+import { unpin } from "../ebpf-loader/index.js";
+import { emptyState, type DesiredState } from "../datapath/state.js";
+import { MAP_SPECS } from "../datapath/maps.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { diff } from "../plan/diff.js";
-import { compileSnapshot, loadModel } from "../plan/pipeline.js";
+import { compileSnapshot, loadModel, type Compiled } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
 import { readDirSnapshot } from "../source/dir.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { ReconcileError } from "./errors.js";
+import { inspect } from "./inspect.js";
+import { openKernel, resolveAttachMode, type Kernel } from "./kernel.js";
+import { runDaemon } from "./daemon.js";
+import { renderVersion, versionInfo } from "./version.js";
 
 export interface Io {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
@@ -25,7 +32,7 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       io.stdout.write(command.text);
       return 0;
     case "version":
-      io.stdout.write(`reconcile ${packageVersion()}\n`);
+      io.stdout.write(renderVersion(await versionInfo(), command.opts.output));
       return 0;
     case "validate":
       return validate(command.opts, io);
@@ -33,58 +40,148 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       return explainCommand(command, io);
     case "run":
       if (command.mode === "dry-run") return dryRun(command.opts, io);
-      throw new ReconcileError(`${command.mode === "once" ? "--once" : "daemon mode"} needs the kernel reconciler, which is not built yet`);
-    default:
-      throw new ReconcileError(`${command.name} needs the kernel reconciler, which is not built yet`);
+      if (command.mode === "once") return once(command.opts, io);
+      return runDaemon(command.opts, io);
+    case "teardown":
+      return teardown(command.opts, io);
+    case "inspect":
+      return withKernel(command.opts, (kernel) => inspect(command, kernel, io, (opts) => compileFor(opts, kernel)));
+    case "status":
+      return status(command.opts, io);
   }
 }
 
-/** Reads the manifests named by --source (a directory; git URLs are handled by the daemon's git source). */
+/** Reads the manifests named by --source (a directory; the daemon also follows git URLs). */
 export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
   const source = opts.source!;
+  if (isGitUrl(source)) {
+    throw new ReconcileError(`--source ${source} is a git repository: one-shot commands read a directory; run the daemon for git sources, or clone it and pass the directory`);
+  }
   return readDirSnapshot(opts.path ? join(source, opts.path) : source);
 }
 
-async function validate(opts: GlobalOptions, io: Io): Promise<number> {
+export function isGitUrl(source: string): boolean {
+  return /^(https?|ssh|git|file):\/\//.test(source) || /^[\w.-]+@[\w.-]+:/.test(source);
+}
+
+async function withKernel<T>(opts: GlobalOptions, fn: (kernel: Kernel) => Promise<T>): Promise<T> {
+  const kernel = openKernel(opts);
+  try {
+    return await fn(kernel);
+  } finally {
+    kernel.close();
+  }
+}
+
+/** Compiles the source for this node; needs the kernel only for the attach mode and program tags. */
+export async function compileFor(opts: GlobalOptions, kernel: Pick<Kernel, "attachMode" | "programTags"> | undefined): Promise<Compiled & { snapshot: Snapshot }> {
   const snapshot = await readSource(opts);
-  const { model, warnings } = loadModel(snapshot);
-  const compiled = compileSnapshot(snapshot, { node: opts.node!, enforcement: opts.enforcement, attachMode: "tcx" });
-  const all = [...warnings, ...compiled.policy.warnings];
+  const compiled = compileSnapshot(snapshot, {
+    node: opts.node!,
+    enforcement: opts.enforcement,
+    attachMode: kernel?.attachMode ?? (opts.attachMode === "auto" ? "tcx" : opts.attachMode),
+    ...(kernel ? { programTags: kernel.programTags } : {}),
+  });
+  return { ...compiled, snapshot };
+}
+
+async function validate(opts: GlobalOptions, io: Io): Promise<number> {
+  const { model, policy, warnings, snapshot } = await compileFor(opts, undefined);
+  const c = { endpoints: model.endpoints.length, identities: model.identities.length, rules: model.rules.length, nodes: model.nodes.length };
   if (opts.output === "json") {
-    io.stdout.write(
-      JSON.stringify({ valid: true, revision: snapshot.revision, files: snapshot.files.length, objects: counts(model), warnings: all }, null, 2) + "\n",
-    );
+    io.stdout.write(JSON.stringify({ valid: true, revision: snapshot.revision, files: snapshot.files.length, objects: c, warnings }, null, 2) + "\n");
     return 0;
   }
-  for (const w of all) io.stderr.write(formatProblem(w) + "\n");
-  const c = counts(model);
+  for (const w of warnings) io.stderr.write(formatProblem(w) + "\n");
   io.stdout.write(
-    `valid: ${snapshot.files.length} files, ${c.endpoints} endpoints, ${c.identities} identities, ${c.rules} rules, ${c.nodes} nodes (revision ${snapshot.revision})\n`,
+    `valid: ${snapshot.files.length} files, ${c.endpoints} endpoints, ${c.identities} identities, ${c.rules} rules, ${c.nodes} nodes; ` +
+      `${policy.endpoints.length} local endpoints on node ${policy.node} (revision ${snapshot.revision})\n`,
   );
   return 0;
 }
 
-function counts(model: { endpoints: unknown[]; identities: unknown[]; rules: unknown[]; nodes: unknown[] }) {
-  return { endpoints: model.endpoints.length, identities: model.identities.length, rules: model.rules.length, nodes: model.nodes.length };
+async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
+  const notes: string[] = [];
+  let kernel: Kernel | undefined;
+  try {
+    kernel = openKernel(opts);
+  } catch (err) {
+    notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
+  }
+  try {
+    const compiled = await compileFor(opts, kernel);
+    for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
+    let actual = emptyState();
+    if (kernel) {
+      try {
+        actual = await kernel.targets.observe(compiled.desired);
+      } catch (err) {
+        notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
+      }
+    }
+    const plan = diff(compiled.desired, actual);
+    const ctx = { provenance: compiled.desired.provenance, notes };
+    if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
+    else io.stdout.write(renderPlanText(plan, ctx, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
+    return plan.changes.length ? 2 : 0;
+  } finally {
+    kernel?.close();
+  }
 }
 
-async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
-  const snapshot = await readSource(opts);
-  const attachMode = opts.attachMode === "auto" ? "tcx" : opts.attachMode;
-  const compiled = compileSnapshot(snapshot, { node: opts.node!, enforcement: opts.enforcement, attachMode });
-  for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
-  const notes = ["the kernel was not read (the kernel readers are not built yet): the plan is against an empty datapath"];
-  const plan = diff(compiled.desired, emptyState());
-  const ctx = { provenance: compiled.desired.provenance, notes };
-  if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
-  else io.stdout.write(renderPlanText(plan, ctx, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
-  return plan.changes.length ? 2 : 0;
+async function once(opts: GlobalOptions, io: Io): Promise<number> {
+  return withKernel(opts, async (kernel) => {
+    const compiled = await compileFor(opts, kernel);
+    for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
+    const report = await reconcileOnce(kernel.targets, compiled.desired);
+    writeReport(report, compiled.desired, opts, io);
+    return report.failed.length ? 1 : 0;
+  });
+}
+
+/** Removes everything reconcile owns: plans against an empty desired state, then unpins the maps. */
+async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
+  return withKernel(opts, async (kernel) => {
+    const nothing: DesiredState = { ...emptyState(), revision: "teardown", node: opts.node!, provenance: new Map() };
+    const report = await reconcileOnce(kernel.targets, nothing);
+    writeReport(report, nothing, opts, io);
+    if (report.failed.length) return 1;
+    kernel.ctx.close();
+    for (const m of MAP_SPECS) unpin(join(opts.bpffsRoot, m.name));
+    // Only now-empty directories remain (links/, netns/ marks); anything else there is not ours to remove.
+    for (const dir of ["links", "netns"]) rmSync(join(opts.bpffsRoot, dir), { recursive: true, force: true });
+    rmEmptyDir(opts.bpffsRoot);
+    return 0;
+  });
+}
+
+function rmEmptyDir(dir: string): void {
+  try {
+    rmSync(dir, { recursive: false });
+  } catch {
+    /* not empty (foreign pins stay) or already gone */
+  }
+}
+
+function writeReport(report: ApplyReport, desired: DesiredState, opts: GlobalOptions, io: Io): void {
+  const ok = report.results.length - report.failed.length;
+  if (opts.output === "json") {
+    const doc = planDocument(report.plan, { provenance: desired.provenance, notes: [] });
+    io.stdout.write(JSON.stringify({ ...doc, applied: ok, failed: report.failed }, null, 2) + "\n");
+    return;
+  }
+  if (report.plan.changes.length === 0) {
+    io.stdout.write(`No changes. The datapath of node ${report.plan.node} matches revision ${report.plan.revision}.\n`);
+    return;
+  }
+  const s = report.plan.summary;
+  io.stdout.write(`Applied revision ${report.plan.revision}: ${s.create} created, ${s.update} updated, ${s.delete} deleted; ${ok} ok, ${report.failed.length} failed.\n`);
+  for (const f of report.failed) io.stderr.write(`failed: ${f.resource} ${f.id}: ${f.error}\n`);
 }
 
 async function explainCommand(command: Extract<Command, { name: "explain" }>, io: Io): Promise<number> {
   const { opts } = command;
-  const snapshot = await readSource(opts);
-  const { model } = loadModel(snapshot);
+  const { model } = loadModel(await readSource(opts));
   const answer = explain(
     model,
     { node: opts.node!, enforcement: opts.enforcement },
@@ -99,7 +196,17 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
   return 0;
 }
 
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
-  return pkg.version;
+async function status(opts: GlobalOptions, io: Io): Promise<number> {
+  const { fetchStatus } = await import("../daemon/status.js");
+  const s = await fetchStatus(opts.socket);
+  io.stdout.write(opts.output === "json" ? JSON.stringify(s, null, 2) + "\n" : renderStatus(s));
+  return 0;
 }
+
+function renderStatus(s: unknown): string {
+  return Object.entries(s as Record<string, unknown>)
+    .map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : String(v)}`)
+    .join("\n") + "\n";
+}
+
+export { resolveAttachMode };

@@ -14,7 +14,7 @@ import {
   type SysctlSpec,
 } from "./state.js";
 
-/** IPv4 gateway every created endpoint routes through: answered by proxy ARP on the host side. */
+/** IPv4 gateway every created endpoint routes through: an address of every host-side veth. */
 export const GATEWAY_V4 = "169.254.1.1";
 /** IPv6 gateway: a link-local address on every host-side veth. */
 export const GATEWAY_V6 = "fe80::1";
@@ -26,6 +26,9 @@ export const PROGRAM_FROM_ENDPOINT = "from_endpoint";
 export interface DesiredOptions {
   /** How programs attach: tcx links or legacy tc (cls_bpf). */
   attachMode: "tcx" | "tc";
+  /** Tags of the programs this binary carries, by program name: an attached program with another
+   *  tag is replaced in place. Without it, any program of the right name is accepted. */
+  programTags?: ReadonlyMap<string, string>;
 }
 
 export function deviceId(name: string, netns?: string): string {
@@ -188,7 +191,9 @@ function addEndpointDevices(state: DesiredState, ep: EndpointManifest, opts: Des
     addRoute(state, { destination: `${address}/${bits}`, device: host, scope: "link" });
   }
   if (ep.ipv4) {
-    addSysctl(state, { key: `net/ipv4/conf/${host}/proxy_arp`, value: "1" });
+    // The gateway lives on every host-side veth, so the host answers the endpoint's ARP for it
+    // whatever the host's own routing looks like (proxy ARP would need a host route to it).
+    addAddress(state, { device: host, address: `${GATEWAY_V4}/32` });
     addRoute(state, { netns, destination: `${GATEWAY_V4}/32`, device: create.ifname, scope: "link" });
     addRoute(state, { netns, destination: "default", device: create.ifname, gateway: GATEWAY_V4 });
   }
@@ -223,7 +228,15 @@ function addAttachments(
     [towards, PROGRAM_TO_ENDPOINT],
     [from, PROGRAM_FROM_ENDPOINT],
   ] as const) {
-    const a: AttachmentSpec = { device, hook, program, mode: opts.attachMode, ...(netns !== undefined ? { netns } : {}) };
+    const tag = opts.programTags?.get(program);
+    const a: AttachmentSpec = {
+      device,
+      hook,
+      program,
+      mode: opts.attachMode,
+      ...(netns !== undefined ? { netns } : {}),
+      ...(tag !== undefined ? { tag } : {}),
+    };
     state.attachments.set(attachmentId(a), a);
   }
 }

@@ -53,9 +53,10 @@ const FIELD: Record<ResourceKind, Kind> = {
  * fields (names, provenance) are bookkeeping.
  */
 const COMPARED: Record<ResourceKind, readonly string[]> = {
-  device: ["kind", "mac", "mtu", "parent"],
+  device: ["kind", "mac", "mtu"],
   address: [],
-  route: ["device", "gateway", "scope"],
+  // Scope follows from the gateway (link without one, universe with one), as `ip route` does.
+  route: ["device", "gateway"],
   sysctl: ["value"],
   map: ["type", "keySize", "valueSize", "maxEntries", "flags"],
   endpoint: ["endpointId", "identity", "enforceIngress", "enforceEgress"],
@@ -65,7 +66,7 @@ const COMPARED: Record<ResourceKind, readonly string[]> = {
 };
 
 /** Fields the manifests may leave open: `undefined` on the desired side means "whatever it is". */
-const OPTIONAL = new Set(["mac", "mtu", "parent", "tag"]);
+const OPTIONAL = new Set(["mac", "mtu", "tag"]);
 
 /** Kinds whose desired entries reconcile never creates or deletes (they are adopted, not owned). */
 function isAdopted(kind: ResourceKind, spec: unknown): boolean {

@@ -17,6 +17,8 @@ export interface PipelineOptions {
   attachMode: "tcx" | "tc";
   /** Local host addresses (identity host). */
   hostAddresses?: string[];
+  /** Tags of the programs this binary carries (see DesiredOptions). */
+  programTags?: ReadonlyMap<string, string>;
 }
 
 export interface Compiled {
@@ -55,7 +57,10 @@ export function compileSnapshot(snapshot: Snapshot, opts: PipelineOptions): Comp
     enforcement: opts.enforcement,
     ...(opts.hostAddresses ? { hostAddresses: opts.hostAddresses } : {}),
   });
-  const desired = buildDesiredState(model, policy, { attachMode: opts.attachMode });
+  const desired = buildDesiredState(model, policy, {
+    attachMode: opts.attachMode,
+    ...(opts.programTags ? { programTags: opts.programTags } : {}),
+  });
   checkCapacity(policy, desired);
   return { model, policy, desired, warnings: [...warnings, ...policy.warnings] };
 }

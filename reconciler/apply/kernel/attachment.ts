@@ -1,0 +1,207 @@
+// Program attachments: tcx links (pinned under <pin root>/links/, so they keep enforcing while
+// reconcile is not running) or, in tc mode, cls_bpf filters named "reconcile:<program>". A link whose
+// program differs (a new binary) is updated in place; only reconcile's own links and filters are seen.
+
+import { createHash } from "node:crypto";
+import { mkdirSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { attachmentId } from "../../datapath/desired.js";
+import type { AttachmentSpec, DesiredState } from "../../datapath/state.js";
+import { BpfProgram, TcxLink, loadCollection, unpin, type Collection, type ProgramSpec } from "../../ebpf-loader/index.js";
+import { filterDelete, filterList, filterReplaceBpf, linkIndex, qdiscEnsureClsact, withNetns } from "../../netlink/index.js";
+import type { Change } from "../../plan/diff.js";
+import type { ObjectResult, Target } from "../target.js";
+import type { KernelContext } from "./context.js";
+import { eachChange } from "./per-object.js";
+
+/** Name reconcile gives its tc filters, and the priority and handle they use. */
+const TC_NAME_PREFIX = "reconcile:";
+const TC_PRIO = 1;
+const TC_HANDLE = 1;
+const HOST_DIR = "host";
+
+/**
+ * The kernel's program tag: the first 8 bytes of a digest of the instructions with map references
+ * (ld_imm64 of a map fd or map value) zeroed, so it is the same however maps are numbered. Kernels
+ * before 6.18 digest with SHA-1, newer ones with SHA-256; this returns the SHA-256 form, and
+ * `programTags` gives both so an observed tag can be recognised on either kind of kernel.
+ */
+export function programTag(spec: ProgramSpec): string {
+  return programTags(spec)[0];
+}
+
+export function programTags(spec: ProgramSpec): [sha256: string, sha1: string] {
+  const insns = Buffer.from(spec.insns);
+  for (const r of spec.relocations) {
+    insns.writeInt32LE(0, r.insn * 8 + 4);
+    insns.writeInt32LE(0, r.insn * 8 + 12);
+    insns[r.insn * 8 + 1] = (insns[r.insn * 8 + 1]! & 0x0f) | ((r.kind === "map" ? 1 : 2) << 4);
+  }
+  const digest = (algo: string) => createHash(algo).update(insns).digest("hex").slice(0, 16);
+  return [digest("sha256"), digest("sha1")];
+}
+
+export function linkPinPath(pinRoot: string, a: Pick<AttachmentSpec, "device" | "netns" | "hook">): string {
+  return join(pinRoot, "links", a.netns ?? HOST_DIR, a.device, a.hook);
+}
+
+export class AttachmentTarget implements Target {
+  readonly kind = "attachment" as const;
+  readonly field = "attachments" as const;
+
+  constructor(private readonly ctx: KernelContext) {}
+
+  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+    const out = new Map<string, AttachmentSpec>();
+    for (const a of this.pinnedLinks()) {
+      const seen = this.readLink(a);
+      if (seen) out.set(attachmentId(seen), seen);
+    }
+    // tc filters are not pinned: look on the devices the desired state names.
+    for (const a of desired.attachments.values()) {
+      for (const f of this.ourFilters(a)) out.set(attachmentId(f), f);
+    }
+    return out;
+  }
+
+  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+    let programs: Collection | undefined;
+    const program = (name: string): BpfProgram => {
+      programs ??= this.loadPrograms();
+      const p = programs.programs.get(name);
+      if (!p) throw new Error(`program ${name} is not in the datapath object`);
+      return p;
+    };
+    try {
+      return eachChange(changes, (c) => {
+        const before = c.before as AttachmentSpec | undefined;
+        const after = c.after as AttachmentSpec | undefined;
+        if (before && (!after || after.mode !== before.mode)) this.detach(before);
+        if (!after) return;
+        if (after.mode === "tc") this.attachTc(after, program(after.program));
+        else if (before?.mode === "tcx") this.updateTcx(after, program(after.program));
+        else this.attachTcx(after, program(after.program));
+      });
+    } finally {
+      programs?.close(); // links and filters hold their own references to the programs
+    }
+  }
+
+  private loadPrograms(): Collection {
+    const spec = this.ctx.collectionSpec();
+    const replaceMaps = new Map();
+    for (const name of spec.maps.keys()) {
+      const m = this.ctx.map(name);
+      if (!m) throw new Error(`map ${name} is not pinned at ${this.ctx.mapPath(name)}; programs cannot be loaded before their maps`);
+      replaceMaps.set(name, m);
+    }
+    return loadCollection(spec, { replaceMaps });
+  }
+
+  private attachTcx(a: AttachmentSpec, prog: BpfProgram): void {
+    const path = linkPinPath(this.ctx.pinRoot, a);
+    unpin(path); // a defunct link of a device that was deleted and made again
+    const link = withNetns(a.netns, () => TcxLink.attach(prog, linkIndex(this.ctx.route(a.netns), a.device), a.hook));
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+      link.pin(path);
+    } catch (err) {
+      link.detach();
+      throw err;
+    } finally {
+      link.close();
+    }
+  }
+
+  private updateTcx(a: AttachmentSpec, prog: BpfProgram): void {
+    const link = TcxLink.openPinned(linkPinPath(this.ctx.pinRoot, a));
+    try {
+      link.update(prog);
+    } finally {
+      link.close();
+    }
+  }
+
+  private attachTc(a: AttachmentSpec, prog: BpfProgram): void {
+    const sock = this.ctx.route(a.netns);
+    qdiscEnsureClsact(sock, a.device);
+    filterReplaceBpf(sock, { dev: a.device, direction: a.hook, fd: prog.fd, name: `${TC_NAME_PREFIX}${a.program}`, prio: TC_PRIO, handle: TC_HANDLE });
+  }
+
+  private detach(a: AttachmentSpec): void {
+    if (a.mode === "tc") {
+      filterDelete(this.ctx.route(a.netns), { dev: a.device, direction: a.hook, prio: TC_PRIO, handle: TC_HANDLE, kind: "bpf" });
+      return;
+    }
+    // Dropping the last reference to a link detaches it.
+    unpin(linkPinPath(this.ctx.pinRoot, a));
+  }
+
+  /** Every link pinned under <pin root>/links/<netns|host>/<device>/<hook>. */
+  private *pinnedLinks(): Generator<Pick<AttachmentSpec, "device" | "netns" | "hook">> {
+    const root = join(this.ctx.pinRoot, "links");
+    for (const ns of safeReaddir(root)) {
+      for (const device of safeReaddir(join(root, ns))) {
+        for (const hook of safeReaddir(join(root, ns, device))) {
+          if (hook !== "ingress" && hook !== "egress") continue;
+          yield { device, hook, ...(ns !== HOST_DIR ? { netns: ns } : {}) };
+        }
+      }
+    }
+  }
+
+  private readLink(a: Pick<AttachmentSpec, "device" | "netns" | "hook">): AttachmentSpec | undefined {
+    let link: TcxLink;
+    try {
+      link = TcxLink.openPinned(linkPinPath(this.ctx.pinRoot, a));
+    } catch {
+      return undefined;
+    }
+    try {
+      const info = link.info();
+      if (info.ifindex === 0) return undefined; // its device is gone: the link no longer attaches anything
+      const prog = BpfProgram.fromId(info.progId);
+      try {
+        const p = prog.info();
+        return { ...a, program: p.name, tag: this.canonicalTag(p.name, p.tag), mode: "tcx" };
+      } finally {
+        prog.close();
+      }
+    } finally {
+      link.close();
+    }
+  }
+
+  /** The kernel's tag of a program, as programTag() would write it when it is this binary's program. */
+  private canonicalTag(program: string, tag: string): string {
+    const spec = this.ctx.collectionSpec().programs.get(program);
+    return spec && programTags(spec).includes(tag) ? programTag(spec) : tag;
+  }
+
+  private ourFilters(a: AttachmentSpec): AttachmentSpec[] {
+    let filters;
+    try {
+      filters = filterList(this.ctx.route(a.netns), a.device, a.hook);
+    } catch {
+      return []; // no such device (yet)
+    }
+    return filters
+      .filter((f) => f.bpf?.name?.startsWith(TC_NAME_PREFIX))
+      .map((f) => ({
+        device: a.device,
+        hook: a.hook,
+        ...(a.netns ? { netns: a.netns } : {}),
+        program: f.bpf!.name!.slice(TC_NAME_PREFIX.length),
+        ...(f.bpf!.tag ? { tag: this.canonicalTag(f.bpf!.name!.slice(TC_NAME_PREFIX.length), f.bpf!.tag) } : {}),
+        mode: "tc" as const,
+      }));
+  }
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,148 @@
+// Devices: veth pairs and macvlans that reconcile creates for endpoints, each marked with the alias
+// "reconcile:<endpoint>". Only marked devices are ever observed as ours, changed or deleted.
+
+import { deviceId } from "../../datapath/desired.js";
+import type { DesiredState, DeviceSpec } from "../../datapath/state.js";
+import {
+  createNetns,
+  deleteNetns,
+  linkCreate,
+  linkDelete,
+  linkGet,
+  linkList,
+  linkSetAlias,
+  linkSetMac,
+  linkSetMtu,
+  linkSetUp,
+  netnsExists,
+  type Link,
+} from "../../netlink/index.js";
+import type { Change } from "../../plan/diff.js";
+import { errorText, type ObjectResult, type Target } from "../target.js";
+import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
+
+/** Namespaces to look in: the host's, every namespace the desired state names, and ours. */
+export function namespacesOf(ctx: KernelContext, desired: DesiredState): Array<string | undefined> {
+  const names = new Set<string>(ctx.ownedNetns());
+  for (const d of desired.devices.values()) if (d.netns) names.add(d.netns);
+  return [undefined, ...[...names].filter((n) => netnsExists(n)).sort()];
+}
+
+export class DeviceTarget implements Target {
+  readonly kind = "device" as const;
+  readonly field = "devices" as const;
+
+  constructor(private readonly ctx: KernelContext) {}
+
+  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+    const out = new Map<string, DeviceSpec>();
+    for (const netns of namespacesOf(this.ctx, desired)) {
+      for (const link of linkList(this.ctx.route(netns))) {
+        if (!link.alias?.startsWith(OWNER_ALIAS_PREFIX)) continue;
+        const spec = observed(link, netns);
+        out.set(deviceId(spec.name, netns), spec);
+      }
+    }
+    return out;
+  }
+
+  async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
+    const results: ObjectResult[] = [];
+    for (const c of changes) {
+      try {
+        if (c.op === "delete") this.remove(c.before as DeviceSpec, desired);
+        else if (c.op === "create") this.create(c.after as DeviceSpec);
+        else this.update(c.after as DeviceSpec, c.before as DeviceSpec);
+        results.push({ resource: c.resource, id: c.id, ok: true });
+      } catch (err) {
+        results.push({ resource: c.resource, id: c.id, ok: false, error: errorText(err) });
+      }
+    }
+    return results;
+  }
+
+  private ensureNetns(netns: string): void {
+    if (netnsExists(netns)) return;
+    createNetns(netns);
+    this.ctx.markNetnsOwned(netns);
+    linkSetUp(this.ctx.route(netns), "lo");
+  }
+
+  private create(d: DeviceSpec): void {
+    const alias = `${OWNER_ALIAS_PREFIX}${d.endpoint ?? ""}`;
+    if (d.netns) this.ensureNetns(d.netns);
+    const sock = this.ctx.route(d.netns);
+    const existing = linkGet(sock, d.name);
+    if (existing) {
+      // The far side of a veth pair appears when the pair is created from the other side: claim it.
+      const claimable = d.kind === "veth" && existing.kind === "veth" && (existing.alias === undefined || existing.alias.startsWith(OWNER_ALIAS_PREFIX));
+      if (!claimable) {
+        throw new Error(`create device ${deviceId(d.name, d.netns)}: a device of that name exists and is not reconcile's (alias ${existing.alias ?? "none"})`);
+      }
+      linkSetAlias(sock, d.name, alias);
+    } else if (d.kind === "veth") {
+      const peer = d.peer!;
+      if (peer.netns) this.ensureNetns(peer.netns);
+      linkCreate(sock, {
+        kind: "veth",
+        name: d.name,
+        alias,
+        ...(d.mac ? { mac: d.mac } : {}),
+        ...(d.mtu ? { mtu: d.mtu } : {}),
+        peer: { name: peer.name, ...(peer.netns ? { netns: peer.netns } : {}) },
+      });
+    } else if (d.kind === "macvlan") {
+      // Created next to its parent in this namespace, then moved: a macvlan must start on its parent's side.
+      linkCreate(this.ctx.route(), {
+        kind: "macvlan",
+        name: d.name,
+        parent: d.parent!,
+        mode: "bridge",
+        alias,
+        ...(d.netns ? { netns: d.netns } : {}),
+        ...(d.mac ? { mac: d.mac } : {}),
+      });
+    } else {
+      throw new Error(`create device ${d.name}: kind ${d.kind} is not created by endpoints`);
+    }
+    if (d.mac && existing) linkSetMac(sock, d.name, d.mac);
+    linkSetUp(sock, d.name);
+  }
+
+  private update(d: DeviceSpec, before: DeviceSpec): void {
+    if (d.kind !== before.kind) {
+      this.remove(before, undefined);
+      this.create(d);
+      return;
+    }
+    const sock = this.ctx.route(d.netns);
+    if (d.mtu !== undefined && d.mtu !== before.mtu) linkSetMtu(sock, d.name, d.mtu);
+    if (d.mac !== undefined && d.mac !== before.mac) linkSetMac(sock, d.name, d.mac);
+  }
+
+  private remove(d: DeviceSpec, desired: DesiredState | undefined): void {
+    // Deleting one end of a veth pair deletes both; a missing device is already what we want.
+    linkDelete(this.ctx.route(d.netns), d.name);
+    if (!d.netns || !desired || !this.ctx.ownedNetns().includes(d.netns)) return;
+    const stillUsed = [...desired.devices.values()].some((x) => x.netns === d.netns || x.peer?.netns === d.netns);
+    if (stillUsed) return;
+    const others = linkList(this.ctx.route(d.netns)).filter((l) => l.name !== "lo" && l.name !== d.name);
+    if (others.length) return; // someone else put devices there: leave the namespace alone
+    this.ctx.forgetNetns(d.netns);
+    deleteNetns(d.netns);
+    this.ctx.unmarkNetnsOwned(d.netns);
+  }
+}
+
+function observed(link: Link, netns: string | undefined): DeviceSpec {
+  const kind = link.kind === "veth" || link.kind === "macvlan" || link.kind === "vxlan" || link.kind === "dummy" ? link.kind : "adopted";
+  return {
+    name: link.name,
+    ...(netns ? { netns } : {}),
+    kind,
+    ...(link.mac ? { mac: link.mac } : {}),
+    mtu: link.mtu,
+    owned: true,
+    endpoint: link.alias!.slice(OWNER_ALIAS_PREFIX.length),
+  };
+}

@@ -1,0 +1,109 @@
+// Entries of the endpoints and ipcache maps: read with one batch lookup, written with batch updates
+// and deletes (the kernel has batch operations for hash maps and LPM tries).
+
+import {
+  ENDPOINT_INFO,
+  ENDPOINT_KEY,
+  IPCACHE_KEY,
+  IPCACHE_VALUE,
+  decodeEndpointInfo,
+  decodeEndpointKey,
+  decodeIpcacheKey,
+  decodeIpcacheValue,
+  encodeEndpointInfo,
+  encodeEndpointKey,
+  encodeIpcacheKey,
+  encodeIpcacheValue,
+} from "../../datapath/layouts.js";
+import type { DatapathState, EndpointEntry, IpcacheMapEntry, ResourceKind } from "../../datapath/state.js";
+import type { Change } from "../../plan/diff.js";
+import { resultsFor, type ObjectResult, type Target } from "../target.js";
+import type { KernelContext } from "./context.js";
+
+interface Codec<T> {
+  keySize: number;
+  valueSize: number;
+  encodeKey(id: string, spec: T, out: Buffer, offset: number): void;
+  encodeValue(spec: T, out: Buffer, offset: number): void;
+  /** id and spec from a key and value. */
+  decode(keys: Buffer, values: Buffer, i: number): [string, T];
+}
+
+const endpointCodec: Codec<EndpointEntry> = {
+  keySize: ENDPOINT_KEY.size,
+  valueSize: ENDPOINT_INFO.size,
+  encodeKey: (id, _s, out, off) => void encodeEndpointKey(id, out, off),
+  encodeValue: (s, out, off) =>
+    encodeEndpointInfo({ ifindex: s.ifindex, epId: s.endpointId, identity: s.identity, enforceIngress: s.enforceIngress, enforceEgress: s.enforceEgress }, out, off),
+  decode: (keys, values, i) => {
+    const address = decodeEndpointKey(keys, i * ENDPOINT_KEY.size);
+    const v = decodeEndpointInfo(values, i * ENDPOINT_INFO.size);
+    // The kernel does not know endpoint names; the planner does not compare them.
+    return [address, { address, endpointId: v.epId, identity: v.identity, ifindex: v.ifindex, enforceIngress: v.enforceIngress, enforceEgress: v.enforceEgress, endpoint: "" }];
+  },
+};
+
+const ipcacheCodec: Codec<IpcacheMapEntry> = {
+  keySize: IPCACHE_KEY.size,
+  valueSize: IPCACHE_VALUE.size,
+  encodeKey: (id, _s, out, off) => void encodeIpcacheKey(id, out, off),
+  encodeValue: (s, out, off) => encodeIpcacheValue({ identity: s.identity, ...(s.tunnelEndpoint ? { tunnelEndpoint: s.tunnelEndpoint } : {}) }, out, off),
+  decode: (keys, values, i) => {
+    const { prefix } = decodeIpcacheKey(keys, i * IPCACHE_KEY.size);
+    const v = decodeIpcacheValue(values, i * IPCACHE_VALUE.size);
+    return [prefix, { prefix, identity: v.identity, ...(v.tunnelEndpoint ? { tunnelEndpoint: v.tunnelEndpoint } : {}) }];
+  },
+};
+
+class MapEntriesTarget<T> implements Target {
+  constructor(
+    readonly kind: ResourceKind,
+    readonly field: keyof DatapathState,
+    private readonly mapName: string,
+    private readonly codec: Codec<T>,
+    private readonly ctx: KernelContext,
+  ) {}
+
+  async observe(): Promise<Map<string, unknown>> {
+    const out = new Map<string, T>();
+    const m = this.ctx.map(this.mapName);
+    if (!m) return out;
+    const { keys, values, count } = m.lookupBatch();
+    for (let i = 0; i < count; i++) {
+      const [id, spec] = this.codec.decode(keys, values, i);
+      out.set(id, spec);
+    }
+    return out;
+  }
+
+  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+    const m = this.ctx.map(this.mapName);
+    if (!m) return resultsFor(changes, new Error(`map ${this.mapName} is not pinned at ${this.ctx.mapPath(this.mapName)}`));
+    const { keySize, valueSize } = this.codec;
+    const keys = Buffer.alloc(changes.length * keySize);
+    try {
+      if (changes[0]!.op === "delete") {
+        changes.forEach((c, i) => this.codec.encodeKey(c.id, c.before as T, keys, i * keySize));
+        m.deleteBatch(keys, changes.length);
+      } else {
+        const values = Buffer.alloc(changes.length * valueSize);
+        changes.forEach((c, i) => {
+          this.codec.encodeKey(c.id, c.after as T, keys, i * keySize);
+          this.codec.encodeValue(c.after as T, values, i * valueSize);
+        });
+        m.updateBatch(keys, values, changes.length);
+      }
+    } catch (err) {
+      return resultsFor(changes, err);
+    }
+    return resultsFor(changes);
+  }
+}
+
+export function endpointsTarget(ctx: KernelContext): Target {
+  return new MapEntriesTarget("endpoint", "endpoints", "endpoints", endpointCodec, ctx);
+}
+
+export function ipcacheTarget(ctx: KernelContext): Target {
+  return new MapEntriesTarget("ipcache", "ipcache", "ipcache", ipcacheCodec, ctx);
+}

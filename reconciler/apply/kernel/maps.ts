@@ -1,0 +1,69 @@
+// The pinned maps themselves. They are created from the definitions in the datapath object, so
+// they always match what the programs were compiled against. A pinned map whose layout differs
+// (an older binary's) is reported, not silently replaced.
+
+import type { DesiredState, MapSpec } from "../../datapath/state.js";
+import { BpfMap, type MapSpec as LoaderMapSpec } from "../../ebpf-loader/index.js";
+import type { Change } from "../../plan/diff.js";
+import type { ObjectResult, Target } from "../target.js";
+import type { KernelContext } from "./context.js";
+import { eachChange } from "./per-object.js";
+import { mkdirSync } from "node:fs";
+
+export class MapTarget implements Target {
+  readonly kind = "map" as const;
+  readonly field = "maps" as const;
+
+  constructor(private readonly ctx: KernelContext) {}
+
+  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+    const out = new Map<string, MapSpec>();
+    for (const name of desired.maps.keys()) {
+      const m = this.ctx.map(name);
+      if (!m) continue;
+      const s = m.spec;
+      out.set(name, { name, type: s.type, keySize: s.keySize, valueSize: s.valueSize, maxEntries: s.maxEntries, flags: s.flags ?? 0 });
+    }
+    return out;
+  }
+
+  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+    return eachChange(changes, (c) => {
+      if (c.op === "delete") return; // only desired maps are observed; nothing to delete
+      const name = c.id;
+      if (c.op === "update") {
+        throw new Error(
+          `map ${name} at ${this.ctx.mapPath(name)} has another layout (${c.reason}); migrating a map's layout is not implemented yet: run "reconcile teardown" and apply again`,
+        );
+      }
+      const spec = this.ctx.collectionSpec().maps.get(name);
+      if (!spec) throw new Error(`map ${name} is not defined in the datapath object: this is a bug`);
+      mkdirSync(this.ctx.pinRoot, { recursive: true });
+      const m = createMap(spec);
+      try {
+        m.pin(this.ctx.mapPath(name));
+      } catch (err) {
+        m.close();
+        throw err;
+      }
+      this.ctx.adoptMap(name, m);
+    });
+  }
+}
+
+function createMap(spec: LoaderMapSpec): BpfMap {
+  if (!spec.innerMap) return BpfMap.create(spec);
+  const template = BpfMap.create(spec.innerMap);
+  try {
+    return BpfMap.create(spec, template);
+  } finally {
+    template.close();
+  }
+}
+
+/** Creates an empty inner policy map like the template the datapath object declares. */
+export function createInnerPolicyMap(ctx: KernelContext): BpfMap {
+  const inner = ctx.collectionSpec().maps.get("policy")?.innerMap;
+  if (!inner) throw new Error("the datapath object declares no inner map for policy: this is a bug");
+  return BpfMap.create(inner);
+}

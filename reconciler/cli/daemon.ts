@@ -1,0 +1,205 @@
+// Daemon mode: a source (directory watcher or git) feeds the reconcile loop; netlink events and a
+// periodic resync catch drift; status on a unix socket, optional metrics, sd_notify, signals.
+
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { reconcileOnce, StatusTable } from "../apply/executor.js";
+import { ManifestError, formatProblem } from "../manifest/load.js";
+import { ReconcileLoop, type ReconcileOutcome, type Trigger } from "../daemon/loop.js";
+import { Logger } from "../daemon/log.js";
+import { createNotifier } from "../daemon/notify.js";
+import { closeAll, installSignalHandlers, type Closable } from "../daemon/signals.js";
+import { DaemonMetrics, startMetricsServer, startStatusServer } from "../daemon/status.js";
+import { subscribe, type Subscription } from "../netlink/index.js";
+import { compileSnapshot } from "../plan/pipeline.js";
+import type { Change } from "../plan/diff.js";
+import { watchDir } from "../source/dir.js";
+import { GitSource } from "../source/git.js";
+import { createWebhookHandler } from "../source/webhook.js";
+import type { Snapshot } from "../source/snapshot.js";
+import type { GlobalOptions } from "./args.js";
+import type { Io } from "./commands.js";
+import { isGitUrl } from "./commands.js";
+import { openKernel } from "./kernel.js";
+
+/** Quiet time after a netlink event before the drift re-check runs. */
+const EVENT_DEBOUNCE_MS = 100;
+
+export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
+  const env = io.env;
+  const log = new Logger({ format: opts.logFormat, write: (line) => io.stderr.write(`${line}\n`) });
+  const notifier = createNotifier(env as NodeJS.ProcessEnv, (err) => log.warn("sd_notify failed", { error: err.message }));
+  const kernel = openKernel(opts);
+  const metrics = new DaemonMetrics();
+  const objects = new StatusTable();
+  let lastApplied: string | null = null;
+
+  const reconcile = async (snapshot: Snapshot, trigger: Trigger): Promise<ReconcileOutcome> => {
+    let compiled;
+    try {
+      compiled = compileSnapshot(snapshot, { node: opts.node!, enforcement: opts.enforcement, attachMode: kernel.attachMode, programTags: kernel.programTags });
+    } catch (err) {
+      if (err instanceof ManifestError) {
+        const problems = err.problems.filter((p) => p.severity === "error").map(formatProblem);
+        log.error("revision rejected: invalid manifests, nothing applied", { revision: snapshot.revision, errors: problems.length });
+        for (const p of problems) log.error(p);
+        return { ok: false, changes: 0, errors: [], invalid: problems };
+      }
+      if (err instanceof Error && err.name === "CapacityError") return { ok: false, changes: 0, errors: [], invalid: [err.message] };
+      throw err;
+    }
+    const report = await reconcileOnce(kernel.targets, compiled.desired);
+    objects.record(report);
+    // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
+    const isDrift = snapshot.revision === lastApplied && trigger !== "source";
+    for (const c of report.plan.changes) logChange(log, c, isDrift);
+    for (const f of report.failed) log.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
+    if (report.failed.length === 0) lastApplied = snapshot.revision;
+    updateMapMetrics(kernel, metrics);
+    return {
+      ok: report.failed.length === 0,
+      changes: report.plan.changes.length,
+      drift: isDrift ? report.plan.changes.length : 0,
+      errors: report.failed.map((f) => ({ object: `${f.resource}/${f.id}`, message: f.error ?? "" })),
+    };
+  };
+
+  let ready = false;
+  const loop = new ReconcileLoop({
+    reconcile,
+    resyncIntervalMs: opts.resyncIntervalMs,
+    onRun: (run, status) => {
+      metrics.observeRun(run, status);
+      log.info("reconciled", { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt });
+      if (run.result === "ok" && !ready) {
+        ready = true;
+        notifier.ready(`applied ${run.revision}`);
+      } else {
+        notifier.status(`${run.result} ${run.revision}: ${run.changes} changes, ${run.errors.length} errors`);
+      }
+      watchNamespaces();
+    },
+  });
+
+  // Netlink events in the namespaces we manage trigger an immediate drift check.
+  const subscriptions = new Map<string, Subscription>();
+  let eventTimer: NodeJS.Timeout | undefined;
+  const onEvent = () => {
+    clearTimeout(eventTimer);
+    eventTimer = setTimeout(() => loop.trigger("resync"), EVENT_DEBOUNCE_MS);
+  };
+  const watchNamespaces = () => {
+    for (const netns of ["", ...kernel.ctx.ownedNetns()]) {
+      if (subscriptions.has(netns)) continue;
+      try {
+        subscriptions.set(netns, subscribe(onEvent, { ...(netns ? { netns } : {}), unref: true }));
+      } catch (err) {
+        log.warn("cannot watch namespace for drift", { netns, error: (err as Error).message });
+      }
+    }
+  };
+  watchNamespaces();
+
+  const closables: Closable[] = [{ name: "notifier", close: () => notifier.stopping() }];
+  const source = opts.source!;
+  let gitStatus: (() => unknown) | undefined;
+  let webhook: ReturnType<typeof createWebhookHandler> | undefined;
+  if (isGitUrl(source) || env.RECONCILE_SOURCE_TYPE === "git") {
+    const tokenFile = env.RECONCILE_GIT_TOKEN_FILE;
+    const git = new GitSource({
+      url: source,
+      stateDir: opts.stateDir,
+      ...(opts.ref ? { ref: opts.ref } : {}),
+      ...(opts.path ? { path: opts.path } : {}),
+      ...(env.RECONCILE_GIT_INTERVAL ? { intervalMs: Number(env.RECONCILE_GIT_INTERVAL) * 1000 } : {}),
+      ...(env.RECONCILE_GIT_TOKEN ? { token: env.RECONCILE_GIT_TOKEN } : {}),
+      ...(tokenFile ? { tokenFile } : {}),
+      ...(env.RECONCILE_GIT_SSH_KEY_FILE ? { sshKeyFile: env.RECONCILE_GIT_SSH_KEY_FILE } : {}),
+      ...(env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE ? { verifySignatures: { allowedSignersFile: env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE } } : {}),
+      onSnapshot: (s) => loop.submit(s),
+      onError: (err) => {
+        metrics.gitFetchFailed();
+        loop.reportSourceError(err);
+        log.warn("git source failed; the last good revision stays in force", { error: err.message });
+      },
+    });
+    gitStatus = () => git.status();
+    const secretFile = env.RECONCILE_WEBHOOK_SECRET_FILE;
+    if (secretFile) {
+      const secret = readFileSync(secretFile, "utf8").trim();
+      log.addSecret(secret);
+      webhook = createWebhookHandler({ secret, onPush: () => void git.sync() });
+    }
+    await git.start();
+    closables.push({ name: "git source", close: () => git.close() });
+  } else {
+    const root = opts.path ? join(source, opts.path) : source;
+    const close = await watchDir(root, (s) => loop.submit(s), {
+      onError: (err) => {
+        loop.reportSourceError(err);
+        log.warn("manifest directory unreadable; the last good revision stays in force", { error: err.message });
+      },
+    });
+    closables.push({ name: "directory watcher", close });
+  }
+
+  const statusServer = await startStatusServer({
+    socketPath: opts.socket,
+    getStatus: () => ({ node: opts.node, ...loop.status(), objectsInError: objects.errors(), ...(gitStatus ? { git: gitStatus() } : {}) }),
+  });
+  closables.push({ name: "loop", close: () => loop.stop() });
+  closables.push({ name: "status server", close: () => statusServer.close() });
+  if (opts.listen) {
+    const server = await startMetricsServer({ listen: opts.listen, metrics, isReady: () => ready, ...(webhook ? { routes: { "/hooks/git": webhook } } : {}) });
+    closables.push({ name: "metrics server", close: () => server.close() });
+  }
+  const stopWatchdog = notifier.startWatchdog();
+  closables.push({ name: "watchdog", close: stopWatchdog });
+  closables.push({
+    name: "netlink subscriptions",
+    close: () => {
+      clearTimeout(eventTimer);
+      for (const s of subscriptions.values()) s.close();
+    },
+  });
+  closables.push({ name: "kernel", close: () => kernel.close() });
+  log.notice("started", { node: opts.node, source, attachMode: kernel.attachMode, pinRoot: opts.bpffsRoot, socket: opts.socket });
+
+  // SIGTERM leaves the datapath as it is: pinned maps and links keep enforcing.
+  return new Promise<number>((resolve) => {
+    const remove = installSignalHandlers({
+      onReload: () => {
+        log.info("resync requested (SIGHUP)");
+        loop.trigger("signal");
+      },
+      onStop: async (signal) => {
+        log.notice("stopping; the datapath stays in force", { signal });
+        await closeAll(closables);
+        remove();
+        resolve(0);
+      },
+      onForce: () => resolve(1),
+      onStopError: (err) => {
+        log.error("shutdown incomplete", { error: (err as Error).message });
+        resolve(1);
+      },
+    });
+  });
+}
+
+function logChange(log: Logger, c: Change, drift: boolean): void {
+  const fields = { op: c.op, resource: c.resource, id: c.id, reason: c.reason, ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}) };
+  if (drift) log.warn("drift corrected", fields);
+  else log.info("change", fields);
+}
+
+function updateMapMetrics(kernel: ReturnType<typeof openKernel>, metrics: DaemonMetrics): void {
+  for (const name of ["ipcache", "endpoints"]) {
+    const m = kernel.ctx.map(name);
+    if (!m) continue;
+    let n = 0;
+    for (const _ of m.keys()) n++;
+    metrics.setMapEntries(name, n);
+    metrics.setMapPressure(name, n / m.spec.maxEntries);
+  }
+}

@@ -1,0 +1,131 @@
+// `reconcile inspect …`: what the kernel holds now, read through the same targets the reconciler
+// uses. With --source, names and provenance from the manifests are added (which rule, which file).
+
+import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../datapath/layouts.js";
+import { emptyState, policyEntryId, type DesiredState, type PolicyMapEntry } from "../datapath/state.js";
+import { numPossibleCpus, queryTcx } from "../ebpf-loader/index.js";
+import { linkList, withNetns } from "../netlink/index.js";
+import type { Compiled } from "../plan/pipeline.js";
+import type { Command, GlobalOptions } from "./args.js";
+import type { Io } from "./commands.js";
+import type { Kernel } from "./kernel.js";
+
+type InspectCommand = Extract<Command, { name: "inspect" }>;
+
+export async function inspect(
+  command: InspectCommand,
+  kernel: Kernel,
+  io: Io,
+  compile: (opts: GlobalOptions) => Promise<Compiled>,
+): Promise<number> {
+  const { opts } = command;
+  const desired: DesiredState = opts.source ? (await compile(opts)).desired : { ...emptyState(), revision: "", node: opts.node!, provenance: new Map() };
+  const actual = await kernel.targets.observe(desired);
+  let rows: Array<Record<string, unknown>>;
+  switch (command.what) {
+    case "endpoints": {
+      const names = new Map([...desired.endpoints.values()].map((e) => [e.address, e.endpoint]));
+      rows = [...actual.endpoints.values()].map((e) => ({ ...e, endpoint: names.get(e.address) ?? "" }));
+      break;
+    }
+    case "ipcache":
+      rows = [...actual.ipcache.values()].map((e) => ({ ...e }));
+      break;
+    case "devices":
+      rows = [...actual.devices.values()].map((d) => ({ ...d }));
+      break;
+    case "links":
+      rows = links(actual, kernel);
+      break;
+    case "policy":
+      rows = policyRows(command.endpoint!, actual.policy, desired, kernel);
+      break;
+  }
+  if (opts.output === "json") io.stdout.write(JSON.stringify(rows, null, 2) + "\n");
+  else io.stdout.write(table(rows));
+  return 0;
+}
+
+/** Our attachments, plus every other tcx program on the same hooks (reported, never touched). */
+function links(actual: ReturnType<typeof emptyState>, kernel: Kernel): Array<Record<string, unknown>> {
+  const rows: Array<Record<string, unknown>> = [...actual.attachments.values()].map((a) => ({ ...a, owner: "reconcile" }));
+  for (const a of actual.attachments.values()) {
+    if (a.mode !== "tcx") continue;
+    const seen = withNetns(a.netns, () => {
+      const link = linkList(kernel.ctx.route(a.netns)).find((l) => l.name === a.device);
+      return link ? queryTcx(link.index, a.hook) : undefined;
+    });
+    if (seen && seen.progIds.length > 1) rows.push({ device: a.device, hook: a.hook, netns: a.netns ?? "", foreignPrograms: seen.progIds.length - 1, owner: "other" });
+  }
+  return rows;
+}
+
+function policyRows(endpoint: string, entries: Map<string, unknown>, desired: DesiredState, kernel: Kernel): Array<Record<string, unknown>> {
+  const epId = [...desired.endpoints.values()].find((e) => e.endpoint === endpoint)?.endpointId;
+  const stats = epId === undefined ? new Map<string, { packets: bigint; bytes: bigint }>() : readPolicyStats(kernel, epId, endpoint);
+  const drops = epId === undefined ? [] : readDrops(kernel, epId);
+  const rows: Array<Record<string, unknown>> = [];
+  for (const [id, v] of entries) {
+    const e = v as PolicyMapEntry;
+    if (e.endpoint !== endpoint) continue;
+    const prov = desired.provenance.get(id);
+    const s = stats.get(id);
+    rows.push({
+      direction: e.direction,
+      identity: e.identity,
+      protocol: e.protocol,
+      port: e.port,
+      portPrefixLen: e.portPrefixLen,
+      decision: e.decision,
+      packets: Number(s?.packets ?? 0n),
+      bytes: Number(s?.bytes ?? 0n),
+      rules: (prov?.rules ?? []).map((r) => `${r.name} (${r.file}:${r.line})`).join(", "),
+      revision: desired.revision,
+    });
+  }
+  for (const d of drops) rows.push(d);
+  return rows;
+}
+
+function readPolicyStats(kernel: Kernel, epId: number, endpoint: string): Map<string, { packets: bigint; bytes: bigint }> {
+  const out = new Map<string, { packets: bigint; bytes: bigint }>();
+  const m = kernel.ctx.map("policy_stats");
+  if (!m) return out;
+  const { keys, values, count } = m.lookupBatch();
+  const cpus = numPossibleCpus();
+  const valueBytes = values.length / Math.max(count, 1);
+  for (let i = 0; i < count; i++) {
+    const k = decodePolicyStatsKey(keys, i * POLICY_STATS_KEY.size);
+    if (k.epId !== epId) continue;
+    const c = decodePerCpuCounters(values, i * valueBytes, cpus);
+    out.set(policyEntryId({ endpoint, ...k.key }), { packets: c.packets, bytes: c.bytes });
+  }
+  return out;
+}
+
+function readDrops(kernel: Kernel, epId: number): Array<Record<string, unknown>> {
+  const m = kernel.ctx.map("drops");
+  if (!m) return [];
+  const { keys, values, count } = m.lookupBatch();
+  const cpus = numPossibleCpus();
+  const valueBytes = values.length / Math.max(count, 1);
+  const reasons = new Map<number, string>(Object.entries(DropReason).map(([name, n]) => [n as number, name]));
+  const rows: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < count; i++) {
+    const k = decodeDropKey(keys, i * DROP_KEY.size);
+    if (k.epId !== epId) continue;
+    const c = decodePerCpuCounters(values, i * valueBytes, cpus);
+    rows.push({ drops: reasons.get(k.reason) ?? String(k.reason), direction: k.direction, packets: Number(c.packets), bytes: Number(c.bytes) });
+  }
+  return rows;
+}
+
+function table(rows: Array<Record<string, unknown>>): string {
+  if (rows.length === 0) return "(none)\n";
+  const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const cell = (v: unknown) => (v === undefined || v === null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join("\n") + "\n";
+}
+
