@@ -192,8 +192,11 @@ export class GitSource {
   private async gitEnv(): Promise<Record<string, string>> {
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) {
-      // Our own settings (tokens among them) are none of git's business.
-      if (v !== undefined && !k.startsWith("RECONCILE_") && !k.startsWith("GIT_")) env[k] = v;
+      // Our own settings (tokens among them) are none of git's business, and git never runs an
+      // editor, pager or password prompt for a daemon (npm's npm_config_editor would count as one).
+      if (v === undefined || k.startsWith("RECONCILE_") || k.startsWith("GIT_") || k.startsWith("npm_")) continue;
+      if (/EDITOR|VISUAL|PAGER|ASKPASS/i.test(k)) continue;
+      env[k] = v;
     }
     env.GIT_TERMINAL_PROMPT = "0";
     env.LC_ALL = "C";
