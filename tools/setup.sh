@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 missing=()
-for tool in clang-14 llvm-strip-14 bpftool iperf3 ip tc git ssh-keygen systemd-analyze; do
+for tool in clang-14 llvm-strip-14 bpftool iperf3 ip tc git ssh-keygen systemd-analyze strace nft; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=("libbpf-dev")
@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends \
-    clang-14 llvm-14 bpftool libbpf-dev linux-libc-dev iperf3 iproute2 git openssh-client systemd
+    clang-14 llvm-14 bpftool libbpf-dev linux-libc-dev iperf3 iproute2 git openssh-client systemd strace nftables
 fi
 
 # Programs and maps are pinned below /sys/fs/bpf.
