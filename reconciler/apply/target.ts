@@ -3,7 +3,7 @@
 // planned changes of that kind and says, per object, whether it worked. The real targets use
 // ebpf-loader and netlink; the unit tests use the in-memory one below.
 
-import type { DatapathState, DesiredState, ResourceKind } from "../datapath/state.js";
+import { policyEntryKey, type DatapathState, type DesiredState, type PolicyMapEntry, type ResourceKind } from "../datapath/state.js";
 import type { Change } from "../plan/diff.js";
 
 /** Outcome of one planned change. */
@@ -57,7 +57,15 @@ export class MemoryTarget implements Target {
   ) {}
 
   async observe(): Promise<Map<string, unknown>> {
-    return new Map(this.objects);
+    if (this.kind !== "policy") return new Map(this.objects);
+    // Policy entries are held per endpoint, keyed by number, like the real target reports them.
+    const nested = new Map<string, Map<number, PolicyMapEntry>>();
+    for (const v of this.objects.values()) {
+      const e = v as PolicyMapEntry;
+      if (!nested.has(e.endpoint)) nested.set(e.endpoint, new Map());
+      nested.get(e.endpoint)!.set(policyEntryKey(e), e);
+    }
+    return nested;
   }
 
   async apply(changes: readonly Change[]): Promise<ObjectResult[]> {

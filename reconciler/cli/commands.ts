@@ -4,7 +4,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
 import { unpin } from "../ebpf-loader/index.js";
-import { emptyState, type DesiredState } from "../datapath/state.js";
+import { emptyDesired, emptyState, type DesiredState } from "../datapath/state.js";
 import { MAP_SPECS } from "../datapath/maps.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
@@ -120,7 +120,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
       }
     }
     const plan = diff(compiled.desired, actual);
-    const ctx = { provenance: compiled.desired.provenance, notes };
+    const ctx = { notes };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
     else io.stdout.write(renderPlanText(plan, ctx, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
     return plan.changes.length ? 2 : 0;
@@ -142,7 +142,7 @@ async function once(opts: GlobalOptions, io: Io): Promise<number> {
 /** Removes everything reconcile owns: plans against an empty desired state, then unpins the maps. */
 async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
   return withKernel(opts, async (kernel) => {
-    const nothing: DesiredState = { ...emptyState(), revision: "teardown", node: opts.node!, provenance: new Map() };
+    const nothing = emptyDesired("teardown", opts.node!);
     const report = await reconcileOnce(kernel.targets, nothing);
     writeReport(report, nothing, opts, io);
     if (report.failed.length) return 1;
@@ -166,7 +166,7 @@ function rmEmptyDir(dir: string): void {
 function writeReport(report: ApplyReport, desired: DesiredState, opts: GlobalOptions, io: Io): void {
   const ok = report.results.length - report.failed.length;
   if (opts.output === "json") {
-    const doc = planDocument(report.plan, { provenance: desired.provenance, notes: [] });
+    const doc = planDocument(report.plan, { notes: [] });
     io.stdout.write(JSON.stringify({ ...doc, applied: ok, failed: report.failed }, null, 2) + "\n");
     return;
   }

@@ -2,7 +2,7 @@
 // uses. With --source, names and provenance from the manifests are added (which rule, which file).
 
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../datapath/layouts.js";
-import { emptyState, policyEntryId, type DesiredState, type PolicyMapEntry } from "../datapath/state.js";
+import { emptyDesired, emptyState, policyEntryKey, type DesiredState } from "../datapath/state.js";
 import { numPossibleCpus, queryTcx } from "../ebpf-loader/index.js";
 import { linkList, withNetns } from "../netlink/index.js";
 import type { Compiled } from "../plan/pipeline.js";
@@ -19,7 +19,7 @@ export async function inspect(
   compile: (opts: GlobalOptions) => Promise<Compiled>,
 ): Promise<number> {
   const { opts } = command;
-  const desired: DesiredState = opts.source ? (await compile(opts)).desired : { ...emptyState(), revision: "", node: opts.node!, provenance: new Map() };
+  const desired: DesiredState = opts.source ? (await compile(opts)).desired : emptyDesired("", opts.node!);
   const actual = await kernel.targets.observe(desired);
   let rows: Array<Record<string, unknown>>;
   switch (command.what) {
@@ -60,16 +60,14 @@ function links(actual: ReturnType<typeof emptyState>, kernel: Kernel): Array<Rec
   return rows;
 }
 
-function policyRows(endpoint: string, entries: Map<string, unknown>, desired: DesiredState, kernel: Kernel): Array<Record<string, unknown>> {
+function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnType<typeof emptyState>["policy"], desired: DesiredState, kernel: Kernel): Array<Record<string, unknown>> {
   const epId = [...desired.endpoints.values()].find((e) => e.endpoint === endpoint)?.endpointId;
-  const stats = epId === undefined ? new Map<string, { packets: bigint; bytes: bigint }>() : readPolicyStats(kernel, epId, endpoint);
+  const stats = epId === undefined ? new Map<number, { packets: bigint; bytes: bigint }>() : readPolicyStats(kernel, epId);
   const drops = epId === undefined ? [] : readDrops(kernel, epId);
   const rows: Array<Record<string, unknown>> = [];
-  for (const [id, v] of entries) {
-    const e = v as PolicyMapEntry;
-    if (e.endpoint !== endpoint) continue;
-    const prov = desired.provenance.get(id);
-    const s = stats.get(id);
+  for (const [key, e] of entries.get(endpoint) ?? []) {
+    const prov = desired.policy.get(endpoint)?.get(key);
+    const s = stats.get(key);
     rows.push({
       direction: e.direction,
       identity: e.identity,
@@ -87,8 +85,8 @@ function policyRows(endpoint: string, entries: Map<string, unknown>, desired: De
   return rows;
 }
 
-function readPolicyStats(kernel: Kernel, epId: number, endpoint: string): Map<string, { packets: bigint; bytes: bigint }> {
-  const out = new Map<string, { packets: bigint; bytes: bigint }>();
+function readPolicyStats(kernel: Kernel, epId: number): Map<number, { packets: bigint; bytes: bigint }> {
+  const out = new Map<number, { packets: bigint; bytes: bigint }>();
   const m = kernel.ctx.map("policy_stats");
   if (!m) return out;
   const { keys, values, count } = m.lookupBatch();
@@ -98,7 +96,7 @@ function readPolicyStats(kernel: Kernel, epId: number, endpoint: string): Map<st
     const k = decodePolicyStatsKey(keys, i * POLICY_STATS_KEY.size);
     if (k.epId !== epId) continue;
     const c = decodePerCpuCounters(values, i * valueBytes, cpus);
-    out.set(policyEntryId({ endpoint, ...k.key }), { packets: c.packets, bytes: c.bytes });
+    out.set(policyEntryKey(k.key), { packets: c.packets, bytes: c.bytes });
   }
   return out;
 }

@@ -5,7 +5,7 @@ import type { EndpointManifest, Model } from "../manifest/model.js";
 import type { CompiledPolicy } from "../policy/types.js";
 import { MAP_SPECS } from "./maps.js";
 import {
-  policyEntryId,
+  policyEntryKey,
   type AddressSpec,
   type AttachmentSpec,
   type DesiredState,
@@ -90,7 +90,6 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
     endpoints: new Map(),
     ipcache: new Map(),
     policy: new Map(),
-    provenance: new Map(),
   };
 
   const local = model.endpoints.filter((e) => e.node === undefined || e.node === compiled.node);
@@ -118,19 +117,9 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         endpoint: ep.name,
       });
     }
-    for (const e of policy.entries) {
-      const id = policyEntryId(e);
-      state.policy.set(id, {
-        endpoint: e.endpoint,
-        direction: e.direction,
-        identity: e.identity,
-        protocol: e.protocol,
-        port: e.port,
-        portPrefixLen: e.portPrefixLen,
-        decision: e.decision,
-      });
-      state.provenance.set(id, { endPort: e.endPort, rules: e.rules });
-    }
+    const entries = new Map<number, (typeof policy.entries)[number]>();
+    for (const e of policy.entries) entries.set(policyEntryKey(e), e);
+    state.policy.set(ep.name, entries);
   }
 
   // Routing between endpoints on this host goes through the host namespace.

@@ -4,8 +4,10 @@
 // never left pointing at state that is already gone (make before break).
 
 import {
+  policyEntryId,
   RESOURCE_KINDS,
   type ActualState,
+  type PolicyMapEntry,
   type DatapathState,
   type DesiredState,
   type ResourceKind,
@@ -77,6 +79,10 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
   const creates: Change[] = [];
   const deletes: Change[] = [];
   for (const resource of RESOURCE_KINDS) {
+    if (resource === "policy") {
+      diffPolicy(desired.policy, actual.policy, creates, deletes);
+      continue;
+    }
     const want = desired[FIELD[resource]] as Map<string, unknown>;
     const have = actual[FIELD[resource]] as Map<string, unknown>;
     const fields = COMPARED[resource];
@@ -99,6 +105,44 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
   const summary = { create: 0, update: 0, delete: 0 };
   for (const c of changes) summary[c.op]++;
   return { revision: desired.revision, node: desired.node, changes, summary };
+}
+
+/**
+ * A policy change names its entry by id only when asked: a cold plan holds a million of them, and
+ * building every id string up front would cost more than the whole diff.
+ */
+class PolicyChange implements Change {
+  readonly resource = "policy" as const;
+  constructor(
+    readonly op: Op,
+    readonly before: PolicyMapEntry | undefined,
+    readonly after: PolicyMapEntry | undefined,
+    readonly reason: string,
+  ) {}
+  get id(): string {
+    return policyEntryId((this.after ?? this.before)!);
+  }
+  toJSON(): object {
+    return { op: this.op, resource: this.resource, id: this.id, before: this.before, after: this.after, reason: this.reason };
+  }
+}
+
+/** Per endpoint, entry by entry. */
+function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], creates: Change[], deletes: Change[]): void {
+  for (const [endpoint, wanted] of want) {
+    const present = have.get(endpoint);
+    for (const [key, after] of wanted) {
+      const before = present?.get(key);
+      if (before === undefined) creates.push(new PolicyChange("create", undefined, after, "missing"));
+      else if (before.decision !== after.decision) creates.push(new PolicyChange("update", before, after, `decision ${before.decision} → ${after.decision}`));
+    }
+  }
+  for (const [endpoint, present] of have) {
+    const wanted = want.get(endpoint);
+    for (const [key, before] of present) {
+      if (!wanted?.has(key)) deletes.push(new PolicyChange("delete", before, undefined, "no longer desired"));
+    }
+  }
 }
 
 /** "identity 5 → 36895, enforceIngress false → true", or "" when equal. */

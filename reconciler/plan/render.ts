@@ -1,12 +1,10 @@
 // Plan → text (Terraform-like) and → the JSON document of DESIGN §6.
 
-import type { DesiredState, PolicyMapEntry } from "../datapath/state.js";
+import type { DesiredPolicyEntry, PolicyMapEntry } from "../datapath/state.js";
 import type { RuleRef } from "../policy/types.js";
 import type { Change, Plan } from "./diff.js";
 
 export interface RenderContext {
-  /** Provenance of desired policy entries, keyed like the policy map. */
-  provenance: DesiredState["provenance"];
   /** Notes printed above the plan, e.g. that the kernel was not read. */
   notes: string[];
 }
@@ -30,8 +28,8 @@ export function planDocument(plan: Plan, ctx: RenderContext): PlanDocument {
       op: c.op,
       resource: c.resource,
       id: c.id,
-      before: c.resource === "policy" ? policyView(c.before, c.id, undefined) : (c.before ?? null),
-      after: c.resource === "policy" ? policyView(c.after, c.id, ctx.provenance) : (c.after ?? null),
+      before: c.resource === "policy" ? policyView(c.before) : (c.before ?? null),
+      after: c.resource === "policy" ? policyView(c.after) : (c.after ?? null),
       reason: c.reason,
     })),
   };
@@ -49,11 +47,12 @@ interface PolicyView {
   rules: RuleRef[];
 }
 
-function policyView(spec: unknown, id: string, provenance: RenderContext["provenance"] | undefined): PolicyView | null {
+/** A policy entry as DESIGN §6 shows it; desired entries carry their rules, kernel ones do not. */
+function policyView(spec: unknown): PolicyView | null {
   if (spec === undefined) return null;
-  const e = spec as PolicyMapEntry;
-  const prov = provenance?.get(id);
-  const endPort = prov?.endPort ?? portBlockEnd(e.port, e.portPrefixLen);
+  const e = spec as PolicyMapEntry & Partial<DesiredPolicyEntry>;
+  const endPort = e.endPort ?? portBlockEnd(e.port, e.portPrefixLen);
+  const rules = e.rules ?? [];
   return {
     endpoint: e.endpoint,
     direction: e.direction,
@@ -62,8 +61,8 @@ function policyView(spec: unknown, id: string, provenance: RenderContext["proven
     port: e.port,
     endPort,
     decision: e.decision,
-    rule: prov?.rules[0] ?? null,
-    rules: prov?.rules ?? [],
+    rule: rules[0] ?? null,
+    rules,
   };
 }
 
@@ -98,7 +97,7 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
     }
     shown.set(c.resource, n + 1);
     const sign = opts.colour ? `${COLOUR[c.op]}${SIGN[c.op]}${RESET}` : SIGN[c.op];
-    lines.push(`  ${sign} ${c.resource} ${c.id}${describe(c, ctx)}`);
+    lines.push(`  ${sign} ${c.resource} ${c.id}${describe(c)}`);
   }
   for (const [resource, n] of hidden) lines.push(`  … ${n} more ${resource} changes (use --output json to see all)`);
   const s = plan.summary;
@@ -106,10 +105,10 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
   return lines.join("\n") + "\n";
 }
 
-function describe(c: Change, ctx: RenderContext): string {
+function describe(c: Change): string {
   if (c.resource === "policy") {
-    const e = (c.after ?? c.before) as PolicyMapEntry;
-    const rules = ctx.provenance.get(c.id)?.rules ?? [];
+    const e = (c.after ?? c.before) as PolicyMapEntry & Partial<DesiredPolicyEntry>;
+    const rules = e.rules ?? [];
     const from = rules.length ? ` ← ${rules.map((r) => `${r.name} (${r.file}:${r.line})`).join(", ")}` : "";
     return ` ${e.decision}${from}${c.op === "update" ? ` [${c.reason}]` : ""}`;
   }

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { buildDesiredState, endpointIds, GATEWAY_V4 } from "../../reconciler/datapath/desired.js";
 import type { EndpointManifest, Model } from "../../reconciler/manifest/model.js";
 import { compile } from "../../reconciler/policy/compile.js";
+import { policyEntryId } from "../../reconciler/datapath/state.js";
 import { loadSnapshot } from "../../reconciler/manifest/load.js";
 
 function seed(): Model {
@@ -35,8 +36,10 @@ test("seed: veth pairs into their namespaces, gateway, routes, attachments, endp
   assert.equal(app1.enforceIngress, true);
   assert.equal(app1.enforceEgress, false);
   assert.equal(d.endpoints.get("10.11.90.17")!.identity, 36895);
-  assert.deepEqual([...d.policy.keys()], ["app1/ingress/36895/6/80/16"]);
-  assert.deepEqual(d.provenance.get("app1/ingress/36895/6/80/16"), { endPort: 80, rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }] });
+  assert.deepEqual([...d.policy.get("app1")!.values()].map(policyEntryId), ["app1/ingress/36895/6/80/16"]);
+  assert.deepEqual([...d.policy.keys()], ["app1", "app2", "app3"]);
+  const entry = [...d.policy.get("app1")!.values()][0]!;
+  assert.deepEqual([entry.endPort, entry.rules], [80, [{ file: "l3-rule.json", line: 2, name: "l3-rule" }]]);
   assert.equal(d.ipcache.get("10.11.90.17/32")!.identity, 36895);
   assert.deepEqual([...d.maps.keys()], ["ipcache", "endpoints", "policy", "policy_stats", "conntrack", "drops"]);
 });

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { emptyState, policyEntryId, type DesiredState, type PolicyMapEntry } from "../../reconciler/datapath/state.js";
+import { emptyDesired, emptyState, policyEntryId, policyEntryKey, type DesiredPolicyEntry, type DesiredState } from "../../reconciler/datapath/state.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { planDocument, portBlockEnd, renderPlanText } from "../../reconciler/plan/render.js";
 
 function desired(): DesiredState {
-  return { ...emptyState(), revision: "r1", node: "n1", provenance: new Map() };
+  return emptyDesired("r1", "n1");
 }
 
-const seedEntry: PolicyMapEntry = {
+const seedEntry: DesiredPolicyEntry = {
   endpoint: "app1",
   direction: "ingress",
   identity: 36895,
@@ -16,12 +16,14 @@ const seedEntry: PolicyMapEntry = {
   port: 80,
   portPrefixLen: 16,
   decision: "allow",
+  endPort: 80,
+  rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }],
 };
 
 test("an empty datapath gets every desired resource created, in dependency order", () => {
   const d = desired();
   d.attachments.set("lxc1/egress", { device: "lxc1", hook: "egress", program: "to_endpoint", mode: "tcx" });
-  d.policy.set(policyEntryId(seedEntry), seedEntry);
+  d.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
   d.ipcache.set("10.11.90.17/32", { prefix: "10.11.90.17/32", identity: 36895 });
   d.devices.set("lxc1", { name: "lxc1", kind: "veth", owned: true, peer: { name: "eth0", netns: "ns1" } });
   d.maps.set("ipcache", { name: "ipcache", type: "lpm_trie", keySize: 24, valueSize: 12, maxEntries: 10, flags: 1 });
@@ -54,7 +56,7 @@ test("equal states plan nothing; changed kernel fields are updates; extra owned 
   drifted.ipcache.set("10.0.0.2/32", { prefix: "10.0.0.2/32", identity: 301 });
   drifted.ipcache.set("10.0.0.3/32", { prefix: "10.0.0.3/32", identity: 5 });
   drifted.devices.set("old0", { name: "old0", kind: "dummy", owned: true });
-  drifted.policy.set(policyEntryId(seedEntry), seedEntry);
+  drifted.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
   const plan = diff(d, drifted);
   assert.deepEqual(
     plan.changes.map((c) => [c.op, c.resource, c.id, c.reason]),
@@ -91,9 +93,8 @@ test("adopted devices are never created or deleted, and optional fields left ope
 test("the JSON document carries policy provenance in DESIGN §6 shape", () => {
   const d = desired();
   const id = policyEntryId(seedEntry);
-  d.policy.set(id, seedEntry);
-  d.provenance.set(id, { endPort: 80, rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }] });
-  const doc = planDocument(diff(d, emptyState()), { provenance: d.provenance, notes: [] });
+  d.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
+  const doc = planDocument(diff(d, emptyState()), { notes: [] });
   assert.deepEqual(doc.summary, { create: 1, update: 0, delete: 0 });
   assert.deepEqual(doc.changes[0], {
     op: "create",
@@ -117,20 +118,18 @@ test("the JSON document carries policy provenance in DESIGN §6 shape", () => {
 
 test("text rendering: signs, provenance, summary line, no colour unless asked", () => {
   const d = desired();
-  const id = policyEntryId(seedEntry);
-  d.policy.set(id, seedEntry);
-  d.provenance.set(id, { endPort: 80, rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }] });
+  d.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
   const a = emptyState();
   a.ipcache.set("10.9.9.9/32", { prefix: "10.9.9.9/32", identity: 7 });
   const plan = diff(d, a);
-  const text = renderPlanText(plan, { provenance: d.provenance, notes: ["kernel not read"] }, { colour: false });
+  const text = renderPlanText(plan, { notes: ["kernel not read"] }, { colour: false });
   assert.match(text, /^Note: kernel not read$/m);
   assert.match(text, /^ {2}\+ policy app1\/ingress\/36895\/6\/80\/16 allow ← l3-rule \(l3-rule\.json:2\)$/m);
   assert.match(text, /^ {2}- ipcache 10\.9\.9\.9\/32 \[no longer desired\]$/m);
   assert.match(text, /^Plan: 1 to create, 0 to update, 1 to delete\.$/m);
   assert.doesNotMatch(text, /\x1b\[/);
-  assert.match(renderPlanText(plan, { provenance: d.provenance, notes: [] }, { colour: true }), /\x1b\[32m\+/);
-  assert.match(renderPlanText(diff(d, { ...emptyState(), policy: new Map(d.policy) }), { provenance: d.provenance, notes: [] }, { colour: false }), /^No changes\./m);
+  assert.match(renderPlanText(plan, { notes: [] }, { colour: true }), /\x1b\[32m\+/);
+  assert.match(renderPlanText(diff(d, { ...emptyState(), policy: new Map(d.policy) }), { notes: [] }, { colour: false }), /^No changes\./m);
 });
 
 test("port blocks: prefix length → last port", () => {

@@ -6,7 +6,7 @@
 // one, never a mix. Counters live in policy_stats, keyed by entry, so they survive the swap.
 
 import { POLICY_KEY, POLICY_VALUE, decodePolicyKey, decodePolicyValue, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
-import { policyEntryId, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
+import { policyEntryKey, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
 import { BpfMap } from "../../ebpf-loader/index.js";
 import type { Change } from "../../plan/diff.js";
 import { errorText, resultsFor, type ObjectResult, type Target } from "../target.js";
@@ -36,7 +36,7 @@ export class PolicyTarget implements Target {
   constructor(private readonly ctx: KernelContext) {}
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
-    const out = new Map<string, PolicyMapEntry>();
+    const out = new Map<string, Map<number, PolicyMapEntry>>();
     const outer = this.ctx.map("policy");
     if (!outer) return out;
     const names = new Map([...endpointNumbers(desired)].map(([name, id]) => [id, name]));
@@ -47,15 +47,15 @@ export class PolicyTarget implements Target {
       const inner = BpfMap.fromId(innerId);
       try {
         const endpoint = names.get(epId) ?? orphanName(epId);
+        const entries = new Map<number, PolicyMapEntry>();
         const { keys, values, count } = inner.lookupBatch();
         for (let i = 0; i < count; i++) {
           const k = decodePolicyKey(keys, i * POLICY_KEY.size);
           const v = decodePolicyValue(values, i * POLICY_VALUE.size);
           const e: PolicyMapEntry = { endpoint, direction: k.direction, identity: k.identity, protocol: k.protocol, port: k.port, portPrefixLen: k.portPrefixLen, decision: v.decision };
-          out.set(policyEntryId(e), e);
+          entries.set(policyEntryKey(e), e);
         }
-        // An endpoint with an inner map but no entries still has to be known to be removed.
-        if (count === 0 && !names.has(epId)) out.set(`${orphanName(epId)}/empty`, { endpoint: orphanName(epId), direction: "ingress", identity: 0, protocol: 0, port: 0, portPrefixLen: 0, decision: "allow" });
+        out.set(endpoint, entries);
       } finally {
         inner.close();
       }
@@ -67,8 +67,7 @@ export class PolicyTarget implements Target {
     const outer = this.ctx.map("policy");
     if (!outer) return resultsFor(changes, new Error(`map policy is not pinned at ${this.ctx.mapPath("policy")}`));
     const numbers = endpointNumbers(desired);
-    let wanted: Map<string, PolicyMapEntry[]> | undefined; // desired entries by endpoint, built on first need
-    const entriesOf = (endpoint: string) => (wanted ??= groupEntries(desired)).get(endpoint) ?? [];
+    const entriesOf = (endpoint: string) => [...(desired.policy.get(endpoint)?.values() ?? [])];
     const results: ObjectResult[] = [];
     for (const [endpoint, group] of groupByEndpoint(changes)) {
       try {
@@ -106,16 +105,6 @@ export class PolicyTarget implements Target {
       fresh.close(); // the outer map holds its own reference
     }
   }
-}
-
-function groupEntries(desired: DesiredState): Map<string, PolicyMapEntry[]> {
-  const groups = new Map<string, PolicyMapEntry[]>();
-  for (const e of desired.policy.values()) {
-    let g = groups.get(e.endpoint);
-    if (!g) groups.set(e.endpoint, (g = []));
-    g.push(e);
-  }
-  return groups;
 }
 
 function groupByEndpoint(changes: readonly Change[]): Map<string, Change[]> {
