@@ -65,9 +65,9 @@ test("cilium-crd: specs become name#i, CCNP spec, nodes with tunnel defaults", (
   assert.deepEqual(
     m.rules.map((r) => [r.name, r.origin, r.at.line]),
     [
-      ["rule1#0", "CiliumNetworkPolicy", 8],
-      ["rule1#1", "CiliumNetworkPolicy", 21],
-      ["clusterwide-policy-example", "CiliumClusterwideNetworkPolicy", 34],
+      ["rule1#0", "CiliumNetworkPolicy", 9],
+      ["rule1#1", "CiliumNetworkPolicy", 22],
+      ["clusterwide-policy-example", "CiliumClusterwideNetworkPolicy", 35],
     ],
   );
   assert.deepEqual(m.nodes.map((n) => [n.name, n.address, n.tunnel, n.podCIDRs]), [

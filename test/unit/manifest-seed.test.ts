@@ -38,7 +38,7 @@ test("seed snapshot loads into exactly the expected model", () => {
         interfaceName: "lxc-app1",
         create: { kind: "veth", netns: "rc-app1", ifname: "eth0" },
         labels: [{ source: "k8s", key: "id", value: "app1" }],
-        at: { file: "endpoints.yaml", line: 3 },
+        at: { file: "endpoints.yaml", line: 4 },
       },
       {
         kind: "Endpoint",
@@ -48,7 +48,7 @@ test("seed snapshot loads into exactly the expected model", () => {
         interfaceName: "lxc-app2",
         create: { kind: "veth", netns: "rc-app2", ifname: "eth0" },
         labels: [{ source: "k8s", key: "id", value: "app2" }],
-        at: { file: "endpoints.yaml", line: 19 },
+        at: { file: "endpoints.yaml", line: 20 },
       },
       {
         kind: "Endpoint",
@@ -57,7 +57,7 @@ test("seed snapshot loads into exactly the expected model", () => {
         interfaceName: "lxc-app3",
         create: { kind: "veth", netns: "rc-app3", ifname: "eth0" },
         labels: [{ source: "k8s", key: "id", value: "app3" }],
-        at: { file: "endpoints.yaml", line: 35 },
+        at: { file: "endpoints.yaml", line: 36 },
       },
     ],
     identities: [
@@ -66,7 +66,7 @@ test("seed snapshot loads into exactly the expected model", () => {
         name: "app2",
         id: 36895,
         labels: [{ source: "k8s", key: "id", value: "app2" }],
-        at: { file: "identities.yaml", line: 2 },
+        at: { file: "identities.yaml", line: 3 },
       },
     ],
     rules: [
