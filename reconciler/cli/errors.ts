@@ -26,5 +26,5 @@ export function describeError(err: unknown): string {
 
 /** Errors from the kernel layers carry the operation and errno in their message already. */
 function isKernelError(err: Error): boolean {
-  return ["BpfError", "VerifierError", "MapMismatchError", "NetlinkError", "NetnsError", "SyscallError", "SysctlError", "FeatureError", "NativeModuleError", "AssetNotFoundError", "UnsafePathError", "SourceError", "GitSourceError", "PathEscapeError", "SizeLimitError"].includes(err.name) || "errno" in err;
+  return ["BpfError", "VerifierError", "MapMismatchError", "NetlinkError", "NetnsError", "PinRootError", "SyscallError", "SysctlError", "FeatureError", "NativeModuleError", "AssetNotFoundError", "UnsafePathError", "SourceError", "GitSourceError", "PathEscapeError", "SizeLimitError"].includes(err.name) || "errno" in err;
 }

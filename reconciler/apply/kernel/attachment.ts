@@ -3,7 +3,7 @@
 // program differs (a new binary) is updated in place; only reconcile's own links and filters are seen.
 
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
 import type { AttachmentSpec, DesiredState } from "../../datapath/state.js";
@@ -103,7 +103,7 @@ export class AttachmentTarget implements Target {
     unpin(path); // a defunct link of a device that was deleted and made again
     const link = withNetns(a.netns, () => TcxLink.attach(prog, linkIndex(this.ctx.route(a.netns), a.device), a.hook));
     try {
-      mkdirSync(dirname(path), { recursive: true });
+      this.ctx.ensureDir(dirname(path));
       link.pin(path);
     } catch (err) {
       link.detach();

@@ -1,10 +1,34 @@
 // Shared handles for the real targets: the pin root, netlink sockets per namespace, pinned maps,
 // the program object. Opened lazily, closed together at the end of a run.
 
-import { mkdirSync, readdirSync, rmdirSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statfsSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { BpfMap, parseElf, type CollectionSpec } from "../../ebpf-loader/index.js";
 import { openRoute, type NetlinkSocket } from "../../netlink/index.js";
+
+/** statfs f_type of a bpf filesystem. */
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+export class PinRootError extends Error {
+  override name = "PinRootError";
+}
+
+/**
+ * Refuses a pin root that is not on bpffs. Pins need bpffs, and creating directories elsewhere under
+ * /sys can even spin forever (sysfs answers ENOENT for a child of an existing directory, and Node's
+ * recursive mkdir retries). `ip netns exec` remounts /sys without bpffs, which is how this happens.
+ */
+export function checkPinRoot(pinRoot: string): void {
+  let probe = pinRoot;
+  while (!existsSync(probe) && dirname(probe) !== probe) probe = dirname(probe);
+  const type = statfsSync(probe).type;
+  if (type !== BPF_FS_MAGIC) {
+    throw new PinRootError(
+      `pin root ${pinRoot} is not on a bpf filesystem (${probe} has file system type 0x${type.toString(16)}): ` +
+        `mount one with "mount -t bpf bpf /sys/fs/bpf"; inside "ip netns exec", /sys is remounted without it, so enter the namespace with "nsenter --net=/run/netns/NAME" instead`,
+    );
+  }
+}
 
 /** Alias that marks a device as created by reconcile (and for which endpoint). */
 export const OWNER_ALIAS_PREFIX = "reconcile:";
@@ -21,7 +45,10 @@ export class KernelContext {
   private readonly maps = new Map<string, BpfMap>();
   private spec: CollectionSpec | undefined;
 
-  constructor(readonly opts: KernelOptions) {}
+  /** Fails at once when the pin root is not on bpffs: nothing may be created until that is right. */
+  constructor(readonly opts: KernelOptions) {
+    checkPinRoot(opts.pinRoot);
+  }
 
   get pinRoot(): string {
     return this.opts.pinRoot;
@@ -42,6 +69,11 @@ export class KernelContext {
   forgetNetns(netns: string): void {
     this.sockets.get(netns)?.close();
     this.sockets.delete(netns);
+  }
+
+  /** Creates a directory below the pin root (which the constructor found on bpffs). */
+  ensureDir(path: string): void {
+    mkdirSync(path, { recursive: true });
   }
 
   mapPath(name: string): string {
@@ -88,7 +120,7 @@ export class KernelContext {
   }
 
   markNetnsOwned(netns: string): void {
-    mkdirSync(join(this.pinRoot, "netns", netns), { recursive: true });
+    this.ensureDir(join(this.pinRoot, "netns", netns));
   }
 
   unmarkNetnsOwned(netns: string): void {

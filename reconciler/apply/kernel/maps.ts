@@ -8,7 +8,6 @@ import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
-import { mkdirSync } from "node:fs";
 
 export class MapTarget implements Target {
   readonly kind = "map" as const;
@@ -38,7 +37,7 @@ export class MapTarget implements Target {
       }
       const spec = this.ctx.collectionSpec().maps.get(name);
       if (!spec) throw new Error(`map ${name} is not defined in the datapath object: this is a bug`);
-      mkdirSync(this.ctx.pinRoot, { recursive: true });
+      this.ctx.ensureDir(this.ctx.pinRoot);
       const m = createMap(spec);
       try {
         m.pin(this.ctx.mapPath(name));
