@@ -320,8 +320,8 @@ export interface SeedTraffic {
 export async function seedTraffic(env: Env, allowedPort = 80, otherPort = 81): Promise<SeedTraffic> {
   const [allowed, otherIdentity, otherPort_] = await Promise.all([
     connect(env.netns.app2, SEED_IPS.app1, allowedPort, 2),
-    connect(env.netns.app3, SEED_IPS.app1, allowedPort, 0.7),
-    connect(env.netns.app2, SEED_IPS.app1, otherPort, 0.7),
+    connect(env.netns.app3, SEED_IPS.app1, allowedPort, 0.5),
+    connect(env.netns.app2, SEED_IPS.app1, otherPort, 0.5),
   ]);
   return { allowed, otherIdentity, otherPort: otherPort_ };
 }
