@@ -32,6 +32,10 @@ export interface GlobalOptions {
   listen?: string;
   /** Log line format. */
   logFormat: "logfmt" | "json";
+  /** Lowest log level written. */
+  logLevel: "error" | "warn" | "notice" | "info" | "debug";
+  /** How often a git source fetches, in milliseconds. */
+  gitIntervalMs: number;
 }
 
 export type Command =
@@ -66,6 +70,8 @@ const FLAGS: Record<string, FlagDef> = {
   "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET" },
   "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN" },
   "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT" },
+  "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL" },
+  "--git-interval": { key: "gitInterval", value: true, env: "RECONCILE_GIT_INTERVAL" },
   "--dry-run": { key: "dryRun", value: false },
   "--once": { key: "once", value: false },
   "--from": { key: "from", value: true },
@@ -82,6 +88,7 @@ export const USAGE = `Usage:
             [--dry-run] [--once] [--output text|json] [--bpffs-root PATH] [--state-dir PATH]
             [--resync-interval 30s] [--attach-mode auto|tcx|tc] [--enforcement default|always|never]
             [--socket PATH] [--listen ADDR:PORT] [--log-format logfmt|json]
+            [--log-level error|warn|notice|info|debug] [--git-interval 30s]
   reconcile validate --source ...              validate manifests only
   reconcile explain --source ... --from EP|IP --to EP|IP --port 80/TCP [--output json]
   reconcile inspect endpoints|ipcache|policy ENDPOINT|devices|links [--output json]
@@ -168,6 +175,7 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
   const attachMode = oneOf(values.attachMode, ["auto", "tcx", "tc"] as const, "--attach-mode", "auto");
   const enforcement = oneOf(values.enforcement, ["default", "always", "never"] as const, "--enforcement", "default");
   const logFormat = oneOf(values.logFormat, ["logfmt", "json"] as const, "--log-format", "logfmt");
+  const logLevel = oneOf(values.logLevel, ["error", "warn", "notice", "info", "debug"] as const, "--log-level", "info");
   const opts: GlobalOptions = {
     output,
     bpffsRoot: str(values.bpffsRoot) ?? "/sys/fs/bpf/reconcile",
@@ -177,6 +185,8 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     enforcement,
     socket: str(values.socket) ?? "/run/reconcile/reconcile.sock",
     logFormat,
+    logLevel,
+    gitIntervalMs: parseDuration(str(values.gitInterval) ?? "30s", "--git-interval"),
     node: str(values.node) ?? defaults.node,
   };
   for (const key of ["source", "ref", "path", "listen"] as const) {

@@ -6,17 +6,18 @@ import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
 import { unpin } from "../ebpf-loader/index.js";
 import { emptyDesired, emptyState, type DesiredState } from "../datapath/state.js";
 import { MAP_SPECS } from "../datapath/maps.js";
+import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { diff } from "../plan/diff.js";
-import { compileSnapshot, loadModel, type Compiled } from "../plan/pipeline.js";
+import { compileModel, loadModel, type Compiled } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
 import { readDirSnapshot } from "../source/dir.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { ReconcileError } from "./errors.js";
 import { inspect } from "./inspect.js";
-import { openKernel, resolveAttachMode, type Kernel } from "./kernel.js";
+import { nodeFacts, openKernel, resolveAttachMode, type Kernel, type NodeFacts } from "./kernel.js";
 import { runDaemon } from "./daemon.js";
 import { renderVersion, versionInfo } from "./version.js";
 
@@ -73,16 +74,26 @@ async function withKernel<T>(opts: GlobalOptions, fn: (kernel: Kernel) => Promis
   }
 }
 
-/** Compiles the source for this node; needs the kernel only for the attach mode and program tags. */
-export async function compileFor(opts: GlobalOptions, kernel: Pick<Kernel, "attachMode" | "programTags"> | undefined): Promise<Compiled & { snapshot: Snapshot }> {
+/**
+ * Compiles the source for --node. With a kernel: its attach mode and program tags, and, when the
+ * node is this machine, this machine's host addresses and underlay MTU (see nodeFacts).
+ */
+export async function compileFor(
+  opts: GlobalOptions,
+  kernel: Pick<Kernel, "attachMode" | "programTags" | "host"> | undefined,
+): Promise<Compiled & { snapshot: Snapshot; facts?: NodeFacts }> {
   const snapshot = await readSource(opts);
-  const compiled = compileSnapshot(snapshot, {
+  const { model, warnings } = loadModel(snapshot);
+  const facts = kernel ? nodeFacts(kernel.host(), model, opts.node!) : undefined;
+  const compiled = compileModel(model, warnings, {
     node: opts.node!,
     enforcement: opts.enforcement,
     attachMode: kernel?.attachMode ?? (opts.attachMode === "auto" ? "tcx" : opts.attachMode),
     ...(kernel ? { programTags: kernel.programTags } : {}),
+    ...(facts?.hostAddresses ? { hostAddresses: facts.hostAddresses } : {}),
+    ...(facts?.underlayMtu !== undefined ? { underlayMtu: facts.underlayMtu } : {}),
   });
-  return { ...compiled, snapshot };
+  return { ...compiled, snapshot, ...(facts ? { facts } : {}) };
 }
 
 async function validate(opts: GlobalOptions, io: Io): Promise<number> {
@@ -112,7 +123,11 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
     const compiled = await compileFor(opts, kernel);
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
     let actual = emptyState();
-    if (kernel) {
+    // Another node's plan (previewed from here) is made against nothing: this kernel is not its.
+    if (compiled.facts?.local === false) {
+      notes.push(`${compiled.facts.note}: previewed from the manifests alone (no host addresses of this machine, underlay MTU ${DEFAULT_UNDERLAY_MTU}), against an empty datapath`);
+    }
+    if (kernel && compiled.facts?.local !== false) {
       try {
         actual = await kernel.targets.observe(compiled.desired);
       } catch (err) {
@@ -133,6 +148,9 @@ async function once(opts: GlobalOptions, io: Io): Promise<number> {
   return withKernel(opts, async (kernel) => {
     const compiled = await compileFor(opts, kernel);
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
+    if (compiled.facts?.local === false) {
+      throw new ReconcileError(`refusing to apply: ${compiled.facts.note}; run it on that node, or preview it with --dry-run`);
+    }
     const report = await reconcileOnce(kernel.targets, compiled.desired);
     writeReport(report, compiled.desired, opts, io);
     return report.failed.length ? 1 : 0;
@@ -198,7 +216,12 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
 
 async function status(opts: GlobalOptions, io: Io): Promise<number> {
   const { fetchStatus } = await import("../daemon/status.js");
-  const s = await fetchStatus(opts.socket);
+  let s: unknown;
+  try {
+    s = await fetchStatus(opts.socket);
+  } catch (err) {
+    throw new ReconcileError((err as Error).message); // it names the socket and asks whether the daemon runs
+  }
   io.stdout.write(opts.output === "json" ? JSON.stringify(s, null, 2) + "\n" : renderStatus(s));
   return 0;
 }

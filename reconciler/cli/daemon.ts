@@ -27,7 +27,7 @@ const EVENT_DEBOUNCE_MS = 100;
 
 export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
   const env = io.env;
-  const log = new Logger({ format: opts.logFormat, write: (line) => io.stderr.write(`${line}\n`) });
+  const log = new Logger({ format: opts.logFormat, level: opts.logLevel, write: (line) => io.stderr.write(`${line}\n`) });
   const notifier = createNotifier(env as NodeJS.ProcessEnv, (err) => log.warn("sd_notify failed", { error: err.message }));
   const kernel = openKernel(opts);
   const metrics = new DaemonMetrics();
@@ -100,69 +100,77 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
   };
   watchNamespaces();
 
-  const closables: Closable[] = [{ name: "notifier", close: () => notifier.stopping() }];
   const source = opts.source!;
-  let gitStatus: (() => unknown) | undefined;
-  let webhook: ReturnType<typeof createWebhookHandler> | undefined;
-  if (isGitUrl(source) || env.RECONCILE_SOURCE_TYPE === "git") {
-    const tokenFile = env.RECONCILE_GIT_TOKEN_FILE;
-    const git = new GitSource({
-      url: source,
-      stateDir: opts.stateDir,
-      ...(opts.ref ? { ref: opts.ref } : {}),
-      ...(opts.path ? { path: opts.path } : {}),
-      ...(env.RECONCILE_GIT_INTERVAL ? { intervalMs: Number(env.RECONCILE_GIT_INTERVAL) * 1000 } : {}),
-      ...(env.RECONCILE_GIT_TOKEN ? { token: env.RECONCILE_GIT_TOKEN } : {}),
-      ...(tokenFile ? { tokenFile } : {}),
-      ...(env.RECONCILE_GIT_SSH_KEY_FILE ? { sshKeyFile: env.RECONCILE_GIT_SSH_KEY_FILE } : {}),
-      ...(env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE ? { verifySignatures: { allowedSignersFile: env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE } } : {}),
-      onSnapshot: (s) => loop.submit(s),
-      onError: (err) => {
-        metrics.gitFetchFailed();
-        loop.reportSourceError(err);
-        log.warn("git source failed; the last good revision stays in force", { error: err.message });
-      },
-    });
-    gitStatus = () => git.status();
-    const secretFile = env.RECONCILE_WEBHOOK_SECRET_FILE;
-    if (secretFile) {
-      const secret = readFileSync(secretFile, "utf8").trim();
-      log.addSecret(secret);
-      webhook = createWebhookHandler({ secret, onPush: () => void git.sync() });
+  const closables: Closable[] = [{ name: "notifier", close: () => notifier.stopping() }];
+  // Sources are closed before the loop, the loop (waiting for a run in progress) before the servers.
+  // A start-up failure (socket in use, port taken, unreachable first fetch) closes what was started
+  // and ends in the error boundary: a half-started daemon must not keep running.
+  try {
+    let gitStatus: (() => unknown) | undefined;
+    let webhook: ReturnType<typeof createWebhookHandler> | undefined;
+    if (isGitUrl(source) || env.RECONCILE_SOURCE_TYPE === "git") {
+      const tokenFile = env.RECONCILE_GIT_TOKEN_FILE;
+      const git = new GitSource({
+        url: source,
+        stateDir: opts.stateDir,
+        ...(opts.ref ? { ref: opts.ref } : {}),
+        ...(opts.path ? { path: opts.path } : {}),
+        intervalMs: opts.gitIntervalMs,
+        ...(env.RECONCILE_GIT_TOKEN ? { token: env.RECONCILE_GIT_TOKEN } : {}),
+        ...(tokenFile ? { tokenFile } : {}),
+        ...(env.RECONCILE_GIT_SSH_KEY_FILE ? { sshKeyFile: env.RECONCILE_GIT_SSH_KEY_FILE } : {}),
+        ...(env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE ? { verifySignatures: { allowedSignersFile: env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE } } : {}),
+        onSnapshot: (s) => loop.submit(s),
+        onError: (err) => {
+          metrics.gitFetchFailed();
+          loop.reportSourceError(err);
+          log.warn("git source failed; the last good revision stays in force", { error: err.message });
+        },
+      });
+      gitStatus = () => git.status();
+      const secretFile = env.RECONCILE_WEBHOOK_SECRET_FILE;
+      if (secretFile) {
+        const secret = readFileSync(secretFile, "utf8").trim();
+        log.addSecret(secret);
+        webhook = createWebhookHandler({ secret, onPush: () => void git.sync() });
+      }
+      await git.start();
+      closables.push({ name: "git source", close: () => git.close() });
+    } else {
+      const root = opts.path ? join(source, opts.path) : source;
+      const close = await watchDir(root, (s) => loop.submit(s), {
+        onError: (err) => {
+          loop.reportSourceError(err);
+          log.warn("manifest directory unreadable; the last good revision stays in force", { error: err.message });
+        },
+      });
+      closables.push({ name: "directory watcher", close });
     }
-    await git.start();
-    closables.push({ name: "git source", close: () => git.close() });
-  } else {
-    const root = opts.path ? join(source, opts.path) : source;
-    const close = await watchDir(root, (s) => loop.submit(s), {
-      onError: (err) => {
-        loop.reportSourceError(err);
-        log.warn("manifest directory unreadable; the last good revision stays in force", { error: err.message });
+
+    closables.push({ name: "loop", close: () => loop.stop() });
+    const statusServer = await startStatusServer({
+      socketPath: opts.socket,
+      getStatus: () => ({ node: opts.node, ...loop.status(), objectsInError: objects.errors(), ...(gitStatus ? { git: gitStatus() } : {}) }),
+    });
+    closables.push({ name: "status server", close: () => statusServer.close() });
+    if (opts.listen) {
+      const server = await startMetricsServer({ listen: opts.listen, metrics, isReady: () => ready, ...(webhook ? { routes: { "/hooks/git": webhook } } : {}) });
+      closables.push({ name: "metrics server", close: () => server.close() });
+    }
+    const stopWatchdog = notifier.startWatchdog();
+    closables.push({ name: "watchdog", close: stopWatchdog });
+    closables.push({
+      name: "netlink subscriptions",
+      close: () => {
+        clearTimeout(eventTimer);
+        for (const s of subscriptions.values()) s.close();
       },
     });
-    closables.push({ name: "directory watcher", close });
+    closables.push({ name: "kernel", close: () => kernel.close() });
+  } catch (err) {
+    await closeAll([...closables, { name: "kernel", close: () => kernel.close() }]).catch(() => {});
+    throw err;
   }
-
-  const statusServer = await startStatusServer({
-    socketPath: opts.socket,
-    getStatus: () => ({ node: opts.node, ...loop.status(), objectsInError: objects.errors(), ...(gitStatus ? { git: gitStatus() } : {}) }),
-  });
-  closables.push({ name: "loop", close: () => loop.stop() });
-  closables.push({ name: "status server", close: () => statusServer.close() });
-  if (opts.listen) {
-    const server = await startMetricsServer({ listen: opts.listen, metrics, isReady: () => ready, ...(webhook ? { routes: { "/hooks/git": webhook } } : {}) });
-    closables.push({ name: "metrics server", close: () => server.close() });
-  }
-  const stopWatchdog = notifier.startWatchdog();
-  closables.push({ name: "watchdog", close: stopWatchdog });
-  closables.push({
-    name: "netlink subscriptions",
-    close: () => {
-      clearTimeout(eventTimer);
-      for (const s of subscriptions.values()) s.close();
-    },
-  });
-  closables.push({ name: "kernel", close: () => kernel.close() });
   log.notice("started", { node: opts.node, source, attachMode: kernel.attachMode, pinRoot: opts.bpffsRoot, socket: opts.socket });
 
   // SIGTERM leaves the datapath as it is: pinned maps and links keep enforcing.
