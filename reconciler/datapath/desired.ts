@@ -1,7 +1,8 @@
 // Model + compiled policy → DesiredState: every device, address, route, sysctl, map, map entry and
 // program attachment the local node should have. Pure.
 
-import type { EndpointManifest, Model } from "../manifest/model.js";
+import { createHash } from "node:crypto";
+import type { EndpointManifest, ManifestProblem, Model, NodeManifest } from "../manifest/model.js";
 import type { CompiledPolicy } from "../policy/types.js";
 import { MAP_SPECS } from "./maps.js";
 import {
@@ -10,6 +11,7 @@ import {
   type AttachmentSpec,
   type DesiredState,
   type DeviceSpec,
+  type NeighbourSpec,
   type RouteSpec,
   type SysctlSpec,
 } from "./state.js";
@@ -23,12 +25,24 @@ export const GATEWAY_V6 = "fe80::1";
 export const PROGRAM_TO_ENDPOINT = "to_endpoint";
 export const PROGRAM_FROM_ENDPOINT = "from_endpoint";
 
+/** The overlay device reconcile creates on a node whose Node manifest has a tunnel. */
+export const VXLAN_DEVICE = "rc-vxlan";
+/** Bytes VXLAN over IPv4 adds to an inner frame: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
+export const VXLAN_OVERHEAD = 50;
+/** Underlay MTU assumed when the caller does not know it. */
+export const DEFAULT_UNDERLAY_MTU = 1500;
+
 export interface DesiredOptions {
   /** How programs attach: tcx links or legacy tc (cls_bpf). */
   attachMode: "tcx" | "tc";
   /** Tags of the programs this binary carries, by program name: an attached program with another
    *  tag is replaced in place. Without it, any program of the right name is accepted. */
   programTags?: ReadonlyMap<string, string>;
+  /** MTU of the local node's underlay device (the one holding its Node address); default 1500.
+   *  The overlay device and, on a tunnelled node, every endpoint veth get this minus VXLAN_OVERHEAD. */
+  underlayMtu?: number;
+  /** Receives non-fatal findings (e.g. a remote node the overlay cannot reach). */
+  onWarning?: (p: ManifestProblem) => void;
 }
 
 export function deviceId(name: string, netns?: string): string {
@@ -41,6 +55,10 @@ export function routeId(r: Pick<RouteSpec, "netns" | "destination">): string {
 
 export function addressId(a: AddressSpec): string {
   return `${deviceId(a.device, a.netns)}/${a.address}`;
+}
+
+export function neighbourId(n: Pick<NeighbourSpec, "netns" | "device" | "address">): string {
+  return `${deviceId(n.device, n.netns)}/${n.address}`;
 }
 
 export function sysctlId(s: Pick<SysctlSpec, "netns" | "key">): string {
@@ -68,6 +86,15 @@ export function endpointIds(names: readonly string[]): Map<string, number> {
   return ids;
 }
 
+/**
+ * MAC of a node's vxlan device: locally administered unicast (first byte 0x02) and five bytes of
+ * sha256(node name), so every node knows every other node's MAC from the manifests alone.
+ */
+export function vxlanMac(nodeName: string): string {
+  const h = createHash("sha256").update(nodeName).digest();
+  return [0x02, ...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
 function fnv1a(text: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
@@ -84,6 +111,7 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
     devices: new Map(),
     addresses: new Map(),
     routes: new Map(),
+    neighbours: new Map(),
     sysctls: new Map(),
     maps: new Map(MAP_SPECS.map((m) => [m.name, m])),
     attachments: new Map(),
@@ -96,10 +124,14 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   const ids = endpointIds(local.map((e) => e.name));
   const policyByEndpoint = new Map(compiled.endpoints.map((p) => [p.endpoint, p]));
 
-  let anyV4 = false;
+  const localNode = model.nodes.find((n) => n.name === compiled.node);
+  const overlayMtu = localNode?.tunnel ? (opts.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - VXLAN_OVERHEAD : undefined;
+  if (localNode?.tunnel) addOverlay(state, localNode, model.nodes, overlayMtu!, opts);
+
+  let anyV4 = localNode?.tunnel !== undefined;
   let anyV6 = false;
   for (const ep of local) {
-    addEndpointDevices(state, ep, opts);
+    addEndpointDevices(state, ep, opts, overlayMtu);
     anyV4 ||= ep.ipv4 !== undefined && ep.create?.kind === "veth";
     anyV6 ||= ep.ipv6 !== undefined && ep.create?.kind === "veth";
 
@@ -136,7 +168,55 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   return state;
 }
 
-function addEndpointDevices(state: DesiredState, ep: EndpointManifest, opts: DesiredOptions): void {
+/**
+ * The VXLAN overlay of a node with a tunnel: one device, and for every other node with pod CIDRs a
+ * route to each of them via that node's underlay address (on-link on the vxlan device), a permanent
+ * ARP entry resolving that address to the node's vxlan MAC, and an FDB entry sending frames for that
+ * MAC to the node's underlay address. Decapsulated packets are routed by the endpoints' /32 routes
+ * to their veths, where to_endpoint enforces ingress policy as for local traffic (the ipcache holds
+ * remote endpoints with their identities). IPv4 underlay and IPv4 pod CIDRs only.
+ */
+function addOverlay(state: DesiredState, local: NodeManifest, nodes: readonly NodeManifest[], mtu: number, opts: DesiredOptions): void {
+  const tunnel = local.tunnel!;
+  const warn = (n: NodeManifest, path: string, message: string): void =>
+    opts.onWarning?.({ file: n.at.file, line: n.at.line, object: `Node/${n.name}`, path, message, severity: "warning" });
+  if (local.address.includes(":")) {
+    warn(local, "spec.address", `the vxlan overlay needs an IPv4 underlay address (got ${local.address}); no overlay on this node`);
+    return;
+  }
+  addDevice(state, {
+    name: VXLAN_DEVICE,
+    kind: "vxlan",
+    mac: vxlanMac(local.name),
+    mtu,
+    vxlan: { vni: tunnel.vni, port: tunnel.port, local: local.address, learning: false },
+    owned: true,
+  });
+  for (const remote of nodes) {
+    if (remote.name === local.name || remote.podCIDRs.length === 0) continue;
+    if (remote.address.includes(":")) {
+      warn(remote, "spec.address", `not reachable over this node's IPv4 vxlan overlay (address ${remote.address}); its pod CIDRs get no route`);
+      continue;
+    }
+    if (!remote.tunnel || remote.tunnel.vni !== tunnel.vni || remote.tunnel.port !== tunnel.port) {
+      const got = remote.tunnel ? `vni ${remote.tunnel.vni} port ${remote.tunnel.port}` : "no tunnel";
+      warn(remote, "spec.tunnel", `expected vxlan vni ${tunnel.vni} port ${tunnel.port} like node ${local.name}, got ${got}; its pod CIDRs get no overlay route`);
+      continue;
+    }
+    const mac = vxlanMac(remote.name);
+    const n: NeighbourSpec = { device: VXLAN_DEVICE, address: remote.address, mac, fdbDst: remote.address };
+    state.neighbours.set(neighbourId(n), n);
+    for (const cidr of remote.podCIDRs) {
+      if (cidr.includes(":")) {
+        warn(remote, "spec.podCIDRs", `IPv6 pod CIDR ${cidr} is not routed over the IPv4 vxlan overlay (not supported yet)`);
+        continue;
+      }
+      addRoute(state, { destination: cidr, device: VXLAN_DEVICE, gateway: remote.address, onlink: true, scope: "universe" });
+    }
+  }
+}
+
+function addEndpointDevices(state: DesiredState, ep: EndpointManifest, opts: DesiredOptions, mtu: number | undefined): void {
   const create = ep.create;
   if (!create) {
     // Adopted: the interface exists; reconcile only attaches programs to it.
@@ -165,13 +245,17 @@ function addEndpointDevices(state: DesiredState, ep: EndpointManifest, opts: Des
   }
 
   const host = ep.interfaceName;
-  addDevice(state, { name: host, kind: "veth", peer: { name: create.ifname, netns }, owned: true, endpoint: ep.name });
+  // On a tunnelled node both ends get the overlay MTU, so TCP to remote endpoints negotiates a
+  // segment size that still fits once encapsulated.
+  const withMtu = mtu !== undefined ? { mtu } : {};
+  addDevice(state, { name: host, kind: "veth", peer: { name: create.ifname, netns }, ...withMtu, owned: true, endpoint: ep.name });
   addDevice(state, {
     name: create.ifname,
     netns,
     kind: "veth",
     peer: { name: host },
     ...(ep.mac !== undefined ? { mac: ep.mac } : {}),
+    ...withMtu,
     owned: true,
     endpoint: ep.name,
   });

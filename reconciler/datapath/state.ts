@@ -9,6 +9,7 @@ export const RESOURCE_KINDS = [
   "device",
   "address",
   "route",
+  "neighbour",
   "sysctl",
   "map",
   "endpoint",
@@ -31,10 +32,24 @@ export interface DeviceSpec {
   parent?: string;
   mac?: string;
   mtu?: number;
+  /** vxlan: the tunnel settings (compared as a whole; a change recreates the device). */
+  vxlan?: VxlanSettings;
   /** Whether reconcile owns it (created it); adopted devices are only attached to. */
   owned: boolean;
   /** Endpoint this device belongs to. */
   endpoint?: string;
+}
+
+/** Settings of a vxlan device reconcile owns. */
+export interface VxlanSettings {
+  /** VXLAN network identifier. */
+  vni: number;
+  /** UDP destination port (and the port the device listens on). */
+  port: number;
+  /** Local underlay address: the source of encapsulated packets. */
+  local: string;
+  /** FDB learning from received packets; always false: reconcile writes the FDB itself. */
+  learning: boolean;
 }
 
 export interface AddressSpec {
@@ -53,6 +68,25 @@ export interface RouteSpec {
   gateway?: string;
   /** Link-scope route (no gateway). */
   scope?: "link" | "universe";
+  /** The gateway is on-link on `device` although no prefix there covers it (RTNH_F_ONLINK): the
+   *  overlay routes a remote pod CIDR via the remote node's underlay address on the vxlan device. */
+  onlink?: boolean;
+}
+
+/**
+ * A neighbour (ARP/NDP) entry and, for a tunnel device, the FDB entry of the same MAC, as one object:
+ * `address lladdr mac dev device` (permanent) and `mac dst fdbDst dev device self permanent`.
+ */
+export interface NeighbourSpec {
+  device: string;
+  /** Network namespace name; undefined = the host namespace. */
+  netns?: string;
+  /** The neighbour's IP address (for the overlay: the remote node's underlay address). */
+  address: string;
+  /** Its link-layer address (for the overlay: the remote node's vxlan device MAC). */
+  mac: string;
+  /** Underlay address frames to `mac` are encapsulated to; undefined = no FDB entry. */
+  fdbDst?: string;
 }
 
 export interface SysctlSpec {
@@ -125,6 +159,8 @@ export interface DatapathState {
   devices: Map<string, DeviceSpec>;
   addresses: Map<string, AddressSpec>;
   routes: Map<string, RouteSpec>;
+  /** Keyed by neighbourId(). */
+  neighbours: Map<string, NeighbourSpec>;
   sysctls: Map<string, SysctlSpec>;
   maps: Map<string, MapSpec>;
   attachments: Map<string, AttachmentSpec>;
@@ -174,6 +210,7 @@ export function emptyState(): DatapathState {
     devices: new Map(),
     addresses: new Map(),
     routes: new Map(),
+    neighbours: new Map(),
     sysctls: new Map(),
     maps: new Map(),
     attachments: new Map(),

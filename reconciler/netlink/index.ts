@@ -21,6 +21,7 @@ export {
 export {
   neighList, neighAdd, neighReplace, neighDelete, buildNeigh, decodeNeighbour, type Neighbour, type NeighbourSpec,
 } from "./neigh.js";
+export { fdbList, fdbReplace, fdbDelete, buildFdb, decodeFdb, FDB_STATE, type FdbEntry, type FdbSpec } from "./fdb.js";
 export { sysctlRead, sysctlWrite, sysctlPath, confKey, neighKey, SysctlError, SysctlKeyError } from "./sysctl.js";
 export {
   qdiscEnsureClsact, qdiscDeleteClsact, qdiscList, filterList, filterAddBpf, filterReplaceBpf, filterDelete,

@@ -42,6 +42,7 @@ const FIELD: Record<ResourceKind, Kind> = {
   device: "devices",
   address: "addresses",
   route: "routes",
+  neighbour: "neighbours",
   sysctl: "sysctls",
   map: "maps",
   endpoint: "endpoints",
@@ -55,10 +56,11 @@ const FIELD: Record<ResourceKind, Kind> = {
  * fields (names, provenance) are bookkeeping.
  */
 const COMPARED: Record<ResourceKind, readonly string[]> = {
-  device: ["kind", "mac", "mtu"],
+  device: ["kind", "mac", "mtu", "vxlan"],
   address: [],
   // Scope follows from the gateway (link without one, universe with one), as `ip route` does.
-  route: ["device", "gateway"],
+  route: ["device", "gateway", "onlink"],
+  neighbour: ["mac", "fdbDst"],
   sysctl: ["value"],
   map: ["type", "keySize", "valueSize", "maxEntries", "flags"],
   endpoint: ["endpointId", "identity", "enforceIngress", "enforceEgress"],
@@ -75,9 +77,18 @@ function isAdopted(kind: ResourceKind, spec: unknown): boolean {
   return kind === "device" && (spec as { owned?: boolean }).owned === false;
 }
 
+/** Device fields whose change means delete and create again (taking its addresses, routes and
+ *  neighbour entries with it in the kernel). */
+const REPLACING = ["kind", "vxlan"] as const;
+
+/** Kinds that live on a device (named by `device` and `netns`) and vanish when it is replaced. */
+const ON_DEVICE = new Set<ResourceKind>(["address", "route", "neighbour"]);
+
 export function diff(desired: DesiredState, actual: ActualState): Plan {
   const creates: Change[] = [];
   const deletes: Change[] = [];
+  // Devices the plan replaces: what sits on them must be written again even where it looks unchanged.
+  const replaced = new Set<string>();
   for (const resource of RESOURCE_KINDS) {
     if (resource === "policy") {
       diffPolicy(desired.policy, actual.policy, creates, deletes);
@@ -94,7 +105,13 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
         continue;
       }
       const differences = differing(fields, after, before);
-      if (differences) creates.push({ op: "update", resource, id, before, after, reason: differences });
+      if (differences) {
+        creates.push({ op: "update", resource, id, before, after, reason: differences });
+        if (resource === "device" && differing(REPLACING, after, before)) replaced.add(deviceKey(after));
+      } else if (ON_DEVICE.has(resource) && replaced.size > 0 && replaced.has(deviceKey(after))) {
+        const device = (after as { device: string }).device;
+        creates.push({ op: "update", resource, id, before, after, reason: `device ${device} is replaced` });
+      }
     }
     for (const [id, before] of have) {
       if (!want.has(id)) deletes.push({ op: "delete", resource, id, before, reason: "no longer desired" });
@@ -145,16 +162,36 @@ function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], cr
   }
 }
 
+/** "netns/name" of a device spec, or of the device an address, route or neighbour sits on. */
+function deviceKey(spec: unknown): string {
+  const s = spec as { name?: string; device?: string; netns?: string };
+  return `${s.netns ?? ""}/${s.device ?? s.name ?? ""}`;
+}
+
 /** "identity 5 → 36895, enforceIngress false → true", or "" when equal. */
 function differing(fields: readonly string[], after: unknown, before: unknown): string {
   const a = after as Record<string, unknown>;
   const b = before as Record<string, unknown>;
   let out = "";
   for (const f of fields) {
-    if (a[f] === b[f] || (a[f] === undefined && OPTIONAL.has(f))) continue;
-    out += `${out ? ", " : ""}${f} ${String(b[f])} → ${String(a[f])}`;
+    if (a[f] === b[f] || (a[f] === undefined && OPTIONAL.has(f)) || sameObject(a[f], b[f])) continue;
+    out += `${out ? ", " : ""}${f} ${show(b[f])} → ${show(a[f])}`;
   }
   return out;
+}
+
+/** Flat objects (e.g. vxlan settings) are equal when every field is. */
+function sameObject(x: unknown, y: unknown): boolean {
+  if (typeof x !== "object" || typeof y !== "object" || x === null || y === null) return false;
+  const a = x as Record<string, unknown>;
+  const b = y as Record<string, unknown>;
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  for (const k of keys) if (a[k] !== b[k]) return false;
+  return true;
+}
+
+function show(v: unknown): string {
+  return typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
 }
 
 export function isEmpty(plan: Plan): boolean {

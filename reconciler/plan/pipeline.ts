@@ -15,8 +15,10 @@ export interface PipelineOptions {
   enforcement: "default" | "always" | "never";
   /** Resolved attach mode (auto already decided by a probe). */
   attachMode: "tcx" | "tc";
-  /** Local host addresses (identity host). */
+  /** Local host addresses (identity host): the CLI reads them from the kernel of this machine. */
   hostAddresses?: string[];
+  /** MTU of the local node's underlay device (see DesiredOptions.underlayMtu); default 1500. */
+  underlayMtu?: number;
   /** Tags of the programs this binary carries (see DesiredOptions). */
   programTags?: ReadonlyMap<string, string>;
 }
@@ -52,6 +54,12 @@ export function loadModel(snapshot: Snapshot): { model: Model; warnings: Manifes
 
 export function compileSnapshot(snapshot: Snapshot, opts: PipelineOptions): Compiled {
   const { model, warnings } = loadModel(snapshot);
+  return compileModel(model, warnings, opts);
+}
+
+/** Compile an already loaded model (`warnings` are its load warnings, passed through). */
+export function compileModel(model: Model, warnings: ManifestProblem[], opts: PipelineOptions): Compiled {
+  const desiredWarnings: ManifestProblem[] = [];
   const policy = compile(model, {
     node: opts.node,
     enforcement: opts.enforcement,
@@ -60,9 +68,11 @@ export function compileSnapshot(snapshot: Snapshot, opts: PipelineOptions): Comp
   const desired = buildDesiredState(model, policy, {
     attachMode: opts.attachMode,
     ...(opts.programTags ? { programTags: opts.programTags } : {}),
+    ...(opts.underlayMtu !== undefined ? { underlayMtu: opts.underlayMtu } : {}),
+    onWarning: (p) => desiredWarnings.push(p),
   });
   checkCapacity(policy, desired);
-  return { model, policy, desired, warnings: [...warnings, ...policy.warnings] };
+  return { model, policy, desired, warnings: [...warnings, ...policy.warnings, ...desiredWarnings] };
 }
 
 function checkCapacity(policy: CompiledPolicy, desired: DesiredState): void {

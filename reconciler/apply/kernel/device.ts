@@ -1,8 +1,8 @@
 // Devices: veth pairs and macvlans that reconcile creates for endpoints, each marked with the alias
-// "reconcile:<endpoint>". Only marked devices are ever observed as ours, changed or deleted.
+// "reconcile:<endpoint>", and the node's vxlan overlay device (alias "reconcile:"). Only marked devices are ever observed as ours, changed or deleted.
 
 import { deviceId } from "../../datapath/desired.js";
-import type { DesiredState, DeviceSpec } from "../../datapath/state.js";
+import type { DesiredState, DeviceSpec, VxlanSettings } from "../../datapath/state.js";
 import {
   createNetns,
   deleteNetns,
@@ -80,6 +80,7 @@ export class DeviceTarget implements Target {
         throw new Error(`create device ${deviceId(d.name, d.netns)}: a device of that name exists and is not reconcile's (alias ${existing.alias ?? "none"})`);
       }
       linkSetAlias(sock, d.name, alias);
+      if (d.mtu !== undefined && existing.mtu !== d.mtu) linkSetMtu(sock, d.name, d.mtu);
     } else if (d.kind === "veth") {
       const peer = d.peer!;
       if (peer.netns) this.ensureNetns(peer.netns);
@@ -89,7 +90,8 @@ export class DeviceTarget implements Target {
         alias,
         ...(d.mac ? { mac: d.mac } : {}),
         ...(d.mtu ? { mtu: d.mtu } : {}),
-        peer: { name: peer.name, ...(peer.netns ? { netns: peer.netns } : {}) },
+        // Both ends of a pair get the same MTU; the peer's own spec only claims it afterwards.
+        peer: { name: peer.name, ...(peer.netns ? { netns: peer.netns } : {}), ...(d.mtu ? { mtu: d.mtu } : {}) },
       });
     } else if (d.kind === "macvlan") {
       // Created next to its parent in this namespace, then moved: a macvlan must start on its parent's side.
@@ -102,15 +104,28 @@ export class DeviceTarget implements Target {
         ...(d.netns ? { netns: d.netns } : {}),
         ...(d.mac ? { mac: d.mac } : {}),
       });
+    } else if (d.kind === "vxlan" && d.vxlan) {
+      linkCreate(sock, {
+        kind: "vxlan",
+        name: d.name,
+        alias,
+        vni: d.vxlan.vni,
+        port: d.vxlan.port,
+        local: d.vxlan.local,
+        learning: d.vxlan.learning,
+        ...(d.mac ? { mac: d.mac } : {}),
+        ...(d.mtu ? { mtu: d.mtu } : {}),
+      });
     } else {
-      throw new Error(`create device ${d.name}: kind ${d.kind} is not created by endpoints`);
+      throw new Error(`create device ${d.name}: kind ${d.kind} is not created by reconcile`);
     }
     if (d.mac && existing) linkSetMac(sock, d.name, d.mac);
     linkSetUp(sock, d.name);
   }
 
   private update(d: DeviceSpec, before: DeviceSpec): void {
-    if (d.kind !== before.kind) {
+    // The kernel cannot change a vxlan device's VNI or port in place: make it again.
+    if (d.kind !== before.kind || (d.kind === "vxlan" && !sameVxlan(d.vxlan, before.vxlan))) {
       this.remove(before, undefined);
       this.create(d);
       return;
@@ -134,6 +149,10 @@ export class DeviceTarget implements Target {
   }
 }
 
+function sameVxlan(a: VxlanSettings | undefined, b: VxlanSettings | undefined): boolean {
+  return a?.vni === b?.vni && a?.port === b?.port && a?.local === b?.local && a?.learning === b?.learning;
+}
+
 function observed(link: Link, netns: string | undefined): DeviceSpec {
   const kind = link.kind === "veth" || link.kind === "macvlan" || link.kind === "vxlan" || link.kind === "dummy" ? link.kind : "adopted";
   return {
@@ -142,6 +161,9 @@ function observed(link: Link, netns: string | undefined): DeviceSpec {
     kind,
     ...(link.mac ? { mac: link.mac } : {}),
     mtu: link.mtu,
+    ...(link.vxlan
+      ? { vxlan: { vni: link.vxlan.vni, port: link.vxlan.port ?? 0, local: link.vxlan.local ?? "", learning: link.vxlan.learning ?? false } }
+      : {}),
     owned: true,
     endpoint: link.alias!.slice(OWNER_ALIAS_PREFIX.length),
   };

@@ -7,6 +7,7 @@ import type { KernelContext } from "./context.js";
 import { DeviceTarget } from "./device.js";
 import { endpointsTarget, ipcacheTarget } from "./entries.js";
 import { MapTarget } from "./maps.js";
+import { NeighbourTarget } from "./neighbour.js";
 import { PolicyTarget } from "./policy.js";
 import { RouteTarget } from "./route.js";
 import { SysctlTarget } from "./sysctl.js";
@@ -19,6 +20,7 @@ export function kernelTargets(ctx: KernelContext): Targets {
     new DeviceTarget(ctx),
     new AddressTarget(ctx),
     new RouteTarget(ctx),
+    new NeighbourTarget(ctx),
     new SysctlTarget(),
     new MapTarget(ctx),
     endpointsTarget(ctx),

@@ -1,5 +1,5 @@
-// Routes through the devices reconcile owns: host routes to endpoints, and the gateway and default
-// routes inside endpoint namespaces. Routes the kernel makes (connected prefixes) are not ours.
+// Routes through the devices reconcile owns: host routes to endpoints, the gateway and default
+// routes inside endpoint namespaces, and remote pod CIDRs via the vxlan device (onlink). Routes the kernel makes (connected prefixes) are not ours.
 
 import { routeId } from "../../datapath/desired.js";
 import type { DesiredState, RouteSpec } from "../../datapath/state.js";
@@ -42,6 +42,7 @@ export class RouteTarget implements Target {
         dev: r.device,
         ...(r.gateway ? { gateway: r.gateway } : {}),
         ...(r.scope ? { scope: r.scope } : {}),
+        ...(r.onlink ? { onlink: true } : {}),
       };
       if (c.op === "delete") routeDelete(sock, spec);
       else routeReplace(sock, spec);
@@ -57,5 +58,6 @@ function fromKernel(r: Route, device: string, netns: string | undefined): RouteS
     ...(netns ? { netns } : {}),
     ...(r.gateway ? { gateway: r.gateway } : {}),
     scope: r.scope === constants.RT_SCOPE_LINK ? "link" : "universe",
+    ...(r.onlink ? { onlink: true } : {}),
   };
 }

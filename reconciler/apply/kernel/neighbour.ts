@@ -1,0 +1,93 @@
+// Neighbour entries on the devices reconcile owns, each with the FDB entry of its MAC where it has
+// one: on the vxlan overlay device, "remote node address → its vxlan MAC" (ARP) and "that MAC →
+// the remote underlay address" (FDB), written and removed together. Only permanent entries are
+// ours; the kernel's own (learned, multicast NOARP) entries are never observed or touched.
+
+import { neighbourId } from "../../datapath/desired.js";
+import type { DesiredState, NeighbourSpec } from "../../datapath/state.js";
+import {
+  constants,
+  fdbDelete,
+  fdbList,
+  fdbReplace,
+  linkList,
+  LinkNotFoundError,
+  neighDelete,
+  neighList,
+  neighReplace,
+  type FdbEntry,
+} from "../../netlink/index.js";
+import type { Change } from "../../plan/diff.js";
+import type { ObjectResult, Target } from "../target.js";
+import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
+import { namespacesOf } from "./device.js";
+import { eachChange } from "./per-object.js";
+
+export class NeighbourTarget implements Target {
+  readonly kind = "neighbour" as const;
+  readonly field = "neighbours" as const;
+
+  constructor(private readonly ctx: KernelContext) {}
+
+  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+    const out = new Map<string, NeighbourSpec>();
+    for (const netns of namespacesOf(this.ctx, desired)) {
+      const sock = this.ctx.route(netns);
+      const owned = linkList(sock).filter((l) => l.alias?.startsWith(OWNER_ALIAS_PREFIX));
+      if (owned.length === 0) continue;
+      const names = new Map(owned.map((l) => [l.index, l.name]));
+      // FDB entries only exist on tunnel devices: MAC → remote, per device.
+      const fdb = new Map<string, FdbEntry>();
+      for (const l of owned) {
+        if (l.kind !== "vxlan") continue;
+        for (const e of fdbList(sock, l.index)) if (e.dst !== undefined && e.state & constants.NUD_PERMANENT) fdb.set(`${l.index}/${e.mac}`, e);
+      }
+      const paired = new Set<string>();
+      for (const n of neighList(sock)) {
+        const device = names.get(n.index);
+        if (device === undefined || !(n.state & constants.NUD_PERMANENT) || n.mac === undefined) continue;
+        const f = fdb.get(`${n.index}/${n.mac}`);
+        const spec: NeighbourSpec = { device, address: n.address, mac: n.mac, ...(netns ? { netns } : {}), ...(f ? { fdbDst: f.dst! } : {}) };
+        if (f) paired.add(`${n.index}/${n.mac}`);
+        out.set(neighbourId(spec), spec);
+      }
+      // An FDB entry whose ARP entry is gone is still ours: observed without an address, so it is
+      // either written again with its pair or pruned.
+      for (const [key, f] of fdb) {
+        if (paired.has(key)) continue;
+        const spec: NeighbourSpec = { device: names.get(f.index)!, address: `fdb:${f.mac}`, mac: f.mac, fdbDst: f.dst!, ...(netns ? { netns } : {}) };
+        out.set(neighbourId(spec), spec);
+      }
+    }
+    return out;
+  }
+
+  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+    return eachChange(changes, (c) => {
+      const n = (c.after ?? c.before) as NeighbourSpec;
+      const sock = this.ctx.route(n.netns);
+      if (c.op === "delete") {
+        remove(c.before as NeighbourSpec, sock);
+        return;
+      }
+      const before = c.before as NeighbourSpec | undefined;
+      // A changed MAC leaves the old MAC's FDB entry behind unless it is removed.
+      if (before?.fdbDst !== undefined && before.mac !== n.mac) fdbDelete(sock, { dev: n.device, mac: before.mac });
+      if (n.fdbDst !== undefined) fdbReplace(sock, { dev: n.device, mac: n.mac, dst: n.fdbDst });
+      else if (before?.fdbDst !== undefined) fdbDelete(sock, { dev: n.device, mac: n.mac });
+      neighReplace(sock, { dev: n.device, address: n.address, mac: n.mac, state: constants.NUD_PERMANENT });
+    });
+  }
+}
+
+/** Removes the ARP entry first (nothing routes to the MAC any more), then its FDB entry. A missing
+ *  device means both are gone already. */
+function remove(n: NeighbourSpec, sock: ReturnType<KernelContext["route"]>): void {
+  try {
+    if (!n.address.startsWith("fdb:")) neighDelete(sock, n.device, n.address);
+    if (n.fdbDst !== undefined) fdbDelete(sock, { dev: n.device, mac: n.mac });
+  } catch (err) {
+    if (err instanceof LinkNotFoundError) return;
+    throw err;
+  }
+}
