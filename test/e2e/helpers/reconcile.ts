@@ -19,7 +19,7 @@ import {
   decodePolicyValue,
 } from "../../../reconciler/datapath/layouts.js";
 import { endpointIds } from "../../../reconciler/datapath/desired.js";
-import { policyEntryId, type DesiredState } from "../../../reconciler/datapath/state.js";
+import { policyEntryId } from "../../../reconciler/datapath/state.js";
 import { compileSnapshot } from "../../../reconciler/plan/pipeline.js";
 import { readDirSnapshot } from "../../../reconciler/source/dir.js";
 
@@ -158,28 +158,46 @@ export function seedRuleWithPort(port: number, endPort?: number): string {
 }
 
 export function spawnSyncOk(cmd: string, args: string[], opts: { input?: string } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: "utf8", ...(opts.input !== undefined ? { input: opts.input } : {}) });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed (exit ${r.status}): ${r.stderr || r.stdout}`);
+  // Map dumps of tens of thousands of entries are megabytes of JSON.
+  const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 512 * 1024 * 1024, ...(opts.input !== undefined ? { input: opts.input } : {}) });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ").slice(0, 300)} failed (exit ${r.status}${r.error ? `, ${r.error.message}` : ""}): ${(r.stderr || r.stdout).slice(0, 1000)}`);
   return r.stdout;
 }
 
+export interface RunOptions {
+  /** Kill (SIGKILL) after this long; default 60 s. */
+  timeoutMs?: number;
+  /** Run under `strace -f -e trace=bpf,close -o FILE`. */
+  strace?: string;
+  /** More strace arguments (e.g. "-e", "inject=bpf:signal=KILL:when=40"). */
+  straceExtra?: string[];
+}
+
 /** argv for the CLI run from source inside the host namespace (optionally under strace). */
-export function reconcileArgv(env: Env, args: readonly string[], opts: { strace?: string } = {}): string[] {
+export function reconcileArgv(env: Env, args: readonly string[], opts: RunOptions = {}): string[] {
   const cli = [process.execPath, "--import", "tsx", MAIN, ...args, "--bpffs-root", env.pinRoot, "--node", env.node];
-  const traced = opts.strace ? ["strace", "-f", "-qq", "-e", "trace=bpf,close", "-o", opts.strace, ...cli] : cli;
+  const traced = opts.strace ? ["strace", "-f", "-qq", "-e", "trace=bpf,close", ...(opts.straceExtra ?? []), "-o", opts.strace, ...cli] : cli;
   return ["nsenter", `--net=/run/netns/${env.hostNs}`, ...traced];
 }
 
 /** Runs `reconcile ARGS --bpffs-root <env> --node <env>` inside the host namespace. */
-export function reconcile(env: Env, args: readonly string[], opts: { timeoutMs?: number; strace?: string } = {}): Promise<RunResult> {
+export function reconcile(env: Env, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return spawnReconcile(env, args, opts).done;
+}
+
+/**
+ * The same, handing back the process too (to signal it). nsenter execs the CLI in place, so the
+ * child's pid is the reconcile process itself. Killed after `timeoutMs` (default 60 s).
+ */
+export function spawnReconcile(env: Env, args: readonly string[], opts: RunOptions = {}): { child: ChildProcess; done: Promise<RunResult> } {
   const [cmd, ...argv] = reconcileArgv(env, args, opts);
   const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd!, argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  const child = spawn(cmd!, argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  const done = new Promise<RunResult>((resolve, reject) => {
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
     child.on("error", reject);
     child.on("close", (code, signal) => {
@@ -187,10 +205,11 @@ export function reconcile(env: Env, args: readonly string[], opts: { timeoutMs?:
       resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
     });
   });
+  return { child, done };
 }
 
 /** The same, with the source directory. */
-export function reconcileSrc(env: Env, args: readonly string[], opts: { timeoutMs?: number; strace?: string } = {}): Promise<RunResult> {
+export function reconcileSrc(env: Env, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return reconcile(env, [...args, "--source", env.dir], opts);
 }
 
@@ -420,9 +439,23 @@ export function kernelEndpoints(env: Env): Map<string, { epId: number; identity:
   );
 }
 
-/** The desired state of the env's manifests, compiled in-process (the same pure pipeline). */
-export async function desiredState(env: Env): Promise<DesiredState> {
-  return compileSnapshot(await readDirSnapshot(env.dir), { node: env.node, enforcement: "default", attachMode: "tcx" }).desired;
+export interface DesiredMaps {
+  /** policyEntryId → decision, every local endpoint. */
+  policy: Map<string, string>;
+  /** prefix → identity. */
+  ipcache: Map<string, number>;
+  /** Endpoint addresses. */
+  endpoints: Set<string>;
+}
+
+/** What the env's manifests should put in the maps, from the pure compiler (in-process). */
+export async function desiredMaps(env: Env): Promise<DesiredMaps> {
+  const { policy, desired } = compileSnapshot(await readDirSnapshot(env.dir), { node: env.node, enforcement: "default", attachMode: "tcx" });
+  return {
+    policy: new Map(policy.endpoints.flatMap((ep) => ep.entries.map((e) => [policyEntryId(e), e.decision] as const))),
+    ipcache: new Map(policy.ipcache.map((e) => [e.prefix, e.identity])),
+    endpoints: new Set(desired.endpoints.keys()),
+  };
 }
 
 // ---- strace ------------------------------------------------------------------------------------
@@ -475,4 +508,20 @@ export function parseBpfTrace(text: string): BpfCalls {
     else writes.push(line);
   }
   return { byCommand, writes, probeWrites };
+}
+
+/**
+ * The bpf(2) commands of the thread that made most of them (reconcile's main thread), in order:
+ * element i is the (i+1)-th bpf call of that thread, as strace's `inject=bpf:...:when=N` counts.
+ */
+export function mainThreadBpfCalls(text: string): string[] {
+  const byPid = new Map<string, string[]>();
+  for (const line of text.split("\n")) {
+    const m = /^(\d+)\s+bpf\((BPF_\w+)/.exec(line);
+    if (!m) continue;
+    let calls = byPid.get(m[1]!);
+    if (!calls) byPid.set(m[1]!, (calls = []));
+    calls.push(m[2]!);
+  }
+  return [...byPid.values()].sort((a, b) => b.length - a.length)[0] ?? [];
 }
