@@ -7,7 +7,7 @@
 
 import { POLICY_KEY, POLICY_VALUE, decodePolicyKey, decodePolicyValue, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
 import { policyEntryKey, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
-import { BpfMap } from "../../ebpf-loader/index.js";
+import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
 import type { Change } from "../../plan/diff.js";
 import { errorText, resultsFor, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
@@ -69,20 +69,36 @@ export class PolicyTarget implements Target {
     const numbers = endpointNumbers(desired);
     const entriesOf = (endpoint: string) => [...(desired.policy.get(endpoint)?.values() ?? [])];
     const results: ObjectResult[] = [];
+    // Every update or delete of a map-of-maps slot waits for an RCU grace period in the kernel
+    // (≈8 ms here), once per syscall: the swaps and removals are collected and done in batches.
+    const swaps: Slot[] = [];
+    const removals: Slot[] = [];
     for (const [endpoint, group] of groupByEndpoint(changes)) {
       try {
         const epId = numbers.get(endpoint) ?? Number(endpoint.slice(1));
-        if (!numbers.has(endpoint)) outer.delete(epKey(epId)); // the endpoint is gone: drop its whole map
-        else this.applyEndpoint(outer, epId, group, entriesOf);
-        results.push(...resultsFor(group));
+        if (!numbers.has(endpoint)) {
+          removals.push({ endpoint, epId, group }); // the endpoint is gone: drop its whole map
+          continue;
+        }
+        const fresh = this.applyEndpoint(outer, epId, group, entriesOf);
+        if (!fresh) {
+          for (const r of resultsFor(group)) results.push(r);
+          continue;
+        }
+        swaps.push({ endpoint, epId, group, fresh });
+        if (swaps.length === SLOT_BATCH) swapIn(outer, swaps.splice(0), results);
       } catch (err) {
-        results.push(...resultsFor(group, new Error(`policy of endpoint ${endpoint}: ${errorText(err)}`)));
+        for (const r of resultsFor(group, new Error(`policy of endpoint ${endpoint}: ${errorText(err)}`))) results.push(r);
       }
     }
+    swapIn(outer, swaps, results);
+    remove(outer, removals, results);
     return results;
   }
 
-  private applyEndpoint(outer: BpfMap, epId: number, group: Change[], entriesOf: (endpoint: string) => PolicyMapEntry[]): void {
+  /** Writes a monotonic change in place (returns undefined), or returns a new inner map filled
+   *  with the endpoint's complete policy, for the caller to swap in. */
+  private applyEndpoint(outer: BpfMap, epId: number, group: Change[], entriesOf: (endpoint: string) => PolicyMapEntry[]): BpfMap | undefined {
     const innerId = outer.innerId(epKey(epId));
     if (innerId !== undefined && isMonotonic(group)) {
       const inner = BpfMap.fromId(innerId);
@@ -90,19 +106,84 @@ export class PolicyTarget implements Target {
         const creates = group.filter((c) => c.op === "create").map((c) => c.after as PolicyMapEntry);
         const deletes = group.filter((c) => c.op === "delete").map((c) => c.before as PolicyMapEntry);
         if (creates.length) writeEntries(inner, creates);
-        if (deletes.length) inner.deleteBatch(encodeKeys(deletes), deletes.length);
+        if (deletes.length) deleteEntries(inner, deletes);
       } finally {
         inner.close();
       }
-      return;
+      return undefined;
     }
     const fresh = createInnerPolicyMap(this.ctx);
     try {
       const entries = entriesOf(((group[0]!.after ?? group[0]!.before) as PolicyMapEntry).endpoint);
       if (entries.length) writeEntries(fresh, entries);
-      outer.updateInner(epKey(epId), fresh);
-    } finally {
-      fresh.close(); // the outer map holds its own reference
+    } catch (err) {
+      fresh.close();
+      throw err;
+    }
+    return fresh;
+  }
+}
+
+/** Endpoints whose slot in the outer map is written (with `fresh`) or deleted in one batch. */
+interface Slot {
+  endpoint: string;
+  epId: number;
+  group: Change[];
+  /** The filled inner map to swap in (closed once the outer map holds it). */
+  fresh?: BpfMap;
+}
+
+/** Slots per batch: bounds the inner-map fds held open at once. */
+const SLOT_BATCH = 256;
+
+function slotKeys(slots: readonly Slot[]): Buffer {
+  const keys = Buffer.alloc(slots.length * 4);
+  slots.forEach((s, i) => keys.writeUInt32LE(s.epId, i * 4));
+  return keys;
+}
+
+/** Points every slot at its fresh map: one batch update, or one update per slot to name a failure. */
+function swapIn(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]): void {
+  if (!slots.length) return;
+  try {
+    const fds = Buffer.alloc(slots.length * 4);
+    slots.forEach((s, i) => fds.writeUInt32LE(s.fresh!.fd, i * 4));
+    try {
+      outer.updateBatch(slotKeys(slots), fds, slots.length);
+      for (const s of slots) for (const r of resultsFor(s.group)) results.push(r);
+      return;
+    } catch {
+      /* find out which slot failed, one update each (the same writes again are harmless) */
+    }
+    for (const s of slots) {
+      try {
+        outer.updateInner(epKey(s.epId), s.fresh!);
+        for (const r of resultsFor(s.group)) results.push(r);
+      } catch (err) {
+        for (const r of resultsFor(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) results.push(r);
+      }
+    }
+  } finally {
+    for (const s of slots) s.fresh!.close(); // the outer map holds its own reference
+  }
+}
+
+/** Drops the slots of endpoints that are gone: one batch delete, or one delete each (missing is fine). */
+function remove(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]): void {
+  if (!slots.length) return;
+  try {
+    outer.deleteBatch(slotKeys(slots), slots.length);
+    for (const s of slots) for (const r of resultsFor(s.group)) results.push(r);
+    return;
+  } catch {
+    /* a slot was already gone (ENOENT) or the batch failed: one by one */
+  }
+  for (const s of slots) {
+    try {
+      outer.delete(epKey(s.epId));
+      for (const r of resultsFor(s.group)) results.push(r);
+    } catch (err) {
+      for (const r of resultsFor(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) results.push(r);
     }
   }
 }
@@ -136,6 +217,21 @@ function encodeKeys(entries: readonly PolicyMapEntry[]): Buffer {
   const keys = Buffer.alloc(entries.length * POLICY_KEY.size);
   entries.forEach((e, i) => encodePolicyKey(e, keys, i * POLICY_KEY.size));
   return keys;
+}
+
+/**
+ * Deletes entries; one already missing counts as deleted. That happens when the creates of the same
+ * plan (a separate batch) swapped in a complete new map that no longer holds them.
+ */
+function deleteEntries(m: BpfMap, entries: readonly PolicyMapEntry[]): void {
+  const keys = encodeKeys(entries);
+  try {
+    m.deleteBatch(keys, entries.length);
+  } catch (err) {
+    if (!(err instanceof BpfError && err.code === "ENOENT")) throw err;
+    // The batch stopped at the first missing key: delete one by one, ignoring the missing ones.
+    for (let i = 0; i < entries.length; i++) m.delete(keys.subarray(i * POLICY_KEY.size, (i + 1) * POLICY_KEY.size));
+  }
 }
 
 function writeEntries(m: BpfMap, entries: readonly PolicyMapEntry[]): void {
