@@ -268,4 +268,10 @@ test("multinode: two nodes over a vxlan overlay enforce the seed policy across n
   // The policy holds for the new placement: app3 (now local to app1) is still dropped.
   await expectPolicy(c, c.ns.app3b);
   for (const node of ["n1", "n2"] as const) assert.match((await once(c, node)).stdout, /^No changes\./, node);
+
+  // Teardown removes the overlay with the rest (the cleanup runs it again; it is idempotent).
+  const down = await reconcile(c, "n1", ["teardown"]);
+  assert.equal(down.code, 0, show(down));
+  assert.equal(spawnSync("ip", ["-n", c.hostNs.n1, "link", "show", "rc-vxlan"], { stdio: "ignore" }).status, 1, "rc-vxlan is gone");
+  assert.equal(spawnSync("ip", ["-n", c.hostNs.n1, "route", "get", IP.app2], { encoding: "utf8" }).stdout.includes("rc-vxlan"), false);
 });
