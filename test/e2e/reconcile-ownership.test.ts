@@ -177,3 +177,40 @@ test("ownership: a rule change is planned exactly and applied; an invalid manife
   assert.deepEqual(after.plan.changes, []);
   await expectSeedTraffic(env, 8080, 80);
 });
+
+test("ownership: one change that turns an allow into a deny and drops another allow of the same endpoint", async (t) => {
+  requireTools("bpftool", "python3", "nsenter");
+  const env = makeEnv(t, "upd");
+  const rule = (allow: number[], deny: number[]) =>
+    JSON.stringify([
+      {
+        endpointSelector: { matchLabels: { "any:id": "app1" } },
+        ...(allow.length ? { ingress: [{ fromEndpoints: [{ matchLabels: { "any:id": "app2" } }], toPorts: [{ ports: allow.map((p) => ({ port: String(p), protocol: "TCP" })) }] }] } : {}),
+        ...(deny.length ? { ingressDeny: [{ fromEndpoints: [{ matchLabels: { "any:id": "app2" } }], toPorts: [{ ports: deny.map((p) => ({ port: String(p), protocol: "TCP" })) }] }] } : {}),
+        labels: [{ key: "name", value: "l3-rule", source: "" }],
+      },
+    ]);
+  writeFileSync(path.join(env.dir, "l3-rule.json"), rule([80, 81], []));
+  const first = await reconcileSrc(env, ["--once"]);
+  assert.equal(first.code, 0, show(first));
+  await Promise.all([80, 81].map((p) => startServer(env, env.netns.app1, SEED_IPS.app1, p)));
+  assert.deepEqual(await Promise.all([80, 81].map((p) => connect(env.netns.app2, SEED_IPS.app1, p, 2))), ["ok", "ok"]);
+
+  writeFileSync(path.join(env.dir, "l3-rule.json"), rule([], [80]));
+  const dry = await dryRunJson(env);
+  assert.equal(dry.code, 2, show(dry.run));
+  assert.deepEqual(planOps(dry.plan), ["delete policy app1/ingress/36895/6/81/16", "update policy app1/ingress/36895/6/80/16"]);
+  const apply = await reconcileSrc(env, ["--once"]);
+  // The update swaps in a complete new inner map; the delete, planned as a separate batch, then
+  // finds its key already gone, which must count as done (at 28d570d..c012007 this run exited 1 with
+  // "delete map policy.inner: bpf(BPF_MAP_DELETE_BATCH): ENOENT").
+  assert.equal(apply.code, 0, show(apply));
+  assert.match(apply.stdout, /0 created, 1 updated, 1 deleted; 2 ok, 0 failed/);
+  const after = await dryRunJson(env);
+  assert.equal(after.code, 0, show(after.run));
+  assert.deepEqual(
+    await Promise.all([80, 81].map((p) => connect(env.netns.app2, SEED_IPS.app1, p, 0.5))),
+    ["timeout", "timeout"],
+    "deny on 80 and nothing on 81 (default deny)",
+  );
+});
