@@ -82,7 +82,15 @@ export async function compileFor(
   opts: GlobalOptions,
   kernel: Pick<Kernel, "attachMode" | "programTags" | "host"> | undefined,
 ): Promise<Compiled & { snapshot: Snapshot; facts?: NodeFacts }> {
-  const snapshot = await readSource(opts);
+  return compileSnapshotFor(await readSource(opts), opts, kernel);
+}
+
+/** compileFor on a snapshot already read (the daemon's sources deliver snapshots). */
+export function compileSnapshotFor(
+  snapshot: Snapshot,
+  opts: GlobalOptions,
+  kernel: Pick<Kernel, "attachMode" | "programTags" | "host"> | undefined,
+): Compiled & { snapshot: Snapshot; facts?: NodeFacts } {
   const { model, warnings } = loadModel(snapshot);
   const facts = kernel ? nodeFacts(kernel.host(), model, opts.node!) : undefined;
   const compiled = compileModel(model, warnings, {

@@ -11,7 +11,6 @@ import { createNotifier } from "../daemon/notify.js";
 import { closeAll, installSignalHandlers, type Closable } from "../daemon/signals.js";
 import { DaemonMetrics, startMetricsServer, startStatusServer } from "../daemon/status.js";
 import { subscribe, type Subscription } from "../netlink/index.js";
-import { compileSnapshot } from "../plan/pipeline.js";
 import type { Change } from "../plan/diff.js";
 import { watchDir } from "../source/dir.js";
 import { GitSource } from "../source/git.js";
@@ -19,7 +18,7 @@ import { createWebhookHandler } from "../source/webhook.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { GlobalOptions } from "./args.js";
 import type { Io } from "./commands.js";
-import { isGitUrl } from "./commands.js";
+import { compileSnapshotFor, isGitUrl } from "./commands.js";
 import { openKernel } from "./kernel.js";
 
 /** Quiet time after a netlink event before the drift re-check runs. */
@@ -37,7 +36,7 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
   const reconcile = async (snapshot: Snapshot, trigger: Trigger): Promise<ReconcileOutcome> => {
     let compiled;
     try {
-      compiled = compileSnapshot(snapshot, { node: opts.node!, enforcement: opts.enforcement, attachMode: kernel.attachMode, programTags: kernel.programTags });
+      compiled = compileSnapshotFor(snapshot, opts, kernel);
     } catch (err) {
       if (err instanceof ManifestError) {
         const problems = err.problems.filter((p) => p.severity === "error").map(formatProblem);
@@ -47,6 +46,11 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       }
       if (err instanceof Error && err.name === "CapacityError") return { ok: false, changes: 0, errors: [], invalid: [err.message] };
       throw err;
+    }
+    if (compiled.facts?.local === false) {
+      const message = `refusing to apply: ${compiled.facts.note}; run the daemon on that node`;
+      log.error(message);
+      return { ok: false, changes: 0, errors: [{ object: `node/${opts.node}`, message }] };
     }
     const report = await reconcileOnce(kernel.targets, compiled.desired);
     objects.record(report);
