@@ -49,6 +49,13 @@ const fmtRate = (r: number): string => Math.round(r).toLocaleString("en");
 const fmtMs = (ms: number): string => `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
 let peakRss = 0;
 const sampleRss = (): void => void (peakRss = Math.max(peakRss, process.memoryUsage().rss));
+/** RSS and V8 heap at named points, to show where the memory goes. */
+const checkpoints: string[] = [];
+function checkpoint(name: string): void {
+  const m = process.memoryUsage();
+  peakRss = Math.max(peakRss, m.rss);
+  checkpoints.push(`${name} ${(m.rss / 2 ** 20).toFixed(0)}/${(m.heapUsed / 2 ** 20).toFixed(0)}`);
+}
 
 /** Time spent in and entries handled by each target, per phase. */
 interface TargetTimes {
@@ -86,13 +93,18 @@ class TimedTarget implements Target {
 }
 
 /** Counts map entries the process writes or deletes in the kernel (BpfMap calls), to show what a change really costs. */
-const kernelWrites = { updated: 0, deleted: 0 };
+const kernelWrites = { updated: 0, deleted: 0, batchMs: 0 };
 function countKernelWrites(): void {
   const p = BpfMap.prototype;
   const { updateBatch, deleteBatch, update, delete: del } = p;
   p.updateBatch = function (keys, values, count) {
     kernelWrites.updated += count;
-    return updateBatch.call(this, keys, values, count);
+    const t0 = now();
+    try {
+      return updateBatch.call(this, keys, values, count);
+    } finally {
+      kernelWrites.batchMs += now() - t0; // time in BPF_MAP_UPDATE_BATCH (the kernel's share of the writes)
+    }
   };
   p.deleteBatch = function (keys, count) {
     kernelWrites.deleted += count;
@@ -190,7 +202,9 @@ async function main(): Promise<void> {
   cleanups.push(() => rmSync(scratch, { recursive: true, force: true }));
   countKernelWrites();
 
+  checkpoint("start");
   const model = generateModel(scale);
+  checkpoint("model");
   const ctx = new KernelContext({ pinRoot, datapathObject: readFileSync("bpf/build/endpoint.o") });
   cleanups.push(() => ctx.close());
   const timed = [new MapTarget(ctx), endpointsTarget(ctx), ipcacheTarget(ctx), new PolicyTarget(ctx)].map((t) => new TimedTarget(t));
@@ -202,10 +216,17 @@ async function main(): Promise<void> {
   // (a) cold apply: compile + plan + write everything into an empty pin root.
   const t0 = now();
   const { desired, compileMs, desiredMs } = compileDesired(model);
+  checkpoint("desired");
   const tApply = now();
+  kernelWrites.batchMs = 0;
   const failed = await applyAll(targets, desired);
+  const coldBatchMs = kernelWrites.batchMs;
   const tEnd = now();
   sampleRss();
+  checkpoint("cold-applied");
+  // Nothing of the bench's own is alive yet (the model is what a daemon holds too): this is the
+  // product's peak for a cold start.
+  const coldPeakRss = process.resourceUsage().maxRSS * 1024;
   if (failed.length) throw new Error(`cold apply: ${failed.length} objects failed, first: ${failed[0]!.id}: ${failed[0]!.error}`);
   const policyN = policySize(desired);
   const ipcacheN = desired.ipcache.size;
@@ -229,6 +250,7 @@ async function main(): Promise<void> {
   );
   row("(a) cold apply total (compile+plan+write)", `${fmtMs(coldMs)}  = ${fmtRate(mapEntries / (coldMs / 1000))} entries/s`);
   row("(a) map writes: policy (1,000 inner tries)", `${fmtMs(pol.applyMs)}  = ${fmtRate(policyRate)} entries/s`);
+  row("    of which inside BPF_MAP_UPDATE_BATCH (all maps)", fmtMs(coldBatchMs));
   row("(a) map writes: all (policy+ipcache+endpoints)", `${fmtMs(writeMs)}  = ${fmtRate(allRate)} entries/s`);
 
   // (b) raw BPF_MAP_UPDATE_BATCH of the same policy keys into fresh LPM tries; best of 2 rounds
@@ -238,6 +260,7 @@ async function main(): Promise<void> {
   const settle = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
   let rawRate = 0;
   let rawCreateRate = 0;
+  const rawRounds: string[] = [];
   for (let round = 0; round < 2; round++) {
     const tries = groups.map(() => BpfMap.create(innerSpec));
     settle(500);
@@ -247,7 +270,9 @@ async function main(): Promise<void> {
       const r = sys.mapUpdateBatch(tries[i]!.fd, g.keys, g.values, g.count, 0);
       if (r.errno !== 0 || r.count !== g.count) throw new Error(`raw batch: ${sys.errnoName(r.errno)}, ${r.count} of ${g.count} written`);
     }
-    rawRate = Math.max(rawRate, policyN / ((now() - r0) / 1000));
+    const rate = policyN / ((now() - r0) / 1000);
+    rawRounds.push(fmtRate(rate));
+    rawRate = Math.max(rawRate, rate);
     for (const t of tries) t.close();
     settle(500);
     // The same, plus creating each trie and inserting it into an outer hash-of-maps (what a swap costs).
@@ -267,8 +292,8 @@ async function main(): Promise<void> {
     outer.close();
     settle(500);
   }
-  sampleRss();
-  row("(b) raw BPF_MAP_UPDATE_BATCH, same keys, 1 trie/ep", `${fmtRate(rawRate)} entries/s`);
+  checkpoint("baselines");
+  row("(b) raw BPF_MAP_UPDATE_BATCH, same keys, 1 trie/ep", `${fmtRate(rawRate)} entries/s (best of rounds: ${rawRounds.join(", ")})`);
   row("(b') raw + create trie + insert into outer", `${fmtRate(rawCreateRate)} entries/s`);
   row("ratio (a) policy writes / (b)", `${(policyRate / rawRate).toFixed(3)}`, ">= 0.50", policyRate / rawRate >= 0.5);
   row("ratio (a) policy writes / (b')", `${(policyRate / rawCreateRate).toFixed(2)}`, "(info)");
@@ -319,7 +344,7 @@ async function main(): Promise<void> {
   const oneRule: number[] = [];
   const oneRuleParts: Array<{ compile: number; desired: number; observe: number; apply: number }> = [];
   let lastPlan = { create: 0, update: 0, delete: 0 };
-  let lastWrites = { updated: 0, deleted: 0 };
+  let lastWrites = { updated: 0, deleted: 0, batchMs: 0 };
   let affectedEndpoints = 0;
   let current = desired;
   for (let i = 0; i < 5; i++) {
@@ -327,7 +352,7 @@ async function main(): Promise<void> {
     ports.port = p;
     ports.endPort = p;
     resetTimes();
-    kernelWrites.updated = kernelWrites.deleted = 0;
+    kernelWrites.updated = kernelWrites.deleted = kernelWrites.batchMs = 0;
     const s0 = now();
     const c = compileDesired(model);
     const rep = await reconcileOnce(targets, c.desired);
@@ -354,6 +379,7 @@ async function main(): Promise<void> {
     median(oneRule) <= 200,
   );
 
+  checkpoint("one-rule");
   // (f) no-op resync: observe + diff with nothing to change (median of 3).
   const noop: number[] = [];
   for (let i = 0; i < 3; i++) {
@@ -366,10 +392,12 @@ async function main(): Promise<void> {
   }
   row("(f) no-op resync (observe + diff), median of 3", fmtMs(median(noop)), "<= 1000 ms", median(noop) <= 1000);
 
+  checkpoint("end");
   // (g) peak RSS.
   const maxRss = process.resourceUsage().maxRSS * 1024;
   peakRss = Math.max(peakRss, maxRss);
-  row("(g) peak RSS of the process", `${(peakRss / 2 ** 20).toFixed(0)} MiB`, "<= 400 MiB", peakRss <= 400 * 2 ** 20);
+  row("(g) peak RSS up to the end of the cold apply", `${(coldPeakRss / 2 ** 20).toFixed(0)} MiB`, "<= 400 MiB", coldPeakRss <= 400 * 2 ** 20);
+  row("(g) peak RSS of the process", `${(peakRss / 2 ** 20).toFixed(0)} MiB (RSS/heap MiB at: ${checkpoints.join(", ")})`, "<= 400 MiB", peakRss <= 400 * 2 ** 20);
 
   const w1 = Math.max(...rows.map((r) => r.what.length));
   const w2 = Math.max(...rows.map((r) => r.value.length));
