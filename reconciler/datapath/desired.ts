@@ -315,7 +315,7 @@ function addAttachments(
 }
 
 function addDevice(state: DesiredState, d: DeviceSpec): void {
-  state.devices.set(deviceId(d.name, d.netns), d);
+  state.devices.set(deviceId(d.name, d.netns), d.owned ? { ...d, up: true } : d);
 }
 function addAddress(state: DesiredState, a: AddressSpec): void {
   state.addresses.set(addressId(a), a);

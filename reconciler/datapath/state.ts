@@ -32,6 +32,8 @@ export interface DeviceSpec {
   parent?: string;
   mac?: string;
   mtu?: number;
+  /** Administratively up. Reconcile keeps the devices it owns up; undefined = don't care. */
+  up?: boolean;
   /** vxlan: the tunnel settings (compared as a whole; a change recreates the device). */
   vxlan?: VxlanSettings;
   /** Whether reconcile owns it (created it); adopted devices are only attached to. */

@@ -56,7 +56,7 @@ const FIELD: Record<ResourceKind, Kind> = {
  * fields (names, provenance) are bookkeeping.
  */
 const COMPARED: Record<ResourceKind, readonly string[]> = {
-  device: ["kind", "mac", "mtu", "vxlan"],
+  device: ["kind", "mac", "mtu", "up", "vxlan"],
   address: [],
   // Scope follows from the gateway (link without one, universe with one), as `ip route` does.
   route: ["device", "gateway", "onlink"],
@@ -70,7 +70,7 @@ const COMPARED: Record<ResourceKind, readonly string[]> = {
 };
 
 /** Fields the manifests may leave open: `undefined` on the desired side means "whatever it is". */
-const OPTIONAL = new Set(["mac", "mtu", "tag"]);
+const OPTIONAL = new Set(["mac", "mtu", "tag", "up"]);
 
 /** Kinds whose desired entries reconcile never creates or deletes (they are adopted, not owned). */
 function isAdopted(kind: ResourceKind, spec: unknown): boolean {

@@ -175,6 +175,13 @@ const TAMPERS: Tamper[] = [
     broken: { flow: app2ToApp1(80, 0.5), result: "timeout" },
   },
   {
+    name: "host-side device set down",
+    apply: (env) => spawnSyncOk("ip", ["-n", env.hostNs, "link", "set", env.hostIf.app1, "down"]),
+    // The kernel drops the routes through a device that goes down.
+    expected: (env) => [`create route ${SEED_IPS.app1}/32`, `update device ${env.hostIf.app1}`].sort(),
+    broken: { flow: app2ToApp1(80, 0.5), result: "timeout" },
+  },
+  {
     name: "host-side device deleted",
     apply: (env) => spawnSyncOk("ip", ["-n", env.hostNs, "link", "del", env.hostIf.app1]),
     // The pair goes, and with it everything on it: addresses, routes, attachments.

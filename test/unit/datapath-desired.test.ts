@@ -20,8 +20,8 @@ test("seed: veth pairs into their namespaces, gateway, routes, attachments, endp
   const model = seed();
   const d = buildDesiredState(model, compile(model, { node: "n1", enforcement: "default" }), { attachMode: "tcx", programTags: new Map([["to_endpoint", "aa"]]) });
 
-  assert.deepEqual(d.devices.get("lxc-app1"), { name: "lxc-app1", kind: "veth", peer: { name: "eth0", netns: "rc-app1" }, owned: true, endpoint: "app1" });
-  assert.deepEqual(d.devices.get("rc-app1/eth0"), { name: "eth0", netns: "rc-app1", kind: "veth", peer: { name: "lxc-app1" }, mac: "6e:b0:7d:4e:6b:e5", owned: true, endpoint: "app1" });
+  assert.deepEqual(d.devices.get("lxc-app1"), { name: "lxc-app1", kind: "veth", peer: { name: "eth0", netns: "rc-app1" }, owned: true, up: true, endpoint: "app1" });
+  assert.deepEqual(d.devices.get("rc-app1/eth0"), { name: "eth0", netns: "rc-app1", kind: "veth", peer: { name: "lxc-app1" }, mac: "6e:b0:7d:4e:6b:e5", owned: true, up: true, endpoint: "app1" });
   assert.ok(d.addresses.has("rc-app1/eth0/10.11.255.104/32"));
   assert.ok(d.addresses.has(`lxc-app1/${GATEWAY_V4}/32`));
   assert.deepEqual(d.routes.get("10.11.255.104/32"), { destination: "10.11.255.104/32", device: "lxc-app1", scope: "link" });
@@ -52,7 +52,7 @@ test("macvlan endpoints attach inside their namespace with the hooks reversed; a
   delete (adopted as { create?: unknown }).create;
   const m2: Model = { ...model, endpoints: [...model.endpoints, mac, adopted] };
   const d = buildDesiredState(m2, compile(m2, { node: "n1", enforcement: "default" }), { attachMode: "tc" });
-  assert.deepEqual(d.devices.get("mvns/eth0"), { name: "eth0", netns: "mvns", kind: "macvlan", parent: "ens5", owned: true, endpoint: "mv1" });
+  assert.deepEqual(d.devices.get("mvns/eth0"), { name: "eth0", netns: "mvns", kind: "macvlan", parent: "ens5", owned: true, up: true, endpoint: "mv1" });
   assert.equal(d.attachments.get("mvns/eth0/ingress")?.program, "to_endpoint");
   assert.equal(d.attachments.get("mvns/eth0/egress")?.program, "from_endpoint");
   assert.equal(d.attachments.get("mvns/eth0/ingress")?.mode, "tc");

@@ -20,6 +20,7 @@ test("n1: rc-vxlan with the node's vni, port, local address, derived MAC and und
     mtu: 1450,
     vxlan: { vni: 7, port: 8472, local: N1.address, learning: false },
     owned: true,
+    up: true,
   });
   assert.match(vxlanMac("n1"), /^02(:[0-9a-f]{2}){5}$/, "locally administered unicast");
   assert.notEqual(vxlanMac("n1"), vxlanMac("n2"));

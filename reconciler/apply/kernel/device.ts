@@ -133,6 +133,7 @@ export class DeviceTarget implements Target {
     const sock = this.ctx.route(d.netns);
     if (d.mtu !== undefined && d.mtu !== before.mtu) linkSetMtu(sock, d.name, d.mtu);
     if (d.mac !== undefined && d.mac !== before.mac) linkSetMac(sock, d.name, d.mac);
+    if (d.up && !before.up) linkSetUp(sock, d.name);
   }
 
   private remove(d: DeviceSpec, desired: DesiredState | undefined): void {
@@ -161,6 +162,7 @@ function observed(link: Link, netns: string | undefined): DeviceSpec {
     kind,
     ...(link.mac ? { mac: link.mac } : {}),
     mtu: link.mtu,
+    up: link.up,
     ...(link.vxlan
       ? { vxlan: { vni: link.vxlan.vni, port: link.vxlan.port ?? 0, local: link.vxlan.local ?? "", learning: link.vxlan.learning ?? false } }
       : {}),
