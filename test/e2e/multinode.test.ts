@@ -21,10 +21,8 @@ import {
   show,
   spawnSyncOk,
   waitFor,
-  type RunResult,
-} from "./helpers/reconcile.js";
+  type RunResult, cliCommand, cliEnv } from "./helpers/reconcile.js";
 
-const MAIN = path.join(REPO, "reconciler/cli/main.ts");
 const SEED = path.join(REPO, "examples/seed");
 
 type NodeName = "n1" | "n2";
@@ -118,10 +116,10 @@ function writeManifests(c: Cluster, app3On: NodeName): void {
 
 /** `reconcile ARGS --source DIR --node NODE --bpffs-root PIN`, run inside NODE's host namespace (as `where`'s, if given). */
 function reconcile(c: Cluster, node: NodeName, args: string[], where: NodeName = node): Promise<RunResult> {
-  const argv = [`--net=/run/netns/${c.hostNs[where]}`, process.execPath, "--import", "tsx", MAIN, ...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[where]];
+  const argv = [`--net=/run/netns/${c.hostNs[where]}`, ...cliCommand(), ...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[where]];
   const started = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(c) });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));

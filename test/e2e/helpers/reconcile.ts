@@ -173,9 +173,23 @@ export interface RunOptions {
   straceExtra?: string[];
 }
 
-/** argv for the CLI run from source inside the host namespace (optionally under strace). */
+/**
+ * How the e2e tests run reconcile: the single binary named by RECONCILE_BIN (what `npm run test:e2e`
+ * builds and sets), else the sources through tsx.
+ */
+export function cliCommand(): string[] {
+  const bin = process.env.RECONCILE_BIN;
+  return bin ? [path.resolve(REPO, bin)] : [process.execPath, "--import", "tsx", MAIN];
+}
+
+/** Environment for a reconcile process: the binary extracts its native module below the test's own dir. */
+export function cliEnv(env: Pick<Env, "tmp">): NodeJS.ProcessEnv {
+  return { ...process.env, NO_COLOR: "1", RUNTIME_DIRECTORY: path.join(env.tmp, "run") };
+}
+
+/** argv for the CLI inside the host namespace (optionally under strace). */
 export function reconcileArgv(env: Env, args: readonly string[], opts: RunOptions = {}): string[] {
-  const cli = [process.execPath, "--import", "tsx", MAIN, ...args, "--bpffs-root", env.pinRoot, "--node", env.node];
+  const cli = [...cliCommand(), ...args, "--bpffs-root", env.pinRoot, "--node", env.node];
   const traced = opts.strace ? ["strace", "-f", "-qq", "-e", "trace=bpf,close", ...(opts.straceExtra ?? []), "-o", opts.strace, ...cli] : cli;
   return ["nsenter", `--net=/run/netns/${env.hostNs}`, ...traced];
 }
@@ -192,7 +206,7 @@ export function reconcile(env: Env, args: readonly string[], opts: RunOptions = 
 export function spawnReconcile(env: Env, args: readonly string[], opts: RunOptions = {}): { child: ChildProcess; done: Promise<RunResult> } {
   const [cmd, ...argv] = reconcileArgv(env, args, opts);
   const started = Date.now();
-  const child = spawn(cmd!, argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
+  const child = spawn(cmd!, argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(env) });
   const done = new Promise<RunResult>((resolve, reject) => {
     let stdout = "";
     let stderr = "";
