@@ -139,7 +139,15 @@ async function bundle(file, objects) {
     format: "cjs",
     // SEA main scripts are CommonJS: import.meta does not exist there, so it is rebuilt from
     // __filename (which a SEA sets to the executable's path).
-    banner: { js: `var __reconcile_import_meta_url = require("node:url").pathToFileURL(__filename).href;` },
+    banner: {
+      js: [
+        `var __reconcile_import_meta_url = require("node:url").pathToFileURL(__filename).href;`,
+        // Libraries probe optional packages with require() inside try/catch. A SEA's require warns on
+        // every non-built-in id; answer those the way a plain Node require would when the package is
+        // absent (the bundle holds everything that is present), so nothing is printed at start.
+        `var require = ((seaRequire) => { const { isBuiltin } = seaRequire("node:module"); return Object.assign((id) => { if (isBuiltin(id)) return seaRequire(id); const err = new Error("Cannot find module '" + id + "'"); err.code = "MODULE_NOT_FOUND"; throw err; }, seaRequire); })(require);`,
+      ].join("\n"),
+    },
     define: {
       "import.meta.url": "__reconcile_import_meta_url",
       "import.meta.dirname": "__dirname",
