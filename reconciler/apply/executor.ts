@@ -60,13 +60,14 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState): Pr
   for (const batch of batches(plan.changes)) {
     const target = targets.get(batch[0]!.resource);
     if (!target) {
-      results.push(...batch.map((c) => failed(c, `no target for ${c.resource}: this is a bug`)));
+      for (const c of batch) results.push(failed(c, `no target for ${c.resource}: this is a bug`));
       continue;
     }
     try {
-      results.push(...(await target.apply(batch, desired)));
+      // A loop, not push(...spread): a cold plan has a million results, more than a call's arguments.
+      for (const r of await target.apply(batch, desired)) results.push(r);
     } catch (err) {
-      results.push(...batch.map((c) => failed(c, errorText(err))));
+      for (const c of batch) results.push(failed(c, errorText(err)));
     }
   }
   return { plan, results, failed: results.filter((r) => !r.ok) };

@@ -307,8 +307,20 @@ export class BpfMap {
     const vs = this.valueBytes;
     if (!this.noBatch) {
       const cap = this.spec.maxEntries;
-      const keys = Buffer.alloc(cap * ks);
-      const values = Buffer.alloc(cap * vs);
+      // Start small and grow: sizing for max_entries up front costs more than the read itself
+      // for the mostly-empty maps this reads (an endpoint's policy trie holds 16,384 at most).
+      let slots = Math.min(cap, 1024);
+      let keys = Buffer.allocUnsafe(slots * ks);
+      let values = Buffer.allocUnsafe(slots * vs);
+      const grow = () => {
+        slots = Math.min(cap, slots * 4);
+        const k = Buffer.allocUnsafe(slots * ks);
+        const v = Buffer.allocUnsafe(slots * vs);
+        keys.copy(k, 0, 0, total * ks);
+        values.copy(v, 0, 0, total * vs);
+        keys = k;
+        values = v;
+      };
       // Batch tokens are opaque; hash maps use a u32 bucket, array-like maps a key.
       const tokA = Buffer.alloc(Math.max(ks, 8));
       const tokB = Buffer.alloc(Math.max(ks, 8));
@@ -316,8 +328,11 @@ export class BpfMap {
       let inTok: Buffer | null = null;
       let outTok = tokA;
       for (;;) {
-        const room = cap - total;
-        if (room === 0) break;
+        if (total === slots) {
+          if (slots === cap) break;
+          grow();
+        }
+        const room = slots - total;
         const r = sys.mapLookupBatch(
           this.fd,
           inTok,
@@ -326,6 +341,11 @@ export class BpfMap {
           values.subarray(total * vs),
           room,
         );
+        // A hash bucket that does not fit is ENOSPC with nothing copied: grow and ask again.
+        if (r.errno === Errno.ENOSPC && slots < cap) {
+          grow();
+          continue;
+        }
         // `count` is only meaningful on success or ENOENT (ENOTSUPP leaves our input in it).
         if (r.errno === 0 || r.errno === Errno.ENOENT) total += r.count;
         if (r.errno === Errno.ENOENT) break; // no more elements
