@@ -53,8 +53,10 @@ export class Targets {
  * the changes that depend on it still run: each target decides what it can do (a missing device
  * fails its own attachments with a clear error), so one bad endpoint does not hold up the others.
  */
-export async function reconcileOnce(targets: Targets, desired: DesiredState): Promise<ApplyReport> {
-  const actual = await targets.observe(desired);
+export async function reconcileOnce(targets: Targets, desired: DesiredState, known?: ActualState): Promise<ApplyReport> {
+  // `known`: what the kernel is known to hold (the desired state of the last run that fully
+  // succeeded), so a new commit is planned without reading a million entries back first.
+  const actual = known ?? (await targets.observe(desired));
   const plan = diff(desired, actual);
   const results: ObjectResult[] = [];
   for (const batch of batches(plan.changes)) {

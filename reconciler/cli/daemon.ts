@@ -12,6 +12,7 @@ import { closeAll, installSignalHandlers, type Closable } from "../daemon/signal
 import { DaemonMetrics, startMetricsServer, startStatusServer } from "../daemon/status.js";
 import { subscribe, type Subscription } from "../netlink/index.js";
 import type { Change } from "../plan/diff.js";
+import type { DesiredState } from "../datapath/state.js";
 import { watchDir } from "../source/dir.js";
 import { GitSource } from "../source/git.js";
 import { createWebhookHandler } from "../source/webhook.js";
@@ -32,6 +33,9 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
   const metrics = new DaemonMetrics();
   const objects = new StatusTable();
   let lastApplied: string | null = null;
+  // The kernel as the last fully successful run left it. A new revision is planned against it; the
+  // kernel itself is read on resyncs, netlink events, retries and after any failure.
+  let inForce: DesiredState | undefined;
 
   const reconcile = async (snapshot: Snapshot, trigger: Trigger): Promise<ReconcileOutcome> => {
     let compiled;
@@ -52,7 +56,8 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       log.error(message);
       return { ok: false, changes: 0, errors: [{ object: `node/${opts.node}`, message }] };
     }
-    const report = await reconcileOnce(kernel.targets, compiled.desired);
+    const report = await reconcileOnce(kernel.targets, compiled.desired, trigger === "source" ? inForce : undefined);
+    inForce = report.failed.length === 0 ? compiled.desired : undefined;
     objects.record(report);
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
     const isDrift = snapshot.revision === lastApplied && trigger !== "source";

@@ -85,3 +85,22 @@ test("batches group consecutive changes of one kind, deletes apart from creates"
   const groups = [...batches([c("create", "ipcache", "a"), c("update", "ipcache", "b"), c("create", "policy", "p"), c("delete", "policy", "q"), c("delete", "ipcache", "z")])];
   assert.deepEqual(groups.map((g) => g.map((x) => x.id)), [["a", "b"], ["p"], ["q"], ["z"]]);
 });
+
+test("with a known kernel state nothing is read back: only the difference to it is applied", async () => {
+  const k = fakeKernel();
+  await reconcileOnce(k.targets, desired());
+  let reads = 0;
+  for (const t of [k.ipcache, k.policy, k.attachments]) {
+    const observe = t.observe.bind(t);
+    t.observe = async () => {
+      reads++;
+      return observe();
+    };
+  }
+  const next = desired();
+  next.ipcache.set("10.11.90.18/32", { prefix: "10.11.90.18/32", identity: 300 });
+  const report = await reconcileOnce(k.targets, next, desired());
+  assert.equal(reads, 0);
+  assert.deepEqual(report.plan.changes.map((c) => `${c.op} ${c.resource} ${c.id}`), ["create ipcache 10.11.90.18/32"]);
+  assert.equal(k.ipcache.objects.size, 2);
+});
