@@ -5,6 +5,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Features } from "../ebpf-loader/index.js";
+import { programTags } from "../ebpf-loader/tag.js";
 import { isSingleExecutable, listBpfObjects, nativeModuleStatus, readAsset, type NativeModuleStatus } from "./assets.js";
 
 // Set at bundle time by tools/build-binary.mjs (esbuild `define`); undeclared when running from source.
@@ -25,7 +26,9 @@ export interface VersionInfo {
   /** BPF objects this build carries (file names, e.g. "policy.o"). */
   objects: string[];
   /** Programs in those objects, read from their ELF sections (not loaded into the kernel). */
-  programs: { name: string; object: string; section: string }[];
+  /** Embedded programs; `tag` is the kernel's program tag (SHA-256 form, as kernels ≥ 6.18 show it;
+   *  `tagSha1` as older kernels do), so `bpftool prog` output can be matched to this build. */
+  programs: { name: string; object: string; section: string; tag: string; tagSha1: string }[];
   /** Objects that could not be read or parsed, with the reason. */
   objectErrors?: { object: string; error: string }[];
   /** Native modules the binary extracted and loaded (empty from source). */
@@ -60,7 +63,10 @@ export async function versionInfo(options: VersionOptions = {}): Promise<Version
   };
   for (const object of info.objects) {
     try {
-      for (const p of loader.parseElf(readAsset(object)).programs.values()) info.programs.push({ name: p.name, object, section: p.section });
+      for (const p of loader.parseElf(readAsset(object)).programs.values()) {
+        const [tag, tagSha1] = programTags(p);
+        info.programs.push({ name: p.name, object, section: p.section, tag, tagSha1 });
+      }
     } catch (err) {
       (info.objectErrors ??= []).push({ object, error: err instanceof Error ? err.message : String(err) });
     }
@@ -83,7 +89,7 @@ export function renderVersion(info: VersionInfo, format: "text" | "json"): strin
     `reconcile ${info.version} (commit ${info.commit})`,
     `  runtime: node ${info.node} ${info.platform}${info.singleExecutable ? ", single executable" : ", from source"}`,
     `  objects: ${info.objects.length ? info.objects.join(", ") : "none"}`,
-    `  programs: ${info.programs.length ? info.programs.map((p) => `${p.name} (${p.object}, ${p.section})`).join(", ") : "none"}`,
+    `  programs: ${info.programs.length ? info.programs.map((p) => `${p.name} (${p.object}, ${p.section}, tag ${p.tag})`).join(", ") : "none"}`,
   ];
   for (const e of info.objectErrors ?? []) lines.push(`  object ${e.object}: ${e.error}`);
   for (const n of info.native) lines.push(`  native: ${n.module} at ${n.path} (${n.action})`);

@@ -28,3 +28,4 @@ export { Collection, loadCollection, type LoadOptions } from "./collection.js";
 export { TcxLink, queryTcx, type TcxHook, type TcxLinkInfo } from "./tcx.js";
 export { probeFeatures, requireFeature, FeatureError, minKernel, type Features } from "./features.js";
 export { unpin } from "./pin.js";
+export { programTag, programTags } from "./tag.js";

@@ -31,7 +31,7 @@ test("renderVersion: text names version, commit, programs, native modules and ke
     platform: "linux-x64",
     singleExecutable: true,
     objects: ["endpoint.o"],
-    programs: [{ name: "to_endpoint", object: "endpoint.o", section: "tc" }],
+    programs: [{ name: "to_endpoint", object: "endpoint.o", section: "tc", tag: "0c16ac578f204efc", tagSha1: "69dbb9d7123371cd" }],
     native: [{ module: "koffi.node", path: "/run/reconcile/native/koffi-ab.node", sha256: "ab", action: "reused" }],
     features: { tcx: true, batchOps: false, kernel: "6.18.0" },
   };
@@ -41,7 +41,7 @@ test("renderVersion: text names version, commit, programs, native modules and ke
       "reconcile 1.2.3 (commit 0123456789abcdef0123456789abcdef01234567)",
       "  runtime: node v20.20.2 linux-x64, single executable",
       "  objects: endpoint.o",
-      "  programs: to_endpoint (endpoint.o, tc)",
+      "  programs: to_endpoint (endpoint.o, tc, tag 0c16ac578f204efc)",
       "  native: koffi.node at /run/reconcile/native/koffi-ab.node (reused)",
       "  kernel: 6.18.0, tcx yes, batch ops no",
       "",

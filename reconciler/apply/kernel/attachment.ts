@@ -2,12 +2,11 @@
 // reconcile is not running) or, in tc mode, cls_bpf filters named "reconcile:<program>". A link whose
 // program differs (a new binary) is updated in place; only reconcile's own links and filters are seen.
 
-import { createHash } from "node:crypto";
 import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
 import type { AttachmentSpec, DesiredState } from "../../datapath/state.js";
-import { BpfProgram, TcxLink, loadCollection, unpin, type Collection, type ProgramSpec } from "../../ebpf-loader/index.js";
+import { BpfProgram, TcxLink, loadCollection, programTag, programTags, unpin, type Collection } from "../../ebpf-loader/index.js";
 import { filterDelete, filterList, filterReplaceBpf, linkIndex, qdiscEnsureClsact, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
@@ -20,26 +19,8 @@ const TC_PRIO = 1;
 const TC_HANDLE = 1;
 const HOST_DIR = "host";
 
-/**
- * The kernel's program tag: the first 8 bytes of a digest of the instructions with map references
- * (ld_imm64 of a map fd or map value) zeroed, so it is the same however maps are numbered. Kernels
- * before 6.18 digest with SHA-1, newer ones with SHA-256; this returns the SHA-256 form, and
- * `programTags` gives both so an observed tag can be recognised on either kind of kernel.
- */
-export function programTag(spec: ProgramSpec): string {
-  return programTags(spec)[0];
-}
-
-export function programTags(spec: ProgramSpec): [sha256: string, sha1: string] {
-  const insns = Buffer.from(spec.insns);
-  for (const r of spec.relocations) {
-    insns.writeInt32LE(0, r.insn * 8 + 4);
-    insns.writeInt32LE(0, r.insn * 8 + 12);
-    insns[r.insn * 8 + 1] = (insns[r.insn * 8 + 1]! & 0x0f) | ((r.kind === "map" ? 1 : 2) << 4);
-  }
-  const digest = (algo: string) => createHash(algo).update(insns).digest("hex").slice(0, 16);
-  return [digest("sha256"), digest("sha1")];
-}
+// Kept here too: callers that reason about attachments look for the tag functions next to them.
+export { programTag, programTags } from "../../ebpf-loader/tag.js";
 
 export function linkPinPath(pinRoot: string, a: Pick<AttachmentSpec, "device" | "netns" | "hook">): string {
   return join(pinRoot, "links", a.netns ?? HOST_DIR, a.device, a.hook);

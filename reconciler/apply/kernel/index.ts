@@ -13,7 +13,8 @@ import { RouteTarget } from "./route.js";
 import { SysctlTarget } from "./sysctl.js";
 
 export { KernelContext, OWNER_ALIAS_PREFIX, type KernelOptions } from "./context.js";
-export { programTag, linkPinPath } from "./attachment.js";
+export { linkPinPath } from "./attachment.js";
+export { programTag } from "../../ebpf-loader/tag.js";
 
 export function kernelTargets(ctx: KernelContext): Targets {
   return new Targets([
