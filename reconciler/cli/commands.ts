@@ -1,6 +1,6 @@
 // Each command is a short chain: read → plan → (apply) → render. Output goes to the streams passed in.
 
-import { rmSync } from "node:fs";
+import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
 import { unpin } from "../ebpf-loader/index.js";
@@ -183,7 +183,7 @@ async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
 
 function rmEmptyDir(dir: string): void {
   try {
-    rmSync(dir, { recursive: false });
+    rmdirSync(dir);
   } catch {
     /* not empty (foreign pins stay) or already gone */
   }

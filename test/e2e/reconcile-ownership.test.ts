@@ -122,6 +122,12 @@ test("ownership: foreign objects survive apply and teardown; teardown removes al
   const down2 = await reconcile(env, ["teardown"]);
   assert.equal(down2.code, 0, show(down2));
   assert.deepEqual(readdirSync(env.pinRoot), ["foreign"]);
+
+  // Without the foreign pin, teardown leaves no trace at all: the empty pin root goes too.
+  rmSync(foreignPinInside);
+  const down3 = await reconcile(env, ["teardown"]);
+  assert.equal(down3.code, 0, show(down3));
+  assert.equal(existsSync(env.pinRoot), false, "teardown left the empty pin root");
 });
 
 test("ownership: a rule change is planned exactly and applied; an invalid manifest changes nothing", async (t) => {
