@@ -199,6 +199,9 @@ test("daemon: git source, pushes enforced (poll and webhook), invalid commit ref
   for (const next of [80, 8080, 80]) hookMs.push(await pushAndWait(next, true));
   t.diagnostic(`push → enforced by polling (--git-interval 1s), ms: ${pollMs.join(", ")}; median ${median(pollMs)}`);
   t.diagnostic(`push → enforced with a signed webhook POST, ms: ${hookMs.join(", ")}; median ${median(hookMs)}`);
+  // The daemon's own share: compile + apply of each pushed commit (the rest is push, fetch and checkout).
+  const runMs = log.split("\n").filter((l) => /reconciled/.test(l) && /trigger=source/.test(l)).map((l) => Number(/\bms=(\d+)/.exec(l)?.[1])).slice(1);
+  if (runMs.length) t.diagnostic(`daemon run (compile + apply) per pushed commit, ms: ${runMs.join(", ")}; median ${median(runMs)}`);
   await expectSeedTraffic(env, 80, 8080);
   const good = await status(socket);
 
