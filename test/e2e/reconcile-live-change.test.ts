@@ -223,6 +223,8 @@ const allow9090 = { fromEndpoints: [fromApp("app2")], toPorts: tcpPorts(9090, 90
 const denyApp3On8080 = { fromEndpoints: [fromApp("app3")], toPorts: tcpPorts(8080) };
 const app3L3 = { fromEndpoints: [fromApp("app3")] };
 
+const ROUNDS = 2;
+
 interface Step {
   name: string;
   /** The live-change rule's ingress / ingressDeny, or undefined: no rule. */
@@ -292,7 +294,8 @@ test("live change: policy changes to app1 under continuous traffic drop no packe
   const observed: string[] = [];
   let swaps = 0;
   let inPlace = 0;
-  for (const step of STEPS) {
+  // The series is a cycle (S6 = S0): run it ROUNDS times for more transitions under traffic.
+  for (const step of Array.from({ length: ROUNDS }, () => STEPS).flat()) {
     const before = innerPolicyMap(env, "app1");
     writeChange(env, step.rule);
     const run = await reconcileSrc(env, ["--once"]);
@@ -327,7 +330,7 @@ test("live change: policy changes to app1 under continuous traffic drop no packe
 
   for (const line of observed) t.diagnostic(line);
   t.diagnostic(
-    `traffic during ${STEPS.length} changes: ${summary.messages} messages on the long-lived connection (max latency ${summary.maxLatencyMs.toFixed(1)} ms), ` +
+    `traffic during ${ROUNDS * STEPS.length} changes: ${summary.messages} messages on the long-lived connection (max latency ${summary.maxLatencyMs.toFixed(1)} ms), ` +
       `${summary.connections} new connections; ${swaps} inner-map swaps, ${inPlace} in-place writes`,
   );
   assert.deepEqual(

@@ -8,8 +8,8 @@
 // through endpoint.o with BPF_PROG_RUN where the datapath would see it: from_endpoint on the source
 // endpoint's node (its egress policy), then, if it passed, to_endpoint on the destination endpoint's
 // node (its ingress policy). A side that is not an endpoint has no program. Every flow uses a source
-// port (ICMP: echo id) no earlier flow of the model used, and conntrack is emptied per model, so no
-// flow is judged as the reply of another.
+// port (ICMP: echo id) no earlier flow of the model used, conntrack is emptied per model and before
+// every GRE flow (no ports), so no flow is judged as the reply of another.
 //
 // Compared per flow: the verdict, and for a deny the side that denies and the kind (an explicit deny
 // rule = POLICY_DENIED, default deny = NO_POLICY, read from the drop counters).
@@ -41,6 +41,7 @@ const FLOWS_PER_MODEL = 30;
 const TCP = 6;
 const UDP = 17;
 const SCTP = 132;
+const GRE = 47; // no ports: only L3-only entries (protocol 0) can match it
 
 type Side = "egress" | "ingress";
 type DenyKind = "POLICY_DENIED" | "NO_POLICY";
@@ -73,6 +74,7 @@ function frame(src: string, dst: string, family: 4 | 6, protocol: number, sport:
   if (protocol === TCP) l4 = tcp(sport, dport);
   else if (protocol === UDP) l4 = udp(sport, dport);
   else if (protocol === SCTP) l4 = sctp(sport, dport);
+  else if (protocol === GRE) l4 = Buffer.alloc(8);
   else l4 = icmpEcho(family === 4 ? 8 : 128, sport);
   return family === 4 ? v4({ src, dst, proto: protocol }, l4) : v6({ src, dst, proto: protocol }, l4);
 }
@@ -87,8 +89,9 @@ function randomFlow(r: Rng, m: Model): Flow | undefined {
   if (kind <= 1) family = a.ipv6 && b.ipv6 && r.chance(0.5) ? 6 : 4;
   else family = a.ipv6 && r.chance(0.35) ? 6 : 4;
   const protoRoll = r.int(20);
-  const protocol = protoRoll < 9 ? TCP : protoRoll < 15 ? UDP : protoRoll < 18 ? SCTP : family === 4 ? 1 : 58;
-  const port = protocol === 1 || protocol === 58 ? 0 : r.chance(0.9) ? r.pick(FLOW_PORTS) : 1 + r.int(65535);
+  const protocol = protoRoll < 9 ? TCP : protoRoll < 14 ? UDP : protoRoll < 17 ? SCTP : protoRoll < 18 ? GRE : family === 4 ? 1 : 58;
+  const portless = protocol === 1 || protocol === 58 || protocol === GRE;
+  const port = portless ? 0 : r.chance(0.9) ? r.pick(FLOW_PORTS) : 1 + r.int(65535);
   const ext = r.pick(EXTERNAL[family]);
   if (kind <= 1) return { from: a.name, to: b.name, family, protocol, port };
   if (kind === 2) return { from: ext, to: a.name, family, protocol, port };
@@ -166,6 +169,9 @@ test(`differential: explain's verdict equals BPF_PROG_RUN through the reconciled
       const f = randomFlow(r, m)!;
       sport++;
       const pkt = frame(addr(f.from, f.family), addr(f.to, f.family), f.family, f.protocol, sport, f.port);
+      // A GRE flow's conntrack tuple has no ports: an earlier GRE flow between the same two
+      // addresses in the other direction would make this one its reply. Start it from empty tables.
+      if (f.protocol === GRE) for (const n of Object.values(nodes)) n!.clearConntrack();
       // Kernel: the source endpoint's egress, then the destination endpoint's ingress.
       let kernel: Verdict = { verdict: "allow" };
       if (byName.has(f.from)) kernel = runAt(nodeOf(f.from), f.from, "egress", pkt);

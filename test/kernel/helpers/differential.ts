@@ -80,6 +80,9 @@ const PORTS: Array<() => PortRule> = [
   () => port(1000, "ANY", 1999), // not aligned: several LPM blocks
   () => port(82, "SCTP", 90),
   () => port(443, "TCP"),
+  () => port(1, "TCP", 65535), // 16 blocks
+  () => port(1024, "UDP", 65535),
+  () => port(0, "ANY"), // every port of TCP, UDP and SCTP
 ];
 /** Destination ports flows use: every rule port and range boundary, ±1, and some others. */
 export const FLOW_PORTS = [1, 53, 54, 79, 80, 81, 82, 83, 84, 89, 90, 91, 443, 999, 1000, 1023, 1024, 1500, 1999, 2000, 7999, 8000, 8191, 8192, 65535];
