@@ -110,6 +110,7 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
   watchNamespaces();
 
   const source = opts.source!;
+  let listening: string | undefined;
   const closables: Closable[] = [{ name: "notifier", close: () => notifier.stopping() }];
   // Sources are closed before the loop, the loop (waiting for a run in progress) before the servers.
   // A start-up failure (socket in use, port taken, unreachable first fetch) closes what was started
@@ -164,6 +165,7 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     closables.push({ name: "status server", close: () => statusServer.close() });
     if (opts.listen) {
       const server = await startMetricsServer({ listen: opts.listen, metrics, isReady: () => ready, ...(webhook ? { routes: { "/hooks/git": webhook } } : {}) });
+      listening = server.address; // the real port when --listen asked for port 0
       closables.push({ name: "metrics server", close: () => server.close() });
     }
     const stopWatchdog = notifier.startWatchdog();
@@ -180,7 +182,7 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     await closeAll([...closables, { name: "kernel", close: () => kernel.close() }]).catch(() => {});
     throw err;
   }
-  log.notice("started", { node: opts.node, source, attachMode: kernel.attachMode, pinRoot: opts.bpffsRoot, socket: opts.socket });
+  log.notice("started", { node: opts.node, source, attachMode: kernel.attachMode, pinRoot: opts.bpffsRoot, socket: opts.socket, ...(listening ? { listen: listening } : {}) });
 
   // SIGTERM leaves the datapath as it is: pinned maps and links keep enforcing.
   return new Promise<number>((resolve) => {

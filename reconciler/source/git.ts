@@ -243,9 +243,22 @@ export class GitSource {
     }).env(await this.gitEnv());
   }
 
+  /**
+   * Runs a git command that prints nothing on success. simple-git waits an extra 50 ms after every
+   * command that printed nothing, and a sync runs four of them: most of a push's way to enforcement.
+   */
+  private async quiet(args: string[]): Promise<void> {
+    try {
+      await execFileAsync("git", args, { cwd: this.checkout, env: { ...(await this.gitEnv()) }, timeout: this.opts.commandTimeoutMs ?? 120_000 });
+    } catch (err) {
+      const stderr = (err as { stderr?: string }).stderr?.trim();
+      throw new Error(stderr || (err as Error).message, { cause: err });
+    }
+  }
+
   private async ensureRepo(git: SimpleGit): Promise<void> {
     if (existsSync(path.join(this.checkout, ".git"))) {
-      await git.raw(["remote", "set-url", "origin", this.opts.url]);
+      await this.quiet(["remote", "set-url", "origin", this.opts.url]);
       return;
     }
     await git.raw(["init", "-q"]);
@@ -258,14 +271,14 @@ export class GitSource {
     if (SHA_RE.test(ref)) {
       try {
         // Servers speaking protocol v2 (and GitHub, GitLab) serve any reachable commit by SHA.
-        await git.raw(["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref]);
+        await this.quiet(["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref]);
       } catch (first) {
         // Older servers only serve advertised refs: fetch everything, deepening a shallow repo.
         const shallow = (await git.raw(["rev-parse", "--is-shallow-repository"])).trim() === "true";
         const args = ["fetch", "-q", "--no-tags", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"];
         if (shallow) args.splice(2, 0, "--unshallow");
         try {
-          await git.raw(args);
+          await this.quiet(args);
         } catch (second) {
           throw new GitSourceError("fetch", `commit ${ref} from ${this.opts.url}: ${gitMessage(second)}`, { cause: first });
         }
@@ -275,7 +288,7 @@ export class GitSource {
       return ref;
     }
     try {
-      await git.raw(["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref]);
+      await this.quiet(["fetch", "-q", "--depth", "1", "--no-tags", "origin", ref]);
     } catch (err) {
       throw new GitSourceError("fetch", `${ref} from ${this.opts.url}: ${gitMessage(err)}`, { cause: err });
     }
@@ -339,8 +352,8 @@ export class GitSource {
       }
       await this.verify(commit);
       // Whatever happened upstream (force push included), the tree becomes exactly this commit.
-      await git.raw(["-c", "advice.detachedHead=false", "checkout", "-q", "--force", "--detach", commit]);
-      await git.raw(["clean", "-q", "-ffdx"]);
+      await this.quiet(["-c", "advice.detachedHead=false", "checkout", "-q", "--force", "--detach", commit]);
+      await this.quiet(["clean", "-q", "-ffdx"]);
       const snap = await this.readTree(commit);
       this.st.revision = commit;
       this.st.lastSuccessAt = Date.now();
