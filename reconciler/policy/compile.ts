@@ -13,6 +13,7 @@ import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "./cidr.js";
 import {
   buildContext,
   ENTITY_RESERVED,
+  worldEntityCovers,
   type EffectiveRule,
   hasDirection,
   isLocal,
@@ -148,6 +149,8 @@ class PeerResolver {
   private readonly prefixes: PrefixSet;
   private readonly cidrIdOf = new Map<string, number>();
   private readonly clusterIds: number[];
+  /** CIDR identities with their prefixes: the world entities select them too. */
+  private readonly cidrIdentities: Array<[string, number]> = [];
 
   constructor(ctx: PolicyContext) {
     const cluster: number[] = [...ENTITY_RESERVED.cluster];
@@ -160,6 +163,7 @@ class PeerResolver {
     for (const [text, id] of ctx.alloc.byCidr) {
       parsed.push(parsePrefix(text));
       this.cidrIdOf.set(text, id);
+      this.cidrIdentities.push([text, id]);
     }
     this.prefixes = new PrefixSet(parsed);
   }
@@ -204,6 +208,7 @@ class PeerResolver {
     for (const e of peer.entities ?? []) {
       for (const id of ENTITY_RESERVED[e]) set.add(id);
       if (e === "cluster") for (const id of this.clusterIds) set.add(id);
+      for (const [cidr, id] of this.cidrIdentities) if (worldEntityCovers(e, cidr)) set.add(id);
     }
     ids = [...set].sort((a, b) => a - b);
     this.peerCache.set(peer, ids);

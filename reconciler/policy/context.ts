@@ -99,13 +99,24 @@ export function effectiveRule(m: RuleManifest): EffectiveRule {
   };
 }
 
+/**
+ * Whether a world entity selects a CIDR identity. In Cilium a CIDR identity carries the world label
+ * too (reserved:world-ipv4 / world-ipv6 in dual stack), so `toEntities: [world]` keeps allowing an
+ * address after some other rule gives its prefix a CIDR identity of its own.
+ */
+export function worldEntityCovers(entity: Entity, cidr: string): boolean {
+  const v6 = cidr.includes(":");
+  return entity === "world" || (entity === "world-ipv4" && !v6) || (entity === "world-ipv6" && v6);
+}
+
 /** Whether an endpoint is hosted on the node we compile for. */
 export function isLocal(ep: EndpointManifest, opts: CompileOptions): boolean {
   return ep.node === undefined || ep.node === opts.node;
 }
 
 /** Reserved identities an entity stands for (Cilium's pkg/policy/api/entity.go); "all" is the
- *  wildcard (identity 0) and "cluster" additionally takes every endpoint identity. */
+ *  wildcard (identity 0), "cluster" additionally takes every endpoint identity, and the world
+ *  entities also take the CIDR identities of their family (see worldEntityCovers). */
 export const ENTITY_RESERVED: Readonly<Record<Entity, readonly number[]>> = {
   all: [ReservedIdentity.unknown],
   world: [ReservedIdentity.world, ReservedIdentity.worldIPv4, ReservedIdentity.worldIPv6],

@@ -7,6 +7,7 @@ import { parseAddress, parsePrefix, type Prefix, prefixContains, prefixContainsA
 import {
   buildContext,
   ENTITY_RESERVED,
+  worldEntityCovers,
   type EffectiveRule,
   hasDirection,
   type PolicyContext,
@@ -109,10 +110,9 @@ function peerSelects(ctx: PolicyContext, peer: PeerRule, party: Party): boolean 
   for (const e of peer.entities ?? []) {
     if (e === "all") return true;
     if (ENTITY_RESERVED[e].includes(party.identity)) return true;
-    if (e === "cluster") {
-      const origin = ctx.alloc.identities.get(party.identity)?.origin;
-      if (origin === "pinned" || origin === "derived") return true;
-    }
+    const info = ctx.alloc.identities.get(party.identity);
+    if (e === "cluster" && (info?.origin === "pinned" || info?.origin === "derived")) return true;
+    if (info?.origin === "cidr" && info.cidr !== undefined && worldEntityCovers(e, info.cidr)) return true;
   }
   return false;
 }
