@@ -37,10 +37,20 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
   // kernel itself is read on resyncs, netlink events, retries and after any failure.
   let inForce: DesiredState | undefined;
 
+  // The last compiled revision: a resync of the same revision on an unchanged host reuses it rather
+  // than compiling a million entries again.
+  let cache: { revision: string; host: string; compiled: ReturnType<typeof compileSnapshotFor> } | undefined;
+
   const reconcile = async (snapshot: Snapshot, trigger: Trigger): Promise<ReconcileOutcome> => {
     let compiled;
     try {
-      compiled = compileSnapshotFor(snapshot, opts, kernel);
+      const h = kernel.host();
+      const host = JSON.stringify([h.addresses, [...h.mtuByAddress]]);
+      if (cache?.revision === snapshot.revision && cache.host === host) compiled = cache.compiled;
+      else {
+        compiled = compileSnapshotFor(snapshot, opts, kernel);
+        cache = { revision: snapshot.revision, host, compiled };
+      }
     } catch (err) {
       if (err instanceof ManifestError) {
         const problems = err.problems.filter((p) => p.severity === "error").map(formatProblem);
