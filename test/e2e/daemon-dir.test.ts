@@ -6,7 +6,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
-import { request } from "node:http";
 import path from "node:path";
 import { encodePolicyKey, POLICY_KEY } from "../../reconciler/datapath/layouts.js";
 import {
@@ -27,6 +26,7 @@ import {
   waitFor,
   type Env,
 } from "./helpers/reconcile.js";
+import { daemonStatus } from "./helpers/reconcile.js";
 
 interface Status {
   appliedRevision: string | null;
@@ -37,25 +37,7 @@ interface Status {
   lastRun: { result: string; revision: string; trigger: string; finishedAt: number; invalid: string[] } | null;
 }
 
-/** GET /status on the daemon's unix socket (a plain HTTP request, independent of the CLI). */
-function status(socketPath: string): Promise<Status> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path: "/status", method: "GET", timeout: 2000 }, (res) => {
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(body) as Status);
-        } catch (err) {
-          reject(err);
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error("status: no answer")));
-    req.on("error", reject);
-    req.end();
-  });
-}
+const status = (socketPath: string) => daemonStatus<Status>(socketPath);
 
 /** Does app1's inner policy map hold the allow from app2 on `port`? */
 function app1Allows(env: Env, port: number): boolean {

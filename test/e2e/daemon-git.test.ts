@@ -8,7 +8,6 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
-import { request } from "node:http";
 import path from "node:path";
 import { encodePolicyKey, POLICY_KEY } from "../../reconciler/datapath/layouts.js";
 import { signWebhookBody } from "../../reconciler/source/webhook.js";
@@ -34,6 +33,8 @@ import {
   type Env,
   type RunResult,
 } from "./helpers/reconcile.js";
+import { daemonStatus } from "./helpers/reconcile.js";
+import { git } from "./helpers/git.js";
 
 interface Status {
   appliedRevision: string | null;
@@ -43,39 +44,8 @@ interface Status {
   git?: { revision: string | null; lastSyncAt: number | null; lastError: string | null };
 }
 
-/** GET /status on the daemon's unix socket. */
-function status(socketPath: string): Promise<Status> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path: "/status", method: "GET", timeout: 2000 }, (res) => {
-      let body = "";
-      res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(body) as Status);
-        } catch (err) {
-          reject(err);
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error("status: no answer")));
-    req.on("error", reject);
-    req.end();
-  });
-}
+const status = (socketPath: string) => daemonStatus<Status>(socketPath);
 
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "Test",
-  GIT_AUTHOR_EMAIL: "test@example.com",
-  GIT_COMMITTER_NAME: "Test",
-  GIT_COMMITTER_EMAIL: "test@example.com",
-  GIT_CONFIG_NOSYSTEM: "1",
-  GIT_CONFIG_GLOBAL: "/dev/null",
-};
-
-function git(cwd: string, ...args: string[]): string {
-  return execFileSync("git", args, { cwd, env: GIT_ENV, encoding: "utf8" }).trim();
-}
 
 /** Does app1's inner policy map hold the allow from app2 on `port`? */
 function app1Allows(env: Env, port: number): boolean {

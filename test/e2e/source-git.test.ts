@@ -12,20 +12,8 @@ import { GitSource } from "../../reconciler/source/git.js";
 import { createWebhookHandler, signWebhookBody } from "../../reconciler/source/webhook.js";
 import { GitSourceError, PathEscapeError, SignatureError, type SourceError } from "../../reconciler/source/errors.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
+import { git } from "./helpers/git.js";
 
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "Test",
-  GIT_AUTHOR_EMAIL: "test@example.com",
-  GIT_COMMITTER_NAME: "Test",
-  GIT_COMMITTER_EMAIL: "test@example.com",
-  GIT_CONFIG_NOSYSTEM: "1",
-  GIT_CONFIG_GLOBAL: "/dev/null",
-};
-
-function git(cwd: string, ...args: string[]): string {
-  return execFileSync("git", args, { cwd, env: GIT_ENV, encoding: "utf8" }).trim();
-}
 
 interface Fixture {
   tmp: string;

@@ -6,6 +6,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { TestContext } from "node:test";
@@ -538,4 +539,24 @@ export function mainThreadBpfCalls(text: string): string[] {
     calls.push(m[2]!);
   }
   return [...byPid.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+}
+
+/** GET /status on a daemon's unix socket: a plain HTTP request, independent of the CLI's client. */
+export function daemonStatus<T>(socketPath: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath, path: "/status", method: "GET", timeout: 2000 }, (res) => {
+      let body = "";
+      res.on("data", (c: Buffer) => (body += c.toString()));
+      res.on("end", () => {
+        try {
+          resolve(JSON.parse(body) as T);
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error("status: no answer")));
+    req.on("error", reject);
+    req.end();
+  });
 }
