@@ -57,9 +57,30 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
   // `known`: what the kernel is known to hold (the desired state of the last run that fully
   // succeeded), so a new commit is planned without reading a million entries back first.
   const actual = known ?? (await targets.observe(desired));
-  const plan = diff(desired, actual);
+  const first = diff(desired, actual);
+  // A map created or replaced holds nothing yet: apply up to the maps, then plan the rest against
+  // the kernel as it is then (entries go into the new map before programs move onto it).
+  const upToMaps = first.changes.filter((c) => c.op !== "delete" && RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map"));
+  if (upToMaps.some((c) => c.resource === "map")) {
+    const early = await applyChanges(targets, desired, upToMaps);
+    const rest = diff(desired, await targets.observe(desired));
+    const late = await applyChanges(targets, desired, rest.changes);
+    const changes = upToMaps.concat(rest.changes);
+    const summary = { create: 0, update: 0, delete: 0 };
+    for (const c of changes) summary[c.op]++;
+    // An object retried in the second round reports its last result only (those are few: the kinds
+    // up to the maps, so this does not touch the million entry results).
+    const retried = new Set(late.filter((r) => RESOURCE_KINDS.indexOf(r.resource) <= RESOURCE_KINDS.indexOf("map")).map((r) => `${r.resource}/${r.id}`));
+    const results = early.filter((r) => !retried.has(`${r.resource}/${r.id}`)).concat(late);
+    return { plan: { ...first, changes, summary }, results, failed: results.filter((r) => !r.ok) };
+  }
+  const results = await applyChanges(targets, desired, first.changes);
+  return { plan: first, results, failed: results.filter((r) => !r.ok) };
+}
+
+async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[]): Promise<ObjectResult[]> {
   const results: ObjectResult[] = [];
-  for (const batch of batches(plan.changes)) {
+  for (const batch of batches(changes)) {
     const target = targets.get(batch[0]!.resource);
     if (!target) {
       for (const c of batch) results.push(failed(c, `no target for ${c.resource}: this is a bug`));
@@ -72,7 +93,7 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
       for (const c of batch) results.push(failed(c, errorText(err)));
     }
   }
-  return { plan, results, failed: results.filter((r) => !r.ok) };
+  return results;
 }
 
 function failed(c: Change, error: string): ObjectResult {

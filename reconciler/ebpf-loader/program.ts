@@ -127,6 +127,21 @@ export class BpfProgram {
     return readInfo(this.fd, `info program ${this.name}`);
   }
 
+  /** Ids of the maps the loaded program uses (bpf_prog_info.map_ids). */
+  mapIds(): number[] {
+    const op = `info program ${this.name}`;
+    // struct bpf_prog_info: nr_map_ids @52 (u32), map_ids @56 (u64 pointer to u32[]).
+    const count = readInfoBuffer(this.fd, op).readUInt32LE(52);
+    if (count === 0) return [];
+    const ids = Buffer.alloc(4 * count);
+    const b = Buffer.alloc(232);
+    b.writeUInt32LE(count, 52);
+    b.writeBigUInt64LE(sys.addressOf(ids), 56);
+    sys.objGetInfoByFd(this.fd, b, op);
+    const got = Math.min(count, b.readUInt32LE(52));
+    return Array.from({ length: got }, (_, i) => ids.readUInt32LE(4 * i));
+  }
+
   pin(path: string): void {
     sys.objPin(this.fd, path, `pin program ${this.name} at ${path}`);
   }
@@ -154,9 +169,14 @@ export class BpfProgram {
 }
 
 // struct bpf_prog_info: type @0, id @4, tag[8] @8, name[16] @64 (232 bytes in 6.x).
-function readInfo(fd: number, op: string): ProgramInfo {
+function readInfoBuffer(fd: number, op: string): Buffer {
   const b = Buffer.alloc(232);
   sys.objGetInfoByFd(fd, b, op);
+  return b;
+}
+
+function readInfo(fd: number, op: string): ProgramInfo {
+  const b = readInfoBuffer(fd, op);
   const nameEnd = b.indexOf(0, 64);
   return {
     type: b.readUInt32LE(0),

@@ -84,9 +84,35 @@ const REPLACING = ["kind", "vxlan"] as const;
 /** Kinds that live on a device (named by `device` and `netns`) and vanish when it is replaced. */
 const ON_DEVICE = new Set<ResourceKind>(["address", "route", "neighbour"]);
 
-export function diff(desired: DesiredState, actual: ActualState): Plan {
+/** The state field holding each map's entries, for maps whose entries reconcile plans. */
+const ENTRIES_OF_MAP: Readonly<Record<string, "endpoints" | "ipcache" | "policy">> = { endpoints: "endpoints", ipcache: "ipcache", policy: "policy" };
+
+/**
+ * Maps the plan replaces because their layout differs (an older release's). A replacement starts
+ * empty, so its entries are planned as creates (not compared with the old map's), and every program
+ * is updated in place onto programs bound to the new maps.
+ */
+function replacedMaps(desired: DesiredState, actual: ActualState): string[] {
+  const names: string[] = [];
+  for (const [name, want] of desired.maps) {
+    const have = actual.maps.get(name);
+    if (have !== undefined && differing(COMPARED.map, want, have)) names.push(name);
+  }
+  return names;
+}
+
+export function diff(desired: DesiredState, observed: ActualState): Plan {
   const creates: Change[] = [];
   const deletes: Change[] = [];
+  const newMaps = replacedMaps(desired, observed);
+  let actual = observed;
+  if (newMaps.length) {
+    actual = { ...observed };
+    for (const name of newMaps) {
+      const field = ENTRIES_OF_MAP[name];
+      if (field) actual[field] = new Map();
+    }
+  }
   // Devices the plan replaces: what sits on them must be written again even where it looks unchanged.
   const replaced = new Set<string>();
   for (const resource of RESOURCE_KINDS) {
@@ -111,6 +137,8 @@ export function diff(desired: DesiredState, actual: ActualState): Plan {
       } else if (ON_DEVICE.has(resource) && replaced.size > 0 && replaced.has(deviceKey(after))) {
         const device = (after as { device: string }).device;
         creates.push({ op: "update", resource, id, before, after, reason: `device ${device} is replaced` });
+      } else if (resource === "attachment" && newMaps.length > 0) {
+        creates.push({ op: "update", resource, id, before, after, reason: `programs move onto the new ${newMaps.join(", ")} map` });
       }
     }
     for (const [id, before] of have) {

@@ -104,3 +104,26 @@ test("with a known kernel state nothing is read back: only the difference to it 
   assert.deepEqual(report.plan.changes.map((c) => `${c.op} ${c.resource} ${c.id}`), ["create ipcache 10.11.90.18/32"]);
   assert.equal(k.ipcache.objects.size, 2);
 });
+
+test("a replaced map is filled from the desired state in the same run: the rest is planned after the maps", async () => {
+  const k = fakeKernel();
+  const maps = new MemoryTarget("map", "maps");
+  const targets = new Targets([maps, k.ipcache, k.policy, k.attachments]);
+  const want = desired();
+  want.maps.set("ipcache", { name: "ipcache", type: "lpm_trie", keySize: 24, valueSize: 12, maxEntries: 512000, flags: 1 });
+  await reconcileOnce(targets, want);
+  assert.equal(k.ipcache.objects.size, 1);
+
+  // An older release left the map with another layout; replacing it leaves the new map empty.
+  maps.objects.set("ipcache", { name: "ipcache", type: "lpm_trie", keySize: 24, valueSize: 12, maxEntries: 1024, flags: 1 });
+  const apply = maps.apply.bind(maps);
+  maps.apply = async (changes) => {
+    k.ipcache.objects.clear();
+    return apply(changes);
+  };
+  const report = await reconcileOnce(targets, want);
+  assert.deepEqual(report.plan.changes.map((c) => `${c.op} ${c.resource} ${c.id}`), ["update map ipcache", "create ipcache 10.11.90.17/32"]);
+  assert.deepEqual(report.plan.summary, { create: 1, update: 1, delete: 0 });
+  assert.equal(report.failed.length, 0);
+  assert.equal((k.ipcache.objects.get("10.11.90.17/32") as { identity: number }).identity, 36895);
+});

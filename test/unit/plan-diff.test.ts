@@ -137,3 +137,24 @@ test("port blocks: prefix length → last port", () => {
   assert.equal(portBlockEnd(0, 0), 65535);
   assert.equal(portBlockEnd(8080, 13), 8087);
 });
+
+test("a map of another layout is replaced: its entries are planned into the new map and every program moves onto it", () => {
+  const d = desired();
+  d.maps.set("endpoints", { name: "endpoints", type: "hash", keySize: 20, valueSize: 16, maxEntries: 65536, flags: 1 });
+  d.endpoints.set("10.0.0.1", { address: "10.0.0.1", endpointId: 7, identity: 300, ifindex: 0, enforceIngress: true, enforceEgress: false, endpoint: "a" });
+  d.ipcache.set("10.0.0.1/32", { prefix: "10.0.0.1/32", identity: 300 });
+  d.attachments.set("lxc1/egress", { device: "lxc1", hook: "egress", program: "to_endpoint", mode: "tcx", tag: "t1" });
+  const a = emptyState();
+  a.maps.set("endpoints", { name: "endpoints", type: "hash", keySize: 20, valueSize: 16, maxEntries: 1024, flags: 1 });
+  a.endpoints = new Map(d.endpoints);
+  a.ipcache = new Map(d.ipcache);
+  a.attachments = new Map(d.attachments);
+  assert.deepEqual(
+    diff(d, a).changes.map((c) => [c.op, c.resource, c.id, c.reason]),
+    [
+      ["update", "map", "endpoints", "maxEntries 1024 → 65536"],
+      ["create", "endpoint", "10.0.0.1", "missing"],
+      ["update", "attachment", "lxc1/egress", "programs move onto the new endpoints map"],
+    ],
+  );
+});

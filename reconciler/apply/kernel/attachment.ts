@@ -144,7 +144,7 @@ export class AttachmentTarget implements Target {
       const prog = BpfProgram.fromId(info.progId);
       try {
         const p = prog.info();
-        return { ...a, program: p.name, tag: this.canonicalTag(p.name, p.tag), mode: "tcx" };
+        return { ...a, program: p.name, tag: this.observedTag(prog, p.name, p.tag), mode: "tcx" };
       } finally {
         prog.close();
       }
@@ -157,6 +157,31 @@ export class AttachmentTarget implements Target {
   private canonicalTag(program: string, tag: string): string {
     const spec = this.ctx.collectionSpec().programs.get(program);
     return spec && programTags(spec).includes(tag) ? programTag(spec) : tag;
+  }
+
+  /**
+   * The tag to report for an attached program. A program still bound to a map that is no longer the
+   * pinned one (the map was migrated to a new layout) is reported as stale, so the plan replaces it
+   * in place with one loaded against the current maps, even though its code is the same.
+   */
+  private observedTag(prog: BpfProgram, name: string, tag: string): string {
+    const current = new Set<number>();
+    for (const m of this.ctx.collectionSpec().maps.keys()) {
+      const id = this.ctx.map(m)?.id;
+      if (id !== undefined) current.add(id);
+    }
+    const stale = prog.mapIds().some((id) => !current.has(id));
+    return stale ? `${this.canonicalTag(name, tag)} (bound to replaced maps)` : this.canonicalTag(name, tag);
+  }
+
+  private filterTag(name: string, tag: string, progId: number | undefined): string {
+    if (progId === undefined) return this.canonicalTag(name, tag);
+    const prog = BpfProgram.fromId(progId);
+    try {
+      return this.observedTag(prog, name, tag);
+    } finally {
+      prog.close();
+    }
   }
 
   private ourFilters(a: AttachmentSpec): AttachmentSpec[] {
@@ -173,7 +198,7 @@ export class AttachmentTarget implements Target {
         hook: a.hook,
         ...(a.netns ? { netns: a.netns } : {}),
         program: f.bpf!.name!.slice(TC_NAME_PREFIX.length),
-        ...(f.bpf!.tag ? { tag: this.canonicalTag(f.bpf!.name!.slice(TC_NAME_PREFIX.length), f.bpf!.tag) } : {}),
+        ...(f.bpf!.tag ? { tag: this.filterTag(f.bpf!.name!.slice(TC_NAME_PREFIX.length), f.bpf!.tag, f.bpf!.id) } : {}),
         mode: "tc" as const,
       }));
   }

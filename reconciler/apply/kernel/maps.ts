@@ -1,9 +1,12 @@
 // The pinned maps themselves. They are created from the definitions in the datapath object, so
 // they always match what the programs were compiled against. A pinned map whose layout differs
-// (an older binary's) is reported, not silently replaced.
+// (an older release's) is migrated: a new map takes its pin, the executor then re-plans so the new
+// map is filled from the desired state, and the attachments, seeing programs bound to the replaced
+// map, are updated in place onto programs that use the new one. Until that update the old programs
+// keep their old map, which they hold themselves, so no packet meets a half-filled map.
 
 import type { DesiredState, MapSpec } from "../../datapath/state.js";
-import { BpfMap, type MapSpec as LoaderMapSpec } from "../../ebpf-loader/index.js";
+import { BpfMap, unpin, type MapSpec as LoaderMapSpec } from "../../ebpf-loader/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
@@ -30,16 +33,13 @@ export class MapTarget implements Target {
     return eachChange(changes, (c) => {
       if (c.op === "delete") return; // only desired maps are observed; nothing to delete
       const name = c.id;
-      if (c.op === "update") {
-        throw new Error(
-          `map ${name} at ${this.ctx.mapPath(name)} has another layout (${c.reason}); migrating a map's layout is not implemented yet: run "reconcile teardown" and apply again`,
-        );
-      }
       const spec = this.ctx.collectionSpec().maps.get(name);
       if (!spec) throw new Error(`map ${name} is not defined in the datapath object: this is a bug`);
       this.ctx.ensureDir(this.ctx.pinRoot);
       const m = createMap(spec);
       try {
+        // A map of another layout gives up its pin; programs still using it keep it alive.
+        if (c.op === "update") unpin(this.ctx.mapPath(name));
         m.pin(this.ctx.mapPath(name));
       } catch (err) {
         m.close();
