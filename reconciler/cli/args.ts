@@ -36,6 +36,8 @@ export interface GlobalOptions {
   logLevel: "error" | "warn" | "notice" | "info" | "debug";
   /** How often a git source fetches, in milliseconds. */
   gitIntervalMs: number;
+  /** ssh allowed-signers file: only commits signed by one of these keys are applied (git sources). */
+  verifySignatures?: string;
 }
 
 export type Command =
@@ -72,6 +74,7 @@ const FLAGS: Record<string, FlagDef> = {
   "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT" },
   "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL" },
   "--git-interval": { key: "gitInterval", value: true, env: "RECONCILE_GIT_INTERVAL" },
+  "--verify-signatures": { key: "verifySignatures", value: true, env: "RECONCILE_GIT_ALLOWED_SIGNERS_FILE" },
   "--dry-run": { key: "dryRun", value: false },
   "--once": { key: "once", value: false },
   "--from": { key: "from", value: true },
@@ -89,6 +92,7 @@ export const USAGE = `Usage:
             [--resync-interval 30s] [--attach-mode auto|tcx|tc] [--enforcement default|always|never]
             [--socket PATH] [--listen ADDR:PORT] [--log-format logfmt|json]
             [--log-level error|warn|notice|info|debug] [--git-interval 30s]
+            [--verify-signatures ALLOWED-SIGNERS-FILE]
   reconcile validate --source ...              validate manifests only
   reconcile explain --source ... --from EP|IP --to EP|IP --port 80/TCP [--output json]
   reconcile inspect endpoints|ipcache|policy ENDPOINT|devices|links [--output json]
@@ -189,7 +193,7 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     gitIntervalMs: parseDuration(str(values.gitInterval) ?? "30s", "--git-interval"),
     node: str(values.node) ?? defaults.node,
   };
-  for (const key of ["source", "ref", "path", "listen"] as const) {
+  for (const key of ["source", "ref", "path", "listen", "verifySignatures"] as const) {
     const v = str(values[key]);
     if (v !== undefined) opts[key] = v;
   }

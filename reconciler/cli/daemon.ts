@@ -139,7 +139,7 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
         ...(env.RECONCILE_GIT_TOKEN ? { token: env.RECONCILE_GIT_TOKEN } : {}),
         ...(tokenFile ? { tokenFile } : {}),
         ...(env.RECONCILE_GIT_SSH_KEY_FILE ? { sshKeyFile: env.RECONCILE_GIT_SSH_KEY_FILE } : {}),
-        ...(env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE ? { verifySignatures: { allowedSignersFile: env.RECONCILE_GIT_ALLOWED_SIGNERS_FILE } } : {}),
+        ...(opts.verifySignatures ? { verifySignatures: { allowedSignersFile: opts.verifySignatures } } : {}),
         onSnapshot: (s) => loop.submit(s),
         onError: (err) => {
           metrics.gitFetchFailed();

@@ -120,6 +120,16 @@ test("reconcile validate --source examples/seed", () => {
   assert.ok(doc.objects.identities >= 1 && doc.objects.rules >= 1, r.stdout);
 });
 
+test("reconcile explain through the binary: app2 → app1 80/TCP allowed by l3-rule, app3 denied", () => {
+  const allow = run(["explain", "--source", seed, "--from", "app2", "--to", "app1", "--port", "80/TCP", "--output", "json"], { RUNTIME_DIRECTORY: runtimeDir("rt-explain") });
+  assert.equal(allow.code, 0, allow.stderr);
+  const a = JSON.parse(allow.stdout) as { verdict: string; rules: Array<{ name: string }> };
+  assert.deepEqual([a.verdict, a.rules.map((r) => r.name)], ["allow", ["l3-rule"]]);
+  const deny = run(["explain", "--source", seed, "--from", "app3", "--to", "app1", "--port", "80/TCP"], { RUNTIME_DIRECTORY: runtimeDir("rt-explain-deny") });
+  assert.equal(deny.code, 0, deny.stderr);
+  assert.match(deny.stdout, /^DENY: app3 → app1 80\/TCP\n {2}default deny: app1 is selected by rule/);
+});
+
 test("reconcile --dry-run --output json: exit 2 with app1's ingress allow from identity 36895 to TCP/80", () => {
   const r = run(["--dry-run", "--source", seed, "--output", "json"], { RUNTIME_DIRECTORY: runtimeDir("rt-dry-run") });
   assert.equal(r.code, 2, r.stderr);

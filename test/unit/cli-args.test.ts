@@ -47,3 +47,11 @@ test("help is available everywhere", () => {
   assert.equal(parseArgs(["explain", "--help"], {}, defaults).name, "help");
   assert.equal(parseArgs(["help"], {}, defaults).name, "help");
 });
+
+test("--verify-signatures takes the allowed-signers file, also from RECONCILE_GIT_ALLOWED_SIGNERS_FILE", () => {
+  const flag = parseArgs(["--source", "https://example.org/r.git", "--verify-signatures", "/etc/reconcile/allowed"], {}, defaults);
+  assert.equal(flag.name === "run" && flag.opts.verifySignatures, "/etc/reconcile/allowed");
+  const env = parseArgs(["--source", "s"], { RECONCILE_GIT_ALLOWED_SIGNERS_FILE: "/x" }, defaults);
+  assert.equal(env.name === "run" && env.opts.verifySignatures, "/x");
+  assert.equal(parseArgs(["--source", "s"], {}, defaults).name === "run" && "verifySignatures" in (parseArgs(["--source", "s"], {}, defaults) as { opts: object }).opts, false);
+});
