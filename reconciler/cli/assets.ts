@@ -141,13 +141,6 @@ export function nativeModuleStatus(): readonly NativeModuleStatus[] {
 }
 
 /**
- * Kept for callers that want to make native modules ready explicitly. Nothing needs to be done:
- * inside the binary koffi's addon is extracted on first `import "koffi"` (see loadEmbeddedKoffi),
- * and from source node_modules provides it.
- */
-export function prepareNativeModules(): void {}
-
-/**
  * Directories the addon may be extracted to, best first: systemd's RuntimeDirectory=, /run/reconcile,
  * the state dir, the user's runtime dir, then a per-user directory in the system temp dir.
  */

@@ -4,7 +4,7 @@ import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
 import { unpin } from "../ebpf-loader/index.js";
-import { emptyDesired, emptyState, type DesiredState } from "../datapath/state.js";
+import { emptyDesired, emptyState } from "../datapath/state.js";
 import { MAP_SPECS } from "../datapath/maps.js";
 import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
 import { formatProblem } from "../manifest/load.js";
@@ -17,7 +17,7 @@ import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { ReconcileError } from "./errors.js";
 import { inspect } from "./inspect.js";
-import { nodeFacts, openKernel, resolveAttachMode, type Kernel, type NodeFacts } from "./kernel.js";
+import { nodeFacts, openKernel, type Kernel, type NodeFacts } from "./kernel.js";
 import { runDaemon } from "./daemon.js";
 import { renderVersion, versionInfo } from "./version.js";
 
@@ -160,7 +160,7 @@ async function once(opts: GlobalOptions, io: Io): Promise<number> {
       throw new ReconcileError(`refusing to apply: ${compiled.facts.note}; run it on that node, or preview it with --dry-run`);
     }
     const report = await reconcileOnce(kernel.targets, compiled.desired);
-    writeReport(report, compiled.desired, opts, io);
+    writeReport(report, opts, io);
     return report.failed.length ? 1 : 0;
   });
 }
@@ -170,7 +170,7 @@ async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
   return withKernel(opts, async (kernel) => {
     const nothing = emptyDesired("teardown", opts.node!);
     const report = await reconcileOnce(kernel.targets, nothing);
-    writeReport(report, nothing, opts, io);
+    writeReport(report, opts, io);
     if (report.failed.length) return 1;
     kernel.ctx.close();
     for (const m of MAP_SPECS) unpin(join(opts.bpffsRoot, m.name));
@@ -189,7 +189,7 @@ function rmEmptyDir(dir: string): void {
   }
 }
 
-function writeReport(report: ApplyReport, desired: DesiredState, opts: GlobalOptions, io: Io): void {
+function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io): void {
   const ok = report.results.length - report.failed.length;
   if (opts.output === "json") {
     const doc = planDocument(report.plan, { notes: [] });
@@ -240,4 +240,3 @@ function renderStatus(s: unknown): string {
     .join("\n") + "\n";
 }
 
-export { resolveAttachMode };

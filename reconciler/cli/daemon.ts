@@ -13,6 +13,7 @@ import { DaemonMetrics, startMetricsServer, startStatusServer } from "../daemon/
 import { subscribe, type Subscription } from "../netlink/index.js";
 import type { Change } from "../plan/diff.js";
 import type { DesiredState } from "../datapath/state.js";
+import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import { watchDir } from "../source/dir.js";
 import { GitSource } from "../source/git.js";
 import { createWebhookHandler } from "../source/webhook.js";
@@ -73,8 +74,10 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     const isDrift = snapshot.revision === lastApplied && trigger !== "source";
     for (const c of report.plan.changes) logChange(log, c, isDrift);
     for (const f of report.failed) log.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
-    if (report.failed.length === 0) lastApplied = snapshot.revision;
-    updateMapMetrics(kernel, metrics);
+    if (report.failed.length === 0) {
+      lastApplied = snapshot.revision;
+      updateMapMetrics(compiled.desired, metrics);
+    }
     return {
       ok: report.failed.length === 0,
       changes: report.plan.changes.length,
@@ -222,13 +225,24 @@ function logChange(log: Logger, c: Change, drift: boolean): void {
   else log.info("change", fields);
 }
 
-function updateMapMetrics(kernel: ReturnType<typeof openKernel>, metrics: DaemonMetrics): void {
-  for (const name of ["ipcache", "endpoints"]) {
-    const m = kernel.ctx.map(name);
-    if (!m) continue;
-    let n = 0;
-    for (const _ of m.keys()) n++;
-    metrics.setMapEntries(name, n);
-    metrics.setMapPressure(name, n / m.spec.maxEntries);
+/**
+ * Map fill after a run with no failures, when the kernel holds exactly the desired state (counting
+ * keys in the kernel would cost a syscall per entry). The policy figure is the fullest endpoint's
+ * share of its own map, since each endpoint's map has its own capacity.
+ */
+function updateMapMetrics(desired: DesiredState, metrics: DaemonMetrics): void {
+  let policyEntries = 0;
+  let fullest = 0;
+  for (const entries of desired.policy.values()) {
+    policyEntries += entries.size;
+    fullest = Math.max(fullest, entries.size);
+  }
+  for (const [name, entries, pressure] of [
+    ["ipcache", desired.ipcache.size, desired.ipcache.size / mapSpec("ipcache").maxEntries],
+    ["endpoints", desired.endpoints.size, desired.endpoints.size / mapSpec("endpoints").maxEntries],
+    ["policy", policyEntries, fullest / POLICY_MAP_CAPACITY],
+  ] as const) {
+    metrics.setMapEntries(name, entries);
+    metrics.setMapPressure(name, pressure);
   }
 }
