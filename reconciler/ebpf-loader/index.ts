@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Public API of the eBPF loader (contract: /work/briefs/loader-api.md).
+// Public API of the eBPF loader: maps, ELF objects, programs, tcx links, feature probes, pins.
 export { BpfError, numPossibleCpus, parsePossibleCpus } from "./sys.js";
 export {
   BpfMap,
