@@ -83,8 +83,11 @@ export class PolicyTarget implements Target {
     for (const [endpoint, group] of groupByEndpoint(changes)) {
       try {
         const epId = numbers.get(endpoint) ?? Number(endpoint.slice(1));
-        if (!numbers.has(endpoint)) {
-          removals.push({ endpoint, epId, group }); // the endpoint is gone: drop its whole map
+        // The endpoint is gone, or has no entries left: drop its whole map. The datapath reads a
+        // missing map as an empty one, and an empty map left in a slot would outlive its endpoint
+        // (nothing in a plan names it any more).
+        if (!numbers.has(endpoint) || !desired.policy.get(endpoint)?.size) {
+          removals.push({ endpoint, epId, group });
           continue;
         }
         const fresh = this.applyEndpoint(outer, epId, group, entriesOf);
