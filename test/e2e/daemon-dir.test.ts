@@ -11,12 +11,13 @@ import { encodePolicyKey, POLICY_KEY } from "../../reconciler/datapath/layouts.j
 import {
   APP2_IDENTITY,
   SEED_IPS,
+  app1Allows,
+  daemonStatus,
   expectSeedTraffic,
   innerPolicyMap,
   killAndWait,
   makeEnv,
   mapDelete,
-  mapDump,
   reconcile,
   requireTools,
   seedRuleWithPort,
@@ -24,9 +25,7 @@ import {
   spawnReconcile,
   startServer,
   waitFor,
-  type Env,
 } from "./helpers/reconcile.js";
-import { daemonStatus } from "./helpers/reconcile.js";
 
 interface Status {
   appliedRevision: string | null;
@@ -38,17 +37,6 @@ interface Status {
 }
 
 const status = (socketPath: string) => daemonStatus<Status>(socketPath);
-
-/** Does app1's inner policy map hold the allow from app2 on `port`? */
-function app1Allows(env: Env, port: number): boolean {
-  const key = Buffer.alloc(POLICY_KEY.size);
-  encodePolicyKey({ identity: APP2_IDENTITY, direction: "ingress", protocol: 6, port, portPrefixLen: 16 }, key, 0);
-  try {
-    return mapDump(innerPolicyMap(env, "app1")).some((e) => e.key.equals(key));
-  } catch {
-    return false; // mid-swap or not there yet
-  }
-}
 
 function hasDefaultRoute(netns: string): boolean {
   return spawnSync("ip", ["-n", netns, "route", "show", "default"], { encoding: "utf8" }).stdout.includes("default via");

@@ -9,18 +9,16 @@ import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { encodePolicyKey, POLICY_KEY } from "../../reconciler/datapath/layouts.js";
 import { signWebhookBody } from "../../reconciler/source/webhook.js";
 import {
-  APP2_IDENTITY,
   REPO,
   SEED_IPS,
+  app1Allows,
   cliEnv,
+  daemonStatus,
   expectSeedTraffic,
-  innerPolicyMap,
   killAndWait,
   makeEnv,
-  mapDump,
   reconcile,
   reconcileArgv,
   requireTools,
@@ -33,7 +31,6 @@ import {
   type Env,
   type RunResult,
 } from "./helpers/reconcile.js";
-import { daemonStatus } from "./helpers/reconcile.js";
 import { git } from "./helpers/git.js";
 
 interface Status {
@@ -46,17 +43,6 @@ interface Status {
 
 const status = (socketPath: string) => daemonStatus<Status>(socketPath);
 
-
-/** Does app1's inner policy map hold the allow from app2 on `port`? */
-function app1Allows(env: Env, port: number): boolean {
-  const key = Buffer.alloc(POLICY_KEY.size);
-  encodePolicyKey({ identity: APP2_IDENTITY, direction: "ingress", protocol: 6, port, portPrefixLen: 16 }, key, 0);
-  try {
-    return mapDump(innerPolicyMap(env, "app1")).some((e) => e.key.equals(key));
-  } catch {
-    return false; // mid-swap or not there yet
-  }
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

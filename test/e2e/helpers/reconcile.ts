@@ -18,6 +18,8 @@ import {
   decodeIpcacheValue,
   decodePolicyKey,
   decodePolicyValue,
+  encodePolicyKey,
+  POLICY_KEY,
 } from "../../../reconciler/datapath/layouts.js";
 import { endpointIds } from "../../../reconciler/datapath/desired.js";
 import { policyEntryId } from "../../../reconciler/datapath/state.js";
@@ -559,4 +561,15 @@ export function daemonStatus<T>(socketPath: string): Promise<T> {
     req.on("error", reject);
     req.end();
   });
+}
+
+/** Does app1's inner policy map hold the allow from app2 (the seed's identity) on TCP `port`? */
+export function app1Allows(env: Env, port: number): boolean {
+  const key = Buffer.alloc(POLICY_KEY.size);
+  encodePolicyKey({ identity: APP2_IDENTITY, direction: "ingress", protocol: 6, port, portPrefixLen: 16 }, key, 0);
+  try {
+    return mapDump(innerPolicyMap(env, "app1")).some((e) => e.key.equals(key));
+  } catch {
+    return false; // mid-swap or not there yet
+  }
 }
