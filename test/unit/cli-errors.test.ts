@@ -1,0 +1,30 @@
+// The error boundary: failures reconcile describes on purpose are shown as they are; anything else
+// is reported as a bug, with its stack.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { describeError, ReconcileError } from "../../reconciler/cli/errors.js";
+import { ManifestError } from "../../reconciler/manifest/load.js";
+import { ExplainQueryError } from "../../reconciler/policy/explain.js";
+import { PinRootError } from "../../reconciler/apply/kernel/context.js";
+
+test("domain errors of every layer are shown as their message", () => {
+  for (const err of [new ReconcileError("no daemon"), new PinRootError("pin root x is not on a bpf filesystem"), Object.assign(new Error("open /etc/x: ENOENT"), { code: "ENOENT" })]) {
+    assert.equal(describeError(err), `reconcile: ${err.message}\n`);
+  }
+  const explain = describeError(new ExplainQueryError("explain --from \"x\": not an endpoint name or IP address"));
+  assert.doesNotMatch(explain, /this is a bug/);
+});
+
+test("manifest errors list every problem with file:line", () => {
+  const text = describeError(new ManifestError([{ file: "a.yaml", line: 3, object: "Endpoint/x", path: "spec.ipv4", message: "bad", severity: "error" }]));
+  assert.match(text, /^a\.yaml:3: Endpoint\/x: spec\.ipv4: bad\nreconcile: 1 error\(s\) in manifests; nothing was applied\n$/);
+});
+
+test("plain and built-in errors are bugs, reported with their stack", () => {
+  for (const err of [new Error("boom"), new TypeError("x is undefined"), "a string"]) {
+    const text = describeError(err);
+    assert.match(text, /^reconcile: internal error \(this is a bug, please report it\):\n/);
+  }
+  assert.match(describeError(new TypeError("x is undefined")), /\n\s+at /);
+});
