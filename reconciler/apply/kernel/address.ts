@@ -3,11 +3,10 @@
 
 import { addressId } from "../../datapath/desired.js";
 import type { AddressSpec, DesiredState } from "../../datapath/state.js";
-import { addrDelete, addrList, addrReplace, linkList, constants } from "../../netlink/index.js";
+import { addrDelete, addrList, addrReplace, constants } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
-import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
-import { namespacesOf } from "./device.js";
+import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
 export class AddressTarget implements Target {
@@ -18,9 +17,9 @@ export class AddressTarget implements Target {
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
     const out = new Map<string, AddressSpec>();
-    for (const netns of namespacesOf(this.ctx, desired)) {
+    for (const netns of this.ctx.namespaces(desired)) {
       const sock = this.ctx.route(netns);
-      const owned = new Map(linkList(sock).filter((l) => l.alias?.startsWith(OWNER_ALIAS_PREFIX)).map((l) => [l.index, l.name]));
+      const owned = new Map(this.ctx.ownedLinks(netns).map((l) => [l.index, l.name]));
       if (owned.size === 0) continue;
       for (const a of addrList(sock)) {
         const device = owned.get(a.index);

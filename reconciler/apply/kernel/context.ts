@@ -4,7 +4,8 @@
 import { existsSync, mkdirSync, readdirSync, rmdirSync, statfsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { BpfMap, parseElf, type CollectionSpec } from "../../ebpf-loader/index.js";
-import { openRoute, type NetlinkSocket } from "../../netlink/index.js";
+import { linkList, netnsExists, openRoute, type Link, type NetlinkSocket } from "../../netlink/index.js";
+import type { DesiredState } from "../../datapath/state.js";
 
 /** statfs f_type of a bpf filesystem. */
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -44,10 +45,41 @@ export class KernelContext {
   private readonly sockets = new Map<string, NetlinkSocket>();
   private readonly maps = new Map<string, BpfMap>();
   private spec: CollectionSpec | undefined;
+  // What one observation reads more than once (devices, addresses, routes and neighbours all look
+  // at the owned links of every namespace); dropped when the next observation begins.
+  private seenNamespaces: Array<string | undefined> | undefined;
+  private readonly seenOwnedLinks = new Map<string, Link[]>();
 
   /** Fails at once when the pin root is not on bpffs: nothing may be created until that is right. */
   constructor(readonly opts: KernelOptions) {
     checkPinRoot(opts.pinRoot);
+  }
+
+  /** Starts a new observation of the kernel: nothing read by an earlier one is reused. */
+  beginObservation(): void {
+    this.seenNamespaces = undefined;
+    this.seenOwnedLinks.clear();
+  }
+
+  /** Namespaces to look in: the host's, every namespace the desired state names, and ours. */
+  namespaces(desired: DesiredState): Array<string | undefined> {
+    if (!this.seenNamespaces) {
+      const names = new Set<string>(this.ownedNetns());
+      for (const d of desired.devices.values()) if (d.netns) names.add(d.netns);
+      this.seenNamespaces = [undefined, ...[...names].filter((n) => netnsExists(n)).sort()];
+    }
+    return this.seenNamespaces;
+  }
+
+  /** The devices reconcile owns (alias "reconcile:…") in a namespace, read once per observation. */
+  ownedLinks(netns: string | undefined): Link[] {
+    const key = netns ?? "";
+    let links = this.seenOwnedLinks.get(key);
+    if (!links) {
+      links = linkList(this.route(netns)).filter((l) => l.alias?.startsWith(OWNER_ALIAS_PREFIX));
+      this.seenOwnedLinks.set(key, links);
+    }
+    return links;
   }
 
   get pinRoot(): string {

@@ -21,13 +21,6 @@ import type { Change } from "../../plan/diff.js";
 import { errorText, type ObjectResult, type Target } from "../target.js";
 import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
 
-/** Namespaces to look in: the host's, every namespace the desired state names, and ours. */
-export function namespacesOf(ctx: KernelContext, desired: DesiredState): Array<string | undefined> {
-  const names = new Set<string>(ctx.ownedNetns());
-  for (const d of desired.devices.values()) if (d.netns) names.add(d.netns);
-  return [undefined, ...[...names].filter((n) => netnsExists(n)).sort()];
-}
-
 export class DeviceTarget implements Target {
   readonly kind = "device" as const;
   readonly field = "devices" as const;
@@ -36,9 +29,8 @@ export class DeviceTarget implements Target {
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
     const out = new Map<string, DeviceSpec>();
-    for (const netns of namespacesOf(this.ctx, desired)) {
-      for (const link of linkList(this.ctx.route(netns))) {
-        if (!link.alias?.startsWith(OWNER_ALIAS_PREFIX)) continue;
+    for (const netns of this.ctx.namespaces(desired)) {
+      for (const link of this.ctx.ownedLinks(netns)) {
         const spec = observed(link, netns);
         out.set(deviceId(spec.name, netns), spec);
       }

@@ -1,6 +1,7 @@
 // The real kernel: one target per resource kind, over ebpf-loader and netlink.
 
 import { Targets } from "../executor.js";
+import type { ActualState, DesiredState } from "../../datapath/state.js";
 import { AddressTarget } from "./address.js";
 import { AttachmentTarget } from "./attachment.js";
 import type { KernelContext } from "./context.js";
@@ -16,8 +17,23 @@ export { KernelContext, OWNER_ALIAS_PREFIX, type KernelOptions } from "./context
 export { linkPinPath } from "./attachment.js";
 export { programTag } from "../../ebpf-loader/tag.js";
 
+/** The kernel's targets; each observation of them starts from a fresh read of the kernel. */
+class KernelTargets extends Targets {
+  constructor(
+    private readonly ctx: KernelContext,
+    targets: ConstructorParameters<typeof Targets>[0],
+  ) {
+    super(targets);
+  }
+
+  override async observe(desired: DesiredState): Promise<ActualState> {
+    this.ctx.beginObservation();
+    return super.observe(desired);
+  }
+}
+
 export function kernelTargets(ctx: KernelContext): Targets {
-  return new Targets([
+  return new KernelTargets(ctx, [
     new DeviceTarget(ctx),
     new AddressTarget(ctx),
     new RouteTarget(ctx),

@@ -10,7 +10,6 @@ import {
   fdbDelete,
   fdbList,
   fdbReplace,
-  linkList,
   LinkNotFoundError,
   neighDelete,
   neighList,
@@ -19,8 +18,7 @@ import {
 } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
-import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
-import { namespacesOf } from "./device.js";
+import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
 export class NeighbourTarget implements Target {
@@ -31,9 +29,9 @@ export class NeighbourTarget implements Target {
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
     const out = new Map<string, NeighbourSpec>();
-    for (const netns of namespacesOf(this.ctx, desired)) {
+    for (const netns of this.ctx.namespaces(desired)) {
       const sock = this.ctx.route(netns);
-      const owned = linkList(sock).filter((l) => l.alias?.startsWith(OWNER_ALIAS_PREFIX));
+      const owned = this.ctx.ownedLinks(netns);
       if (owned.length === 0) continue;
       const names = new Map(owned.map((l) => [l.index, l.name]));
       // FDB entries only exist on tunnel devices: MAC → remote, per device.

@@ -3,11 +3,10 @@
 
 import { routeId } from "../../datapath/desired.js";
 import type { DesiredState, RouteSpec } from "../../datapath/state.js";
-import { linkList, routeDelete, routeList, routeReplace, constants, type Route } from "../../netlink/index.js";
+import { routeDelete, routeList, routeReplace, constants, type Route } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
-import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
-import { namespacesOf } from "./device.js";
+import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
 export class RouteTarget implements Target {
@@ -18,9 +17,9 @@ export class RouteTarget implements Target {
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
     const out = new Map<string, RouteSpec>();
-    for (const netns of namespacesOf(this.ctx, desired)) {
+    for (const netns of this.ctx.namespaces(desired)) {
       const sock = this.ctx.route(netns);
-      const owned = new Map(linkList(sock).filter((l) => l.alias?.startsWith(OWNER_ALIAS_PREFIX)).map((l) => [l.index, l.name]));
+      const owned = new Map(this.ctx.ownedLinks(netns).map((l) => [l.index, l.name]));
       if (owned.size === 0) continue;
       for (const r of routeList(sock, {})) {
         const device = r.oif === undefined ? undefined : owned.get(r.oif);
