@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
 import type { AttachmentSpec, DesiredState } from "../../datapath/state.js";
 import { BpfProgram, TcxLink, loadCollection, programTag, programTags, unpin, type Collection } from "../../ebpf-loader/index.js";
-import { filterDelete, filterList, filterReplaceBpf, linkIndex, qdiscEnsureClsact, withNetns } from "../../netlink/index.js";
+import { filterDelete, filterList, filterReplaceBpf, linkIndex, linkList, qdiscEnsureClsact, qdiscList, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
@@ -38,9 +38,10 @@ export class AttachmentTarget implements Target {
       const seen = this.readLink(a);
       if (seen) out.set(attachmentId(seen), seen);
     }
-    // tc filters are not pinned: look on the devices the desired state names.
-    for (const a of desired.attachments.values()) {
-      for (const f of this.ourFilters(a)) out.set(attachmentId(f), f);
+    // tc filters are not pinned, and may sit on devices the desired state no longer names (an adopted
+    // interface at teardown): look on every device with a clsact qdisc in the namespaces observed.
+    for (const netns of this.ctx.namespaces(desired)) {
+      for (const f of this.ourFilters(netns)) out.set(attachmentId(f), f);
     }
     return out;
   }
@@ -184,23 +185,32 @@ export class AttachmentTarget implements Target {
     }
   }
 
-  private ourFilters(a: AttachmentSpec): AttachmentSpec[] {
-    let filters;
-    try {
-      filters = filterList(this.ctx.route(a.netns), a.device, a.hook);
-    } catch {
-      return []; // no such device (yet)
+  /** reconcile's cls_bpf filters (named "reconcile:<program>") in one namespace. */
+  private ourFilters(netns: string | undefined): AttachmentSpec[] {
+    const sock = this.ctx.route(netns);
+    const clsact = qdiscList(sock).filter((q) => q.kind === "clsact");
+    if (clsact.length === 0) return [];
+    const names = new Map(linkList(sock).map((l) => [l.index, l.name]));
+    const out: AttachmentSpec[] = [];
+    for (const q of clsact) {
+      const device = names.get(q.index);
+      if (device === undefined) continue;
+      for (const hook of ["ingress", "egress"] as const) {
+        for (const f of filterList(sock, q.index, hook)) {
+          const program = f.bpf?.name?.startsWith(TC_NAME_PREFIX) ? f.bpf.name.slice(TC_NAME_PREFIX.length) : undefined;
+          if (program === undefined) continue;
+          out.push({
+            device,
+            hook,
+            ...(netns ? { netns } : {}),
+            program,
+            ...(f.bpf!.tag ? { tag: this.filterTag(program, f.bpf!.tag, f.bpf!.id) } : {}),
+            mode: "tc",
+          });
+        }
+      }
     }
-    return filters
-      .filter((f) => f.bpf?.name?.startsWith(TC_NAME_PREFIX))
-      .map((f) => ({
-        device: a.device,
-        hook: a.hook,
-        ...(a.netns ? { netns: a.netns } : {}),
-        program: f.bpf!.name!.slice(TC_NAME_PREFIX.length),
-        ...(f.bpf!.tag ? { tag: this.filterTag(f.bpf!.name!.slice(TC_NAME_PREFIX.length), f.bpf!.tag, f.bpf!.id) } : {}),
-        mode: "tc" as const,
-      }));
+    return out;
   }
 }
 
