@@ -3,7 +3,6 @@
 import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
-import { unpin } from "../ebpf-loader/index.js";
 import { emptyDesired, emptyState } from "../datapath/state.js";
 import { MAP_SPECS } from "../datapath/maps.js";
 import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
@@ -16,9 +15,8 @@ import { readDirSnapshot } from "../source/dir.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { ReconcileError } from "./errors.js";
-import { inspect } from "./inspect.js";
-import { nodeFacts, openKernel, type Kernel, type NodeFacts } from "./kernel.js";
-import { runDaemon } from "./daemon.js";
+import { nodeFacts, type NodeFacts } from "./facts.js";
+import type { Kernel } from "./kernel.js";
 import { renderVersion, versionInfo } from "./version.js";
 
 export interface Io {
@@ -42,11 +40,11 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
     case "run":
       if (command.mode === "dry-run") return dryRun(command.opts, io);
       if (command.mode === "once") return once(command.opts, io);
-      return runDaemon(command.opts, io);
+      return (await import("./daemon.js")).runDaemon(command.opts, io);
     case "teardown":
       return teardown(command.opts, io);
     case "inspect":
-      return withKernel(command.opts, (kernel) => inspect(command, kernel, io, (opts) => compileFor(opts, kernel)));
+      return withKernel(command.opts, async (kernel) => (await import("./inspect.js")).inspect(command, kernel, io, (opts) => compileFor(opts, kernel)));
     case "status":
       return status(command.opts, io);
   }
@@ -65,8 +63,16 @@ export function isGitUrl(source: string): boolean {
   return /^(https?|ssh|git|file):\/\//.test(source) || /^[\w.-]+@[\w.-]+:/.test(source);
 }
 
+/**
+ * The kernel layers (koffi and its native module, bpf(2), netlink) load only for the commands that
+ * use them: --help, version, validate and explain never touch the kernel.
+ */
+async function openKernel(opts: GlobalOptions): Promise<Kernel> {
+  return (await import("./kernel.js")).openKernel(opts);
+}
+
 async function withKernel<T>(opts: GlobalOptions, fn: (kernel: Kernel) => Promise<T>): Promise<T> {
-  const kernel = openKernel(opts);
+  const kernel = await openKernel(opts);
   try {
     return await fn(kernel);
   } finally {
@@ -123,7 +129,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
   const notes: string[] = [];
   let kernel: Kernel | undefined;
   try {
-    kernel = openKernel(opts);
+    kernel = await openKernel(opts);
   } catch (err) {
     notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
   }
@@ -173,6 +179,7 @@ async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
     writeReport(report, opts, io);
     if (report.failed.length) return 1;
     kernel.ctx.close();
+    const { unpin } = await import("../ebpf-loader/index.js");
     for (const m of MAP_SPECS) unpin(join(opts.bpffsRoot, m.name));
     // Only now-empty directories remain (links/, netns/ marks); anything else there is not ours to remove.
     for (const dir of ["links", "netns"]) rmSync(join(opts.bpffsRoot, dir), { recursive: true, force: true });

@@ -6,10 +6,10 @@ import { programTag, KernelContext, kernelTargets } from "../apply/kernel/index.
 import type { Targets } from "../apply/executor.js";
 import { GATEWAY_V4 } from "../datapath/desired.js";
 import { probeFeatures } from "../ebpf-loader/index.js";
-import type { Model } from "../manifest/model.js";
 import { addrList, constants, linkList, type NetlinkSocket } from "../netlink/index.js";
 import type { GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";
+import type { HostInfo } from "./facts.js";
 
 export const DATAPATH_OBJECT = "endpoint.o";
 
@@ -43,15 +43,6 @@ export function resolveAttachMode(mode: GlobalOptions["attachMode"]): "tcx" | "t
   return probeFeatures().tcx ? "tcx" : "tc";
 }
 
-/** What the compiler may need to know about this machine. */
-export interface HostInfo {
-  /** Global-scope addresses, without prefix length; reconcile's own gateway (169.254.1.1) and IPv6
-   *  link-local addresses excluded (they are on every endpoint veth and name no host). */
-  addresses: string[];
-  /** MTU of the device holding each of those addresses. */
-  mtuByAddress: Map<string, number>;
-}
-
 export function readHostInfo(sock: NetlinkSocket): HostInfo {
   const mtu = new Map(linkList(sock).map((l) => [l.index, l.mtu]));
   const addresses: string[] = [];
@@ -63,33 +54,4 @@ export function readHostInfo(sock: NetlinkSocket): HostInfo {
     if (m !== undefined) mtuByAddress.set(a.address, m);
   }
   return { addresses, mtuByAddress };
-}
-
-/** The node-specific compile options for `node`, and whether that node is this machine. */
-export interface NodeFacts {
-  /** This machine is `node`: its Node manifest's address is here, or it has no Node manifest. */
-  local: boolean;
-  /** Host addresses for the compiler (identity 1); only when local. */
-  hostAddresses?: string[];
-  /** Underlay MTU (the MTU of the device holding the Node address); only when local and known. */
-  underlayMtu?: number;
-  /** When not local: why this machine is not the node. */
-  note?: string;
-}
-
-/**
- * Decides which of this machine's facts apply to `node`. Pure. A node whose manifest names an
- * address this machine does not have is another machine: nothing of this kernel describes it, so
- * its plan uses only what the manifests say (Node addresses as host identity, MTU 1500).
- */
-export function nodeFacts(host: HostInfo, model: Pick<Model, "nodes">, node: string): NodeFacts {
-  const manifest = model.nodes.find((n) => n.name === node);
-  if (manifest && !host.addresses.includes(manifest.address)) {
-    return {
-      local: false,
-      note: `node ${node} is not this machine (its address ${manifest.address} is not here)`,
-    };
-  }
-  const mtu = manifest ? host.mtuByAddress.get(manifest.address) : undefined;
-  return { local: true, hostAddresses: host.addresses, ...(mtu !== undefined ? { underlayMtu: mtu } : {}) };
 }
