@@ -104,11 +104,17 @@ test("reconcile version: package version and the commit it was built from", () =
   assert.match(r.stdout, /single executable/);
 });
 
-test("reconcile --help", () => {
-  const r = run(["--help"]);
+test("reconcile --help, validate and explain leave the kernel (and koffi's native module) alone", () => {
+  const rt = runtimeDir("rt-help");
+  const r = run(["--help"], { RUNTIME_DIRECTORY: rt });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^Usage:/);
   assert.match(r.stdout, /reconcile validate --source/);
+  for (const args of [["validate", "--source", seed], ["explain", "--source", seed, "--from", "app2", "--to", "app1", "--port", "80/TCP"]]) {
+    const v = run(args, { RUNTIME_DIRECTORY: rt });
+    assert.equal(v.code, 0, v.stderr);
+  }
+  assert.deepEqual(readdirSync(rt), [], "nothing extracted for commands that do not use the kernel");
 });
 
 test("reconcile validate --source examples/seed", () => {
