@@ -116,20 +116,22 @@ export function* batches(changes: readonly Change[]): Generator<Change[]> {
 
 /** Keeps the latest status of every object, for `reconcile status` and metrics. */
 export class StatusTable {
-  private readonly objects = new Map<string, ObjectStatus>();
+  private current: ObjectStatus[] = [];
 
   constructor(private readonly clock: () => number = Date.now) {}
 
+  /**
+   * A run plans every object against the kernel (or against exactly what the last fully successful
+   * run left there), so the objects in error after it are its failures: no need to walk the
+   * million results of a cold apply.
+   */
   record(report: ApplyReport): void {
-    for (const r of report.results) {
-      const key = `${r.resource}/${r.id}`;
-      if (r.ok) this.objects.delete(key);
-      else this.objects.set(key, { resource: r.resource, id: r.id, state: "error", error: r.error!, at: this.clock() });
-    }
+    const at = this.clock();
+    this.current = report.failed.map((r) => ({ resource: r.resource, id: r.id, state: "error", error: r.error!, at }));
   }
 
   /** Objects currently in error. */
   errors(): ObjectStatus[] {
-    return [...this.objects.values()];
+    return this.current;
   }
 }
