@@ -4,7 +4,7 @@
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../datapath/layouts.js";
 import { emptyDesired, emptyState, policyEntryKey, type DesiredState } from "../datapath/state.js";
 import { numPossibleCpus, queryTcx } from "../ebpf-loader/index.js";
-import { linkList, withNetns } from "../netlink/index.js";
+import { linkGet, withNetns } from "../netlink/index.js";
 import type { Compiled } from "../plan/pipeline.js";
 import type { Command, GlobalOptions } from "./args.js";
 import type { Io } from "./commands.js";
@@ -51,10 +51,9 @@ function links(actual: ReturnType<typeof emptyState>, kernel: Kernel): Array<Rec
   const rows: Array<Record<string, unknown>> = [...actual.attachments.values()].map((a) => ({ ...a, owner: "reconcile" }));
   for (const a of actual.attachments.values()) {
     if (a.mode !== "tcx") continue;
-    const seen = withNetns(a.netns, () => {
-      const link = linkList(kernel.ctx.route(a.netns)).find((l) => l.name === a.device);
-      return link ? queryTcx(link.index, a.hook) : undefined;
-    });
+    // One lookup by name, not a dump of every link per attachment.
+    const index = linkGet(kernel.ctx.route(a.netns), a.device)?.index;
+    const seen = index === undefined ? undefined : withNetns(a.netns, () => queryTcx(index, a.hook));
     if (seen && seen.progIds.length > 1) rows.push({ device: a.device, hook: a.hook, netns: a.netns ?? "", foreignPrograms: seen.progIds.length - 1, owner: "other" });
   }
   return rows;
