@@ -19,7 +19,8 @@ export interface ObjectStatus {
 
 export interface ApplyReport {
   plan: Plan;
-  results: ObjectResult[];
+  /** How many planned changes were applied. */
+  applied: number;
   /** Objects that failed. */
   failed: ObjectResult[];
 }
@@ -68,32 +69,36 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
     const changes = upToMaps.concat(rest.changes);
     const summary = { create: 0, update: 0, delete: 0 };
     for (const c of changes) summary[c.op]++;
-    // An object retried in the second round reports its last result only (those are few: the kinds
-    // up to the maps, so this does not touch the million entry results).
-    const retried = new Set(late.filter((r) => RESOURCE_KINDS.indexOf(r.resource) <= RESOURCE_KINDS.indexOf("map")).map((r) => `${r.resource}/${r.id}`));
-    const results = early.filter((r) => !retried.has(`${r.resource}/${r.id}`)).concat(late);
-    return { plan: { ...first, changes, summary }, results, failed: results.filter((r) => !r.ok) };
+    // An object planned again in the second round (it failed in the first) counts by its last result.
+    const replanned = new Set(rest.changes.filter((c) => RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map")).map((c) => `${c.resource}/${c.id}`));
+    const stillFailed = early.failed.filter((r) => !replanned.has(`${r.resource}/${r.id}`));
+    const failed = stillFailed.concat(late.failed);
+    return { plan: { ...first, changes, summary }, applied: early.applied + late.applied, failed };
   }
-  const results = await applyChanges(targets, desired, first.changes);
-  return { plan: first, results, failed: results.filter((r) => !r.ok) };
+  const { applied, failed } = await applyChanges(targets, desired, first.changes);
+  return { plan: first, applied, failed };
 }
 
-async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[]): Promise<ObjectResult[]> {
-  const results: ObjectResult[] = [];
+/** Applies changes batch by batch; keeps only the failures (a cold plan has a million successes). */
+async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[]): Promise<{ applied: number; failed: ObjectResult[] }> {
+  let applied = 0;
+  const failures: ObjectResult[] = [];
   for (const batch of batches(changes)) {
     const target = targets.get(batch[0]!.resource);
     if (!target) {
-      for (const c of batch) results.push(failed(c, `no target for ${c.resource}: this is a bug`));
+      for (const c of batch) failures.push(failed(c, `no target for ${c.resource}: this is a bug`));
       continue;
     }
     try {
-      // A loop, not push(...spread): a cold plan has a million results, more than a call's arguments.
-      for (const r of await target.apply(batch, desired)) results.push(r);
+      for (const r of await target.apply(batch, desired)) {
+        if (r.ok) applied++;
+        else failures.push(r);
+      }
     } catch (err) {
-      for (const c of batch) results.push(failed(c, errorText(err)));
+      for (const c of batch) failures.push(failed(c, errorText(err)));
     }
   }
-  return results;
+  return { applied, failed: failures };
 }
 
 function failed(c: Change, error: string): ObjectResult {

@@ -3,7 +3,8 @@
 // planned changes of that kind and says, per object, whether it worked. The real targets use
 // ebpf-loader and netlink; the unit tests use the in-memory one below.
 
-import { policyEntryKey, type DatapathState, type DesiredState, type PolicyMapEntry, type ResourceKind } from "../datapath/state.js";
+import { policyEntryKey, PolicyEntrySet, type DatapathState, type DesiredState, type PolicyMapEntry, type ResourceKind } from "../datapath/state.js";
+import { packEntry } from "../policy/entry-set.js";
 import type { Change } from "../plan/diff.js";
 
 /** Outcome of one planned change. */
@@ -28,12 +29,32 @@ export interface Target {
 
 /** The same result for every change of a batch (a whole-batch failure, or success). */
 export function resultsFor(changes: readonly Change[], error?: unknown): ObjectResult[] {
-  return changes.map((c) => ({
-    resource: c.resource,
-    id: c.id,
-    ok: error === undefined,
-    ...(error !== undefined ? { error: errorText(error) } : {}),
-  }));
+  const text = error === undefined ? undefined : errorText(error);
+  return changes.map((c) => new ChangeResult(c, text));
+}
+
+/** A change's result that names its object only when asked (most are counted, never shown). */
+class ChangeResult implements ObjectResult {
+  constructor(
+    private readonly change: Change,
+    readonly error: string | undefined,
+  ) {}
+
+  get ok(): boolean {
+    return this.error === undefined;
+  }
+
+  get resource(): ResourceKind {
+    return this.change.resource;
+  }
+
+  get id(): string {
+    return this.change.id;
+  }
+
+  toJSON(): ObjectResult {
+    return { resource: this.resource, id: this.id, ok: this.ok, ...(this.error !== undefined ? { error: this.error } : {}) };
+  }
 }
 
 export function errorText(err: unknown): string {
@@ -58,14 +79,16 @@ export class MemoryTarget implements Target {
 
   async observe(): Promise<Map<string, unknown>> {
     if (this.kind !== "policy") return new Map(this.objects);
-    // Policy entries are held per endpoint, keyed by number, like the real target reports them.
-    const nested = new Map<string, Map<number, PolicyMapEntry>>();
+    // Policy entries are held per endpoint as packed sets, like the real target reports them.
+    const byEndpoint = new Map<string, PolicyMapEntry[]>();
     for (const v of this.objects.values()) {
       const e = v as PolicyMapEntry;
-      if (!nested.has(e.endpoint)) nested.set(e.endpoint, new Map());
-      nested.get(e.endpoint)!.set(policyEntryKey(e), e);
+      const list = byEndpoint.get(e.endpoint);
+      if (list) list.push(e);
+      else byEndpoint.set(e.endpoint, [e]);
     }
-    return nested;
+    // The kernel keeps no provenance: only keys and decisions.
+    return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision)))]));
   }
 
   async apply(changes: readonly Change[]): Promise<ObjectResult[]> {

@@ -6,7 +6,6 @@ import type { EndpointManifest, ManifestProblem, Model, NodeManifest } from "../
 import type { CompiledPolicy } from "../policy/types.js";
 import { MAP_SPECS } from "./maps.js";
 import {
-  policyEntryKey,
   type AddressSpec,
   type AttachmentSpec,
   type DesiredState,
@@ -149,9 +148,7 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         endpoint: ep.name,
       });
     }
-    const entries = new Map<number, (typeof policy.entries)[number]>();
-    for (const e of policy.entries) entries.set(policyEntryKey(e), e);
-    state.policy.set(ep.name, entries);
+    state.policy.set(ep.name, policy.entrySet);
   }
 
   // Routing between endpoints on this host goes through the host namespace.

@@ -3,9 +3,13 @@
 // the programs that read them); deletes go in reverse, after all creates and updates, so a program is
 // never left pointing at state that is already gone (make before break).
 
+import type { Decision } from "../policy/types.js";
 import {
+  decodePolicyEntryKey,
   policyEntryId,
+  PolicyEntrySet,
   RESOURCE_KINDS,
+  type DesiredPolicyEntry,
   type ActualState,
   type PolicyMapEntry,
   type DatapathState,
@@ -153,39 +157,86 @@ export function diff(desired: DesiredState, observed: ActualState): Plan {
 }
 
 /**
- * A policy change names its entry by id only when asked: a cold plan holds a million of them, and
- * building every id string up front would cost more than the whole diff.
+ * One policy entry to create, update or delete. It points into the packed sets it was planned from
+ * and makes its id and entry objects only when asked: a cold plan holds a million of them.
  */
-class PolicyChange implements Change {
-  readonly resource = "policy" as const;
+export class PolicyChange implements Change {
   constructor(
     readonly op: Op,
-    readonly before: PolicyMapEntry | undefined,
-    readonly after: PolicyMapEntry | undefined,
-    readonly reason: string,
+    readonly endpoint: string,
+    /** The observed set and the entry's index in it (update, delete). */
+    private readonly have: PolicyEntrySet | undefined,
+    private readonly haveIndex: number,
+    /** The desired set and the entry's index in it (create, update). */
+    private readonly want: PolicyEntrySet | undefined,
+    private readonly wantIndex: number,
   ) {}
-  get id(): string {
-    return policyEntryId((this.after ?? this.before)!);
+
+  get resource(): "policy" {
+    return "policy";
   }
+
+  /** The entry's key (policyEntryKey). */
+  get key(): number {
+    return this.want ? this.want.key(this.wantIndex) : this.have!.key(this.haveIndex);
+  }
+
+  /** The decision the entry has after the change (create, update) or had (delete). */
+  get decision(): Decision {
+    return this.want ? this.want.decision(this.wantIndex) : this.have!.decision(this.haveIndex);
+  }
+
+  get before(): PolicyMapEntry | undefined {
+    return this.have?.entry(this.haveIndex, this.endpoint);
+  }
+
+  get after(): DesiredPolicyEntry | undefined {
+    return this.want?.entry(this.wantIndex, this.endpoint);
+  }
+
+  get reason(): string {
+    if (this.op === "create") return "missing";
+    if (this.op === "delete") return "no longer desired";
+    return `decision ${this.have!.decision(this.haveIndex)} → ${this.want!.decision(this.wantIndex)}`;
+  }
+
+  get id(): string {
+    return policyEntryId({ endpoint: this.endpoint, ...decodePolicyEntryKey(this.key) });
+  }
+
   toJSON(): object {
     return { op: this.op, resource: this.resource, id: this.id, before: this.before, after: this.after, reason: this.reason };
   }
 }
 
-/** Per endpoint, entry by entry. */
+/** Per endpoint, one merge walk over the two sorted sets. */
 function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], creates: Change[], deletes: Change[]): void {
   for (const [endpoint, wanted] of want) {
     const present = have.get(endpoint);
-    for (const [key, after] of wanted) {
-      const before = present?.get(key);
-      if (before === undefined) creates.push(new PolicyChange("create", undefined, after, "missing"));
-      else if (before.decision !== after.decision) creates.push(new PolicyChange("update", before, after, `decision ${before.decision} → ${after.decision}`));
-    }
+    if (present === wanted) continue; // planned against the very state it was built from
+    walk(endpoint, wanted, present ?? PolicyEntrySet.EMPTY, creates, deletes);
   }
   for (const [endpoint, present] of have) {
-    const wanted = want.get(endpoint);
-    for (const [key, before] of present) {
-      if (!wanted?.has(key)) deletes.push(new PolicyChange("delete", before, undefined, "no longer desired"));
+    if (!want.has(endpoint)) walk(endpoint, PolicyEntrySet.EMPTY, present, creates, deletes);
+  }
+}
+
+function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, creates: Change[], deletes: Change[]): void {
+  const a = want.packed;
+  const b = have.packed;
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const ka = i < a.length ? Math.floor(a[i]! / 2) : Infinity;
+    const kb = j < b.length ? Math.floor(b[j]! / 2) : Infinity;
+    if (ka < kb) {
+      creates.push(new PolicyChange("create", endpoint, undefined, -1, want, i++));
+    } else if (kb < ka) {
+      deletes.push(new PolicyChange("delete", endpoint, have, j++, undefined, -1));
+    } else {
+      if (a[i] !== b[j]) creates.push(new PolicyChange("update", endpoint, have, j, want, i));
+      i++;
+      j++;
     }
   }
 }

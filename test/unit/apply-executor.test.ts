@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { batches, reconcileOnce, StatusTable, Targets } from "../../reconciler/apply/executor.js";
 import { MemoryTarget } from "../../reconciler/apply/target.js";
-import { emptyDesired, policyEntryKey, type DesiredState, type DesiredPolicyEntry } from "../../reconciler/datapath/state.js";
+import { emptyDesired, PolicyEntrySet, type DesiredState, type DesiredPolicyEntry } from "../../reconciler/datapath/state.js";
 import type { Change } from "../../reconciler/plan/diff.js";
 
 function fakeKernel() {
@@ -16,7 +16,7 @@ function desired(): DesiredState {
   const d: DesiredState = emptyDesired("r1", "n1");
   d.ipcache.set("10.11.90.17/32", { prefix: "10.11.90.17/32", identity: 36895 });
   const e: DesiredPolicyEntry = { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow", endPort: 80, rules: [] };
-  d.policy.set("app1", new Map([[policyEntryKey(e), e]]));
+  d.policy.set("app1", PolicyEntrySet.fromEntries([e]));
   d.attachments.set("lxc-app1/egress", { device: "lxc-app1", hook: "egress", program: "to_endpoint", mode: "tcx" });
   return d;
 }

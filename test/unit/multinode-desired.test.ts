@@ -67,7 +67,7 @@ test("the same manifests give the same identities on n1 and n2; host addresses m
   assert.equal(n1.endpoints.get("10.11.255.104")!.identity, n2.ipcache.get("10.11.255.104/32")!.identity);
   assert.equal(n1.ipcache.get("198.51.100.7/32")!.identity, 1);
   // app1's policy on n1 allows app2's identity, which n2 gives app2's own endpoint entry.
-  const allow = [...n1.policy.get("app1")!.values()].find((e) => e.decision === "allow");
+  const allow = n1.policy.get("app1")!.toEntries("app1").find((e) => e.decision === "allow");
   assert.equal(allow!.identity, n2.endpoints.get("10.11.90.17")!.identity);
 });
 
