@@ -63,6 +63,8 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
   // the kernel as it is then (entries go into the new map before programs move onto it).
   const upToMaps = first.changes.filter((c) => c.op !== "delete" && RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map"));
   if (upToMaps.some((c) => c.resource === "map")) {
+    // The first plan's entries are planned again below; let them go (a cold plan is ~80 MB).
+    first.changes = upToMaps;
     const early = await applyChanges(targets, desired, upToMaps);
     const rest = diff(desired, await targets.observe(desired));
     const late = await applyChanges(targets, desired, rest.changes);

@@ -158,46 +158,22 @@ export function diff(desired: DesiredState, observed: ActualState): Plan {
 
 /**
  * One policy entry to create, update or delete. It points into the packed sets it was planned from
- * and makes its id and entry objects only when asked: a cold plan holds a million of them.
+ * and makes its id and entry objects only when asked: a cold plan holds a million of them, so each
+ * kind keeps only the fields it needs.
  */
-export class PolicyChange implements Change {
-  constructor(
-    readonly op: Op,
-    readonly endpoint: string,
-    /** The observed set and the entry's index in it (update, delete). */
-    private readonly have: PolicyEntrySet | undefined,
-    private readonly haveIndex: number,
-    /** The desired set and the entry's index in it (create, update). */
-    private readonly want: PolicyEntrySet | undefined,
-    private readonly wantIndex: number,
-  ) {}
+export abstract class PolicyChange implements Change {
+  abstract readonly op: Op;
+  abstract readonly endpoint: string;
+  /** The entry's key (policyEntryKey). */
+  abstract readonly key: number;
+  /** The decision the entry has after the change (create, update) or had (delete). */
+  abstract readonly decision: Decision;
+  abstract readonly before: PolicyMapEntry | undefined;
+  abstract readonly after: DesiredPolicyEntry | undefined;
+  abstract readonly reason: string;
 
   get resource(): "policy" {
     return "policy";
-  }
-
-  /** The entry's key (policyEntryKey). */
-  get key(): number {
-    return this.want ? this.want.key(this.wantIndex) : this.have!.key(this.haveIndex);
-  }
-
-  /** The decision the entry has after the change (create, update) or had (delete). */
-  get decision(): Decision {
-    return this.want ? this.want.decision(this.wantIndex) : this.have!.decision(this.haveIndex);
-  }
-
-  get before(): PolicyMapEntry | undefined {
-    return this.have?.entry(this.haveIndex, this.endpoint);
-  }
-
-  get after(): DesiredPolicyEntry | undefined {
-    return this.want?.entry(this.wantIndex, this.endpoint);
-  }
-
-  get reason(): string {
-    if (this.op === "create") return "missing";
-    if (this.op === "delete") return "no longer desired";
-    return `decision ${this.have!.decision(this.haveIndex)} → ${this.want!.decision(this.wantIndex)}`;
   }
 
   get id(): string {
@@ -206,6 +182,95 @@ export class PolicyChange implements Change {
 
   toJSON(): object {
     return { op: this.op, resource: this.resource, id: this.id, before: this.before, after: this.after, reason: this.reason };
+  }
+}
+
+/** An entry of the desired set (index `at`) that the kernel lacks. */
+class PolicyCreate extends PolicyChange {
+  constructor(
+    readonly endpoint: string,
+    private readonly want: PolicyEntrySet,
+    private readonly at: number,
+  ) {
+    super();
+  }
+  get op(): Op {
+    return "create";
+  }
+  get key(): number {
+    return this.want.key(this.at);
+  }
+  get decision(): Decision {
+    return this.want.decision(this.at);
+  }
+  get before(): undefined {
+    return undefined;
+  }
+  get after(): DesiredPolicyEntry {
+    return this.want.entry(this.at, this.endpoint);
+  }
+  get reason(): string {
+    return "missing";
+  }
+}
+
+/** An entry of the observed set (index `at`) that is no longer desired. */
+class PolicyDelete extends PolicyChange {
+  constructor(
+    readonly endpoint: string,
+    private readonly have: PolicyEntrySet,
+    private readonly at: number,
+  ) {
+    super();
+  }
+  get op(): Op {
+    return "delete";
+  }
+  get key(): number {
+    return this.have.key(this.at);
+  }
+  get decision(): Decision {
+    return this.have.decision(this.at);
+  }
+  get before(): PolicyMapEntry {
+    return this.have.entry(this.at, this.endpoint);
+  }
+  get after(): undefined {
+    return undefined;
+  }
+  get reason(): string {
+    return "no longer desired";
+  }
+}
+
+/** An entry in both sets with another decision. */
+class PolicyUpdate extends PolicyChange {
+  constructor(
+    readonly endpoint: string,
+    private readonly have: PolicyEntrySet,
+    private readonly haveAt: number,
+    private readonly want: PolicyEntrySet,
+    private readonly wantAt: number,
+  ) {
+    super();
+  }
+  get op(): Op {
+    return "update";
+  }
+  get key(): number {
+    return this.want.key(this.wantAt);
+  }
+  get decision(): Decision {
+    return this.want.decision(this.wantAt);
+  }
+  get before(): PolicyMapEntry {
+    return this.have.entry(this.haveAt, this.endpoint);
+  }
+  get after(): DesiredPolicyEntry {
+    return this.want.entry(this.wantAt, this.endpoint);
+  }
+  get reason(): string {
+    return `decision ${this.have.decision(this.haveAt)} → ${this.want.decision(this.wantAt)}`;
   }
 }
 
@@ -230,11 +295,11 @@ function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, crea
     const ka = i < a.length ? Math.floor(a[i]! / 2) : Infinity;
     const kb = j < b.length ? Math.floor(b[j]! / 2) : Infinity;
     if (ka < kb) {
-      creates.push(new PolicyChange("create", endpoint, undefined, -1, want, i++));
+      creates.push(new PolicyCreate(endpoint, want, i++));
     } else if (kb < ka) {
-      deletes.push(new PolicyChange("delete", endpoint, have, j++, undefined, -1));
+      deletes.push(new PolicyDelete(endpoint, have, j++));
     } else {
-      if (a[i] !== b[j]) creates.push(new PolicyChange("update", endpoint, have, j, want, i));
+      if (a[i] !== b[j]) creates.push(new PolicyUpdate(endpoint, have, j, want, i));
       i++;
       j++;
     }
