@@ -57,7 +57,7 @@ export class Targets {
 export async function reconcileOnce(targets: Targets, desired: DesiredState, known?: ActualState): Promise<ApplyReport> {
   // `known`: what the kernel is known to hold (the desired state of the last run that fully
   // succeeded), so a new commit is planned without reading a million entries back first.
-  const actual = known ?? (await targets.observe(desired));
+  const actual = known && canPlanAgainst(known, desired) ? known : await targets.observe(desired);
   const first = diff(desired, actual);
   // A map created or replaced holds nothing yet: apply up to the maps, then plan the rest against
   // the kernel as it is then (entries go into the new map before programs move onto it).
@@ -79,6 +79,24 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
   }
   const { applied, failed } = await applyChanges(targets, desired, first.changes);
   return { plan: first, applied, failed };
+}
+
+/**
+ * Whether a run may plan against `known` (the last fully applied desired state) rather than the
+ * kernel. Not when an endpoint that had a policy in `known` is gone from `desired` or has another
+ * endpoint number there: the policy target finds an endpoint's slot in the policy map-of-maps by
+ * the endpoint's number in the desired state, so the deletes planned (by name) for such an endpoint
+ * would miss its slot and leave its old inner map in the kernel until a resync read it back.
+ * Read from the kernel, the slot is named by its number and the target removes it.
+ */
+export function canPlanAgainst(known: ActualState, desired: DesiredState): boolean {
+  const numberIn = (state: ActualState): Map<string, number> => new Map([...state.endpoints.values()].map((e) => [e.endpoint, e.endpointId]));
+  const before = numberIn(known);
+  const after = numberIn(desired);
+  for (const endpoint of known.policy.keys()) {
+    if (before.get(endpoint) !== after.get(endpoint)) return false;
+  }
+  return true;
 }
 
 /** Applies changes batch by batch; keeps only the failures (a cold plan has a million successes). */
