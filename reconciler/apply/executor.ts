@@ -4,7 +4,7 @@
 
 import { emptyState, RESOURCE_KINDS, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
 import { diff, type Change, type Plan } from "../plan/diff.js";
-import { errorText, type ObjectResult, type Target } from "./target.js";
+import { errorText, failure, type ObjectResult, type Target } from "./target.js";
 
 export type ObjectState = "pending" | "done" | "error";
 
@@ -106,23 +106,18 @@ async function applyChanges(targets: Targets, desired: DesiredState, changes: re
   for (const batch of batches(changes)) {
     const target = targets.get(batch[0]!.resource);
     if (!target) {
-      for (const c of batch) failures.push(failed(c, `no target for ${c.resource}: this is a bug`));
+      for (const c of batch) failures.push(failure(c, `no target for ${c.resource}: this is a bug`));
       continue;
     }
     try {
-      for (const r of await target.apply(batch, desired)) {
-        if (r.ok) applied++;
-        else failures.push(r);
-      }
+      const batchFailures = await target.apply(batch, desired);
+      applied += batch.length - batchFailures.length;
+      for (const f of batchFailures) failures.push(f);
     } catch (err) {
-      for (const c of batch) failures.push(failed(c, errorText(err)));
+      for (const c of batch) failures.push(failure(c, errorText(err)));
     }
   }
   return { applied, failed: failures };
-}
-
-function failed(c: Change, error: string): ObjectResult {
-  return { resource: c.resource, id: c.id, ok: false, error };
 }
 
 /** Consecutive changes of the same resource kind and op. */

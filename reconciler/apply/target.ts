@@ -22,39 +22,22 @@ export interface Target {
   field: keyof DatapathState;
   /** Reads the current objects of this kind, keyed like the desired state. */
   observe(desired: DesiredState): Promise<Map<string, unknown>>;
-  /** Applies changes of this kind, in the given order. Must not throw for a single object's failure:
-   *  it reports it and goes on with the others (a failure that makes the rest pointless may fail them all). */
+  /** Applies changes of this kind, in the given order, and returns the ones that failed (every
+   *  other change succeeded: at a million entries, successes are counted, not listed). Must not
+   *  throw for a single object's failure: it reports it and goes on with the others (a failure
+   *  that makes the rest pointless may fail them all). */
   apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]>;
 }
 
-/** The same result for every change of a batch (a whole-batch failure, or success). */
-export function resultsFor(changes: readonly Change[], error?: unknown): ObjectResult[] {
-  const text = error === undefined ? undefined : errorText(error);
-  return changes.map((c) => new ChangeResult(c, text));
+/** A change that failed, and why. */
+export function failure(c: Change, error: string): ObjectResult {
+  return { resource: c.resource, id: c.id, ok: false, error };
 }
 
-/** A change's result that names its object only when asked (most are counted, never shown). */
-class ChangeResult implements ObjectResult {
-  constructor(
-    private readonly change: Change,
-    readonly error: string | undefined,
-  ) {}
-
-  get ok(): boolean {
-    return this.error === undefined;
-  }
-
-  get resource(): ResourceKind {
-    return this.change.resource;
-  }
-
-  get id(): string {
-    return this.change.id;
-  }
-
-  toJSON(): ObjectResult {
-    return { resource: this.resource, id: this.id, ok: this.ok, ...(this.error !== undefined ? { error: this.error } : {}) };
-  }
+/** Every change of a batch failed with the same error. */
+export function failuresOf(changes: readonly Change[], error: unknown): ObjectResult[] {
+  const text = errorText(error);
+  return changes.map((c) => failure(c, text));
 }
 
 export function errorText(err: unknown): string {
@@ -92,16 +75,18 @@ export class MemoryTarget implements Target {
   }
 
   async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
-    return changes.map((c) => {
-      const failure = this.failNext.get(c.id);
-      if (failure !== undefined) {
+    const failures: ObjectResult[] = [];
+    for (const c of changes) {
+      const error = this.failNext.get(c.id);
+      if (error !== undefined) {
         this.failNext.delete(c.id);
-        return { resource: c.resource, id: c.id, ok: false, error: failure };
+        failures.push(failure(c, error));
+        continue;
       }
       this.writes++;
       if (c.op === "delete") this.objects.delete(c.id);
       else this.objects.set(c.id, c.after);
-      return { resource: c.resource, id: c.id, ok: true };
-    });
+    }
+    return failures;
   }
 }

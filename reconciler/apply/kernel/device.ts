@@ -18,7 +18,8 @@ import {
   type Link,
 } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
-import { errorText, type ObjectResult, type Target } from "../target.js";
+import type { ObjectResult, Target } from "../target.js";
+import { eachChange } from "./per-object.js";
 import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
 
 export class DeviceTarget implements Target {
@@ -39,18 +40,11 @@ export class DeviceTarget implements Target {
   }
 
   async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
-    const results: ObjectResult[] = [];
-    for (const c of changes) {
-      try {
-        if (c.op === "delete") this.remove(c.before as DeviceSpec, desired);
-        else if (c.op === "create") this.create(c.after as DeviceSpec);
-        else this.update(c.after as DeviceSpec, c.before as DeviceSpec);
-        results.push({ resource: c.resource, id: c.id, ok: true });
-      } catch (err) {
-        results.push({ resource: c.resource, id: c.id, ok: false, error: errorText(err) });
-      }
-    }
-    return results;
+    return eachChange(changes, (c) => {
+      if (c.op === "delete") this.remove(c.before as DeviceSpec, desired);
+      else if (c.op === "create") this.create(c.after as DeviceSpec);
+      else this.update(c.after as DeviceSpec, c.before as DeviceSpec);
+    });
   }
 
   private ensureNetns(netns: string): void {

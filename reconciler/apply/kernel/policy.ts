@@ -11,7 +11,7 @@ import { packEntry } from "../../policy/entry-set.js";
 import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
 import { PolicyChange, type Change } from "../../plan/diff.js";
-import { errorText, resultsFor, type ObjectResult, type Target } from "../target.js";
+import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { createInnerPolicyMap } from "./maps.js";
 
@@ -64,9 +64,9 @@ export class PolicyTarget implements Target {
 
   async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
     const outer = this.ctx.map("policy");
-    if (!outer) return resultsFor(changes, new Error(`map policy is not pinned at ${this.ctx.mapPath("policy")}`));
+    if (!outer) return failuresOf(changes, new Error(`map policy is not pinned at ${this.ctx.mapPath("policy")}`));
     const numbers = endpointNumbers(desired);
-    const results: ObjectResult[] = [];
+    const failures: ObjectResult[] = [];
     // Every update or delete of a map-of-maps slot waits for an RCU grace period in the kernel
     // (≈8 ms here), once per syscall: the swaps and removals are collected and done in batches.
     const swaps: Slot[] = [];
@@ -82,19 +82,16 @@ export class PolicyTarget implements Target {
           continue;
         }
         const fresh = this.applyEndpoint(outer, epId, group, desired.policy.get(endpoint)!);
-        if (!fresh) {
-          for (const r of resultsFor(group)) results.push(r);
-          continue;
-        }
+        if (!fresh) continue;
         swaps.push({ endpoint, epId, group, fresh });
-        if (swaps.length === SLOT_BATCH) swapIn(outer, swaps.splice(0), results);
+        if (swaps.length === SLOT_BATCH) swapIn(outer, swaps.splice(0), failures);
       } catch (err) {
-        for (const r of resultsFor(group, new Error(`policy of endpoint ${endpoint}: ${errorText(err)}`))) results.push(r);
+        for (const f of failuresOf(group, new Error(`policy of endpoint ${endpoint}: ${errorText(err)}`))) failures.push(f);
       }
     }
-    swapIn(outer, swaps, results);
-    remove(outer, removals, results);
-    return results;
+    swapIn(outer, swaps, failures);
+    remove(outer, removals, failures);
+    return failures;
   }
 
   /** Writes a monotonic change in place (returns undefined), or returns a new inner map filled
@@ -143,14 +140,13 @@ function slotKeys(slots: readonly Slot[]): Buffer {
 }
 
 /** Points every slot at its fresh map: one batch update, or one update per slot to name a failure. */
-function swapIn(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]): void {
+function swapIn(outer: BpfMap, slots: readonly Slot[], failures: ObjectResult[]): void {
   if (!slots.length) return;
   try {
     const fds = Buffer.alloc(slots.length * 4);
     slots.forEach((s, i) => fds.writeUInt32LE(s.fresh!.fd, i * 4));
     try {
       outer.updateBatch(slotKeys(slots), fds, slots.length);
-      for (const s of slots) for (const r of resultsFor(s.group)) results.push(r);
       return;
     } catch {
       /* find out which slot failed, one update each (the same writes again are harmless) */
@@ -158,9 +154,8 @@ function swapIn(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]):
     for (const s of slots) {
       try {
         outer.updateInner(epKey(s.epId), s.fresh!);
-        for (const r of resultsFor(s.group)) results.push(r);
       } catch (err) {
-        for (const r of resultsFor(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) results.push(r);
+        for (const f of failuresOf(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) failures.push(f);
       }
     }
   } finally {
@@ -169,11 +164,10 @@ function swapIn(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]):
 }
 
 /** Drops the slots of endpoints that are gone: one batch delete, or one delete each (missing is fine). */
-function remove(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]): void {
+function remove(outer: BpfMap, slots: readonly Slot[], failures: ObjectResult[]): void {
   if (!slots.length) return;
   try {
     outer.deleteBatch(slotKeys(slots), slots.length);
-    for (const s of slots) for (const r of resultsFor(s.group)) results.push(r);
     return;
   } catch {
     /* a slot was already gone (ENOENT) or the batch failed: one by one */
@@ -181,9 +175,8 @@ function remove(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]):
   for (const s of slots) {
     try {
       outer.delete(epKey(s.epId));
-      for (const r of resultsFor(s.group)) results.push(r);
     } catch (err) {
-      for (const r of resultsFor(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) results.push(r);
+      for (const f of failuresOf(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) failures.push(f);
     }
   }
 }
