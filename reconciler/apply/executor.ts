@@ -48,6 +48,9 @@ export class Targets {
   }
 }
 
+/** The kinds a new map must exist for, and the map itself. */
+const KINDS_UP_TO_MAPS = RESOURCE_KINDS.slice(0, RESOURCE_KINDS.indexOf("map") + 1);
+
 /**
  * Plans against the kernel and applies the plan. Changes go to their targets in plan order, a run of
  * consecutive changes of one kind in one call (so a target can batch map writes). When a kind fails,
@@ -58,13 +61,11 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
   // `known`: what the kernel is known to hold (the desired state of the last run that fully
   // succeeded), so a new commit is planned without reading a million entries back first.
   const actual = known && canPlanAgainst(known, desired) ? known : await targets.observe(desired);
-  const first = diff(desired, actual);
   // A map created or replaced holds nothing yet: apply up to the maps, then plan the rest against
-  // the kernel as it is then (entries go into the new map before programs move onto it).
-  const upToMaps = first.changes.filter((c) => c.op !== "delete" && RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map"));
+  // the kernel as it is then (entries go into the new map before programs move onto it). Only the
+  // kinds up to the maps are planned first: a cold plan of a million entries is made once.
+  const upToMaps = diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete");
   if (upToMaps.some((c) => c.resource === "map")) {
-    // The first plan's entries are planned again below; let them go (a cold plan is ~80 MB).
-    first.changes = upToMaps;
     const early = await applyChanges(targets, desired, upToMaps);
     const rest = diff(desired, await targets.observe(desired));
     const late = await applyChanges(targets, desired, rest.changes);
@@ -75,8 +76,9 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
     const replanned = new Set(rest.changes.filter((c) => RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map")).map((c) => `${c.resource}/${c.id}`));
     const stillFailed = early.failed.filter((r) => !replanned.has(`${r.resource}/${r.id}`));
     const failed = stillFailed.concat(late.failed);
-    return { plan: { ...first, changes, summary }, applied: early.applied + late.applied, failed };
+    return { plan: { ...rest, changes, summary }, applied: early.applied + late.applied, failed };
   }
+  const first = diff(desired, actual);
   const { applied, failed } = await applyChanges(targets, desired, first.changes);
   return { plan: first, applied, failed };
 }

@@ -105,7 +105,8 @@ function replacedMaps(desired: DesiredState, actual: ActualState): string[] {
   return names;
 }
 
-export function diff(desired: DesiredState, observed: ActualState): Plan {
+/** Plans every kind, or only `kinds` (the others are left out of the plan). */
+export function diff(desired: DesiredState, observed: ActualState, kinds: readonly ResourceKind[] = RESOURCE_KINDS): Plan {
   const creates: Change[] = [];
   const deletes: Change[] = [];
   const newMaps = replacedMaps(desired, observed);
@@ -119,7 +120,7 @@ export function diff(desired: DesiredState, observed: ActualState): Plan {
   }
   // Devices the plan replaces: what sits on them must be written again even where it looks unchanged.
   const replaced = new Set<string>();
-  for (const resource of RESOURCE_KINDS) {
+  for (const resource of kinds) {
     if (resource === "policy") {
       diffPolicy(desired.policy, actual.policy, creates, deletes);
       continue;
