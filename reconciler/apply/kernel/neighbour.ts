@@ -1,6 +1,7 @@
 // Neighbour entries on the devices reconcile owns, each with the FDB entry of its MAC where it has
 // one: on the vxlan overlay device, "remote node address → its vxlan MAC" (ARP) and "that MAC →
-// the remote underlay address" (FDB), written and removed together. Only permanent entries are
+// the remote underlay address" (FDB), written and removed together; "remote link-local → its vxlan
+// MAC" (NDP) for IPv6 next hops, with the FDB entry when the underlay is IPv6. Only permanent entries are
 // ours; the kernel's own (learned, multicast NOARP) entries are never observed or touched.
 
 import { neighbourId } from "../../datapath/desired.js";
@@ -44,7 +45,9 @@ export class NeighbourTarget implements Target {
       for (const n of neighList(sock)) {
         const device = names.get(n.index);
         if (device === undefined || !(n.state & constants.NUD_PERMANENT) || n.mac === undefined) continue;
-        const f = fdb.get(`${n.index}/${n.mac}`);
+        // A MAC can have two neighbour entries (the remote node's underlay IPv4 and its link-local
+        // IPv6 next hop) but one FDB entry: it belongs to the entry of the underlay's family.
+        const f = pairedFdb(fdb.get(`${n.index}/${n.mac}`), n.address);
         const spec: NeighbourSpec = { device, address: n.address, mac: n.mac, ...(netns ? { netns } : {}), ...(f ? { fdbDst: f.dst! } : {}) };
         if (f) paired.add(`${n.index}/${n.mac}`);
         out.set(neighbourId(spec), spec);
@@ -76,6 +79,10 @@ export class NeighbourTarget implements Target {
       neighReplace(sock, { dev: n.device, address: n.address, mac: n.mac, state: constants.NUD_PERMANENT });
     });
   }
+}
+
+function pairedFdb(f: FdbEntry | undefined, address: string): FdbEntry | undefined {
+  return f !== undefined && f.dst!.includes(":") === address.includes(":") ? f : undefined;
 }
 
 /** Removes the ARP entry first (nothing routes to the MAC any more), then its FDB entry. A missing
