@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { decodeIpcacheKey, decodeIpcacheValue } from "../../reconciler/datapath/layouts.js";
 import { eui64LinkLocal, vxlanMac } from "../../reconciler/datapath/desired.js";
-import { REPO, cliCommand, cliEnv, connect, killAndWait, mapDump, requireTools, show, spawnSyncOk, waitFor, type RunResult } from "./helpers/reconcile.js";
+import { REPO, cliCommand, cliEnv, connect, killAndWait, mapDump, requireTools, show, spawnSyncOk, waitFor, type PlanJson, type RunResult } from "./helpers/reconcile.js";
 
 const SEED = path.join(REPO, "examples/seed");
 
@@ -223,6 +223,23 @@ async function trafficAndConvergence(c: Cluster, t: TestContext): Promise<void> 
     const r = await once(c, node);
     assert.match(r.stdout, /^No changes\./, `${node}: ${show(r)}`);
   }
+  // Drift: the link-local NDP entry removed by hand is written again, and traffic flows again.
+  const ll2 = eui64LinkLocal(vxlanMac("n2"));
+  spawnSyncOk("ip", ["-n", c.hostNs.n1, "-6", "neigh", "del", ll2, "dev", "rc-vxlan"]);
+  const preview = await reconcile(c, "n1", ["--dry-run", "--output", "json"]);
+  assert.equal(preview.code, 2, show(preview));
+  const ops = (JSON.parse(preview.stdout) as PlanJson).changes.map((x) => `${x.op} ${x.resource} ${x.id}`);
+  // On an IPv6 underlay the FDB entry rode with the NDP entry: observed alone, it is pruned and
+  // written again with its pair.
+  const orphan = c.underlay === "v6" ? [`delete neighbour rc-vxlan/fdb:${vxlanMac("n2")}`] : [];
+  assert.deepEqual(ops.sort(), [`create neighbour rc-vxlan/${ll2}`, ...orphan].sort());
+  await once(c, "n1");
+  const neigh = ipJson<Array<{ dst: string; lladdr: string }>>(c.hostNs.n1, ["-6", "neigh", "show", "dev", "rc-vxlan", "nud", "permanent"]);
+  assert.deepEqual(neigh.map((n) => [n.dst, n.lladdr]), [[ll2, vxlanMac("n2")]]);
+  const fdb = JSON.parse(spawnSyncOk("bridge", ["-n", c.hostNs.n1, "-j", "fdb", "show", "dev", "rc-vxlan"])) as Array<{ mac: string; dst: string }>;
+  assert.deepEqual(fdb.map((f) => [f.mac, f.dst]), [[vxlanMac("n2"), ADDR[c.underlay].n2]], "the FDB entry survives the repair");
+  await expectPolicy(c, "v6");
+  assert.match((await once(c, "n1")).stdout, /^No changes\./);
   const down = await reconcile(c, "n1", ["teardown"]);
   assert.equal(down.code, 0, show(down));
   assert.equal(spawnSync("ip", ["-n", c.hostNs.n1, "link", "show", "rc-vxlan"], { stdio: "ignore" }).status, 1, "rc-vxlan is gone");

@@ -4,7 +4,7 @@
 // MAC" (NDP) for IPv6 next hops, with the FDB entry when the underlay is IPv6. Only permanent entries are
 // ours; the kernel's own (learned, multicast NOARP) entries are never observed or touched.
 
-import { neighbourId } from "../../datapath/desired.js";
+import { deviceId, neighbourId } from "../../datapath/desired.js";
 import type { DesiredState, NeighbourSpec } from "../../datapath/state.js";
 import {
   constants,
@@ -63,12 +63,17 @@ export class NeighbourTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
+    // MACs whose FDB entry the desired state keeps, per device: an orphan FDB entry of such a MAC
+    // (its neighbour entry was removed by hand) is rewritten with its pair, not deleted.
+    const keptFdb = new Set([...desired.neighbours.values()].filter((n) => n.fdbDst !== undefined).map((n) => `${deviceId(n.device, n.netns)}/${n.mac}`));
     return eachChange(changes, (c) => {
       const n = (c.after ?? c.before) as NeighbourSpec;
       const sock = this.ctx.route(n.netns);
       if (c.op === "delete") {
-        remove(c.before as NeighbourSpec, sock);
+        const before = c.before as NeighbourSpec;
+        const orphanKept = before.address.startsWith("fdb:") && keptFdb.has(`${deviceId(before.device, before.netns)}/${before.mac}`);
+        if (!orphanKept) remove(before, sock);
         return;
       }
       const before = c.before as NeighbourSpec | undefined;
