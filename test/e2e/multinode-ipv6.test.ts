@@ -72,6 +72,9 @@ function makeCluster(t: TestContext, underlay: Underlay): Cluster {
     spawnSyncOk("ip", ["netns", "add", c.hostNs[node]]);
     spawnSyncOk("ip", ["-n", c.hostNs[node], "link", "set", "lo", "up"]);
   }
+  // n1's new devices default to random link-locals (as with stable-privacy setups): reconcile must
+  // still give rc-vxlan exactly the EUI-64 link-local n2's NDP entry names, and no other.
+  spawnSyncOk("ip", ["netns", "exec", c.hostNs.n1, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=3"]);
   spawnSyncOk("ip", ["-n", c.hostNs.n1, "link", "add", `m6u1-${sfx}`, "type", "veth", "peer", "name", `m6u2-${sfx}`, "netns", c.hostNs.n2]);
   for (const [node, dev] of [["n1", `m6u1-${sfx}`], ["n2", `m6u2-${sfx}`]] as const) {
     // nodad: the vxlan device binds its local address at once, before DAD would have finished.
