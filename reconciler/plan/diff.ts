@@ -127,6 +127,7 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
     }
     const want = desired[FIELD[resource]] as Map<string, unknown>;
     const have = actual[FIELD[resource]] as Map<string, unknown>;
+    if (want === have) continue; // the observation found exactly the desired entries
     const fields = COMPARED[resource];
     for (const [id, after] of want) {
       if (isAdopted(resource, after)) continue;
