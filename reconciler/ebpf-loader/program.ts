@@ -30,6 +30,8 @@ const BPF_PSEUDO_MAP_FD = 1;
 const BPF_PSEUDO_MAP_VALUE = 2;
 const LOG_START = 1 << 20;
 const LOG_MAX = 1 << 28;
+/** Loads interrupted by a signal (EAGAIN) are tried this many times in all, as libbpf does. */
+const PROG_LOAD_ATTEMPTS = 5;
 
 /** Copy of the instructions with each relocation pointing at the given maps (pure apart from reading fds). */
 export function patchInstructions(spec: ProgramSpec, maps: ReadonlyMap<string, { fd: number }>): Buffer {
@@ -81,11 +83,15 @@ export class BpfProgram {
     };
     let logLevel = opts.logLevel ?? 0;
     let logSize = logLevel > 0 ? LOG_START : 0;
+    let interrupted = 0;
     for (;;) {
       const logBuf = logSize > 0 ? Buffer.alloc(logSize) : null;
       const fd = sys.progLoadRaw({ ...args, logLevel, logBuf });
       if (fd >= 0) return new BpfProgram(fd, spec.name);
       const errno = -fd;
+      // The verifier gives up with EAGAIN when a signal is pending for the thread (a profiler's
+      // SIGPROF, a SIGHUP arriving mid-load): nothing is wrong with the program, load it again.
+      if (errno === Errno.EAGAIN && ++interrupted < PROG_LOAD_ATTEMPTS) continue;
       if (logBuf && errno === Errno.ENOSPC && logSize < LOG_MAX) {
         logSize *= 4; // the log did not fit
         continue;
