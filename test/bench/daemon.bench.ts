@@ -9,8 +9,9 @@
 // Baselines in the same run: the binary's max RSS for `reconcile version`; the kernel floor of a
 // resync (one BPF_MAP_LOOKUP_BATCH pass over every policy trie, the ipcache and the endpoints map,
 // in this process, after the daemon stopped).
-// Run (root): node --import tsx test/bench/daemon.bench.ts [--small] [--changes=5] [--resync=5s]
+// Run (root): node --import tsx test/bench/daemon.bench.ts [--small] [--changes=5] [--resync=5s] [--attach-mode=tc]
 // RECONCILE_BIN=path uses that binary, else one is built into the scratch directory.
+// --profile=DIR runs the daemon from source (tsx) under `node --cpu-prof` and leaves its profile in DIR.
 // Everything lives in a private host netns dmb-<rand>, pin root /sys/fs/bpf/dmb-<rand> and a temp
 // directory, all removed at the end, also on failure or Ctrl-C.
 
@@ -24,7 +25,8 @@ import { fileURLToPath } from "node:url";
 import { decodePolicyKey, POLICY_KEY } from "../../reconciler/datapath/layouts.js";
 import { endpointIds } from "../../reconciler/datapath/desired.js";
 import { fetchStatus } from "../../reconciler/daemon/status.js";
-import { BpfMap } from "../../reconciler/ebpf-loader/index.js";
+import { BpfMap, loadCollection, parseElf, TcxLink } from "../../reconciler/ebpf-loader/index.js";
+import { withNetns } from "../../reconciler/netlink/index.js";
 import type { EndpointManifest, Label, Model, RuleManifest } from "../../reconciler/manifest/model.js";
 import { contentRevision, readDirSnapshot } from "../../reconciler/source/dir.js";
 import type { SnapshotFile } from "../../reconciler/source/snapshot.js";
@@ -35,6 +37,10 @@ const argValue = (name: string): string | undefined => process.argv.find((a) => 
 const small = process.argv.includes("--small");
 const CHANGES = Number(argValue("changes") ?? 5);
 const RESYNC = argValue("resync") ?? "5s";
+/** Run the daemon from source under `node --cpu-prof`, writing its profile into this directory. */
+const PROFILE = argValue("profile");
+/** --attach-mode passed to the daemon (auto picks tcx on this kernel). */
+const ATTACH_MODE = argValue("attach-mode") ?? "auto";
 const scale: ScaleOptions = small ? { endpoints: 100, rules: 200, remoteEndpoints: 1000, apps: 10, groups: 10 } : DESIGN_SCALE;
 /** Policy entries the model compiles to: rules per endpoint × peers per rule × endpoints (one identity per endpoint). */
 const EXPECTED_ENTRIES = scale.endpoints * (scale.rules / scale.apps) * (scale.endpoints / scale.groups);
@@ -158,7 +164,8 @@ class LogTail {
   readonly runs: RunLine[] = [];
   readonly problems: string[] = [];
   changeLines = 0;
-  private offset = 0;
+  /** Bytes of log so far. */
+  offset = 0;
   private partial = "";
   private readonly buf = Buffer.alloc(1 << 20);
   constructor(private readonly path: string) {}
@@ -181,10 +188,11 @@ class LogTail {
   }
 
   private take(line: string): void {
-    if (line.includes("msg=change ")) {
+    if (line.includes("msg=change ") || line.includes("msg=\"drift corrected\" ")) {
       this.changeLines++;
       return;
     }
+    if (line.includes("(summary)")) return;
     if (line.includes("msg=reconciled ")) {
       const f = Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1]!, m[2]!.replace(/^"|"$/g, "")]));
       this.runs.push({ trigger: f.trigger!, revision: f.revision!, result: f.result!, changes: Number(f.changes), drift: Number(f.drift), ms: Number(f.ms) });
@@ -343,9 +351,10 @@ async function main(): Promise<void> {
 
   // (a) cold start → ready.
   const logFd = openSync(logFile, "w");
-  const argv = ["--source", dir, "--node", NODE, "--bpffs-root", pinRoot, "--socket", socket, "--state-dir", join(scratch, "state"), "--resync-interval", RESYNC];
+  const argv = ["--source", dir, "--node", NODE, "--bpffs-root", pinRoot, "--socket", socket, "--state-dir", join(scratch, "state"), "--resync-interval", RESYNC, "--attach-mode", ATTACH_MODE];
   const start = now();
-  const daemon: ChildProcess = spawn("nsenter", [`--net=/run/netns/${netns}`, bin, ...argv], { cwd: scratch, stdio: ["ignore", logFd, logFd], env: daemonEnv() });
+  const cmd = PROFILE ? [process.execPath, "--cpu-prof", "--cpu-prof-interval=50000", `--cpu-prof-dir=${resolve(PROFILE)}`, "--import", "tsx", join(REPO, "reconciler/cli/main.ts")] : [bin];
+  const daemon: ChildProcess = spawn("nsenter", [`--net=/run/netns/${netns}`, ...cmd, ...argv], { cwd: REPO, stdio: ["ignore", logFd, logFd], env: daemonEnv() });
   closeSync(logFd);
   let exited: string | undefined;
   daemon.on("exit", (code, signal) => void (exited = `exit ${code ?? signal}`));
@@ -377,7 +386,7 @@ async function main(): Promise<void> {
   const memReady = memory(pid);
   log.poll();
   const coldRun = log.runs.find((r) => r.revision === revA);
-  row("(a) cold start → ready (spawn → status shows revision applied)", `${fmtMs(readyMs)} (daemon's own ms= of the run: ${coldRun?.ms ?? "?"}; ${coldRun?.changes ?? "?"} changes, ${log.changeLines} 'msg=change' log lines)`);
+  row("(a) cold start → ready (spawn → status shows revision applied)", `${fmtMs(readyMs)} (daemon's own ms= of the run: ${coldRun?.ms ?? "?"}; ${coldRun?.changes ?? "?"} changes, ${log.changeLines} per-change log lines, log ${mib(log.offset)})`);
   row("(a) VmHWM right after ready", `${mib(memReady.hwm)} (VmRSS ${mib(memReady.rss)})`, "<= 400 MiB", memReady.hwm <= 400 * 2 ** 20);
 
   // The compiled model really is DESIGN scale: count what is in the kernel.
@@ -447,9 +456,14 @@ async function main(): Promise<void> {
   const floor = Math.min(...floors.map((f) => f.ms));
   row("    baseline: kernel floor of a resync (batch-read every map once, best of 3)", `${fmtMs(floor)} (${floors.map((f) => Math.round(f.ms)).join(", ")} ms)`);
   row("ratio no-op resync / kernel floor", `${(median(noop) / floor).toFixed(2)}`, "(info)");
+  const attach = tcxAttachFloor(200);
+  row(
+    "    baseline: kernel floor of the cold start's tcx attaches (BPF_LINK_CREATE)",
+    `${(attach.ms / attach.links).toFixed(1)} ms per link (${attach.links} links in ${fmtMs(attach.ms)}); × ${2 * scale.endpoints} links = ${fmtMs((attach.ms / attach.links) * 2 * scale.endpoints)}`,
+  );
   log.poll();
   if (log.problems.length) console.log(`  warnings/errors in the daemon's log (${log.problems.length}):\n    ${log.problems.slice(0, 10).join("\n    ")}`);
-  row("runs in the log", `${log.runs.length} (${log.runs.map((r) => `${r.trigger}:${r.changes}/${r.ms}ms`).join(" ")})`);
+  row("runs in the log (trigger:changes/ms)", `${log.runs.length}: ${log.runs.map((r) => `${r.trigger}:${r.changes}/${r.ms}`).join(" ").slice(0, 300)}`);
 
   const w1 = Math.max(...rows.map((r) => r.what.length));
   const w2 = Math.max(...rows.map((r) => r.value.length));
@@ -458,6 +472,31 @@ async function main(): Promise<void> {
     console.log(`  ${r.what.padEnd(w1)}  ${r.value.padEnd(w2)}  ${verdict}`);
   }
   console.log(`  load at the end ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+}
+
+/**
+ * Time to create `n` tcx links (ingress) on `n` fresh veths in the bench's namespace, in this
+ * process, with counter.o's program: what the cold start's 2 links per endpoint cost at least.
+ */
+function tcxAttachFloor(n: number): { links: number; ms: number } {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) lines.push(`link add dmf${i} type veth peer name dmg${i}`);
+  run("ip", ["-n", netns, "-batch", "-"], lines.join("\n") + "\n");
+  const links = JSON.parse(run("ip", ["-n", netns, "-j", "link", "show"])) as Array<{ ifname: string; ifindex: number }>;
+  const ifindexes = links.filter((l) => /^dmf\d+$/.test(l.ifname)).map((l) => l.ifindex);
+  const collection = loadCollection(parseElf(readFileSync(join(REPO, "bpf/build/counter.o"))));
+  const made: TcxLink[] = [];
+  try {
+    const prog = collection.programs.get("count_packets")!;
+    const t0 = now();
+    withNetns(netns, () => {
+      for (const ifindex of ifindexes) made.push(TcxLink.attach(prog, ifindex, "ingress"));
+    });
+    return { links: made.length, ms: now() - t0 };
+  } finally {
+    for (const l of made) l.close();
+    collection.close();
+  }
 }
 
 /** Max RSS (bytes) of one run of `bin args`, from GNU time. */
