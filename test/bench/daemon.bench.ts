@@ -217,6 +217,51 @@ async function status(): Promise<Status | undefined> {
   }
 }
 
+/** One daemon process (the binary, or node from source), its log and the status socket. */
+class Daemon {
+  readonly child: ChildProcess;
+  /** nsenter execs the command in place: the child's pid is the daemon's. */
+  readonly pid: number;
+  readonly log: LogTail;
+  exited: string | undefined;
+
+  constructor(command: readonly string[], private readonly logPath: string) {
+    const fd = openSync(logPath, "w");
+    this.child = spawn("nsenter", [`--net=/run/netns/${netns}`, ...command], { cwd: REPO, stdio: ["ignore", fd, fd], env: daemonEnv() });
+    closeSync(fd);
+    this.child.on("exit", (code, signal) => void (this.exited = `exit ${code ?? signal}`));
+    cleanups.push(() => void (this.exited === undefined && this.child.kill("SIGKILL")));
+    this.pid = this.child.pid!;
+    this.log = new LogTail(logPath);
+  }
+
+  fail(what: string): never {
+    const tail = readFileSync(this.logPath, "utf8").split("\n").filter((l) => !l.includes("msg=change ")).slice(-25).join("\n");
+    throw new BenchError(`${what}${this.exited ? ` (daemon ${this.exited})` : ""}; log (without change lines):\n${tail}`);
+  }
+
+  /** Polls the status socket every `everyMs` until `done`; fails when the daemon exits or a run fails. */
+  async waitFor(what: string, timeoutMs: number, done: (s: Status | undefined) => boolean, everyMs = 10): Promise<Status | undefined> {
+    const until = now() + timeoutMs;
+    for (;;) {
+      if (this.exited) this.fail(`daemon stopped while waiting for ${what}`);
+      const s = await status();
+      if (done(s)) return s;
+      if (s?.lastRun && s.lastRun.result !== "ok") this.fail(`${what}: last run ${s.lastRun.result}: ${JSON.stringify(s.lastRun.errors.slice(0, 3))} ${s.lastRun.invalid.slice(0, 3).join("; ")}`);
+      if (now() > until) this.fail(`no ${what} within ${timeoutMs / 1000} s`);
+      await sleep(everyMs);
+    }
+  }
+
+  /** SIGTERM (the datapath stays), and how long the daemon took to exit. */
+  async stop(): Promise<string> {
+    const t0 = now();
+    this.child.kill("SIGTERM");
+    for (let w = 0; !this.exited && w < 600; w++) await sleep(50);
+    return this.exited ? `${fmtMs(now() - t0)} (${this.exited})` : "did not exit within 30 s";
+  }
+}
+
 /** VmHWM and VmRSS of a process, in bytes. */
 function memory(pid: number): { hwm: number; rss: number } {
   const text = readFileSync(`/proc/${pid}/status`, "utf8");
@@ -350,37 +395,12 @@ async function main(): Promise<void> {
   console.log(`  ${scale.endpoints} veth pairs created in ${fmtMs(now() - v0)}`);
 
   // (a) cold start → ready.
-  const logFd = openSync(logFile, "w");
   const argv = ["--source", dir, "--node", NODE, "--bpffs-root", pinRoot, "--socket", socket, "--state-dir", join(scratch, "state"), "--resync-interval", RESYNC, "--attach-mode", ATTACH_MODE];
-  const start = now();
   const cmd = PROFILE ? [process.execPath, "--cpu-prof", "--cpu-prof-interval=50000", `--cpu-prof-dir=${resolve(PROFILE)}`, "--import", "tsx", join(REPO, "reconciler/cli/main.ts")] : [bin];
-  const daemon: ChildProcess = spawn("nsenter", [`--net=/run/netns/${netns}`, ...cmd, ...argv], { cwd: REPO, stdio: ["ignore", logFd, logFd], env: daemonEnv() });
-  closeSync(logFd);
-  let exited: string | undefined;
-  daemon.on("exit", (code, signal) => void (exited = `exit ${code ?? signal}`));
-  // nsenter execs the binary in place: the child's pid is the daemon's.
-  cleanups.push(() => void (exited === undefined && daemon.kill("SIGKILL")));
-  const pid = daemon.pid!;
-  const log = new LogTail(logFile);
-  const fail = (what: string): never => {
-    log.poll();
-    const tail = readFileSync(logFile, "utf8").split("\n").filter((l) => !l.includes("msg=change ")).slice(-25).join("\n");
-    throw new BenchError(`${what}${exited ? ` (daemon ${exited})` : ""}; log (without change lines):\n${tail}`);
-  };
-  const waitFor = async (what: string, timeoutMs: number, done: (s: Status | undefined) => boolean, everyMs = 10): Promise<Status | undefined> => {
-    const until = now() + timeoutMs;
-    for (;;) {
-      if (exited) fail(`daemon stopped while waiting for ${what}`);
-      const s = await status();
-      if (done(s)) return s;
-      if (s?.lastRun && s.lastRun.result !== "ok") fail(`${what}: last run ${s.lastRun.result}: ${JSON.stringify(s.lastRun.errors.slice(0, 3))} ${s.lastRun.invalid.slice(0, 3).join("; ")}`);
-      if (now() > until) fail(`no ${what} within ${timeoutMs / 1000} s`);
-      await sleep(everyMs);
-    }
-  };
-  let hwmPoll = 0;
-  const hwmTimer = setInterval(() => void (exited === undefined && (hwmPoll = Math.max(hwmPoll, memory(pid).hwm))), 1000);
-  cleanups.push(() => clearInterval(hwmTimer));
+  const start = now();
+  const daemon = new Daemon([...cmd, ...argv], logFile);
+  const { pid, log } = daemon;
+  const waitFor = daemon.waitFor.bind(daemon);
   await waitFor("first revision applied", 600_000, (s) => s?.appliedRevision === revA, 100);
   const readyMs = now() - start;
   const memReady = memory(pid);
@@ -448,10 +468,19 @@ async function main(): Promise<void> {
   row("    baseline: max RSS of `reconcile version`", `${mib(versionRss)} (daemon peak = ${(memEnd.hwm / versionRss).toFixed(1)}×)`);
 
   // Stop (the datapath stays), then the kernel floor of a resync on the maps it left.
-  const q0 = now();
-  daemon.kill("SIGTERM");
-  for (let w = 0; !exited && w < 600; w++) await sleep(50);
-  row("    SIGTERM → exit", exited ? `${fmtMs(now() - q0)} (${exited})` : "did not exit within 30 s");
+  row("    SIGTERM → exit", await daemon.stop());
+
+  // (e) restart with the datapath in place (an upgrade, `systemctl restart`): ready again, and how
+  // much it rewrites.
+  const current = CHANGES % 2 === 0 ? revA : revB;
+  const r0 = now();
+  const again = new Daemon([...cmd, ...argv], join(scratch, "daemon-restart.log"));
+  await again.waitFor("revision applied after the restart", 600_000, (st) => st?.appliedRevision === current, 100);
+  const restartMs = now() - r0;
+  again.log.poll();
+  const first = again.log.runs[0];
+  row("(e) restart, datapath in place → ready", `${fmtMs(restartMs)} (daemon's ms= ${first?.ms ?? "?"}, changes=${first?.changes ?? "?"}; VmHWM ${mib(memory(again.pid).hwm)})`);
+  row("    SIGTERM → exit", await again.stop());
   const floors = [readAllMaps(), readAllMaps(), readAllMaps()];
   const floor = Math.min(...floors.map((f) => f.ms));
   row("    baseline: kernel floor of a resync (batch-read every map once, best of 3)", `${fmtMs(floor)} (${floors.map((f) => Math.round(f.ms)).join(", ")} ms)`);
