@@ -20,6 +20,7 @@ import {
   type PolicyContext,
   sections,
 } from "./context.js";
+import { HOST_ENDPOINT, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
 import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
@@ -441,6 +442,8 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
       });
     }
   }
+  const host = hostPolicy(ctx, resolver);
+  if (host !== undefined) endpoints.push(host);
   endpoints.sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
   warnings.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
   return {
@@ -450,5 +453,24 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
     endpoints,
     ipcache: buildIpcache(ctx, warnings),
     warnings,
+  };
+}
+
+/** The local host endpoint's policy (HOST_ENDPOINT, identity host) from the host policies that select
+ *  the local node, computed like an endpoint's; undefined when host policy does not apply here. */
+function hostPolicy(ctx: PolicyContext, resolver: PeerResolver): EndpointPolicy | undefined {
+  const host = localHost(ctx);
+  if (host === undefined) return undefined;
+  const singles = new Map<RuleRef, RuleRef[]>(host.rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
+  const pol = policyForIdentity(host.rules, resolver, ctx.opts, singles);
+  return {
+    endpoint: HOST_ENDPOINT,
+    identity: ReservedIdentity.host,
+    enforce: { ...pol.enforce },
+    enforcedBy: pol.enforcedBy,
+    entries: pol.keys.map((k) => {
+      const denied = pol.deny.get(k);
+      return denied ? decodeEntry(HOST_ENDPOINT, k, true, denied) : decodeEntry(HOST_ENDPOINT, k, false, pol.allow.get(k)!);
+    }),
   };
 }

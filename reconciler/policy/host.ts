@@ -1,0 +1,42 @@
+// Host policies (Cilium's host firewall): rules with a nodeSelector. Their subject is the host
+// endpoint of every node whose labels match; on the node reconcile compiles for, that is the local
+// host (identity 1). Ingress sections govern traffic into the host, egress sections traffic from it,
+// and a direction is in default deny once a host policy with that section selects the node.
+//
+// compile.ts and explain.ts both ask this file which host rules apply; each then evaluates them
+// its own way (entries vs. one flow), like they do for endpoints.
+
+import type { LabelSet, NodeManifest } from "../manifest/model.js";
+import type { EffectiveRule, PolicyContext } from "./context.js";
+import { matches } from "./selector.js";
+
+/**
+ * Name of the local host endpoint wherever an endpoint name is used (compiled policy, desired
+ * policy map, `inspect policy`). Not a DNS-1123 name, so no Endpoint manifest can take it.
+ */
+export const HOST_ENDPOINT = "reserved:host";
+
+/** The local node's host endpoint, when host policy applies to it. */
+export interface LocalHost {
+  /** The local Node manifest. */
+  node: NodeManifest;
+  /** Its labels (what nodeSelectors match). */
+  labels: LabelSet;
+  /** Host policies whose nodeSelector matches the local node, in model order. */
+  rules: EffectiveRule[];
+}
+
+/**
+ * The local host endpoint, or undefined when the host is not subject to host policy: there is no
+ * Node manifest for the local node, or it has no `spec.hostFirewall` and no host policy selects it.
+ * (With a host firewall but no selecting rule the host endpoint exists and enforces nothing in the
+ * default enforcement mode, as an endpoint that no rule selects.)
+ */
+export function localHost(ctx: PolicyContext): LocalHost | undefined {
+  const node = ctx.model.nodes.find((n) => n.name === ctx.opts.node);
+  if (node === undefined) return undefined;
+  const labels = node.labels ?? [];
+  const rules = ctx.hostRules.filter((r) => matches(r.subject, labels));
+  if (rules.length === 0 && node.hostFirewall === undefined) return undefined;
+  return { node, labels, rules };
+}
