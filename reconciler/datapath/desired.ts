@@ -231,7 +231,7 @@ function addOverlay(state: DesiredState, local: NodeManifest, nodes: readonly No
 /**
  * The local host endpoint (host policies, policy/host.ts), stored like an endpoint: an `endpoints`
  * entry per local host address (the ipcache's host /32 and /128 entries: the local Node address and
- * this machine's addresses), all with endpoint number HOST_ENDPOINT_ID and identity host, and its
+ * this machine's addresses, plus the endpoints' gateway addresses when veth endpoints have them), all with endpoint number HOST_ENDPOINT_ID and identity host, and its
  * policy under HOST_ENDPOINT. The endpoint programs check it when an endpoint talks to a host
  * address and the reverse; the host firewall programs on the Node's `spec.hostFirewall.devices`
  * (adopted: only the links are reconcile's) and, when the overlay exists, on rc-vxlan, check it for
@@ -245,6 +245,22 @@ function addHostEndpoint(state: DesiredState, policy: EndpointPolicy, compiled: 
     if (state.endpoints.has(address)) continue; // an endpoint's own address stays the endpoint's
     state.endpoints.set(address, {
       address,
+      endpointId: HOST_ENDPOINT_ID,
+      identity: ReservedIdentity.host,
+      ifindex: 0,
+      enforceIngress: policy.enforce.ingress,
+      enforceEgress: policy.enforce.egress,
+      endpoint: HOST_ENDPOINT,
+    });
+  }
+  // The gateway addresses on the host-side veths are the host's too: the host's packets to its
+  // endpoints usually leave with them as source, and an endpoint's packets to them are for the host.
+  // (They stay out of the ipcache, so endpoint policies keep seeing them as world.)
+  const gateways = new Set([...state.addresses.values()].map((a) => a.address));
+  for (const [gw, plen] of [[GATEWAY_V4, 32], [GATEWAY_V6, 64]] as const) {
+    if (!gateways.has(`${gw}/${plen}`) || state.endpoints.has(gw)) continue;
+    state.endpoints.set(gw, {
+      address: gw,
       endpointId: HOST_ENDPOINT_ID,
       identity: ReservedIdentity.host,
       ifindex: 0,

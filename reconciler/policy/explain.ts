@@ -13,7 +13,7 @@ import {
   type PolicyContext,
   sections,
 } from "./context.js";
-import { HOST_ENDPOINT, localHost } from "./host.js";
+import { HOST_ENDPOINT, HOST_GATEWAYS, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { labelSetString } from "./labels.js";
 import { portsAdmit, protocolName } from "./ports.js";
@@ -93,8 +93,13 @@ function resolveParty(ctx: PolicyContext, field: "from" | "to", text: string): P
     const p = parsePrefix(text2);
     offer(p, 3, () => ({ identity: id, labels: labelsOf(id), cidr: p, display: `cidr:${text2}` }));
   }
-  if (best) return best.party;
-  return reserved(family === 4 ? ReservedIdentity.worldIPv4 : ReservedIdentity.worldIPv6);
+  const party = best ? best.party : reserved(family === 4 ? ReservedIdentity.worldIPv4 : ReservedIdentity.worldIPv6);
+  // An endpoint gateway address is the host's (its host policy applies) with its ipcache identity.
+  const isGateway = HOST_GATEWAYS.some((g) => {
+    const p = parseAddress(g);
+    return p.family === family && p.addr === addr;
+  });
+  return isGateway && !party.host ? { ...party, host: true } : party;
 }
 
 /** Whether a PeerRule's from/to part selects the party. */

@@ -16,6 +16,12 @@ import { matches } from "./selector.js";
  */
 export const HOST_ENDPOINT = "reserved:host";
 
+/** The gateway addresses every created veth endpoint routes through (datapath/desired.ts
+ *  GATEWAY_V4 and GATEWAY_V6; a unit test keeps them equal). They belong to the host: where host
+ *  policy applies, traffic between an endpoint and them is judged by the host's policy, although
+ *  their identity (not in the ipcache) is world. */
+export const HOST_GATEWAYS: readonly string[] = ["169.254.1.1", "fe80::1"];
+
 /** The local node's host endpoint, when host policy applies to it. */
 export interface LocalHost {
   /** The local Node manifest. */

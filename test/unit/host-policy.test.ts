@@ -3,12 +3,12 @@
 // its policy map, host firewall attachments).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HOST_ENDPOINT_ID, PROGRAM_FROM_NETDEV, PROGRAM_TO_NETDEV, VXLAN_DEVICE } from "../../reconciler/datapath/desired.js";
+import { GATEWAY_V4, GATEWAY_V6, HOST_ENDPOINT_ID, PROGRAM_FROM_NETDEV, PROGRAM_TO_NETDEV, VXLAN_DEVICE } from "../../reconciler/datapath/desired.js";
 import { formatProblem, loadSnapshot } from "../../reconciler/manifest/load.js";
 import type { Model } from "../../reconciler/manifest/model.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { explain } from "../../reconciler/policy/explain.js";
-import { HOST_ENDPOINT } from "../../reconciler/policy/host.js";
+import { HOST_ENDPOINT, HOST_GATEWAYS } from "../../reconciler/policy/host.js";
 import type { CompileOptions } from "../../reconciler/policy/types.js";
 import { compileModel } from "../../reconciler/plan/pipeline.js";
 
@@ -171,6 +171,12 @@ test("explain: flows to and from the host (by name or by a host address) follow 
   assert.match(ex("host", "app2", 80).reason, /^default deny: reserved:host is selected by rule host\.yaml:1 and none allows egress to identity/);
   // From outside: a remote node and the world reach the host only as the ingress rules say.
   assert.equal(ex("192.0.2.12", "host", 8080).verdict, "deny");
+  // The endpoints' gateway address is the host's, with its ipcache identity (world) as a peer.
+  const gw = ex("app1", "169.254.1.1", 8080);
+  assert.equal(gw.verdict, "deny");
+  assert.equal(gw.toIdentity, 9);
+  assert.equal(ex("169.254.1.1", "app1", 80).verdict, "allow");
+  assert.equal(ex("169.254.1.1", "app2", 80).verdict, "deny");
   // On n2 (labels do not match) the host is unaffected.
   assert.match(explain(m, opts("n2"), { from: "app1", to: "host", port: 8080, protocol: TCP }).reason, /^allowed: no policy is enforced on app1 egress$/);
 });
@@ -205,6 +211,15 @@ test("desired: the host endpoint has an endpoints entry per host address, its po
       [VXLAN_DEVICE, "ingress", "from_netdev"],
     ].sort(),
   );
+});
+
+test("desired: created veth endpoints' gateway addresses are host endpoint entries too; policy/ and datapath/ agree on them", () => {
+  assert.deepEqual(HOST_GATEWAYS, [GATEWAY_V4, GATEWAY_V6]);
+  const eps = EPS.replaceAll("    name: lxc-app1\n", "    name: lxc-app1\n    create: {netns: ns-app1}\n");
+  const { desired } = compileModel(model({ "eps.yaml": eps }), [], { node: "n1", enforcement: "default", attachMode: "tcx" });
+  assert.equal(desired.endpoints.get(GATEWAY_V4)?.endpointId, HOST_ENDPOINT_ID);
+  assert.equal(desired.endpoints.has(GATEWAY_V6), false, "no IPv6 endpoint, no IPv6 gateway");
+  assert.equal(desired.ipcache.has(`${GATEWAY_V4}/32`), false, "the ipcache is unchanged: endpoint policies see the gateway as world");
 });
 
 test("desired: without host policy for the node, nothing of the host endpoint is there (existing datapaths unchanged)", () => {
