@@ -1,0 +1,290 @@
+// Host policies end to end, with the built binary: a private "node" namespace (n1) runs
+// `reconcile --once`, with two veth endpoints (app1, app2) and an underlay veth to a second private
+// namespace that plays the other node (n2, the client from outside). n1's Node lists the underlay
+// device under spec.hostFirewall.devices. One host policy (nodeSelector role=edge):
+//   ingress: TCP/8080 from app1; TCP/2222 from remote nodes.  egress: TCP/80 to app1.
+// While n1 is labelled role=core the policy does not select it and nothing changes; relabelled
+// role=edge, the host is in default deny both ways and exactly the allowed flows pass (with their
+// replies); without the policy, everything passes again; teardown leaves the adopted device clean.
+import { test, type TestContext } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { decodeEndpointInfo, decodeEndpointKey } from "../../reconciler/datapath/layouts.js";
+import { HOST_ENDPOINT_ID } from "../../reconciler/datapath/desired.js";
+import { REPO, cliCommand, cliEnv, connect, killAndWait, mapDump, requireTools, show, spawnSyncOk, waitFor, type RunResult } from "./helpers/reconcile.js";
+
+const N1 = "192.0.2.21";
+const N2 = "192.0.2.22";
+const APP1 = "10.11.0.1";
+const APP2 = "10.11.0.2";
+
+interface Setup {
+  sfx: string;
+  /** n1's host namespace (reconcile runs here) and the client "node" n2. */
+  hostNs: string;
+  clientNs: string;
+  /** The underlay device in n1 (adopted, host firewall) and its peer in n2. */
+  underlay: string;
+  app: { app1: string; app2: string };
+  pin: string;
+  tmp: string;
+  dir: string;
+  servers: ChildProcess[];
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Namespaces, underlay, pin root; cleanup registered first (teardown, then delete by suffix). */
+function makeSetup(t: TestContext): Setup {
+  const sfx = randomBytes(2).toString("hex");
+  const tmp = mkdtempSync(path.join(tmpdir(), "rc-e2e-host-policy-"));
+  const s: Setup = {
+    sfx,
+    hostNs: `hph-${sfx}`,
+    clientNs: `hpc-${sfx}`,
+    underlay: `hpu1-${sfx}`,
+    app: { app1: `hpa1-${sfx}`, app2: `hpa2-${sfx}` },
+    pin: `/sys/fs/bpf/hp-${sfx}`,
+    tmp,
+    dir: path.join(tmp, "manifests"),
+    servers: [],
+  };
+  t.after(async () => {
+    for (const c of s.servers) await killAndWait(c).catch(() => undefined);
+    if (existsSync(`/run/netns/${s.hostNs}`) && existsSync(s.pin)) await reconcile(s, ["teardown"]).catch(() => undefined);
+    for (const name of safeReaddir("/run/netns")) {
+      if (name.startsWith("hp") && name.endsWith(`-${sfx}`)) spawnSync("ip", ["netns", "delete", name], { stdio: "ignore" });
+    }
+    rmSync(s.pin, { recursive: true, force: true });
+    rmSync(tmp, { recursive: true, force: true });
+  });
+  for (const ns of [s.hostNs, s.clientNs]) {
+    spawnSyncOk("ip", ["netns", "add", ns]);
+    spawnSyncOk("ip", ["-n", ns, "link", "set", "lo", "up"]);
+  }
+  spawnSyncOk("ip", ["-n", s.hostNs, "link", "add", s.underlay, "type", "veth", "peer", "name", `hpu2-${sfx}`, "netns", s.clientNs]);
+  for (const [ns, dev, addr] of [[s.hostNs, s.underlay, N1], [s.clientNs, `hpu2-${sfx}`, N2]] as const) {
+    spawnSyncOk("ip", ["-n", ns, "addr", "add", `${addr}/24`, "dev", dev]);
+    spawnSyncOk("ip", ["-n", ns, "link", "set", dev, "up"]);
+  }
+  mkdirSync(s.pin);
+  return s;
+}
+
+const HOST_RULE = `apiVersion: reconcile/v1
+kind: Rule
+metadata:
+  name: edge-host
+spec:
+  nodeSelector:
+    matchLabels:
+      role: edge
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        id: app1
+    toPorts:
+    - ports:
+      - port: "8080"
+        protocol: TCP
+  - fromEntities: [remote-node]
+    toPorts:
+    - ports:
+      - port: "2222"
+        protocol: TCP
+  egress:
+  - toEndpoints:
+    - matchLabels:
+        id: app1
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+`;
+
+function writeManifests(s: Setup, o: { n1Role: string; hostRule: boolean }): void {
+  rmSync(s.dir, { recursive: true, force: true });
+  mkdirSync(s.dir, { recursive: true });
+  const node = (name: string, role: string, address: string, firewall: boolean) =>
+    `apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: ${name}\n  labels:\n    role: ${role}\nspec:\n  address: ${address}\n${firewall ? `  hostFirewall:\n    devices: [${s.underlay}]\n` : ""}`;
+  writeFileSync(path.join(s.dir, "nodes.yaml"), `${node("n1", o.n1Role, N1, true)}---\n${node("n2", "core", N2, false)}`);
+  const ep = (app: "app1" | "app2", ip: string) =>
+    `apiVersion: reconcile/v1\nkind: Endpoint\nmetadata:\n  name: ${app}\n  labels:\n    id: ${app}\nspec:\n  node: n1\n  ipv4: ${ip}\n  interface:\n    name: hpe${app.slice(3)}-${s.sfx}\n    create:\n      netns: ${s.app[app]}\n      ifname: eth0\n`;
+  writeFileSync(path.join(s.dir, "endpoints.yaml"), `${ep("app1", APP1)}---\n${ep("app2", APP2)}`);
+  if (o.hostRule) writeFileSync(path.join(s.dir, "host-rule.yaml"), HOST_RULE);
+}
+
+/** `reconcile ARGS --source DIR --node n1 --bpffs-root PIN` inside n1's namespace. */
+function reconcile(s: Setup, args: string[]): Promise<RunResult> {
+  const argv = [`--net=/run/netns/${s.hostNs}`, ...cliCommand(), ...args, "--source", s.dir, "--node", "n1", "--bpffs-root", s.pin];
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(s) });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
+
+async function once(s: Setup): Promise<RunResult> {
+  const r = await reconcile(s, ["--once"]);
+  assert.equal(r.code, 0, show(r));
+  return r;
+}
+
+/** An HTTP server on bind:port in netns (killed at cleanup); resolves once it listens. */
+async function startServer(s: Setup, netns: string, bind: string, port: number): Promise<void> {
+  const child = spawn("ip", ["netns", "exec", netns, "python3", "-m", "http.server", String(port), "--bind", bind], { cwd: s.tmp, stdio: "ignore" });
+  s.servers.push(child);
+  await waitFor(`http server ${bind}:${port} in ${netns}`, () => {
+    if (child.exitCode !== null) throw new Error(`http server in ${netns} exited with ${child.exitCode}`);
+    return spawnSync("ip", ["netns", "exec", netns, "ss", "-ltnH", `sport = :${port}`], { encoding: "utf8" }).stdout.includes(`${bind}:${port}`);
+  }, 15_000, 50);
+}
+
+type Flows = Record<string, string>;
+
+/** Every flow of the test, in parallel: "ok" = connected and got the HTTP reply. */
+async function flows(s: Setup, expectOk: Record<string, boolean>): Promise<Flows> {
+  const spec: Record<string, [string, string, number]> = {
+    "app1 -> host:8080": [s.app.app1, N1, 8080],
+    "app2 -> host:8080": [s.app.app2, N1, 8080],
+    "n2 -> host:2222 (underlay)": [s.clientNs, N1, 2222],
+    "n2 -> host:2223 (underlay)": [s.clientNs, N1, 2223],
+    "host -> app1:80": [s.hostNs, APP1, 80],
+    "host -> app2:80": [s.hostNs, APP2, 80],
+  };
+  const names = Object.keys(spec);
+  // A flow expected to be dropped gets a short timeout; one expected to pass a longer one.
+  const results = await Promise.all(names.map((n) => connect(spec[n]![0], spec[n]![1], spec[n]![2], expectOk[n] ? 3 : 1)));
+  return Object.fromEntries(names.map((n, i) => [n, results[i]!]));
+}
+
+/** Waits until every flow is as expected ("ok" or "timeout"), then returns the last observation. */
+async function expectFlows(s: Setup, expectOk: Record<string, boolean>): Promise<void> {
+  const want = Object.fromEntries(Object.entries(expectOk).map(([k, ok]) => [k, ok ? "ok" : "timeout"]));
+  let last: Flows | undefined;
+  try {
+    await waitFor("flows as the host policy says", async () => {
+      last = await flows(s, expectOk);
+      return Object.entries(want).every(([k, v]) => last![k] === v);
+    }, 20_000, 200);
+  } catch {
+    assert.deepEqual(last, want);
+  }
+}
+
+/** The host endpoint's entries in the pinned endpoints map: address → enforce flags. */
+function hostEntries(s: Setup): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of mapDump(path.join(s.pin, "endpoints"))) {
+    const v = decodeEndpointInfo(e.value, 0);
+    if (v.epId !== HOST_ENDPOINT_ID) continue;
+    out.set(decodeEndpointKey(e.key, 0), `${v.identity} ingress=${v.enforceIngress} egress=${v.enforceEgress}`);
+  }
+  return out;
+}
+
+/** reconcile's tcx links on the adopted device, by hook: link id and program name (this
+ *  bpftool cannot list tcx attachments per device, so the pinned links are read). */
+function netdevLinks(s: Setup): Map<string, { id: number; program: string }> {
+  const out = new Map<string, { id: number; program: string }>();
+  for (const hook of ["ingress", "egress"]) {
+    const pin = path.join(s.pin, "links", "host", s.underlay, hook);
+    if (!existsSync(pin)) continue;
+    const link = JSON.parse(spawnSyncOk("bpftool", ["-j", "link", "show", "pinned", pin])) as { id: number; prog_id: number };
+    const prog = JSON.parse(spawnSyncOk("bpftool", ["-j", "prog", "show", "id", String(link.prog_id)])) as { name: string };
+    out.set(hook, { id: link.id, program: prog.name });
+  }
+  return out;
+}
+
+/** Ids of every BPF link in the kernel. */
+function linkIds(): Set<number> {
+  return new Set((JSON.parse(spawnSyncOk("bpftool", ["-j", "link", "show"]) || "[]") as Array<{ id: number }>).map((l) => l.id));
+}
+
+const ALL_OK = {
+  "app1 -> host:8080": true,
+  "app2 -> host:8080": true,
+  "n2 -> host:2222 (underlay)": true,
+  "n2 -> host:2223 (underlay)": true,
+  "host -> app1:80": true,
+  "host -> app2:80": true,
+};
+
+test("host policy: enforced between endpoints and the host both ways and over the host firewall device, only on the selected node", async (t) => {
+  requireTools("bpftool", "python3", "nsenter");
+  const s = makeSetup(t);
+
+  // 1. The rule exists but selects role=edge; n1 is role=core: the host is unaffected.
+  writeManifests(s, { n1Role: "core", hostRule: true });
+  await once(s);
+  const links = netdevLinks(s);
+  assert.deepEqual([...links].map(([hook, l]) => `${hook}:${l.program}`), ["ingress:from_netdev", "egress:to_netdev"]);
+  assert.deepEqual(
+    hostEntries(s),
+    new Map([
+      [N1, "1 ingress=false egress=false"],
+      ["169.254.1.1", "1 ingress=false egress=false"],
+    ]),
+  );
+  for (const port of [8080, 2222, 2223]) await startServer(s, s.hostNs, "0.0.0.0", port);
+  await startServer(s, s.app.app1, APP1, 80);
+  await startServer(s, s.app.app2, APP2, 80);
+  await expectFlows(s, ALL_OK);
+
+  // 2. n1 becomes role=edge: default deny on the host in both directions, the allowed flows pass
+  //    with their replies, and explain (through the binary) says the same.
+  writeManifests(s, { n1Role: "edge", hostRule: true });
+  await once(s);
+  assert.equal(hostEntries(s).get(N1), "1 ingress=true egress=true");
+  await expectFlows(s, {
+    "app1 -> host:8080": true,
+    "app2 -> host:8080": false,
+    "n2 -> host:2222 (underlay)": true,
+    "n2 -> host:2223 (underlay)": false,
+    "host -> app1:80": true,
+    "host -> app2:80": false,
+  });
+  const explained = async (from: string, to: string, port: string) => {
+    const r = await reconcile(s, ["explain", "--from", from, "--to", to, "--port", port, "--output", "json"]);
+    return (JSON.parse(r.stdout) as { verdict: string }).verdict;
+  };
+  assert.deepEqual(
+    [await explained("app1", "host", "8080/TCP"), await explained("app2", N1, "8080/TCP"), await explained(N2, "host", "2222/TCP"), await explained(N2, "host", "2223/TCP"), await explained("host", "app2", "80/TCP")],
+    ["allow", "deny", "allow", "deny", "deny"],
+  );
+  assert.match((await once(s)).stdout, /^No changes\./, "a second run has nothing to do");
+
+  // 3. Without the host policy, the host endpoint enforces nothing again.
+  writeManifests(s, { n1Role: "edge", hostRule: false });
+  await once(s);
+  assert.equal(hostEntries(s).get(N1), "1 ingress=false egress=false");
+  await expectFlows(s, ALL_OK);
+
+  // 4. Teardown removes reconcile's links from the adopted device and leaves the device itself.
+  const down = await reconcile(s, ["teardown"]);
+  assert.equal(down.code, 0, show(down));
+  assert.deepEqual(netdevLinks(s), new Map());
+  const remaining = linkIds();
+  assert.deepEqual([...links.values()].filter((l) => remaining.has(l.id)), [], "the tcx links on the device are gone");
+  assert.equal(spawnSync("ip", ["-n", s.hostNs, "link", "show", s.underlay], { stdio: "ignore" }).status, 0, "the adopted device is still there");
+});
