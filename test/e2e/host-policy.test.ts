@@ -272,6 +272,14 @@ test("host policy: enforced between endpoints and the host both ways and over th
     [await explained("app1", "host", "8080/TCP"), await explained("app2", N1, "8080/TCP"), await explained(N2, "host", "2222/TCP"), await explained(N2, "host", "2223/TCP"), await explained("host", "app2", "80/TCP")],
     ["allow", "deny", "allow", "deny", "deny"],
   );
+  // `inspect policy reserved:host` names the host's entries with their counters and its drops.
+  const inspected = await reconcile(s, ["inspect", "policy", "reserved:host", "--output", "json"]);
+  assert.equal(inspected.code, 0, show(inspected));
+  const rows = JSON.parse(inspected.stdout) as Array<Record<string, unknown>>;
+  const allowed = rows.filter((r) => r["decision"] === "allow" && (r["packets"] as number) > 0).map((r) => `${r["direction"]} ${r["port"]}`).sort();
+  assert.deepEqual(allowed, ["egress 80", "ingress 2222", "ingress 8080"]);
+  const drops = new Set(rows.filter((r) => r["drops"] === "NO_POLICY" && (r["packets"] as number) > 0).map((r) => r["direction"]));
+  assert.equal(drops.size, 2, `NO_POLICY drops in both directions: ${JSON.stringify(rows)}`);
   assert.match((await once(s)).stdout, /^No changes\./, "a second run has nothing to do");
 
   // 3. Without the host policy, the host endpoint enforces nothing again.
