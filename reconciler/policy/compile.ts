@@ -20,7 +20,7 @@ import {
   type PolicyContext,
   sections,
 } from "./context.js";
-import { HOST_ENDPOINT, localHost } from "./host.js";
+import { HOST_ENDPOINT, hostRuleWarnings, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
 import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
@@ -444,6 +444,7 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
   }
   const host = hostPolicy(ctx, resolver);
   if (host !== undefined) endpoints.push(host);
+  warnings.push(...hostRuleWarnings(ctx));
   endpoints.sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
   warnings.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
   return {

@@ -6,9 +6,9 @@
 // compile.ts and explain.ts both ask this file which host rules apply; each then evaluates them
 // its own way (entries vs. one flow), like they do for endpoints.
 
-import type { LabelSet, NodeManifest } from "../manifest/model.js";
+import type { LabelSet, ManifestProblem, NodeManifest } from "../manifest/model.js";
 import type { EffectiveRule, PolicyContext } from "./context.js";
-import { matches } from "./selector.js";
+import { matches, selectorString } from "./selector.js";
 
 /**
  * Name of the local host endpoint wherever an endpoint name is used (compiled policy, desired
@@ -45,4 +45,20 @@ export function localHost(ctx: PolicyContext): LocalHost | undefined {
   const rules = ctx.hostRules.filter((r) => matches(r.subject, labels));
   if (rules.length === 0 && node.hostFirewall === undefined) return undefined;
   return { node, labels, rules };
+}
+
+/** A warning per host policy whose nodeSelector matches no Node manifest (it applies nowhere). */
+export function hostRuleWarnings(ctx: PolicyContext): ManifestProblem[] {
+  const out: ManifestProblem[] = [];
+  for (const r of ctx.hostRules) {
+    if (ctx.model.nodes.some((n) => matches(r.subject, n.labels ?? []))) continue;
+    out.push({
+      file: r.subject.at.file,
+      line: r.subject.at.line,
+      object: `Rule/${r.manifest.name}`,
+      message: `nodeSelector ${selectorString(r.subject)} matches no Node (host policies select Nodes by their metadata.labels)`,
+      severity: "warning",
+    });
+  }
+  return out;
 }

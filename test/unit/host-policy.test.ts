@@ -145,6 +145,15 @@ test("compile: the host endpoint of a selected node gets the host rules' entries
   }
 });
 
+test("compile: a host policy whose nodeSelector matches no Node is a warning at the selector", () => {
+  const rule = HOST_RULE.replace("name: edge-host", "name: nowhere").replace("role: edge", "role: gateway");
+  const c = compile(model({ "nowhere.yaml": rule }), opts("n1"));
+  assert.deepEqual(c.warnings.map((w) => `${w.file}:${w.line}: ${w.object}: ${w.message}`), [
+    "nowhere.yaml:6: Rule/nowhere: nodeSelector {any:role=gateway} matches no Node (host policies select Nodes by their metadata.labels)",
+  ]);
+  assert.deepEqual(compile(model(), opts("n1")).warnings, []);
+});
+
 test("compile: a node whose labels do not match has no host endpoint, unless it has a host firewall (then nothing is enforced)", () => {
   assert.equal(compile(model(), opts("n2")).endpoints.find((e) => e.endpoint === HOST_ENDPOINT), undefined);
   const withFirewall = model({ "nodes.yaml": NODES.replace("  address: 192.0.2.12\n", "  address: 192.0.2.12\n  hostFirewall:\n    devices: [eth1]\n") });
