@@ -11,6 +11,7 @@ import { explain } from "../../reconciler/policy/explain.js";
 import { HOST_ENDPOINT, HOST_GATEWAYS } from "../../reconciler/policy/host.js";
 import type { CompileOptions } from "../../reconciler/policy/types.js";
 import { compileModel } from "../../reconciler/plan/pipeline.js";
+import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
 const TCP = 6;
 
@@ -236,4 +237,25 @@ test("desired: without host policy for the node, nothing of the host endpoint is
   assert.equal(desired.policy.has(HOST_ENDPOINT), false);
   assert.deepEqual([...desired.endpoints.values()].filter((e) => e.identity === 1), []);
   assert.deepEqual([...desired.attachments.values()].filter((a) => a.program.endsWith("_netdev")), []);
+});
+
+test("examples/host-policy: the verdicts its README lists", () => {
+  const r = loadSnapshot(snapshotOfDir("examples/host-policy"));
+  assert.deepEqual(r.problems.map(formatProblem), []);
+  const m = r.model!;
+  const ex = (node: string, from: string, to: string, port: number, protocol = TCP) => explain(m, opts(node), { from, to, port, protocol }).verdict;
+  assert.deepEqual(
+    [
+      ex("edge-1", "monitor", "host", 9100),
+      ex("edge-1", "web", "host", 9100),
+      ex("edge-1", "198.51.100.7", "host", 22),
+      ex("edge-1", "192.0.2.32", "host", 22),
+      ex("edge-1", "host", "web", 8080),
+      ex("edge-1", "host", "monitor", 8080),
+      ex("edge-1", "host", "203.0.113.53", 53, 17),
+      ex("edge-1", "monitor", "web", 8080),
+    ],
+    ["allow", "deny", "allow", "deny", "allow", "deny", "allow", "allow"],
+  );
+  assert.deepEqual([ex("core-1", "192.0.2.9", "host", 22), ex("core-1", "host", "monitor", 8080)], ["allow", "allow"]);
 });
