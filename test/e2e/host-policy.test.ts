@@ -6,6 +6,7 @@
 // While n1 is labelled role=core the policy does not select it and nothing changes; relabelled
 // role=edge, the host is in default deny both ways and exactly the allowed flows pass (with their
 // replies); without the policy, everything passes again; teardown leaves the adopted device clean.
+// A second test does the same enforcement with --attach-mode tc (cls_bpf filters on the device).
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -34,6 +35,8 @@ interface Setup {
   tmp: string;
   dir: string;
   servers: ChildProcess[];
+  /** Extra arguments of every reconcile run (the attach mode). */
+  args: string[];
 }
 
 function safeReaddir(dir: string): string[] {
@@ -45,7 +48,7 @@ function safeReaddir(dir: string): string[] {
 }
 
 /** Namespaces, underlay, pin root; cleanup registered first (teardown, then delete by suffix). */
-function makeSetup(t: TestContext): Setup {
+function makeSetup(t: TestContext, args: string[] = []): Setup {
   const sfx = randomBytes(2).toString("hex");
   const tmp = mkdtempSync(path.join(tmpdir(), "rc-e2e-host-policy-"));
   const s: Setup = {
@@ -58,6 +61,7 @@ function makeSetup(t: TestContext): Setup {
     tmp,
     dir: path.join(tmp, "manifests"),
     servers: [],
+    args,
   };
   t.after(async () => {
     for (const c of s.servers) await killAndWait(c).catch(() => undefined);
@@ -126,7 +130,7 @@ function writeManifests(s: Setup, o: { n1Role: string; hostRule: boolean }): voi
 
 /** `reconcile ARGS --source DIR --node n1 --bpffs-root PIN` inside n1's namespace. */
 function reconcile(s: Setup, args: string[]): Promise<RunResult> {
-  const argv = [`--net=/run/netns/${s.hostNs}`, ...cliCommand(), ...args, "--source", s.dir, "--node", "n1", "--bpffs-root", s.pin];
+  const argv = [`--net=/run/netns/${s.hostNs}`, ...cliCommand(), ...args, ...s.args, "--source", s.dir, "--node", "n1", "--bpffs-root", s.pin];
   const started = Date.now();
   return new Promise((resolve, reject) => {
     const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(s) });
@@ -221,6 +225,12 @@ function linkIds(): Set<number> {
   return new Set((JSON.parse(spawnSyncOk("bpftool", ["-j", "link", "show"]) || "[]") as Array<{ id: number }>).map((l) => l.id));
 }
 
+/** Names of reconcile's tc filters on a hook of the adopted device (tc mode). */
+function ourFilters(s: Setup, hook: "ingress" | "egress"): string[] {
+  const filters = JSON.parse(spawnSyncOk("tc", ["-n", s.hostNs, "-j", "filter", "show", "dev", s.underlay, hook]) || "[]") as Array<{ options?: { bpf_name?: string } }>;
+  return filters.map((f) => f.options?.bpf_name ?? "").filter((n) => n.startsWith("reconcile:"));
+}
+
 const ALL_OK = {
   "app1 -> host:8080": true,
   "app2 -> host:8080": true,
@@ -294,5 +304,28 @@ test("host policy: enforced between endpoints and the host both ways and over th
   assert.deepEqual(netdevLinks(s), new Map());
   const remaining = linkIds();
   assert.deepEqual([...links.values()].filter((l) => remaining.has(l.id)), [], "the tcx links on the device are gone");
+  assert.equal(spawnSync("ip", ["-n", s.hostNs, "link", "show", s.underlay], { stdio: "ignore" }).status, 0, "the adopted device is still there");
+});
+
+test("host policy in tc mode: cls_bpf filters on the host firewall device enforce it; teardown removes only them", async (t) => {
+  requireTools("tc", "python3", "nsenter");
+  const s = makeSetup(t, ["--attach-mode", "tc"]);
+  writeManifests(s, { n1Role: "edge", hostRule: true });
+  await once(s);
+  assert.deepEqual([ourFilters(s, "ingress"), ourFilters(s, "egress")], [["reconcile:from_netdev"], ["reconcile:to_netdev"]]);
+  for (const port of [8080, 2222, 2223]) await startServer(s, s.hostNs, "0.0.0.0", port);
+  await startServer(s, s.app.app1, APP1, 80);
+  await startServer(s, s.app.app2, APP2, 80);
+  await expectFlows(s, {
+    "app1 -> host:8080": true,
+    "app2 -> host:8080": false,
+    "n2 -> host:2222 (underlay)": true,
+    "n2 -> host:2223 (underlay)": false,
+    "host -> app1:80": true,
+    "host -> app2:80": false,
+  });
+  const down = await reconcile(s, ["teardown"]);
+  assert.equal(down.code, 0, show(down));
+  assert.deepEqual([ourFilters(s, "ingress"), ourFilters(s, "egress")], [[], []]);
   assert.equal(spawnSync("ip", ["-n", s.hostNs, "link", "show", s.underlay], { stdio: "ignore" }).status, 0, "the adopted device is still there");
 });
