@@ -2,7 +2,9 @@
 // `reconcile --once`, with two veth endpoints (app1, app2) and an underlay veth to a second private
 // namespace that plays the other node (n2, the client from outside). n1's Node lists the underlay
 // device under spec.hostFirewall.devices. One host policy (nodeSelector role=edge):
-//   ingress: TCP/8080 from app1; TCP/2222 from remote nodes.  egress: TCP/80 to app1.
+//   ingress: TCP/8080 from app1; TCP/2222 from remote nodes.
+//   egress: TCP/80 to app1; TCP/8443 to remote nodes (its replies come back in through conntrack,
+//   although ingress allows nothing from n2's port 8443).
 // While n1 is labelled role=core the policy does not select it and nothing changes; relabelled
 // role=edge, the host is in default deny both ways and exactly the allowed flows pass (with their
 // replies); without the policy, everything passes again; teardown leaves the adopted device clean.
@@ -114,6 +116,11 @@ spec:
     - ports:
       - port: "80"
         protocol: TCP
+  - toEntities: [remote-node]
+    toPorts:
+    - ports:
+      - port: "8443"
+        protocol: TCP
 `;
 
 function writeManifests(s: Setup, o: { n1Role: string; hostRule: boolean }): void {
@@ -174,6 +181,8 @@ async function flows(s: Setup, expectOk: Record<string, boolean>): Promise<Flows
     "n2 -> host:2223 (underlay)": [s.clientNs, N1, 2223],
     "host -> app1:80": [s.hostNs, APP1, 80],
     "host -> app2:80": [s.hostNs, APP2, 80],
+    "host -> n2:8443 (underlay)": [s.hostNs, N2, 8443],
+    "host -> n2:8444 (underlay)": [s.hostNs, N2, 8444],
   };
   const names = Object.keys(spec);
   // A flow expected to be dropped gets a short timeout; one expected to pass a longer one.
@@ -238,6 +247,20 @@ const ALL_OK = {
   "n2 -> host:2223 (underlay)": true,
   "host -> app1:80": true,
   "host -> app2:80": true,
+  "host -> n2:8443 (underlay)": true,
+  "host -> n2:8444 (underlay)": true,
+};
+
+/** What the host policy allows once it selects n1. */
+const ENFORCED = {
+  "app1 -> host:8080": true,
+  "app2 -> host:8080": false,
+  "n2 -> host:2222 (underlay)": true,
+  "n2 -> host:2223 (underlay)": false,
+  "host -> app1:80": true,
+  "host -> app2:80": false,
+  "host -> n2:8443 (underlay)": true,
+  "host -> n2:8444 (underlay)": false,
 };
 
 test("host policy: enforced between endpoints and the host both ways and over the host firewall device, only on the selected node", async (t) => {
@@ -257,6 +280,7 @@ test("host policy: enforced between endpoints and the host both ways and over th
     ]),
   );
   for (const port of [8080, 2222, 2223]) await startServer(s, s.hostNs, "0.0.0.0", port);
+  for (const port of [8443, 8444]) await startServer(s, s.clientNs, N2, port);
   await startServer(s, s.app.app1, APP1, 80);
   await startServer(s, s.app.app2, APP2, 80);
   await expectFlows(s, ALL_OK);
@@ -266,14 +290,7 @@ test("host policy: enforced between endpoints and the host both ways and over th
   writeManifests(s, { n1Role: "edge", hostRule: true });
   await once(s);
   assert.equal(hostEntries(s).get(N1), "1 ingress=true egress=true");
-  await expectFlows(s, {
-    "app1 -> host:8080": true,
-    "app2 -> host:8080": false,
-    "n2 -> host:2222 (underlay)": true,
-    "n2 -> host:2223 (underlay)": false,
-    "host -> app1:80": true,
-    "host -> app2:80": false,
-  });
+  await expectFlows(s, ENFORCED);
   const explained = async (from: string, to: string, port: string) => {
     const r = await reconcile(s, ["explain", "--from", from, "--to", to, "--port", port, "--output", "json"]);
     return (JSON.parse(r.stdout) as { verdict: string }).verdict;
@@ -287,7 +304,7 @@ test("host policy: enforced between endpoints and the host both ways and over th
   assert.equal(inspected.code, 0, show(inspected));
   const rows = JSON.parse(inspected.stdout) as Array<Record<string, unknown>>;
   const allowed = rows.filter((r) => r["decision"] === "allow" && (r["packets"] as number) > 0).map((r) => `${r["direction"]} ${r["port"]}`).sort();
-  assert.deepEqual(allowed, ["egress 80", "ingress 2222", "ingress 8080"]);
+  assert.deepEqual(allowed, ["egress 80", "egress 8443", "ingress 2222", "ingress 8080"]);
   const drops = new Set(rows.filter((r) => r["drops"] === "NO_POLICY" && (r["packets"] as number) > 0).map((r) => r["direction"]));
   assert.equal(drops.size, 2, `NO_POLICY drops in both directions: ${JSON.stringify(rows)}`);
   assert.match((await once(s)).stdout, /^No changes\./, "a second run has nothing to do");
@@ -314,16 +331,10 @@ test("host policy in tc mode: cls_bpf filters on the host firewall device enforc
   await once(s);
   assert.deepEqual([ourFilters(s, "ingress"), ourFilters(s, "egress")], [["reconcile:from_netdev"], ["reconcile:to_netdev"]]);
   for (const port of [8080, 2222, 2223]) await startServer(s, s.hostNs, "0.0.0.0", port);
+  for (const port of [8443, 8444]) await startServer(s, s.clientNs, N2, port);
   await startServer(s, s.app.app1, APP1, 80);
   await startServer(s, s.app.app2, APP2, 80);
-  await expectFlows(s, {
-    "app1 -> host:8080": true,
-    "app2 -> host:8080": false,
-    "n2 -> host:2222 (underlay)": true,
-    "n2 -> host:2223 (underlay)": false,
-    "host -> app1:80": true,
-    "host -> app2:80": false,
-  });
+  await expectFlows(s, ENFORCED);
   const down = await reconcile(s, ["teardown"]);
   assert.equal(down.code, 0, show(down));
   assert.deepEqual([ourFilters(s, "ingress"), ourFilters(s, "egress")], [[], []]);
