@@ -276,7 +276,20 @@ function addHostEndpoint(state: DesiredState, policy: EndpointPolicy, compiled: 
   const devices = localNode?.hostFirewall?.devices;
   if (devices === undefined) return;
   for (const device of devices) {
-    if (!state.devices.has(deviceId(device))) addDevice(state, { name: device, kind: "adopted", owned: false });
+    const existing = state.devices.get(deviceId(device));
+    if (existing !== undefined && (existing.endpoint !== undefined || (existing.owned && device !== VXLAN_DEVICE))) {
+      // Its hooks already run an endpoint's programs; the host firewall would replace them.
+      opts.onWarning?.({
+        file: localNode!.at.file,
+        line: localNode!.at.line,
+        object: `Node/${localNode!.name}`,
+        path: "spec.hostFirewall.devices",
+        message: `device ${device} is ${existing.endpoint !== undefined ? `endpoint ${existing.endpoint}'s interface` : "a device reconcile creates"}, not a host device; no host firewall on it`,
+        severity: "warning",
+      });
+      continue;
+    }
+    if (existing === undefined) addDevice(state, { name: device, kind: "adopted", owned: false });
     addHostFirewall(state, device, opts);
   }
   if (state.devices.has(VXLAN_DEVICE) && !devices.includes(VXLAN_DEVICE)) addHostFirewall(state, VXLAN_DEVICE, opts);

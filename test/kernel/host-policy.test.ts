@@ -10,9 +10,11 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import * as L from "../../reconciler/datapath/layouts.js";
 import { HOST_ENDPOINT_ID } from "../../reconciler/datapath/desired.js";
-import { Datapath, TC_ACT_OK, TC_ACT_SHOT, tcp, v4 } from "./helpers/datapath.js";
+import { Datapath, TC_ACT_OK, TC_ACT_SHOT, tcp, v4, v6 } from "./helpers/datapath.js";
 
 const HOST = "192.0.2.11";
+const HOST_6 = "2001:db8::11";
+const REMOTE_NODE_6 = "2001:db8::12";
 const REMOTE_NODE = "192.0.2.12";
 const WORLD = "203.0.113.9";
 const APP1 = "10.11.0.1";
@@ -27,7 +29,8 @@ before(() => {
   dp = new Datapath();
   dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: false, enforceEgress: false });
   dp.addEndpoint({ addresses: [APP2], epId: 2, identity: 1002, enforceIngress: false, enforceEgress: false });
-  dp.addEndpoint({ addresses: [HOST], epId: HOST_ENDPOINT_ID, identity: 1, enforceIngress: true, enforceEgress: true });
+  dp.addEndpoint({ addresses: [HOST, HOST_6], epId: HOST_ENDPOINT_ID, identity: 1, enforceIngress: true, enforceEgress: true });
+  dp.addIpcache(`${REMOTE_NODE_6}/128`, 6);
   dp.addIpcache(`${APP1}/32`, 1001);
   dp.addIpcache(`${APP2}/32`, 1002);
   dp.addIpcache(`${HOST}/32`, 1);
@@ -87,6 +90,15 @@ test("to_netdev: traffic out of the host is judged by its egress policy; replies
   assert.equal(run("from_netdev", pkt(REMOTE_NODE, 41500, HOST, 22)), TC_ACT_OK);
   assert.equal(run("to_netdev", pkt(HOST, 22, REMOTE_NODE, 41500, SYNACK)), TC_ACT_OK);
   assert.equal(run("to_netdev", pkt(APP1, 1234, WORLD, 443)), TC_ACT_OK, "forwarded from an endpoint: not the host's");
+});
+
+test("IPv6: a host address judged the same way on a host device", () => {
+  const p6 = (src: string, sport: number, dst: string, dport: number, flags = SYN) => v6({ src, dst, proto: TCP }, tcp(sport, dport, flags));
+  assert.equal(run("from_netdev", p6(REMOTE_NODE_6, 45000, HOST_6, 22)), TC_ACT_OK);
+  assert.equal(run("from_netdev", p6(REMOTE_NODE_6, 45001, HOST_6, 23)), TC_ACT_SHOT);
+  assert.equal(run("to_netdev", p6(HOST_6, 22, REMOTE_NODE_6, 45000, SYNACK)), TC_ACT_OK, "reply");
+  assert.equal(run("to_netdev", p6(HOST_6, 45002, REMOTE_NODE_6, 443)), TC_ACT_OK);
+  assert.equal(run("to_netdev", p6(HOST_6, 45003, "2001:db8::99", 443)), TC_ACT_SHOT, "the world is not allowed");
 });
 
 test("an endpoint entry is not the host on a host device, and a host entry is not an endpoint on an endpoint device", () => {

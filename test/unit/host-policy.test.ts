@@ -232,6 +232,16 @@ test("desired: created veth endpoints' gateway addresses are host endpoint entri
   assert.equal(desired.ipcache.has(`${GATEWAY_V4}/32`), false, "the ipcache is unchanged: endpoint policies see the gateway as world");
 });
 
+test("desired: a host firewall device that is an endpoint's interface is skipped with a warning", () => {
+  const nodes = NODES.replace("  address: 192.0.2.11\n", "  address: 192.0.2.11\n  hostFirewall:\n    devices: [lxc-app1, eth1]\n");
+  const { desired, warnings } = compileModel(model({ "nodes.yaml": nodes }), [], { node: "n1", enforcement: "default", attachMode: "tcx" });
+  assert.deepEqual([...desired.attachments.values()].filter((a) => a.device === "lxc-app1").map((a) => a.program).sort(), ["from_endpoint", "to_endpoint"]);
+  assert.deepEqual([...desired.attachments.values()].filter((a) => a.device === "eth1").map((a) => a.program).sort(), ["from_netdev", "to_netdev"]);
+  assert.deepEqual(warnings.filter((w) => w.path === "spec.hostFirewall.devices").map((w) => w.message), [
+    "device lxc-app1 is endpoint app1's interface, not a host device; no host firewall on it",
+  ]);
+});
+
 test("desired: without host policy for the node, nothing of the host endpoint is there (existing datapaths unchanged)", () => {
   const { desired } = compileModel(model(), [], { node: "n2", enforcement: "default", attachMode: "tcx" });
   assert.equal(desired.policy.has(HOST_ENDPOINT), false);
