@@ -34,7 +34,7 @@ import {
 /** A query names something that is neither an endpoint nor an IP address. */
 export class ExplainQueryError extends Error {
   constructor(readonly field: "from" | "to", readonly value: string, options?: { cause?: unknown }) {
-    super(`explain --${field} ${JSON.stringify(value)}: not an endpoint name or IP address (expected an Endpoint's metadata.name, an IPv4 or an IPv6 address)`, options);
+    super(`explain --${field} ${JSON.stringify(value)}: not an endpoint name, IP address or "host" (expected an Endpoint's metadata.name, an IPv4 or an IPv6 address, or host for the local node's host)`, options);
     this.name = "ExplainQueryError";
   }
 }
