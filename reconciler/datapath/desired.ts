@@ -231,8 +231,8 @@ function addOverlay(state: DesiredState, local: NodeManifest, nodes: readonly No
 /**
  * The local host endpoint (host policies, policy/host.ts), stored like an endpoint: an `endpoints`
  * entry per local host address (the ipcache's host /32 and /128 entries: the local Node address and
- * this machine's addresses, plus the endpoints' gateway addresses when veth endpoints have them), all with endpoint number HOST_ENDPOINT_ID and identity host, and its
- * policy under HOST_ENDPOINT. The endpoint programs check it when an endpoint talks to a host
+ * this machine's addresses, plus the endpoints' gateway addresses when veth endpoints have them),
+ * all with endpoint number HOST_ENDPOINT_ID and identity host, and its policy under HOST_ENDPOINT. The endpoint programs check it when an endpoint talks to a host
  * address and the reverse; the host firewall programs on the Node's `spec.hostFirewall.devices`
  * (adopted: only the links are reconcile's) and, when the overlay exists, on rc-vxlan, check it for
  * traffic between the host and everything else.
