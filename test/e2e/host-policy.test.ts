@@ -9,6 +9,8 @@
 // role=edge, the host is in default deny both ways and exactly the allowed flows pass (with their
 // replies); without the policy, everything passes again; teardown leaves the adopted device clean.
 // A second test does the same enforcement with --attach-mode tc (cls_bpf filters on the device).
+// A third one runs both namespaces as tunnelled nodes (vxlan overlay): n1's host firewall then also
+// judges the overlay's own UDP packets on the underlay, and remote endpoints' traffic to the host.
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -340,3 +342,96 @@ test("host policy in tc mode: cls_bpf filters on the host firewall device enforc
   assert.deepEqual([ourFilters(s, "ingress"), ourFilters(s, "egress")], [[], []]);
   assert.equal(spawnSync("ip", ["-n", s.hostNs, "link", "show", s.underlay], { stdio: "ignore" }).status, 0, "the adopted device is still there");
 });
+
+// ---- a tunnelled node: the overlay through the host firewall ----
+
+const TUNNEL_APPS = { a1: "10.11.1.1", b1: "10.11.2.1" } as const;
+
+/** n1 (role edge, host firewall on the underlay) and n2 (role core), both tunnelled; a1 on n1, b1
+ *  on n2. The host rule admits b1 on TCP/8080, the overlay's UDP/8472 to remote nodes, and, unless
+ *  `overlayIn` is false, UDP/8472 from them. */
+function writeTunnelManifests(s: Setup, o: { overlayIn: boolean }): void {
+  rmSync(s.dir, { recursive: true, force: true });
+  mkdirSync(s.dir, { recursive: true });
+  const node = (name: string, role: string, address: string, cidr: string, firewall: boolean) =>
+    `apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: ${name}\n  labels:\n    role: ${role}\nspec:\n  address: ${address}\n  tunnel:\n    vni: 7\n  podCIDRs: [${cidr}]\n` +
+    (firewall ? `  hostFirewall:\n    devices: [${s.underlay}]\n` : "");
+  writeFileSync(path.join(s.dir, "nodes.yaml"), `${node("n1", "edge", N1, "10.11.1.0/24", true)}---\n${node("n2", "core", N2, "10.11.2.0/24", false)}`);
+  const ep = (app: "a1" | "b1", nodeName: string, netns: string) =>
+    `apiVersion: reconcile/v1\nkind: Endpoint\nmetadata:\n  name: ${app}\n  labels:\n    id: ${app}\nspec:\n  node: ${nodeName}\n  ipv4: ${TUNNEL_APPS[app]}\n  interface:\n    name: hpt${app}-${s.sfx}\n    create:\n      netns: ${netns}\n      ifname: eth0\n`;
+  writeFileSync(path.join(s.dir, "endpoints.yaml"), `${ep("a1", "n1", s.app.app1)}---\n${ep("b1", "n2", s.app.app2)}`);
+  const overlay = (dir: "from" | "to") => `  - ${dir}Entities: [remote-node]\n    toPorts:\n    - ports:\n      - port: "8472"\n        protocol: UDP\n`;
+  writeFileSync(
+    path.join(s.dir, "host-rule.yaml"),
+    `apiVersion: reconcile/v1\nkind: Rule\nmetadata:\n  name: edge-host\nspec:\n  nodeSelector:\n    matchLabels:\n      role: edge\n  ingress:\n` +
+      `  - fromEndpoints:\n    - matchLabels:\n        id: b1\n    toPorts:\n    - ports:\n      - port: "8080"\n        protocol: TCP\n` +
+      (o.overlayIn ? overlay("from") : "") +
+      `  egress:\n` +
+      overlay("to"),
+  );
+}
+
+test("host policy on a tunnelled node: the overlay's UDP/8472 and remote endpoints' traffic to the host are judged by its host firewall", async (t) => {
+  requireTools("bpftool", "python3", "nsenter");
+  const s = makeSetup(t);
+  // n2 runs its own reconcile in the client namespace, with its own pin root.
+  const n2: Setup = { ...s, hostNs: s.clientNs, pin: `${s.pin}-n2`, servers: s.servers };
+  mkdirSync(n2.pin);
+  t.after(async () => {
+    if (existsSync(`/run/netns/${n2.hostNs}`)) await reconcileAs(n2, "n2", ["teardown"]).catch(() => undefined);
+    rmSync(n2.pin, { recursive: true, force: true });
+  });
+  writeTunnelManifests(s, { overlayIn: true });
+  for (const [setup, name] of [[s, "n1"], [n2, "n2"]] as const) {
+    const r = await reconcileAs(setup, name, ["--once"]);
+    assert.equal(r.code, 0, `${name}: ${show(r)}`);
+  }
+  assert.ok(existsSync(path.join(s.pin, "links", "host", "rc-vxlan", "ingress")), "from_netdev on rc-vxlan");
+  await startServer(s, s.app.app1, TUNNEL_APPS.a1, 80);
+  for (const port of [8080, 8081]) await startServer(s, s.hostNs, "0.0.0.0", port);
+  const want = async (expected: Record<string, string>) => {
+    let last: Record<string, string> | undefined;
+    try {
+      await waitFor("tunnelled flows as the host policy says", async () => {
+        const [overlay, allowed, other] = await Promise.all([
+          connect(s.app.app2, TUNNEL_APPS.a1, 80, expected["b1 -> a1:80 (overlay)"] === "ok" ? 3 : 1),
+          connect(s.app.app2, N1, 8080, 3),
+          connect(s.app.app2, N1, 8081, 1),
+        ]);
+        last = { "b1 -> a1:80 (overlay)": overlay, "b1 -> host:8080": allowed, "b1 -> host:8081": other };
+        return Object.entries(expected).every(([k, v]) => last![k] === v);
+      }, 20_000, 200);
+    } catch {
+      assert.deepEqual(last, expected);
+    }
+  };
+  await want({ "b1 -> a1:80 (overlay)": "ok", "b1 -> host:8080": "ok", "b1 -> host:8081": "timeout" });
+
+  // Without UDP/8472 from remote nodes the host firewall on n1's underlay drops the overlay's
+  // packets. b1 still reaches the host: its packets come over the underlay unencapsulated (n2 routes
+  // n1's address directly), and the host's replies leave encapsulated, as UDP/8472 to n2, which the
+  // egress section allows (that outer packet is the host's own traffic).
+  writeTunnelManifests(s, { overlayIn: false });
+  const r = await reconcileAs(s, "n1", ["--once"]);
+  assert.equal(r.code, 0, show(r));
+  await want({ "b1 -> a1:80 (overlay)": "timeout", "b1 -> host:8080": "ok", "b1 -> host:8081": "timeout" });
+});
+
+/** `reconcile ARGS` as node `name` in `setup`'s namespace and pin root. */
+function reconcileAs(setup: Setup, name: string, args: string[]): Promise<RunResult> {
+  const argv = [`--net=/run/netns/${setup.hostNs}`, ...cliCommand(), ...args, "--source", setup.dir, "--node", name, "--bpffs-root", setup.pin];
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(setup) });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+    });
+  });
+}
