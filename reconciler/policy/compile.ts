@@ -20,6 +20,7 @@ import {
   type PolicyContext,
   sections,
 } from "./context.js";
+import { HOST_ENDPOINT, hostRuleWarnings, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
 import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
@@ -453,6 +454,9 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
       );
     }
   }
+  const host = hostPolicy(ctx, resolver);
+  if (host !== undefined) endpoints.push(host);
+  warnings.push(...hostRuleWarnings(ctx));
   endpoints.sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
   warnings.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
   return {
@@ -463,4 +467,14 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
     ipcache: buildIpcache(ctx, warnings),
     warnings,
   };
+}
+
+/** The local host endpoint's policy (HOST_ENDPOINT, identity host) from the host policies that select
+ *  the local node, computed like an endpoint's; undefined when host policy does not apply here. */
+function hostPolicy(ctx: PolicyContext, resolver: PeerResolver): EndpointPolicy | undefined {
+  const host = localHost(ctx);
+  if (host === undefined) return undefined;
+  const singles = new Map<RuleRef, RuleRef[]>(host.rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
+  const pol = policyForIdentity(host.rules, resolver, ctx.opts, singles);
+  return new CompiledEndpointPolicy(HOST_ENDPOINT, ReservedIdentity.host, { ...pol.enforce }, pol.enforcedBy, entrySetOf(pol));
 }
