@@ -9,6 +9,7 @@ import {
   policyEntryKey,
   type AddressSpec,
   type AttachmentSpec,
+  type DesiredPolicyEntry,
   type DesiredState,
   type DeviceSpec,
   type NeighbourSpec,
@@ -104,7 +105,18 @@ function fnv1a(text: string): number {
   return h;
 }
 
-export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions): DesiredState {
+/**
+ * A previous build to reuse from: its compiled policy and the desired state built from it. An
+ * endpoint whose EndpointPolicy object is the very one `compiled` held gets the previous per-endpoint
+ * policy Map itself (by reference), and an ipcache array that is the previous one its previous Map;
+ * the diff then skips such an endpoint by identity. Both maps are never modified once built.
+ */
+export interface PreviousBuild {
+  compiled: CompiledPolicy;
+  desired: DesiredState;
+}
+
+export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions, previous?: PreviousBuild): DesiredState {
   const state: DesiredState = {
     revision: compiled.revision,
     node: compiled.node,
@@ -123,6 +135,7 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   const local = model.endpoints.filter((e) => e.node === undefined || e.node === compiled.node);
   const ids = endpointIds(local.map((e) => e.name));
   const policyByEndpoint = new Map(compiled.endpoints.map((p) => [p.endpoint, p]));
+  const previousPolicy = previous ? new Map(previous.compiled.endpoints.map((p) => [p.endpoint, p])) : undefined;
 
   const localNode = model.nodes.find((n) => n.name === compiled.node);
   const overlayMtu = localNode?.tunnel ? (opts.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - VXLAN_OVERHEAD : undefined;
@@ -149,23 +162,32 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         endpoint: ep.name,
       });
     }
-    const entries = new Map<number, (typeof policy.entries)[number]>();
-    for (const e of policy.entries) entries.set(policyEntryKey(e), e);
-    state.policy.set(ep.name, entries);
+    const reuse = previousPolicy?.get(ep.name) === policy ? previous!.desired.policy.get(ep.name) : undefined;
+    state.policy.set(ep.name, reuse ?? policyMap(policy.entries));
   }
 
   // Routing between endpoints on this host goes through the host namespace.
   if (anyV4) addSysctl(state, { key: "net/ipv4/ip_forward", value: "1" });
   if (anyV6) addSysctl(state, { key: "net/ipv6/conf/all/forwarding", value: "1" });
 
-  for (const entry of compiled.ipcache) {
-    state.ipcache.set(entry.prefix, {
-      prefix: entry.prefix,
-      identity: entry.identity,
-      ...(entry.tunnelEndpoint !== undefined ? { tunnelEndpoint: entry.tunnelEndpoint } : {}),
-    });
+  if (previous !== undefined && compiled.ipcache === previous.compiled.ipcache) state.ipcache = previous.desired.ipcache;
+  else {
+    for (const entry of compiled.ipcache) {
+      state.ipcache.set(entry.prefix, {
+        prefix: entry.prefix,
+        identity: entry.identity,
+        ...(entry.tunnelEndpoint !== undefined ? { tunnelEndpoint: entry.tunnelEndpoint } : {}),
+      });
+    }
   }
   return state;
+}
+
+/** One endpoint's policy entries keyed by policyEntryKey (the compiler's entry objects, not copies). */
+function policyMap(entries: readonly DesiredPolicyEntry[]): Map<number, DesiredPolicyEntry> {
+  const out = new Map<number, DesiredPolicyEntry>();
+  for (const e of entries) out.set(policyEntryKey(e), e);
+  return out;
 }
 
 /**

@@ -72,8 +72,68 @@ interface Collected {
   nodes: Seen<NodeManifest>[];
 }
 
-/** Validate a whole snapshot. Never throws for bad input; every problem is in `problems`. */
-export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LOAD_LIMITS): LoadResult {
+/** What loading one file on its own gives: its problems and its objects (cross-object checks aside). */
+interface FileResult {
+  problems: ManifestProblem[];
+  got: Collected;
+}
+
+/**
+ * Per-file load results of earlier snapshots, reused for a file whose path and content are the same
+ * (the content itself is compared, so there is no hash to collide; comparing two equal strings is a
+ * memcmp, cheaper than hashing them). Loading a file is a pure function of its path, content and the
+ * limits, so a reused result is exactly what parsing again would give; the objects are shared between
+ * the models of both snapshots, which is why nothing downstream may modify a Model. Only the files of
+ * the last snapshot are kept. The cross-object checks run on the whole snapshot every time.
+ */
+export class LoadCache {
+  private files = new Map<string, { content: string; limits: ParseLimits; result: FileResult }>();
+  /** Files of the last load taken from the cache and files parsed. */
+  readonly last = { reused: 0, parsed: 0 };
+
+  /** The result for one file, parsed only when the cache holds no result for this exact content. */
+  file(path: string, content: string, limits: ParseLimits): FileResult {
+    const hit = this.files.get(path);
+    if (hit !== undefined && hit.content === content && hit.limits === limits) {
+      this.last.reused++;
+      return hit.result;
+    }
+    this.last.parsed++;
+    const result = loadFileAlone(path, content, limits);
+    this.files.set(path, { content, limits, result });
+    return result;
+  }
+
+  /** Starts a load: counters reset. */
+  begin(): void {
+    this.last.reused = 0;
+    this.last.parsed = 0;
+  }
+
+  /** Ends a load: forget files that are no longer in the snapshot. */
+  keepOnly(paths: ReadonlySet<string>): void {
+    for (const p of this.files.keys()) if (!paths.has(p)) this.files.delete(p);
+  }
+}
+
+/** Load one file into its own result. Fields keep only their path and line (all the cross-object
+ *  checks read), so a cached result does not hold on to the parsed YAML. */
+function loadFileAlone(path: string, content: string, limits: ParseLimits): FileResult {
+  const result: FileResult = { problems: [], got: { endpoints: [], identities: [], rules: [], nodes: [] } };
+  loadFile(path, content, limits, result.problems, result.got);
+  for (const list of Object.values(result.got) as Seen<unknown>[][]) {
+    for (const s of list) {
+      for (const [k, f] of Object.entries(s.fields)) s.fields[k] = { value: undefined, path: f.path, line: f.line };
+    }
+  }
+  return result;
+}
+
+/**
+ * Validate a whole snapshot. Never throws for bad input; every problem is in `problems`. With a
+ * `cache`, files whose content it already loaded are not parsed again (see LoadCache).
+ */
+export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LOAD_LIMITS, cache?: LoadCache): LoadResult {
   const problems: ManifestProblem[] = [];
   const got: Collected = { endpoints: [], identities: [], rules: [], nodes: [] };
   const files = [...snapshot.files]
@@ -81,6 +141,7 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 
   let total = 0;
+  cache?.begin();
   for (const file of files) {
     total += Buffer.byteLength(file.content, "utf8");
     if (total > limits.maxTotalBytes) {
@@ -92,8 +153,18 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
       });
       break;
     }
-    loadFile(file.path, file.content, limits, problems, got);
+    if (cache === undefined) {
+      loadFile(file.path, file.content, limits, problems, got);
+      continue;
+    }
+    const one = cache.file(file.path, file.content, limits);
+    for (const p of one.problems) problems.push(p);
+    for (const s of one.got.endpoints) got.endpoints.push(s);
+    for (const s of one.got.identities) got.identities.push(s);
+    for (const s of one.got.rules) got.rules.push(s);
+    for (const s of one.got.nodes) got.nodes.push(s);
   }
+  cache?.keepOnly(new Set(files.map((f) => f.path)));
   crossCheck(got, problems);
 
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));

@@ -176,6 +176,7 @@ class PolicyChange implements Change {
 function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], creates: Change[], deletes: Change[]): void {
   for (const [endpoint, wanted] of want) {
     const present = have.get(endpoint);
+    if (wanted === present) continue; // the very same entries (an incremental compile reused them)
     for (const [key, after] of wanted) {
       const before = present?.get(key);
       if (before === undefined) creates.push(new PolicyChange("create", undefined, after, "missing"));
@@ -184,6 +185,7 @@ function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], cr
   }
   for (const [endpoint, present] of have) {
     const wanted = want.get(endpoint);
+    if (wanted === present) continue;
     for (const [key, before] of present) {
       if (!wanted?.has(key)) deletes.push(new PolicyChange("delete", before, undefined, "no longer desired"));
     }
