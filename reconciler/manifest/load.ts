@@ -104,6 +104,18 @@ export class LoadCache {
     return result;
   }
 
+  private checked: { endpoints: readonly unknown[]; nodes: readonly unknown[]; groups: ManifestProblem[][] } | undefined;
+
+  /** The endpoint cross-checks of the last load, when its endpoints and nodes were these same objects in this order. */
+  endpointChecks(endpoints: readonly unknown[], nodes: readonly unknown[]): ManifestProblem[][] | undefined {
+    const c = this.checked;
+    return c !== undefined && sameItems(c.endpoints, endpoints) && sameItems(c.nodes, nodes) ? c.groups : undefined;
+  }
+
+  rememberEndpointChecks(endpoints: readonly unknown[], nodes: readonly unknown[], groups: ManifestProblem[][]): void {
+    this.checked = { endpoints, nodes, groups };
+  }
+
   /** Starts a load: counters reset. */
   begin(): void {
     this.last.reused = 0;
@@ -114,6 +126,12 @@ export class LoadCache {
   keepOnly(paths: ReadonlySet<string>): void {
     for (const p of this.files.keys()) if (!paths.has(p)) this.files.delete(p);
   }
+}
+
+function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Load one file into its own result. Fields keep only their path and line (all the cross-object
@@ -165,7 +183,7 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
     for (const s of one.got.nodes) got.nodes.push(s);
   }
   cache?.keepOnly(new Set(files.map((f) => f.path)));
-  crossCheck(got, problems);
+  crossCheck(got, problems, cache);
 
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
   if (problems.some((p) => p.severity === "error")) return { problems };
@@ -345,11 +363,26 @@ function endpointFields(r: Reader, doc: Field): Record<string, Field> {
 
 // ---- cross-object checks ----
 
-function crossCheck(got: Collected, problems: ManifestProblem[]): void {
+function crossCheck(got: Collected, problems: ManifestProblem[], cache?: LoadCache): void {
+  // Where push() writes: `problems`, or one group of the endpoint checks while it runs.
+  let out = problems;
   const push = (file: string, f: Field, object: string, message: string, severity: "error" | "warning" = "error"): void => {
     const p: ManifestProblem = { file, line: f.line, object, message, severity };
     if (f.path !== "") p.path = f.path;
-    problems.push(p);
+    out.push(p);
+  };
+  // The endpoint checks cost the most (five passes over every endpoint) and depend only on the
+  // endpoints (and the nodes, for the last): reused from the last load while both are the same
+  // objects. Run in three groups to keep the order of the problems what it is without a cache.
+  const reused = cache?.endpointChecks(got.endpoints, got.nodes);
+  const groups: ManifestProblem[][] = reused ?? [[], [], []];
+  const endpointChecks = (group: number, checks: () => void): void => {
+    if (reused === undefined) {
+      out = groups[group]!;
+      checks();
+      out = problems;
+    }
+    for (const p of groups[group]!) problems.push(p);
   };
   const where = (s: { at: { file: string; line: number } }): string => `${s.at.file}:${s.at.line}`;
 
@@ -375,7 +408,7 @@ function crossCheck(got: Collected, problems: ManifestProblem[]): void {
   }
 
   const epObj = (e: EndpointManifest): string => `Endpoint/${e.name}`;
-  unique(got.endpoints, (s) => s.item.name, "name", epObj, () => "duplicate Endpoint name");
+  endpointChecks(0, () => unique(got.endpoints, (s) => s.item.name, "name", epObj, () => "duplicate Endpoint name"));
   unique(got.identities, (s) => s.item.name, "name", (i) => `Identity/${i.name}`, () => "duplicate Identity name");
   unique(got.nodes, (s) => s.item.name, "name", (n) => `Node/${n.name}`, () => "duplicate Node name");
   unique(
@@ -387,40 +420,45 @@ function crossCheck(got: Collected, problems: ManifestProblem[]): void {
   );
 
   const node = (e: EndpointManifest): string => e.node ?? "";
-  unique(got.endpoints, (s) => (s.item.ipv4 !== undefined ? `${node(s.item)}|${s.item.ipv4}` : undefined), "ipv4", epObj, (e) => `duplicate IPv4 address ${e.ipv4} on the same node`);
-  unique(got.endpoints, (s) => (s.item.ipv6 !== undefined ? `${node(s.item)}|${s.item.ipv6}` : undefined), "ipv6", epObj, (e) => `duplicate IPv6 address ${e.ipv6} on the same node`);
-  // A macvlan's interface name lives inside its own namespace; a veth's host side shares the host's.
-  unique(
-    got.endpoints,
-    (s) => `${node(s.item)}|${s.item.create?.kind === "macvlan" ? `netns:${s.item.create.netns}/` : ""}${s.item.interfaceName}`,
-    "interface",
-    epObj,
-    (e) => `duplicate interface name ${e.interfaceName} on the same node`,
-  );
-  unique(
-    got.endpoints,
-    (s) => (s.item.create !== undefined ? `${node(s.item)}|${s.item.create.netns}|${s.item.create.ifname}` : undefined),
-    "create",
-    epObj,
-    (e) => `interface ${e.create!.ifname} in netns ${e.create!.netns} is also created by another endpoint`,
-  );
+  endpointChecks(1, () => {
+    unique(got.endpoints, (s) => (s.item.ipv4 !== undefined ? `${node(s.item)}|${s.item.ipv4}` : undefined), "ipv4", epObj, (e) => `duplicate IPv4 address ${e.ipv4} on the same node`);
+    unique(got.endpoints, (s) => (s.item.ipv6 !== undefined ? `${node(s.item)}|${s.item.ipv6}` : undefined), "ipv6", epObj, (e) => `duplicate IPv6 address ${e.ipv6} on the same node`);
+    // A macvlan's interface name lives inside its own namespace; a veth's host side shares the host's.
+    unique(
+      got.endpoints,
+      (s) => `${node(s.item)}|${s.item.create?.kind === "macvlan" ? `netns:${s.item.create.netns}/` : ""}${s.item.interfaceName}`,
+      "interface",
+      epObj,
+      (e) => `duplicate interface name ${e.interfaceName} on the same node`,
+    );
+    unique(
+      got.endpoints,
+      (s) => (s.item.create !== undefined ? `${node(s.item)}|${s.item.create.netns}|${s.item.create.ifname}` : undefined),
+      "create",
+      epObj,
+      (e) => `interface ${e.create!.ifname} in netns ${e.create!.netns} is also created by another endpoint`,
+    );
+  });
 
   const idObj = (i: IdentityManifest): string => `Identity/${i.name}`;
   unique(got.identities, (s) => String(s.item.id), "id", idObj, (i) => `duplicate identity number ${i.id}`);
   unique(got.identities, (s) => JSON.stringify(s.item.labels), "labels", idObj, () => "duplicate label set (one label set has one identity)");
 
-  if (got.nodes.length > 0) {
-    const names = new Set(got.nodes.map((n) => n.item.name));
-    for (const s of got.endpoints) {
-      if (s.item.node !== undefined && !names.has(s.item.node)) {
-        push(
-          s.item.at.file,
-          s.fields["node"]!,
-          epObj(s.item),
-          `no Node manifest with this name (expected one of ${[...names].sort().join(", ")}, got "${s.item.node}")`,
-          "warning",
-        );
+  endpointChecks(2, () => {
+    if (got.nodes.length > 0) {
+      const names = new Set(got.nodes.map((n) => n.item.name));
+      for (const s of got.endpoints) {
+        if (s.item.node !== undefined && !names.has(s.item.node)) {
+          push(
+            s.item.at.file,
+            s.fields["node"]!,
+            epObj(s.item),
+            `no Node manifest with this name (expected one of ${[...names].sort().join(", ")}, got "${s.item.node}")`,
+            "warning",
+          );
+        }
       }
     }
-  }
+  });
+  cache?.rememberEndpointChecks(got.endpoints, got.nodes, groups);
 }
