@@ -13,7 +13,8 @@
 // A rule counts as changed when it was added or removed, or when its content OR provenance (file,
 // line, name: entries carry them) differs; a rule that moved lines is changed. Rules are matched by
 // object (the load cache hands out the same objects for unchanged files) and, failing that, by
-// their JSON text.
+// their JSON text. Matching by object assumes what every caller does: a Model is never modified
+// after it was compiled (edit a copy instead).
 
 import type { EndpointManifest, IdentityManifest, ManifestProblem, Model, NodeManifest, RuleManifest } from "../manifest/model.js";
 import {
@@ -163,8 +164,8 @@ export function compileIncremental(
 
 /** Why the identity universe of `model` may differ from the memo's, or undefined when it is the same. */
 function universeChange(prev: CompileMemo, model: Model, opts: CompileOptions, idOpts: IdentityAllocatorOptions): string | undefined {
-  if (opts.node !== prev.opts.node || opts.enforcement !== prev.opts.enforcement) return "options changed";
-  if (!sameJson(opts.hostAddresses, prev.opts.hostAddresses)) return "host addresses changed";
+  // All of them, so that an option added later cannot be missed.
+  if (!sameJson(opts, prev.opts)) return "options changed";
   if (idOpts !== prev.idOpts && (Object.keys(idOpts).length > 0 || Object.keys(prev.idOpts).length > 0)) return "identity allocator options changed";
   if (!sameList<EndpointManifest>(model.endpoints, prev.model.endpoints)) return "endpoints changed";
   if (!sameList<IdentityManifest>(model.identities, prev.model.identities)) return "Identity manifests changed";
