@@ -397,10 +397,14 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
  * universe (identities, endpoints, CIDRs, nodes) and the options, except what is noted per rule.
  */
 export interface CompileMemo {
+  /** The model compiled (never modified afterwards). */
   model: Model;
+  /** The options it was compiled with; any change means a full compile. */
   opts: CompileOptions;
   idOpts: IdentityAllocatorOptions;
+  /** Identity allocation, endpoint identities and evaluated rules of `model`. */
   ctx: PolicyContext;
+  /** Peer resolution over ctx's identities, with its caches. */
   resolver: PeerResolver;
   /** Subject selection over the identities endpoints or Identity manifests carry. */
   subjectIndex: LabelIndex;
@@ -417,6 +421,7 @@ export interface CompileMemo {
   cidrRefs: Map<string, string>;
   /** Warnings buildIpcache gave (kept with the ipcache it built). */
   ipcacheWarnings: ManifestProblem[];
+  /** The result: its EndpointPolicy objects and ipcache array are reused by reference. */
   policy: CompiledPolicy;
 }
 
