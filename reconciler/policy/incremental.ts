@@ -62,7 +62,7 @@ export function compileIncremental(
   previous: CompileMemo | undefined,
   idOpts: IdentityAllocatorOptions = {},
 ): IncrementalResult {
-  const reason = previous === undefined ? "no previous compile" : universeChange(previous, model, opts, idOpts);
+  const reason = previous === undefined ? "no previous compile" : (universeChange(previous, model, opts, idOpts) ?? repeatedRule(model));
   if (previous === undefined || reason !== undefined) {
     const { policy, memo } = compileWithMemo(model, opts, idOpts);
     return {
@@ -79,7 +79,7 @@ export function compileIncremental(
   const fresh: RuleManifest[] = [];
   for (const m of model.rules) {
     const e = prev.effective.get(m);
-    if (e !== undefined && !effective.has(m)) effective.set(m, e);
+    if (e !== undefined) effective.set(m, e);
     else fresh.push(m);
   }
   const changed: EffectiveRule[] = [];
@@ -176,6 +176,11 @@ function universeChange(prev: CompileMemo, model: Model, opts: CompileOptions, i
   let i = 0;
   for (const c of before.keys()) if (c !== cidrs[i++]) return "CIDR identities changed";
   return undefined;
+}
+
+/** A rule object listed twice (a loaded model never has one; a full compile keeps both copies). */
+function repeatedRule(model: Model): string | undefined {
+  return new Set(model.rules).size === model.rules.length ? undefined : "a rule object appears twice";
 }
 
 /** Same items in the same order: each the same object or one with the same JSON text. */

@@ -234,4 +234,9 @@ test("an endpoint change falls back to a full compile and says why", () => {
   assert.deepStrictEqual(next.policy, compile(m1, opts));
   const other = compileIncremental(m1, { ...opts, enforcement: "always" }, next.memo);
   assert.equal(other.report.reason, "options changed");
+  // The same rule object twice: compile() evaluates both copies; so does the fallback.
+  const twice = { ...m1, rules: [m1.rules[0]!, m1.rules[0]!] };
+  const again = compileIncremental(twice, opts, next.memo);
+  assert.deepStrictEqual(again.policy, compile(twice, opts));
+  assert.equal(again.report.reason, "a rule object appears twice");
 });
