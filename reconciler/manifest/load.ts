@@ -87,7 +87,12 @@ interface FileResult {
  * the last snapshot are kept. The cross-object checks run on the whole snapshot every time.
  */
 export class LoadCache {
-  private files = new Map<string, { content: string; limits: ParseLimits; result: FileResult }>();
+  /** Path → the content loaded, the limits it was loaded with and the result. */
+  private readonly files = new Map<string, { content: string; limits: ParseLimits; result: FileResult }>();
+  /** One copy of each field path string ("spec.ipv4"), shared by every cached field that has it. */
+  private readonly paths = new Map<string, string>();
+  /** The endpoint cross-checks of the last load and the endpoints and nodes they were run on. */
+  private checked: { endpoints: readonly unknown[]; nodes: readonly unknown[]; groups: ManifestProblem[][] } | undefined;
   /** Files of the last load taken from the cache and files parsed. */
   readonly last = { reused: 0, parsed: 0 };
 
@@ -104,10 +109,6 @@ export class LoadCache {
     this.files.set(path, { content, limits, result });
     return result;
   }
-
-  /** One copy of each field path string ("spec.ipv4"), shared by every cached field that has it. */
-  private readonly paths = new Map<string, string>();
-  private checked: { endpoints: readonly unknown[]; nodes: readonly unknown[]; groups: ManifestProblem[][] } | undefined;
 
   /** The endpoint cross-checks of the last load, when its endpoints and nodes were these same objects in this order. */
   endpointChecks(endpoints: readonly unknown[], nodes: readonly unknown[]): ManifestProblem[][] | undefined {
