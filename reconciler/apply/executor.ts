@@ -4,7 +4,7 @@
 
 import { emptyState, RESOURCE_KINDS, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
 import { diff, type Change, type Plan } from "../plan/diff.js";
-import { errorText, type ObjectResult, type Target } from "./target.js";
+import { errorText, failure, type ObjectResult, type Target } from "./target.js";
 
 export type ObjectState = "pending" | "done" | "error";
 
@@ -19,7 +19,8 @@ export interface ObjectStatus {
 
 export interface ApplyReport {
   plan: Plan;
-  results: ObjectResult[];
+  /** How many planned changes were applied. */
+  applied: number;
   /** Objects that failed. */
   failed: ObjectResult[];
 }
@@ -47,6 +48,9 @@ export class Targets {
   }
 }
 
+/** The kinds a new map must exist for, and the map itself. */
+const KINDS_UP_TO_MAPS = RESOURCE_KINDS.slice(0, RESOURCE_KINDS.indexOf("map") + 1);
+
 /**
  * Plans against the kernel and applies the plan. Changes go to their targets in plan order, a run of
  * consecutive changes of one kind in one call (so a target can batch map writes). When a kind fails,
@@ -56,11 +60,11 @@ export class Targets {
 export async function reconcileOnce(targets: Targets, desired: DesiredState, known?: ActualState): Promise<ApplyReport> {
   // `known`: what the kernel is known to hold (the desired state of the last run that fully
   // succeeded), so a new commit is planned without reading a million entries back first.
-  const actual = known ?? (await targets.observe(desired));
-  const first = diff(desired, actual);
+  const actual = known && canPlanAgainst(known, desired) ? known : await targets.observe(desired);
   // A map created or replaced holds nothing yet: apply up to the maps, then plan the rest against
-  // the kernel as it is then (entries go into the new map before programs move onto it).
-  const upToMaps = first.changes.filter((c) => c.op !== "delete" && RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map"));
+  // the kernel as it is then (entries go into the new map before programs move onto it). Only the
+  // kinds up to the maps are planned first: a cold plan of a million entries is made once.
+  const upToMaps = diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete");
   if (upToMaps.some((c) => c.resource === "map")) {
     const early = await applyChanges(targets, desired, upToMaps);
     const rest = diff(desired, await targets.observe(desired));
@@ -68,36 +72,54 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
     const changes = upToMaps.concat(rest.changes);
     const summary = { create: 0, update: 0, delete: 0 };
     for (const c of changes) summary[c.op]++;
-    // An object retried in the second round reports its last result only (those are few: the kinds
-    // up to the maps, so this does not touch the million entry results).
-    const retried = new Set(late.filter((r) => RESOURCE_KINDS.indexOf(r.resource) <= RESOURCE_KINDS.indexOf("map")).map((r) => `${r.resource}/${r.id}`));
-    const results = early.filter((r) => !retried.has(`${r.resource}/${r.id}`)).concat(late);
-    return { plan: { ...first, changes, summary }, results, failed: results.filter((r) => !r.ok) };
+    // An object planned again in the second round (it failed in the first) counts by its last result.
+    const replanned = new Set(rest.changes.filter((c) => RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map")).map((c) => `${c.resource}/${c.id}`));
+    const stillFailed = early.failed.filter((r) => !replanned.has(`${r.resource}/${r.id}`));
+    const failed = stillFailed.concat(late.failed);
+    return { plan: { ...rest, changes, summary }, applied: early.applied + late.applied, failed };
   }
-  const results = await applyChanges(targets, desired, first.changes);
-  return { plan: first, results, failed: results.filter((r) => !r.ok) };
+  const first = diff(desired, actual);
+  const { applied, failed } = await applyChanges(targets, desired, first.changes);
+  return { plan: first, applied, failed };
 }
 
-async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[]): Promise<ObjectResult[]> {
-  const results: ObjectResult[] = [];
+/**
+ * Whether a run may plan against `known` (the last fully applied desired state) rather than the
+ * kernel. Not when an endpoint that had a policy in `known` is gone from `desired` or has another
+ * endpoint number there: the policy target finds an endpoint's slot in the policy map-of-maps by
+ * the endpoint's number in the desired state, so the deletes planned (by name) for such an endpoint
+ * would miss its slot and leave its old inner map in the kernel until a resync read it back.
+ * Read from the kernel, the slot is named by its number and the target removes it.
+ */
+export function canPlanAgainst(known: ActualState, desired: DesiredState): boolean {
+  const numberIn = (state: ActualState): Map<string, number> => new Map([...state.endpoints.values()].map((e) => [e.endpoint, e.endpointId]));
+  const before = numberIn(known);
+  const after = numberIn(desired);
+  for (const endpoint of known.policy.keys()) {
+    if (before.get(endpoint) !== after.get(endpoint)) return false;
+  }
+  return true;
+}
+
+/** Applies changes batch by batch; keeps only the failures (a cold plan has a million successes). */
+async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[]): Promise<{ applied: number; failed: ObjectResult[] }> {
+  let applied = 0;
+  const failures: ObjectResult[] = [];
   for (const batch of batches(changes)) {
     const target = targets.get(batch[0]!.resource);
     if (!target) {
-      for (const c of batch) results.push(failed(c, `no target for ${c.resource}: this is a bug`));
+      for (const c of batch) failures.push(failure(c, `no target for ${c.resource}: this is a bug`));
       continue;
     }
     try {
-      // A loop, not push(...spread): a cold plan has a million results, more than a call's arguments.
-      for (const r of await target.apply(batch, desired)) results.push(r);
+      const batchFailures = await target.apply(batch, desired);
+      applied += batch.length - batchFailures.length;
+      for (const f of batchFailures) failures.push(f);
     } catch (err) {
-      for (const c of batch) results.push(failed(c, errorText(err)));
+      for (const c of batch) failures.push(failure(c, errorText(err)));
     }
   }
-  return results;
-}
-
-function failed(c: Change, error: string): ObjectResult {
-  return { resource: c.resource, id: c.id, ok: false, error };
+  return { applied, failed: failures };
 }
 
 /** Consecutive changes of the same resource kind and op. */

@@ -3,7 +3,8 @@
 // planned changes of that kind and says, per object, whether it worked. The real targets use
 // ebpf-loader and netlink; the unit tests use the in-memory one below.
 
-import { policyEntryKey, type DatapathState, type DesiredState, type PolicyMapEntry, type ResourceKind } from "../datapath/state.js";
+import { policyEntryKey, PolicyEntrySet, type DatapathState, type DesiredState, type PolicyMapEntry, type ResourceKind } from "../datapath/state.js";
+import { packEntry } from "../policy/entry-set.js";
 import type { Change } from "../plan/diff.js";
 
 /** Outcome of one planned change. */
@@ -21,19 +22,22 @@ export interface Target {
   field: keyof DatapathState;
   /** Reads the current objects of this kind, keyed like the desired state. */
   observe(desired: DesiredState): Promise<Map<string, unknown>>;
-  /** Applies changes of this kind, in the given order. Must not throw for a single object's failure:
-   *  it reports it and goes on with the others (a failure that makes the rest pointless may fail them all). */
+  /** Applies changes of this kind, in the given order, and returns the ones that failed (every
+   *  other change succeeded: at a million entries, successes are counted, not listed). Must not
+   *  throw for a single object's failure: it reports it and goes on with the others (a failure
+   *  that makes the rest pointless may fail them all). */
   apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]>;
 }
 
-/** The same result for every change of a batch (a whole-batch failure, or success). */
-export function resultsFor(changes: readonly Change[], error?: unknown): ObjectResult[] {
-  return changes.map((c) => ({
-    resource: c.resource,
-    id: c.id,
-    ok: error === undefined,
-    ...(error !== undefined ? { error: errorText(error) } : {}),
-  }));
+/** A change that failed, and why. */
+export function failure(c: Change, error: string): ObjectResult {
+  return { resource: c.resource, id: c.id, ok: false, error };
+}
+
+/** Every change of a batch failed with the same error. */
+export function failuresOf(changes: readonly Change[], error: unknown): ObjectResult[] {
+  const text = errorText(error);
+  return changes.map((c) => failure(c, text));
 }
 
 export function errorText(err: unknown): string {
@@ -58,27 +62,31 @@ export class MemoryTarget implements Target {
 
   async observe(): Promise<Map<string, unknown>> {
     if (this.kind !== "policy") return new Map(this.objects);
-    // Policy entries are held per endpoint, keyed by number, like the real target reports them.
-    const nested = new Map<string, Map<number, PolicyMapEntry>>();
+    // Policy entries are held per endpoint as packed sets, like the real target reports them.
+    const byEndpoint = new Map<string, PolicyMapEntry[]>();
     for (const v of this.objects.values()) {
       const e = v as PolicyMapEntry;
-      if (!nested.has(e.endpoint)) nested.set(e.endpoint, new Map());
-      nested.get(e.endpoint)!.set(policyEntryKey(e), e);
+      const list = byEndpoint.get(e.endpoint);
+      if (list) list.push(e);
+      else byEndpoint.set(e.endpoint, [e]);
     }
-    return nested;
+    // The kernel keeps no provenance: only keys and decisions.
+    return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision)))]));
   }
 
   async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
-    return changes.map((c) => {
-      const failure = this.failNext.get(c.id);
-      if (failure !== undefined) {
+    const failures: ObjectResult[] = [];
+    for (const c of changes) {
+      const error = this.failNext.get(c.id);
+      if (error !== undefined) {
         this.failNext.delete(c.id);
-        return { resource: c.resource, id: c.id, ok: false, error: failure };
+        failures.push(failure(c, error));
+        continue;
       }
       this.writes++;
       if (c.op === "delete") this.objects.delete(c.id);
       else this.objects.set(c.id, c.after);
-      return { resource: c.resource, id: c.id, ok: true };
-    });
+    }
+    return failures;
   }
 }

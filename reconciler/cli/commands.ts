@@ -203,7 +203,7 @@ function rmEmptyDir(dir: string): void {
 }
 
 function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io): void {
-  const ok = report.results.length - report.failed.length;
+  const ok = report.applied;
   if (opts.output === "json") {
     const doc = planDocument(report.plan, { notes: [] });
     io.stdout.write(JSON.stringify({ ...doc, applied: ok, failed: report.failed }, null, 2) + "\n");

@@ -2,7 +2,7 @@
 // uses. With --source, names and provenance from the manifests are added (which rule, which file).
 
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../datapath/layouts.js";
-import { emptyDesired, emptyState, policyEntryKey, type DesiredState } from "../datapath/state.js";
+import { emptyDesired, emptyState, policyEntryKey, PolicyEntrySet, type DesiredState } from "../datapath/state.js";
 import { numPossibleCpus, queryTcx } from "../ebpf-loader/index.js";
 import { linkGet, withNetns } from "../netlink/index.js";
 import type { Compiled } from "../plan/pipeline.js";
@@ -64,8 +64,13 @@ function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnTy
   const stats = epId === undefined ? new Map<number, { packets: bigint; bytes: bigint }>() : readPolicyStats(kernel, epId);
   const drops = epId === undefined ? [] : readDrops(kernel, epId);
   const rows: Array<Record<string, unknown>> = [];
-  for (const [key, e] of entries.get(endpoint) ?? []) {
-    const prov = desired.policy.get(endpoint)?.get(key);
+  const observed = entries.get(endpoint) ?? PolicyEntrySet.EMPTY;
+  const wanted = desired.policy.get(endpoint) ?? PolicyEntrySet.EMPTY;
+  for (let i = 0; i < observed.size; i++) {
+    const key = observed.key(i);
+    const e = observed.entry(i, endpoint);
+    const at = wanted.indexOf(key);
+    const rules = at < 0 ? [] : wanted.entry(at, endpoint).rules;
     const s = stats.get(key);
     rows.push({
       direction: e.direction,
@@ -76,7 +81,7 @@ function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnTy
       decision: e.decision,
       packets: Number(s?.packets ?? 0n),
       bytes: Number(s?.bytes ?? 0n),
-      rules: (prov?.rules ?? []).map((r) => `${r.name} (${r.file}:${r.line})`).join(", "),
+      rules: rules.map((r) => `${r.name} (${r.file}:${r.line})`).join(", "),
       revision: desired.revision,
     });
   }

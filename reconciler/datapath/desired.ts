@@ -6,10 +6,8 @@ import type { EndpointManifest, ManifestProblem, Model, NodeManifest } from "../
 import type { CompiledPolicy } from "../policy/types.js";
 import { MAP_SPECS } from "./maps.js";
 import {
-  policyEntryKey,
   type AddressSpec,
   type AttachmentSpec,
-  type DesiredPolicyEntry,
   type DesiredState,
   type DeviceSpec,
   type NeighbourSpec,
@@ -30,6 +28,8 @@ export const PROGRAM_FROM_ENDPOINT = "from_endpoint";
 export const VXLAN_DEVICE = "rc-vxlan";
 /** Bytes VXLAN over IPv4 adds to an inner frame: outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
 export const VXLAN_OVERHEAD = 50;
+/** Bytes VXLAN over IPv6 adds: outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14. */
+export const VXLAN6_OVERHEAD = 70;
 /** Underlay MTU assumed when the caller does not know it. */
 export const DEFAULT_UNDERLAY_MTU = 1500;
 
@@ -40,7 +40,8 @@ export interface DesiredOptions {
    *  tag is replaced in place. Without it, any program of the right name is accepted. */
   programTags?: ReadonlyMap<string, string>;
   /** MTU of the local node's underlay device (the one holding its Node address); default 1500.
-   *  The overlay device and, on a tunnelled node, every endpoint veth get this minus VXLAN_OVERHEAD. */
+   *  The overlay device and, on a tunnelled node, every endpoint veth get this minus VXLAN_OVERHEAD
+   *  (VXLAN6_OVERHEAD on an IPv6 underlay). */
   underlayMtu?: number;
   /** Receives non-fatal findings (e.g. a remote node the overlay cannot reach). */
   onWarning?: (p: ManifestProblem) => void;
@@ -96,6 +97,21 @@ export function vxlanMac(nodeName: string): string {
   return [0x02, ...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, "0")).join(":");
 }
 
+/**
+ * The IPv6 link-local address the kernel gives a device with this MAC (modified EUI-64, RFC 4291
+ * appendix A: flip the universal/local bit, put ff:fe in the middle), in canonical text form.
+ * A node's rc-vxlan MAC is vxlanMac(name), so this is every node's overlay next hop, known from the
+ * manifests alone. The middle groups (xxff, fexx) are never zero, so only the first interface-id
+ * group can join the run of zeros after fe80.
+ */
+export function eui64LinkLocal(mac: string): string {
+  const m = mac.split(":").map((x) => parseInt(x, 16));
+  if (m.length !== 6 || m.some((b) => !(b >= 0 && b <= 255))) throw new RangeError(`link-local of MAC: expected aa:bb:cc:dd:ee:ff, got ${mac}`);
+  const groups = [((m[0]! ^ 0x02) << 8) | m[1]!, (m[2]! << 8) | 0xff, 0xfe00 | m[3]!, (m[4]! << 8) | m[5]!];
+  const hex = groups.map((g) => g.toString(16));
+  return `fe80::${(groups[0] === 0 ? hex.slice(1) : hex).join(":")}`;
+}
+
 function fnv1a(text: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
@@ -107,12 +123,14 @@ function fnv1a(text: string): number {
 
 /**
  * A previous build to reuse from: its compiled policy and the desired state built from it. An
- * endpoint whose EndpointPolicy object is the very one `compiled` held gets the previous per-endpoint
- * policy Map itself (by reference), and an ipcache array that is the previous one its previous Map;
- * the diff then skips such an endpoint by identity. Both maps are never modified once built.
+ * ipcache array that is the previous one gets the previous ipcache Map (by reference; never
+ * modified once built). Per-endpoint policy needs nothing here: it is the EndpointPolicy's own
+ * entry set, so an EndpointPolicy an incremental compile reused brings its previous set along.
  */
 export interface PreviousBuild {
+  /** The compiled policy the previous desired state was built from. */
   compiled: CompiledPolicy;
+  /** That desired state. */
   desired: DesiredState;
 }
 
@@ -135,10 +153,10 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   const local = model.endpoints.filter((e) => e.node === undefined || e.node === compiled.node);
   const ids = endpointIds(local.map((e) => e.name));
   const policyByEndpoint = new Map(compiled.endpoints.map((p) => [p.endpoint, p]));
-  const previousPolicy = previous ? new Map(previous.compiled.endpoints.map((p) => [p.endpoint, p])) : undefined;
 
   const localNode = model.nodes.find((n) => n.name === compiled.node);
-  const overlayMtu = localNode?.tunnel ? (opts.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - VXLAN_OVERHEAD : undefined;
+  const overhead = localNode?.address.includes(":") ? VXLAN6_OVERHEAD : VXLAN_OVERHEAD;
+  const overlayMtu = localNode?.tunnel ? (opts.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - overhead : undefined;
   if (localNode?.tunnel) addOverlay(state, localNode, model.nodes, overlayMtu!, opts);
 
   let anyV4 = localNode?.tunnel !== undefined;
@@ -162,8 +180,9 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         endpoint: ep.name,
       });
     }
-    const reuse = previousPolicy?.get(ep.name) === policy ? previous!.desired.policy.get(ep.name) : undefined;
-    state.policy.set(ep.name, reuse ?? policyMap(policy.entries));
+    // The compiled set itself: an EndpointPolicy an incremental compile reused brings the very set
+    // the previous desired state (and so the known state) holds, which the diff skips.
+    state.policy.set(ep.name, policy.entrySet);
   }
 
   // Routing between endpoints on this host goes through the host namespace.
@@ -173,39 +192,33 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   if (previous !== undefined && compiled.ipcache === previous.compiled.ipcache) state.ipcache = previous.desired.ipcache;
   else {
     for (const entry of compiled.ipcache) {
-      state.ipcache.set(entry.prefix, {
-        prefix: entry.prefix,
-        identity: entry.identity,
-        ...(entry.tunnelEndpoint !== undefined ? { tunnelEndpoint: entry.tunnelEndpoint } : {}),
-      });
+      // The map's tunnel endpoint field holds an IPv4 address (bpf/include/ipcache.h). It is
+      // informational (the vxlan FDB does the encapsulation), so an IPv6 underlay address is left out.
+      const tunnel = entry.tunnelEndpoint !== undefined && !entry.tunnelEndpoint.includes(":") ? { tunnelEndpoint: entry.tunnelEndpoint } : {};
+      state.ipcache.set(entry.prefix, { prefix: entry.prefix, identity: entry.identity, ...tunnel });
     }
   }
   return state;
 }
 
-/** One endpoint's policy entries keyed by policyEntryKey (the compiler's entry objects, not copies). */
-function policyMap(entries: readonly DesiredPolicyEntry[]): Map<number, DesiredPolicyEntry> {
-  const out = new Map<number, DesiredPolicyEntry>();
-  for (const e of entries) out.set(policyEntryKey(e), e);
-  return out;
-}
-
 /**
- * The VXLAN overlay of a node with a tunnel: one device, and for every other node with pod CIDRs a
- * route to each of them via that node's underlay address (on-link on the vxlan device), a permanent
- * ARP entry resolving that address to the node's vxlan MAC, and an FDB entry sending frames for that
- * MAC to the node's underlay address. Decapsulated packets are routed by the endpoints' /32 routes
- * to their veths, where to_endpoint enforces ingress policy as for local traffic (the ipcache holds
- * remote endpoints with their identities). IPv4 underlay and IPv4 pod CIDRs only.
+ * The VXLAN overlay of a node with a tunnel: one device, and for every other node with pod CIDRs
+ * routes to each of them over that device, permanent neighbour entries for their next hops and an
+ * FDB entry sending frames for the node's vxlan MAC to its underlay address. Decapsulated packets
+ * are routed by the endpoints' /32 and /128 routes to their veths, where to_endpoint enforces
+ * ingress policy as for local traffic (the ipcache holds remote endpoints with their identities).
+ *
+ * Next hops (docs/multinode.md): on an IPv4 underlay an IPv4 pod CIDR goes via the remote node's
+ * underlay address (on-link), resolved by a permanent ARP entry to its vxlan MAC. Every IPv6 pod
+ * CIDR, and on an IPv6 underlay every pod CIDR (an IPv4 route with an IPv6 gateway, RTA_VIA), goes
+ * via the remote rc-vxlan's EUI-64 link-local address, resolved by a permanent NDP entry. The FDB
+ * entry rides with the neighbour entry of the underlay's family.
  */
 function addOverlay(state: DesiredState, local: NodeManifest, nodes: readonly NodeManifest[], mtu: number, opts: DesiredOptions): void {
   const tunnel = local.tunnel!;
   const warn = (n: NodeManifest, path: string, message: string): void =>
     opts.onWarning?.({ file: n.at.file, line: n.at.line, object: `Node/${n.name}`, path, message, severity: "warning" });
-  if (local.address.includes(":")) {
-    warn(local, "spec.address", `the vxlan overlay needs an IPv4 underlay address (got ${local.address}); no overlay on this node`);
-    return;
-  }
+  const underlay6 = local.address.includes(":");
   addDevice(state, {
     name: VXLAN_DEVICE,
     kind: "vxlan",
@@ -214,10 +227,13 @@ function addOverlay(state: DesiredState, local: NodeManifest, nodes: readonly No
     vxlan: { vni: tunnel.vni, port: tunnel.port, local: local.address, learning: false },
     owned: true,
   });
+  // IPv6 pod CIDRs anywhere on this overlay (the local node's receive, the remote ones are sent to).
+  let podV6 = local.podCIDRs.some((c) => c.includes(":"));
   for (const remote of nodes) {
     if (remote.name === local.name || remote.podCIDRs.length === 0) continue;
-    if (remote.address.includes(":")) {
-      warn(remote, "spec.address", `not reachable over this node's IPv4 vxlan overlay (address ${remote.address}); its pod CIDRs get no route`);
+    if (remote.address.includes(":") !== underlay6) {
+      const want = underlay6 ? "IPv6" : "IPv4";
+      warn(remote, "spec.address", `expected an ${want} underlay address like node ${local.name} (${local.address}), got ${remote.address}; one vxlan device encapsulates in one address family, so its pod CIDRs get no overlay route`);
       continue;
     }
     if (!remote.tunnel || remote.tunnel.vni !== tunnel.vni || remote.tunnel.port !== tunnel.port) {
@@ -226,15 +242,29 @@ function addOverlay(state: DesiredState, local: NodeManifest, nodes: readonly No
       continue;
     }
     const mac = vxlanMac(remote.name);
-    const n: NeighbourSpec = { device: VXLAN_DEVICE, address: remote.address, mac, fdbDst: remote.address };
-    state.neighbours.set(neighbourId(n), n);
-    for (const cidr of remote.podCIDRs) {
-      if (cidr.includes(":")) {
-        warn(remote, "spec.podCIDRs", `IPv6 pod CIDR ${cidr} is not routed over the IPv4 vxlan overlay (not supported yet)`);
-        continue;
-      }
-      addRoute(state, { destination: cidr, device: VXLAN_DEVICE, gateway: remote.address, onlink: true, scope: "universe" });
+    const linkLocal = eui64LinkLocal(mac);
+    const v6CIDRs = remote.podCIDRs.filter((c) => c.includes(":"));
+    if (underlay6) {
+      addNeighbour(state, { device: VXLAN_DEVICE, address: linkLocal, mac, fdbDst: remote.address });
+    } else {
+      addNeighbour(state, { device: VXLAN_DEVICE, address: remote.address, mac, fdbDst: remote.address });
+      if (v6CIDRs.length > 0) addNeighbour(state, { device: VXLAN_DEVICE, address: linkLocal, mac });
     }
+    podV6 ||= v6CIDRs.length > 0;
+    for (const cidr of remote.podCIDRs) {
+      const viaLinkLocal = underlay6 || cidr.includes(":");
+      addRoute(state, viaLinkLocal
+        ? { destination: cidr, device: VXLAN_DEVICE, gateway: linkLocal, scope: "universe" }
+        : { destination: cidr, device: VXLAN_DEVICE, gateway: remote.address, onlink: true, scope: "universe" });
+    }
+  }
+  if (underlay6 || podV6) {
+    // The device must take IPv6 (decapsulated IPv6 packets, NDP next hops) and carry the EUI-64
+    // link-local that the other nodes' NDP entries name, whatever the host's defaults are; IPv6
+    // packets from the overlay are forwarded to the endpoints' veths.
+    addSysctl(state, { key: `net/ipv6/conf/${VXLAN_DEVICE}/disable_ipv6`, value: "0" });
+    addSysctl(state, { key: `net/ipv6/conf/${VXLAN_DEVICE}/addr_gen_mode`, value: "0" });
+    if (podV6) addSysctl(state, { key: "net/ipv6/conf/all/forwarding", value: "1" });
   }
 }
 
@@ -344,6 +374,9 @@ function addAddress(state: DesiredState, a: AddressSpec): void {
 }
 function addRoute(state: DesiredState, r: RouteSpec): void {
   state.routes.set(routeId(r), r);
+}
+function addNeighbour(state: DesiredState, n: NeighbourSpec): void {
+  state.neighbours.set(neighbourId(n), n);
 }
 function addSysctl(state: DesiredState, s: SysctlSpec): void {
   state.sysctls.set(sysctlId(s), s);

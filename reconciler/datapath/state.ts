@@ -2,6 +2,7 @@
 // read from the kernel by observe/; plan/ diffs the two. Both use these same shapes so the diff is a
 // plain comparison of resource ids and specs.
 
+import type { PolicyEntrySet } from "../policy/entry-set.js";
 import type { Decision, Direction, RuleRef } from "../policy/types.js";
 
 /** Resource kinds, in the order they are created (deleted in reverse). */
@@ -170,13 +171,12 @@ export interface DatapathState {
   endpoints: Map<string, EndpointEntry>;
   /** Keyed by prefix. */
   ipcache: Map<string, IpcacheMapEntry>;
-  /** Endpoint name → its entries keyed by policyEntryKey(). Numbers, not strings: at a million
-   *  entries, building and hashing composite string keys costs seconds. */
-  policy: Map<string, Map<number, PolicyMapEntry>>;
+  /** Endpoint name → its policy entries, packed and sorted (see policy/entry-set.ts). */
+  policy: Map<string, PolicyEntrySet>;
 }
 
 /** A desired policy entry also knows its port range and the rules that produced it (not stored in
- *  the kernel). The compiler's PolicyEntry objects are used as they are, without copies. */
+ *  the kernel). */
 export interface DesiredPolicyEntry extends PolicyMapEntry {
   endPort: number;
   rules: RuleRef[];
@@ -185,22 +185,11 @@ export interface DesiredPolicyEntry extends PolicyMapEntry {
 export interface DesiredState extends DatapathState {
   revision: string;
   node: string;
-  policy: Map<string, Map<number, DesiredPolicyEntry>>;
 }
 
 export type ActualState = DatapathState;
 
-type PolicyKeyFields = Pick<PolicyMapEntry, "direction" | "identity" | "protocol" | "port" | "portPrefixLen">;
-
-/**
- * A policy entry's key within its endpoint as one exact integer (< 2^51): identity (25 bits: local
- * scope identities are below 2^25), the port prefix as a binary-trie node number (17 bits:
- * (1 << prefixLen) | port >> (16 - prefixLen)), protocol (8 bits) and direction (1 bit).
- */
-export function policyEntryKey(e: PolicyKeyFields): number {
-  const portNode = (1 << e.portPrefixLen) | (e.port >>> (16 - e.portPrefixLen));
-  return e.identity + 2 ** 25 * (portNode + 2 ** 17 * (e.protocol + 256 * (e.direction === "egress" ? 1 : 0)));
-}
+export { policyEntryKey, decodePolicyEntryKey, PolicyEntrySet } from "../policy/entry-set.js";
 
 /** Stable id of a policy entry: "app1/ingress/36895/6/80/16". */
 export function policyEntryId(e: Pick<PolicyMapEntry, "endpoint" | "direction" | "identity" | "protocol" | "port" | "portPrefixLen">): string {
@@ -224,5 +213,5 @@ export function emptyState(): DatapathState {
 
 /** A desired state with nothing in it (teardown wants exactly this). */
 export function emptyDesired(revision: string, node: string): DesiredState {
-  return { ...emptyState(), policy: new Map(), revision, node };
+  return { ...emptyState(), revision, node };
 }

@@ -111,6 +111,8 @@ export const RTA_GATEWAY = 5;
 export const RTA_PRIORITY = 6;
 export const RTA_PREFSRC = 7;
 export const RTA_TABLE = 15;
+/** struct rtvia {u16 family; u8 addr[]}: a gateway of another family than the route (Linux ≥ 5.2). */
+export const RTA_VIA = 18;
 
 // --- linux/if_link.h ---
 export const IFLA_ADDRESS = 1;

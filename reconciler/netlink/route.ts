@@ -2,7 +2,7 @@
 // or nexthop objects; not needed by reconcile).
 import {
   AF_INET, AF_INET6, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PREFSRC,
-  RTA_PRIORITY, RTA_TABLE, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, RTNH_F_ONLINK, RTN_BLACKHOLE, RTN_LOCAL,
+  RTA_PRIORITY, RTA_TABLE, RTA_VIA, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, RTNH_F_ONLINK, RTN_BLACKHOLE, RTN_LOCAL,
   RTN_UNICAST, RTN_UNREACHABLE, RTPROT_BOOT, RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RT_TABLE_MAIN,
 } from "./constants.js";
 import {
@@ -30,6 +30,7 @@ export interface Route {
   scope: number;
   /** RTN_* type number (1 unicast, 2 local, 6 blackhole, ...). */
   type: number;
+  /** Next hop: RTA_GATEWAY, or RTA_VIA when its family differs from the route's. */
   gateway?: string;
   /** Output device ifindex. */
   oif?: number;
@@ -57,6 +58,9 @@ export function decodeRoute(m: NlMsg): Route {
   };
   const gw = a.get(RTA_GATEWAY);
   if (gw) r.gateway = bytesToIp(gw);
+  // An IPv4 route via an IPv6 gateway: family (u16) then the address.
+  const via = a.get(RTA_VIA);
+  if (!gw && via && (via.length === 6 || via.length === 18)) r.gateway = bytesToIp(via.subarray(2));
   const oif = read.u32(a.get(RTA_OIF));
   if (oif !== undefined) r.oif = oif;
   const src = a.get(RTA_PREFSRC);
@@ -70,7 +74,8 @@ export function decodeRoute(m: NlMsg): Route {
 export interface RouteSpec {
   /** Destination: "10.0.0.0/24", "10.0.0.5" (host route) or "default" (IPv4; "default6" for IPv6). */
   dst: string;
-  /** Next hop. */
+  /** Next hop. An IPv6 gateway on an IPv4 route is sent as RTA_VIA (Linux ≥ 5.2; the kernel then
+   *  resolves it through the device's NDP table). */
   gateway?: string;
   /** Output device. */
   dev?: LinkRef;
@@ -100,8 +105,10 @@ function dstPrefix(dst: string): { family: typeof AF_INET | typeof AF_INET6; byt
 /** Build an RTM_NEWROUTE/RTM_DELROUTE request; `oif` is the resolved dev index. Pure. */
 export function buildRoute(type: number, flags: number, spec: RouteSpec, oif?: number): Request {
   const d = dstPrefix(spec.dst);
-  if (spec.gateway && ipFamily(spec.gateway) !== d.family) {
-    throw new RangeError(`route ${spec.dst}: gateway ${spec.gateway} is of another address family`);
+  const gwFamily = spec.gateway ? ipFamily(spec.gateway) : undefined;
+  const via = gwFamily !== undefined && gwFamily !== d.family;
+  if (via && !(d.family === AF_INET && gwFamily === AF_INET6)) {
+    throw new RangeError(`route ${spec.dst}: gateway ${spec.gateway}: expected an IPv6 route's gateway to be IPv6, got IPv4`);
   }
   const table = spec.table ?? RT_TABLE_MAIN;
   const rtype = ROUTE_TYPES[spec.type ?? "unicast"];
@@ -122,11 +129,20 @@ export function buildRoute(type: number, flags: number, spec: RouteSpec, oif?: n
   });
   const attrs: Buffer[] = [attrU32(RTA_TABLE, table)];
   if (d.bytes) attrs.push(attr(RTA_DST, d.bytes));
-  if (spec.gateway) attrs.push(attr(RTA_GATEWAY, ipToBytes(spec.gateway)));
+  if (spec.gateway && via) attrs.push(attr(RTA_VIA, rtvia(spec.gateway)));
+  else if (spec.gateway) attrs.push(attr(RTA_GATEWAY, ipToBytes(spec.gateway)));
   if (oif !== undefined) attrs.push(attrU32(RTA_OIF, oif));
   if (spec.prefsrc) attrs.push(attr(RTA_PREFSRC, ipToBytes(spec.prefsrc)));
   if (spec.priority !== undefined) attrs.push(attrU32(RTA_PRIORITY, spec.priority));
   return { type, flags, header, attrs };
+}
+
+/** struct rtvia for an IPv6 gateway: rtvia_family (host order u16) and the 16 address bytes. */
+function rtvia(gateway: string): Buffer {
+  const b = Buffer.alloc(18);
+  b.writeUInt16LE(AF_INET6, 0);
+  ipToBytes(gateway).copy(b, 2);
+  return b;
 }
 
 /** Filter for routeList. */

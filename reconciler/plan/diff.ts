@@ -3,9 +3,13 @@
 // the programs that read them); deletes go in reverse, after all creates and updates, so a program is
 // never left pointing at state that is already gone (make before break).
 
+import type { Decision } from "../policy/types.js";
 import {
+  decodePolicyEntryKey,
   policyEntryId,
+  PolicyEntrySet,
   RESOURCE_KINDS,
+  type DesiredPolicyEntry,
   type ActualState,
   type PolicyMapEntry,
   type DatapathState,
@@ -101,7 +105,8 @@ function replacedMaps(desired: DesiredState, actual: ActualState): string[] {
   return names;
 }
 
-export function diff(desired: DesiredState, observed: ActualState): Plan {
+/** Plans every kind, or only `kinds` (the others are left out of the plan). */
+export function diff(desired: DesiredState, observed: ActualState, kinds: readonly ResourceKind[] = RESOURCE_KINDS): Plan {
   const creates: Change[] = [];
   const deletes: Change[] = [];
   const newMaps = replacedMaps(desired, observed);
@@ -115,7 +120,7 @@ export function diff(desired: DesiredState, observed: ActualState): Plan {
   }
   // Devices the plan replaces: what sits on them must be written again even where it looks unchanged.
   const replaced = new Set<string>();
-  for (const resource of RESOURCE_KINDS) {
+  for (const resource of kinds) {
     if (resource === "policy") {
       diffPolicy(desired.policy, actual.policy, creates, deletes);
       continue;
@@ -153,41 +158,151 @@ export function diff(desired: DesiredState, observed: ActualState): Plan {
 }
 
 /**
- * A policy change names its entry by id only when asked: a cold plan holds a million of them, and
- * building every id string up front would cost more than the whole diff.
+ * One policy entry to create, update or delete. It points into the packed sets it was planned from
+ * and makes its id and entry objects only when asked: a cold plan holds a million of them, so each
+ * kind keeps only the fields it needs.
  */
-class PolicyChange implements Change {
-  readonly resource = "policy" as const;
-  constructor(
-    readonly op: Op,
-    readonly before: PolicyMapEntry | undefined,
-    readonly after: PolicyMapEntry | undefined,
-    readonly reason: string,
-  ) {}
-  get id(): string {
-    return policyEntryId((this.after ?? this.before)!);
+export abstract class PolicyChange implements Change {
+  abstract readonly op: Op;
+  abstract readonly endpoint: string;
+  /** The entry's key (policyEntryKey). */
+  abstract readonly key: number;
+  /** The decision the entry has after the change (create, update) or had (delete). */
+  abstract readonly decision: Decision;
+  abstract readonly before: PolicyMapEntry | undefined;
+  abstract readonly after: DesiredPolicyEntry | undefined;
+  abstract readonly reason: string;
+
+  get resource(): "policy" {
+    return "policy";
   }
+
+  get id(): string {
+    return policyEntryId({ endpoint: this.endpoint, ...decodePolicyEntryKey(this.key) });
+  }
+
   toJSON(): object {
     return { op: this.op, resource: this.resource, id: this.id, before: this.before, after: this.after, reason: this.reason };
   }
 }
 
-/** Per endpoint, entry by entry. */
+/** An entry of the desired set (index `at`) that the kernel lacks. */
+class PolicyCreate extends PolicyChange {
+  constructor(
+    readonly endpoint: string,
+    private readonly want: PolicyEntrySet,
+    private readonly at: number,
+  ) {
+    super();
+  }
+  get op(): Op {
+    return "create";
+  }
+  get key(): number {
+    return this.want.key(this.at);
+  }
+  get decision(): Decision {
+    return this.want.decision(this.at);
+  }
+  get before(): undefined {
+    return undefined;
+  }
+  get after(): DesiredPolicyEntry {
+    return this.want.entry(this.at, this.endpoint);
+  }
+  get reason(): string {
+    return "missing";
+  }
+}
+
+/** An entry of the observed set (index `at`) that is no longer desired. */
+class PolicyDelete extends PolicyChange {
+  constructor(
+    readonly endpoint: string,
+    private readonly have: PolicyEntrySet,
+    private readonly at: number,
+  ) {
+    super();
+  }
+  get op(): Op {
+    return "delete";
+  }
+  get key(): number {
+    return this.have.key(this.at);
+  }
+  get decision(): Decision {
+    return this.have.decision(this.at);
+  }
+  get before(): PolicyMapEntry {
+    return this.have.entry(this.at, this.endpoint);
+  }
+  get after(): undefined {
+    return undefined;
+  }
+  get reason(): string {
+    return "no longer desired";
+  }
+}
+
+/** An entry in both sets with another decision. */
+class PolicyUpdate extends PolicyChange {
+  constructor(
+    readonly endpoint: string,
+    private readonly have: PolicyEntrySet,
+    private readonly haveAt: number,
+    private readonly want: PolicyEntrySet,
+    private readonly wantAt: number,
+  ) {
+    super();
+  }
+  get op(): Op {
+    return "update";
+  }
+  get key(): number {
+    return this.want.key(this.wantAt);
+  }
+  get decision(): Decision {
+    return this.want.decision(this.wantAt);
+  }
+  get before(): PolicyMapEntry {
+    return this.have.entry(this.haveAt, this.endpoint);
+  }
+  get after(): DesiredPolicyEntry {
+    return this.want.entry(this.wantAt, this.endpoint);
+  }
+  get reason(): string {
+    return `decision ${this.have.decision(this.haveAt)} → ${this.want.decision(this.wantAt)}`;
+  }
+}
+
+/** Per endpoint, one merge walk over the two sorted sets. */
 function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], creates: Change[], deletes: Change[]): void {
   for (const [endpoint, wanted] of want) {
     const present = have.get(endpoint);
-    if (wanted === present) continue; // the very same entries (an incremental compile reused them)
-    for (const [key, after] of wanted) {
-      const before = present?.get(key);
-      if (before === undefined) creates.push(new PolicyChange("create", undefined, after, "missing"));
-      else if (before.decision !== after.decision) creates.push(new PolicyChange("update", before, after, `decision ${before.decision} → ${after.decision}`));
-    }
+    if (present === wanted) continue; // planned against the very state it was built from
+    walk(endpoint, wanted, present ?? PolicyEntrySet.EMPTY, creates, deletes);
   }
   for (const [endpoint, present] of have) {
-    const wanted = want.get(endpoint);
-    if (wanted === present) continue;
-    for (const [key, before] of present) {
-      if (!wanted?.has(key)) deletes.push(new PolicyChange("delete", before, undefined, "no longer desired"));
+    if (!want.has(endpoint)) walk(endpoint, PolicyEntrySet.EMPTY, present, creates, deletes);
+  }
+}
+
+function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, creates: Change[], deletes: Change[]): void {
+  const a = want.packed;
+  const b = have.packed;
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const ka = i < a.length ? Math.floor(a[i]! / 2) : Infinity;
+    const kb = j < b.length ? Math.floor(b[j]! / 2) : Infinity;
+    if (ka < kb) {
+      creates.push(new PolicyCreate(endpoint, want, i++));
+    } else if (kb < ka) {
+      deletes.push(new PolicyDelete(endpoint, have, j++));
+    } else {
+      if (a[i] !== b[j]) creates.push(new PolicyUpdate(endpoint, have, j, want, i));
+      i++;
+      j++;
     }
   }
 }

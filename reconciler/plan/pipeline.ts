@@ -130,11 +130,11 @@ export class IncrementalPipeline {
 
 function checkCapacity(policy: CompiledPolicy, desired: DesiredState): void {
   for (const ep of policy.endpoints) {
-    if (ep.entries.length > POLICY_MAP_CAPACITY) {
+    if (ep.entrySet.size > POLICY_MAP_CAPACITY) {
       throw new CapacityError(
-        `endpoint ${ep.endpoint} needs ${ep.entries.length} policy entries but its policy map holds ${POLICY_MAP_CAPACITY}; nothing was applied`,
+        `endpoint ${ep.endpoint} needs ${ep.entrySet.size} policy entries but its policy map holds ${POLICY_MAP_CAPACITY}; nothing was applied`,
         "policy",
-        ep.entries.length,
+        ep.entrySet.size,
         POLICY_MAP_CAPACITY,
       );
     }

@@ -23,6 +23,7 @@ import {
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
 import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
+import { packEntry, policyEntryKey, PolicyEntrySet } from "./entry-set.js";
 import {
   type CompiledPolicy,
   type CompileOptions,
@@ -118,25 +119,42 @@ function dropShadowedAllows(keys: Float64Array, deny: Map<number, RuleRef[]>): n
   return out;
 }
 
-function decodeEntry(endpoint: string, key: number, deny: boolean, rules: RuleRef[]): PolicyEntry {
-  const dir = Math.floor(key / DIR_MUL);
-  const rest = key - dir * DIR_MUL;
-  const identity = Math.floor(rest / ID_MUL);
-  const low = rest - identity * ID_MUL;
-  const protocol = PROTOS[low >>> 21]!;
-  const port = (low >>> 5) & 0xffff;
-  const portPrefixLen = low & 31;
-  return {
-    endpoint,
-    direction: dir === 0 ? "ingress" : "egress",
-    identity,
-    protocol,
-    port,
-    endPort: port + 2 ** (16 - portPrefixLen) - 1,
-    portPrefixLen,
-    decision: deny ? "deny" : "allow",
-    rules,
-  };
+/** An identity's policy as the packed set its endpoints share (see entry-set.ts). */
+function entrySetOf(pol: IdentityPolicy): PolicyEntrySet {
+  const packed = new Float64Array(pol.keys.length);
+  const rules: RuleRef[][] = new Array(pol.keys.length);
+  pol.keys.forEach((key, i) => {
+    const dir = Math.floor(key / DIR_MUL);
+    const rest = key - dir * DIR_MUL;
+    const identity = Math.floor(rest / ID_MUL);
+    const low = rest - identity * ID_MUL;
+    const denied = pol.deny.get(key);
+    const entryKey = policyEntryKey({
+      direction: dir === 0 ? "ingress" : "egress",
+      identity,
+      protocol: PROTOS[low >>> 21]!,
+      port: (low >>> 5) & 0xffff,
+      portPrefixLen: low & 31,
+    });
+    packed[i] = packEntry(entryKey, denied ? "deny" : "allow");
+    rules[i] = denied ?? pol.allow.get(key)!;
+  });
+  return PolicyEntrySet.fromPackedWithRules(packed, rules);
+}
+
+/** An endpoint's compiled policy; `entries` are made from the shared packed set when read. */
+class CompiledEndpointPolicy implements EndpointPolicy {
+  constructor(
+    readonly endpoint: string,
+    readonly identity: number,
+    readonly enforce: { ingress: boolean; egress: boolean },
+    readonly enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] },
+    readonly entrySet: PolicyEntrySet,
+  ) {}
+
+  get entries(): PolicyEntry[] {
+    return this.entrySet.toEntries(this.endpoint);
+  }
 }
 
 /** Resolves PeerRules to peer identities, with caches. Valid for one identity allocation: an
@@ -458,19 +476,14 @@ export function internRefs(rules: readonly EffectiveRule[]): Map<RuleRef, RuleRe
   return new Map<RuleRef, RuleRef[]>(rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
 }
 
-/** The policies of the local endpoints that carry identity `id` (policy is a function of the identity). */
+/** The policies of the local endpoints that carry identity `id` (policy is a function of the
+ *  identity; they share one packed entry set). */
 export function endpointPolicies(id: number, names: readonly string[], rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): EndpointPolicy[] {
   const pol = policyForIdentity(rules, resolver, opts, singles);
-  return names.map((name) => ({
-    endpoint: name,
-    identity: id,
-    enforce: { ...pol.enforce },
-    enforcedBy: { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress },
-    entries: pol.keys.map((k) => {
-      const denied = pol.deny.get(k);
-      return denied ? decodeEntry(name, k, true, denied) : decodeEntry(name, k, false, pol.allow.get(k)!);
-    }),
-  }));
+  const entrySet = entrySetOf(pol);
+  return names.map(
+    (name) => new CompiledEndpointPolicy(name, id, { ...pol.enforce }, { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress }, entrySet),
+  );
 }
 
 export function byEndpointName(a: EndpointPolicy, b: EndpointPolicy): number {

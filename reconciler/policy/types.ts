@@ -2,6 +2,7 @@
 // the ipcache. The datapath state (datapath/) is built from this; explain answers from the rules.
 
 import type { LabelSet, ManifestProblem } from "../manifest/model.js";
+import type { PolicyEntrySet } from "./entry-set.js";
 
 /** A rule as referenced from a policy entry: where it was written and its name. */
 export interface RuleRef {
@@ -64,9 +65,12 @@ export interface EndpointPolicy {
   enforce: { ingress: boolean; egress: boolean };
   /** Rules that select this endpoint and put each direction into enforcement. */
   enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] };
-  /** Entries sorted by direction, identity, protocol, port, portPrefixLen. Allow entries shadowed by
-   *  a deny of the same identity (so that LPM would pick the allow) are already removed. */
-  entries: PolicyEntry[];
+  /** The entries, packed and sorted by key (policyEntryKey: direction, identity, protocol, port
+   *  prefix). Allow entries shadowed by a deny of the same identity (so that LPM would pick the
+   *  allow) are already removed. Endpoints of one identity share one set. */
+  entrySet: PolicyEntrySet;
+  /** The same entries as objects, made on each read (for explain, tests and small outputs). */
+  readonly entries: PolicyEntry[];
 }
 
 export interface IdentityInfo {

@@ -27,6 +27,15 @@ export interface GitSourceOptions {
   stateDir: string;
   /** Poll interval in ms (default 30 000). 0 disables polling (webhook or on-demand only). */
   intervalMs?: number;
+  /**
+   * Spread of each poll interval, as a fraction of it (default POLL_JITTER = 0.1: each interval is
+   * 90..110% of `intervalMs`, and the first poll after start comes at a random point of the first
+   * interval). 0 polls at exactly `intervalMs`. Keeps a fleet restarted together from polling the
+   * git server in lock-step.
+   */
+  jitter?: number;
+  /** Source of randomness in [0, 1) for the jitter (default Math.random; tests pass their own). */
+  random?: () => number;
   /** Token for https remotes (e.g. from RECONCILE_GIT_TOKEN). Sent as HTTP Basic auth. */
   token?: string;
   /** File holding the token; read before every fetch so it can be rotated. */
@@ -75,6 +84,24 @@ const execFileAsync = promisify(execFile);
 
 const SHA_RE = /^[0-9a-f]{40}$/;
 
+/** Default spread of the poll interval (±10%). */
+export const POLL_JITTER = 0.1;
+
+/**
+ * How long to wait before the next poll: pure, so the spread can be tested without timers.
+ * The first poll after start comes after `random × intervalMs` (a random phase, so nodes started
+ * at the same moment spread over the whole interval); every later one after `intervalMs` scaled
+ * by a factor uniform in [1 - jitter, 1 + jitter) (so phases keep drifting apart instead of
+ * settling back into step). `random` is a number in [0, 1). With `jitter` 0, always `intervalMs`.
+ */
+export function nextPollDelay(intervalMs: number, opts: { first: boolean; jitter: number; random: number }): number {
+  if (!(opts.random >= 0 && opts.random < 1)) throw new RangeError(`random: expected a number in [0, 1), got ${opts.random}`);
+  if (!(opts.jitter >= 0 && opts.jitter <= 1)) throw new RangeError(`jitter: expected a fraction in [0, 1], got ${opts.jitter}`);
+  if (opts.jitter === 0) return intervalMs;
+  if (opts.first) return Math.round(opts.random * intervalMs);
+  return Math.round(intervalMs * (1 - opts.jitter + 2 * opts.jitter * opts.random));
+}
+
 /** Refuse refs and paths that git could read as options or that leave the checkout. */
 export function validateRef(ref: string): void {
   if (ref === "" || ref.startsWith("-") || /[\s~^:?*[\\]|\.\.|@\{/.test(ref)) {
@@ -110,6 +137,10 @@ export class GitSource {
   private readonly subPath: string;
   private readonly checkout: string;
   private readonly intervalMs: number;
+  private readonly jitter: number;
+  private readonly random: () => number;
+  /** No poll has been scheduled yet: the next delay is the random first phase. */
+  private firstPoll = true;
   private current: Promise<SyncResult> | null = null;
   private queued: Promise<SyncResult> | null = null;
   private timer: NodeJS.Timeout | undefined;
@@ -124,6 +155,9 @@ export class GitSource {
     const urlHash = createHash("sha256").update(opts.url).digest("hex").slice(0, 16);
     this.checkout = path.join(opts.stateDir, "git", urlHash);
     this.intervalMs = opts.intervalMs ?? 30_000;
+    this.jitter = opts.jitter ?? POLL_JITTER;
+    if (!(this.jitter >= 0 && this.jitter <= 1)) throw new SourceError(`git poll jitter: expected a fraction in [0, 1], got ${this.jitter}`);
+    this.random = opts.random ?? Math.random;
     this.st = {
       url: opts.url,
       ref: this.ref,
@@ -182,9 +216,11 @@ export class GitSource {
 
   private scheduleNext(): void {
     if (this.closed || this.intervalMs <= 0) return;
+    const delay = nextPollDelay(this.intervalMs, { first: this.firstPoll, jitter: this.jitter, random: this.random() });
+    this.firstPoll = false;
     this.timer = setTimeout(() => {
       void this.sync().then(() => this.scheduleNext());
-    }, this.intervalMs);
+    }, delay);
     this.timer.unref();
   }
 

@@ -193,6 +193,36 @@ test("git: polling picks up a push", async (t) => {
   assert.equal(c.snaps[1]?.revision, c2);
 });
 
+test("git: poll jitter: the first poll comes at random × interval, later ones at interval ±jitter", async (t) => {
+  const f = await fixture(t);
+  f.commit({ "a.yaml": "a: 1\n" }, "one");
+  git(f.work, "push", "-q", "origin", "main");
+  // Polls are seen through lastSyncAt. A 4 s interval: with random() = 0 the first poll is due at
+  // once after start, with 0.999 only ~4 s later (and without jitter, 4 s later).
+  const pollsWithin = async (random: number, ms: number): Promise<number> => {
+    const draws: number[] = [];
+    const src = new GitSource({ url: f.remote, stateDir: path.join(f.tmp, `state-${random}`), intervalMs: 4000, random: () => (draws.push(random), random), ...collect() });
+    t.after(() => src.close());
+    await src.start();
+    const started = src.status().lastSyncAt;
+    let polls = 0;
+    let last = started;
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline) {
+      const at = src.status().lastSyncAt;
+      if (at !== last) (polls++, (last = at));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await src.close();
+    assert.ok(draws.length >= 1, "the poll timer never asked for a random number");
+    return polls;
+  };
+  const [early, late] = await Promise.all([pollsWithin(0, 1500), pollsWithin(0.999, 1500)]);
+  assert.ok(early >= 1, `random 0: expected a poll within 1.5 s of start (first poll at 0 × 4 s), got ${early}`);
+  assert.equal(late, 0, "random 0.999: the first poll is ~4 s away, none within 1.5 s");
+  assert.throws(() => new GitSource({ url: f.remote, stateDir: f.tmp, jitter: 2, onSnapshot: () => {} }), /jitter: expected a fraction in \[0, 1\], got 2/);
+});
+
 const hasSshKeygen = (() => {
   try {
     execFileSync("ssh-keygen", ["-?"], { stdio: "ignore" });

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { batches, reconcileOnce, StatusTable, Targets } from "../../reconciler/apply/executor.js";
+import { batches, canPlanAgainst, reconcileOnce, StatusTable, Targets } from "../../reconciler/apply/executor.js";
 import { MemoryTarget } from "../../reconciler/apply/target.js";
-import { emptyDesired, policyEntryKey, type DesiredState, type DesiredPolicyEntry } from "../../reconciler/datapath/state.js";
+import { emptyDesired, PolicyEntrySet, type DesiredState, type DesiredPolicyEntry } from "../../reconciler/datapath/state.js";
 import type { Change } from "../../reconciler/plan/diff.js";
 
 function fakeKernel() {
@@ -16,7 +16,7 @@ function desired(): DesiredState {
   const d: DesiredState = emptyDesired("r1", "n1");
   d.ipcache.set("10.11.90.17/32", { prefix: "10.11.90.17/32", identity: 36895 });
   const e: DesiredPolicyEntry = { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow", endPort: 80, rules: [] };
-  d.policy.set("app1", new Map([[policyEntryKey(e), e]]));
+  d.policy.set("app1", PolicyEntrySet.fromEntries([e]));
   d.attachments.set("lxc-app1/egress", { device: "lxc-app1", hook: "egress", program: "to_endpoint", mode: "tcx" });
   return d;
 }
@@ -126,4 +126,36 @@ test("a replaced map is filled from the desired state in the same run: the rest 
   assert.deepEqual(report.plan.summary, { create: 1, update: 1, delete: 0 });
   assert.equal(report.failed.length, 0);
   assert.equal((k.ipcache.objects.get("10.11.90.17/32") as { identity: number }).identity, 36895);
+});
+
+test("a known state is not planned against when an endpoint with a policy leaves or is renumbered: the kernel is read", async () => {
+  const withEndpoints = (names: Record<string, number>): DesiredState => {
+    const d = desired();
+    d.policy.clear();
+    for (const [name, endpointId] of Object.entries(names)) {
+      const address = `10.11.0.${endpointId}`;
+      d.endpoints.set(address, { address, endpointId, identity: 300 + endpointId, ifindex: 0, enforceIngress: true, enforceEgress: false, endpoint: name });
+      const e: DesiredPolicyEntry = { endpoint: name, direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow", endPort: 80, rules: [] };
+      d.policy.set(name, PolicyEntrySet.fromEntries([e]));
+    }
+    return d;
+  };
+  const known = withEndpoints({ app1: 1, app2: 2 });
+  assert.equal(canPlanAgainst(known, withEndpoints({ app1: 1, app2: 2 })), true, "same endpoints");
+  assert.equal(canPlanAgainst(known, withEndpoints({ app1: 1, app2: 2, app3: 3 })), true, "an endpoint added");
+  assert.equal(canPlanAgainst(known, withEndpoints({ app1: 1 })), false, "app2 left: its slot is found by number only in the kernel");
+  assert.equal(canPlanAgainst(known, withEndpoints({ app1: 1, app2: 7 })), false, "app2 renumbered");
+
+  const k = fakeKernel();
+  await reconcileOnce(k.targets, known);
+  let reads = 0;
+  const observe = k.policy.observe.bind(k.policy);
+  k.policy.observe = async () => {
+    reads++;
+    return observe();
+  };
+  await reconcileOnce(k.targets, withEndpoints({ app1: 1, app2: 2, app3: 3 }), known);
+  assert.equal(reads, 0, "adding an endpoint plans against the known state");
+  await reconcileOnce(k.targets, withEndpoints({ app1: 1, app3: 3 }), withEndpoints({ app1: 1, app2: 2, app3: 3 }));
+  assert.equal(reads, 1, "removing one reads the kernel");
 });

@@ -36,9 +36,9 @@ test("seed: veth pairs into their namespaces, gateway, routes, attachments, endp
   assert.equal(app1.enforceIngress, true);
   assert.equal(app1.enforceEgress, false);
   assert.equal(d.endpoints.get("10.11.90.17")!.identity, 36895);
-  assert.deepEqual([...d.policy.get("app1")!.values()].map(policyEntryId), ["app1/ingress/36895/6/80/16"]);
+  assert.deepEqual(d.policy.get("app1")!.toEntries("app1").map(policyEntryId), ["app1/ingress/36895/6/80/16"]);
   assert.deepEqual([...d.policy.keys()], ["app1", "app2", "app3"]);
-  const entry = [...d.policy.get("app1")!.values()][0]!;
+  const entry = d.policy.get("app1")!.entry(0, "app1");
   assert.deepEqual([entry.endPort, entry.rules], [80, [{ file: "l3-rule.json", line: 2, name: "l3-rule" }]]);
   assert.equal(d.ipcache.get("10.11.90.17/32")!.identity, 36895);
   assert.deepEqual([...d.maps.keys()], ["ipcache", "endpoints", "policy", "policy_stats", "conntrack", "drops"]);

@@ -5,11 +5,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { buildDesiredState } from "../../reconciler/datapath/desired.js";
-import { emptyState, type ActualState } from "../../reconciler/datapath/state.js";
+import { emptyState, PolicyEntrySet, type ActualState } from "../../reconciler/datapath/state.js";
 import { LoadCache, loadSnapshot, ManifestError } from "../../reconciler/manifest/load.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { compileModel, IncrementalPipeline, loadModel, type PipelineOptions } from "../../reconciler/plan/pipeline.js";
 import { compile } from "../../reconciler/policy/compile.js";
+import { compileIncremental } from "../../reconciler/policy/incremental.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
@@ -139,32 +140,32 @@ test("LoadCache: cross-object problems between a cached and a new file are still
   assert.deepStrictEqual(r.problems, loadSnapshot(withDup).problems);
 });
 
-test("buildDesiredState reuses the previous policy Map of an endpoint whose EndpointPolicy is the same object", () => {
+test("buildDesiredState: a reused EndpointPolicy brings its entry set, the same ipcache array the previous ipcache Map", () => {
   const seed = loadModel(snapshotOfDir("examples/seed", "r0")).model;
-  const policy = compile(seed, { node: "local", enforcement: "default" });
-  const first = buildDesiredState(seed, policy, { attachMode: "tcx" });
-  const app1 = policy.endpoints.find((p) => p.endpoint === "app1")!;
-  // app1 recomputed (a new object, other entries), everything else the same objects.
-  const app1b = { ...app1, entries: app1.entries.map((e) => ({ ...e, port: 8080 })) };
-  const next = { ...policy, endpoints: policy.endpoints.map((p) => (p === app1 ? app1b : p)) };
-  const second = buildDesiredState(seed, next, { attachMode: "tcx" }, { compiled: policy, desired: first });
-  assert.deepStrictEqual(second, buildDesiredState(seed, next, { attachMode: "tcx" }));
-  assert.equal(second.policy.get("app2"), first.policy.get("app2"));
-  assert.notEqual(second.policy.get("app1"), first.policy.get("app1"));
-  assert.equal(second.ipcache, first.ipcache, "the same ipcache array gives the same Map");
-  const third = buildDesiredState(seed, { ...next, ipcache: [...next.ipcache] }, { attachMode: "tcx" }, { compiled: next, desired: second });
+  const opts = { node: "local", enforcement: "default" as const };
+  const first = compileIncremental(seed, opts, undefined);
+  const firstDesired = buildDesiredState(seed, first.policy, { attachMode: "tcx" });
+  // The seed rule with port 8080: app1 recompiled, app2 and app3 reused.
+  const edited = { ...seed, revision: "r1", rules: seed.rules.map((r) => structuredClone(r)) };
+  edited.rules[0]!.rule.ingress[0]!.ports![0] = { port: 8080, endPort: 8080, protocol: "TCP" };
+  const next = compileIncremental(edited, opts, first.memo);
+  const second = buildDesiredState(edited, next.policy, { attachMode: "tcx" }, { compiled: first.policy, desired: firstDesired });
+  assert.deepStrictEqual(second, buildDesiredState(edited, compile(edited, opts), { attachMode: "tcx" }));
+  assert.equal(second.policy.get("app2"), firstDesired.policy.get("app2"));
+  assert.notEqual(second.policy.get("app1"), firstDesired.policy.get("app1"));
+  assert.equal(second.ipcache, firstDesired.ipcache, "the same ipcache array gives the same Map");
+  const third = buildDesiredState(edited, { ...next.policy, ipcache: [...next.policy.ipcache] }, { attachMode: "tcx" }, { compiled: next.policy, desired: second });
   assert.notEqual(third.ipcache, second.ipcache);
   assert.deepStrictEqual(third.ipcache, second.ipcache);
 });
 
-test("diff: an endpoint whose policy map is the known state's own object plans nothing; others are compared", () => {
+test("diff: an endpoint whose policy set is the known state's own object plans nothing; others are compared", () => {
   const seed = loadModel(snapshotOfDir("examples/seed", "r0")).model;
   const desired = buildDesiredState(seed, compile(seed, { node: "local", enforcement: "default" }), { attachMode: "tcx" });
-  const app1 = desired.policy.get("app1")!;
-  assert.ok(app1.size > 0);
-  // Known state: app1's map shared; app2 holds a stale entry that must be deleted.
-  const stale = { ...[...app1.values()][0]!, endpoint: "app2", port: 9 };
-  const known: ActualState = { ...emptyState(), ...desired, policy: new Map([...desired.policy].map(([k, v]) => [k, k === "app2" ? new Map([[1, stale]]) : v])) };
+  assert.ok(desired.policy.get("app1")!.size > 0);
+  // Known state: app1's set shared; app2 holds a stale entry that must be deleted.
+  const stale = PolicyEntrySet.fromEntries([{ direction: "ingress", identity: 36895, protocol: 6, port: 9, portPrefixLen: 16, decision: "allow" }]);
+  const known: ActualState = { ...emptyState(), ...desired, policy: new Map([...desired.policy].map(([k, v]) => [k, k === "app2" ? stale : v])) };
   const plan = diff(desired, known);
   assert.deepEqual(
     plan.changes.map((c) => `${c.op} ${c.id}`),

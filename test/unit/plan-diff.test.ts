@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { emptyDesired, emptyState, policyEntryId, policyEntryKey, type DesiredPolicyEntry, type DesiredState } from "../../reconciler/datapath/state.js";
+import { emptyDesired, emptyState, policyEntryId, PolicyEntrySet, type DesiredPolicyEntry, type DesiredState } from "../../reconciler/datapath/state.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { planDocument, portBlockEnd, renderPlanText } from "../../reconciler/plan/render.js";
 
@@ -23,7 +23,7 @@ const seedEntry: DesiredPolicyEntry = {
 test("an empty datapath gets every desired resource created, in dependency order", () => {
   const d = desired();
   d.attachments.set("lxc1/egress", { device: "lxc1", hook: "egress", program: "to_endpoint", mode: "tcx" });
-  d.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
+  d.policy.set("app1", PolicyEntrySet.fromEntries([seedEntry]));
   d.ipcache.set("10.11.90.17/32", { prefix: "10.11.90.17/32", identity: 36895 });
   d.devices.set("lxc1", { name: "lxc1", kind: "veth", owned: true, peer: { name: "eth0", netns: "ns1" } });
   d.maps.set("ipcache", { name: "ipcache", type: "lpm_trie", keySize: 24, valueSize: 12, maxEntries: 10, flags: 1 });
@@ -56,7 +56,7 @@ test("equal states plan nothing; changed kernel fields are updates; extra owned 
   drifted.ipcache.set("10.0.0.2/32", { prefix: "10.0.0.2/32", identity: 301 });
   drifted.ipcache.set("10.0.0.3/32", { prefix: "10.0.0.3/32", identity: 5 });
   drifted.devices.set("old0", { name: "old0", kind: "dummy", owned: true });
-  drifted.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
+  drifted.policy.set("app1", PolicyEntrySet.fromEntries([seedEntry]));
   const plan = diff(d, drifted);
   assert.deepEqual(
     plan.changes.map((c) => [c.op, c.resource, c.id, c.reason]),
@@ -93,7 +93,7 @@ test("adopted devices are never created or deleted, and optional fields left ope
 test("the JSON document carries policy provenance in DESIGN §6 shape", () => {
   const d = desired();
   const id = policyEntryId(seedEntry);
-  d.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
+  d.policy.set("app1", PolicyEntrySet.fromEntries([seedEntry]));
   const doc = planDocument(diff(d, emptyState()), { notes: [] });
   assert.deepEqual(doc.summary, { create: 1, update: 0, delete: 0 });
   assert.deepEqual(doc.changes[0], {
@@ -118,7 +118,7 @@ test("the JSON document carries policy provenance in DESIGN §6 shape", () => {
 
 test("text rendering: signs, provenance, summary line, no colour unless asked", () => {
   const d = desired();
-  d.policy.set("app1", new Map([[policyEntryKey(seedEntry), seedEntry]]));
+  d.policy.set("app1", PolicyEntrySet.fromEntries([seedEntry]));
   const a = emptyState();
   a.ipcache.set("10.9.9.9/32", { prefix: "10.9.9.9/32", identity: 7 });
   const plan = diff(d, a);

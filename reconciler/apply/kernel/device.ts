@@ -15,10 +15,12 @@ import {
   linkSetMtu,
   linkSetUp,
   netnsExists,
+  sysctlWrite,
   type Link,
 } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
-import { errorText, type ObjectResult, type Target } from "../target.js";
+import type { ObjectResult, Target } from "../target.js";
+import { eachChange } from "./per-object.js";
 import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
 
 export class DeviceTarget implements Target {
@@ -39,18 +41,11 @@ export class DeviceTarget implements Target {
   }
 
   async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
-    const results: ObjectResult[] = [];
-    for (const c of changes) {
-      try {
-        if (c.op === "delete") this.remove(c.before as DeviceSpec, desired);
-        else if (c.op === "create") this.create(c.after as DeviceSpec);
-        else this.update(c.after as DeviceSpec, c.before as DeviceSpec);
-        results.push({ resource: c.resource, id: c.id, ok: true });
-      } catch (err) {
-        results.push({ resource: c.resource, id: c.id, ok: false, error: errorText(err) });
-      }
-    }
-    return results;
+    return eachChange(changes, (c) => {
+      if (c.op === "delete") this.remove(c.before as DeviceSpec, desired);
+      else if (c.op === "create") this.create(c.after as DeviceSpec, desired);
+      else this.update(c.after as DeviceSpec, c.before as DeviceSpec, desired);
+    });
   }
 
   private ensureNetns(netns: string): void {
@@ -60,7 +55,7 @@ export class DeviceTarget implements Target {
     linkSetUp(this.ctx.route(netns), "lo");
   }
 
-  private create(d: DeviceSpec): void {
+  private create(d: DeviceSpec, desired: DesiredState): void {
     const alias = `${OWNER_ALIAS_PREFIX}${d.endpoint ?? ""}`;
     if (d.netns) this.ensureNetns(d.netns);
     const sock = this.ctx.route(d.netns);
@@ -112,14 +107,15 @@ export class DeviceTarget implements Target {
       throw new Error(`create device ${d.name}: kind ${d.kind} is not created by reconcile`);
     }
     if (d.mac && existing) linkSetMac(sock, d.name, d.mac);
+    if (!existing) writeOwnSysctls(d, desired);
     linkSetUp(sock, d.name);
   }
 
-  private update(d: DeviceSpec, before: DeviceSpec): void {
+  private update(d: DeviceSpec, before: DeviceSpec, desired: DesiredState): void {
     // The kernel cannot change a vxlan device's VNI or port in place: make it again.
     if (d.kind !== before.kind || (d.kind === "vxlan" && !sameVxlan(d.vxlan, before.vxlan))) {
       this.remove(before, undefined);
-      this.create(d);
+      this.create(d, desired);
       return;
     }
     const sock = this.ctx.route(d.netns);
@@ -139,6 +135,19 @@ export class DeviceTarget implements Target {
     this.ctx.forgetNetns(d.netns);
     deleteNetns(d.netns);
     this.ctx.unmarkNetnsOwned(d.netns);
+  }
+}
+
+/**
+ * The desired IPv6 sysctls of a new device (net/ipv6/conf/<name>/...), written before it comes up:
+ * `addr_gen_mode` decides which link-local the kernel generates when the device goes up, and
+ * `disable_ipv6` whether the routes on it (planned before sysctls) can be added in this run.
+ * The sysctl target still owns them (reads, corrects drift); this only makes them take effect first.
+ */
+function writeOwnSysctls(d: DeviceSpec, desired: DesiredState): void {
+  const prefix = `net/ipv6/conf/${d.name}/`;
+  for (const s of desired.sysctls.values()) {
+    if (s.key.startsWith(prefix) && s.netns === d.netns) sysctlWrite(s.key, s.value, d.netns);
   }
 }
 

@@ -17,7 +17,7 @@ import {
 } from "../../datapath/layouts.js";
 import type { DatapathState, EndpointEntry, IpcacheMapEntry, ResourceKind } from "../../datapath/state.js";
 import type { Change } from "../../plan/diff.js";
-import { resultsFor, type ObjectResult, type Target } from "../target.js";
+import { failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 
 interface Codec<T> {
@@ -78,7 +78,7 @@ class MapEntriesTarget<T> implements Target {
 
   async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
     const m = this.ctx.map(this.mapName);
-    if (!m) return resultsFor(changes, new Error(`map ${this.mapName} is not pinned at ${this.ctx.mapPath(this.mapName)}`));
+    if (!m) return failuresOf(changes, new Error(`map ${this.mapName} is not pinned at ${this.ctx.mapPath(this.mapName)}`));
     const { keySize, valueSize } = this.codec;
     const keys = Buffer.alloc(changes.length * keySize);
     try {
@@ -94,9 +94,9 @@ class MapEntriesTarget<T> implements Target {
         m.updateBatch(keys, values, changes.length);
       }
     } catch (err) {
-      return resultsFor(changes, err);
+      return failuresOf(changes, err);
     }
-    return resultsFor(changes);
+    return [];
   }
 }
 

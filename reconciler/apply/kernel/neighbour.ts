@@ -1,9 +1,10 @@
 // Neighbour entries on the devices reconcile owns, each with the FDB entry of its MAC where it has
 // one: on the vxlan overlay device, "remote node address → its vxlan MAC" (ARP) and "that MAC →
-// the remote underlay address" (FDB), written and removed together. Only permanent entries are
+// the remote underlay address" (FDB), written and removed together; "remote link-local → its vxlan
+// MAC" (NDP) for IPv6 next hops, with the FDB entry when the underlay is IPv6. Only permanent entries are
 // ours; the kernel's own (learned, multicast NOARP) entries are never observed or touched.
 
-import { neighbourId } from "../../datapath/desired.js";
+import { deviceId, neighbourId } from "../../datapath/desired.js";
 import type { DesiredState, NeighbourSpec } from "../../datapath/state.js";
 import {
   constants,
@@ -44,7 +45,9 @@ export class NeighbourTarget implements Target {
       for (const n of neighList(sock)) {
         const device = names.get(n.index);
         if (device === undefined || !(n.state & constants.NUD_PERMANENT) || n.mac === undefined) continue;
-        const f = fdb.get(`${n.index}/${n.mac}`);
+        // A MAC can have two neighbour entries (the remote node's underlay IPv4 and its link-local
+        // IPv6 next hop) but one FDB entry: it belongs to the entry of the underlay's family.
+        const f = pairedFdb(fdb.get(`${n.index}/${n.mac}`), n.address);
         const spec: NeighbourSpec = { device, address: n.address, mac: n.mac, ...(netns ? { netns } : {}), ...(f ? { fdbDst: f.dst! } : {}) };
         if (f) paired.add(`${n.index}/${n.mac}`);
         out.set(neighbourId(spec), spec);
@@ -60,12 +63,17 @@ export class NeighbourTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
+    // MACs whose FDB entry the desired state keeps, per device: an orphan FDB entry of such a MAC
+    // (its neighbour entry was removed by hand) is rewritten with its pair, not deleted.
+    const keptFdb = new Set([...desired.neighbours.values()].filter((n) => n.fdbDst !== undefined).map((n) => `${deviceId(n.device, n.netns)}/${n.mac}`));
     return eachChange(changes, (c) => {
       const n = (c.after ?? c.before) as NeighbourSpec;
       const sock = this.ctx.route(n.netns);
       if (c.op === "delete") {
-        remove(c.before as NeighbourSpec, sock);
+        const before = c.before as NeighbourSpec;
+        const orphanKept = before.address.startsWith("fdb:") && keptFdb.has(`${deviceId(before.device, before.netns)}/${before.mac}`);
+        if (!orphanKept) remove(before, sock);
         return;
       }
       const before = c.before as NeighbourSpec | undefined;
@@ -76,6 +84,10 @@ export class NeighbourTarget implements Target {
       neighReplace(sock, { dev: n.device, address: n.address, mac: n.mac, state: constants.NUD_PERMANENT });
     });
   }
+}
+
+function pairedFdb(f: FdbEntry | undefined, address: string): FdbEntry | undefined {
+  return f !== undefined && f.dst!.includes(":") === address.includes(":") ? f : undefined;
 }
 
 /** Removes the ARP entry first (nothing routes to the MAC any more), then its FDB entry. A missing

@@ -1,15 +1,17 @@
-// Most kernel objects are changed one syscall at a time: run each change, record its own result.
+// Most kernel objects are changed one syscall at a time: run each change, record its own failure.
 
 import type { Change } from "../../plan/diff.js";
-import { errorText, type ObjectResult } from "../target.js";
+import { errorText, failure, type ObjectResult } from "../target.js";
 
+/** Runs every change; returns the ones that failed. */
 export function eachChange(changes: readonly Change[], fn: (c: Change) => void): ObjectResult[] {
-  return changes.map((c) => {
+  const failures: ObjectResult[] = [];
+  for (const c of changes) {
     try {
       fn(c);
-      return { resource: c.resource, id: c.id, ok: true };
     } catch (err) {
-      return { resource: c.resource, id: c.id, ok: false, error: errorText(err) };
+      failures.push(failure(c, errorText(err)));
     }
-  });
+  }
+  return failures;
 }

@@ -6,10 +6,12 @@
 // one, never a mix. Counters live in policy_stats, keyed by entry, so they survive the swap.
 
 import { POLICY_KEY, POLICY_VALUE, decodePolicyKey, decodePolicyValue, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
-import { policyEntryKey, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
+import { decodePolicyEntryKey, policyEntryKey, PolicyEntrySet, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
+import { packEntry } from "../../policy/entry-set.js";
+import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
-import type { Change } from "../../plan/diff.js";
-import { errorText, resultsFor, type ObjectResult, type Target } from "../target.js";
+import { PolicyChange, type Change } from "../../plan/diff.js";
+import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { createInnerPolicyMap } from "./maps.js";
 
@@ -36,7 +38,7 @@ export class PolicyTarget implements Target {
   constructor(private readonly ctx: KernelContext) {}
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
-    const out = new Map<string, Map<number, PolicyMapEntry>>();
+    const out = new Map<string, PolicyEntrySet>();
     const outer = this.ctx.map("policy");
     if (!outer) return out;
     const names = new Map([...endpointNumbers(desired)].map(([name, id]) => [id, name]));
@@ -48,21 +50,11 @@ export class PolicyTarget implements Target {
       try {
         const endpoint = names.get(epId) ?? orphanName(epId);
         const { keys, values, count } = inner.lookupBatch();
-        // A resync usually finds every endpoint as it was left. When the kernel's bytes are exactly
-        // the desired entries' bytes, say so without decoding a thousand entries into objects.
+        const observed = readEntries(keys, values, count);
+        // A resync usually finds every endpoint as it was left: hand back the desired set itself,
+        // so the plan skips it without comparing again.
         const wanted = desired.policy.get(endpoint);
-        if (wanted && wanted.size === count && sameFingerprint(fingerprintOf(wanted), fingerprint(keys, values, count))) {
-          out.set(endpoint, wanted);
-          continue;
-        }
-        const entries = new Map<number, PolicyMapEntry>();
-        for (let i = 0; i < count; i++) {
-          const k = decodePolicyKey(keys, i * POLICY_KEY.size);
-          const v = decodePolicyValue(values, i * POLICY_VALUE.size);
-          const e: PolicyMapEntry = { endpoint, direction: k.direction, identity: k.identity, protocol: k.protocol, port: k.port, portPrefixLen: k.portPrefixLen, decision: v.decision };
-          entries.set(policyEntryKey(e), e);
-        }
-        out.set(endpoint, entries);
+        out.set(endpoint, wanted?.sameEntries(observed) ? wanted : observed);
       } finally {
         inner.close();
       }
@@ -72,10 +64,9 @@ export class PolicyTarget implements Target {
 
   async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
     const outer = this.ctx.map("policy");
-    if (!outer) return resultsFor(changes, new Error(`map policy is not pinned at ${this.ctx.mapPath("policy")}`));
+    if (!outer) return failuresOf(changes, new Error(`map policy is not pinned at ${this.ctx.mapPath("policy")}`));
     const numbers = endpointNumbers(desired);
-    const entriesOf = (endpoint: string) => [...(desired.policy.get(endpoint)?.values() ?? [])];
-    const results: ObjectResult[] = [];
+    const failures: ObjectResult[] = [];
     // Every update or delete of a map-of-maps slot waits for an RCU grace period in the kernel
     // (≈8 ms here), once per syscall: the swaps and removals are collected and done in batches.
     const swaps: Slot[] = [];
@@ -90,33 +81,30 @@ export class PolicyTarget implements Target {
           removals.push({ endpoint, epId, group });
           continue;
         }
-        const fresh = this.applyEndpoint(outer, epId, group, entriesOf);
-        if (!fresh) {
-          for (const r of resultsFor(group)) results.push(r);
-          continue;
-        }
+        const fresh = this.applyEndpoint(outer, epId, group, desired.policy.get(endpoint)!);
+        if (!fresh) continue;
         swaps.push({ endpoint, epId, group, fresh });
-        if (swaps.length === SLOT_BATCH) swapIn(outer, swaps.splice(0), results);
+        if (swaps.length === SLOT_BATCH) swapIn(outer, swaps.splice(0), failures);
       } catch (err) {
-        for (const r of resultsFor(group, new Error(`policy of endpoint ${endpoint}: ${errorText(err)}`))) results.push(r);
+        for (const f of failuresOf(group, new Error(`policy of endpoint ${endpoint}: ${errorText(err)}`))) failures.push(f);
       }
     }
-    swapIn(outer, swaps, results);
-    remove(outer, removals, results);
-    return results;
+    swapIn(outer, swaps, failures);
+    remove(outer, removals, failures);
+    return failures;
   }
 
   /** Writes a monotonic change in place (returns undefined), or returns a new inner map filled
    *  with the endpoint's complete policy, for the caller to swap in. */
-  private applyEndpoint(outer: BpfMap, epId: number, group: Change[], entriesOf: (endpoint: string) => PolicyMapEntry[]): BpfMap | undefined {
+  private applyEndpoint(outer: BpfMap, epId: number, group: Change[], wanted: PolicyEntrySet): BpfMap | undefined {
     const innerId = outer.innerId(epKey(epId));
     if (innerId !== undefined && isMonotonic(group)) {
       const inner = BpfMap.fromId(innerId);
       try {
-        const creates = group.filter((c) => c.op === "create").map((c) => c.after as PolicyMapEntry);
-        const deletes = group.filter((c) => c.op === "delete").map((c) => c.before as PolicyMapEntry);
-        if (creates.length) writeEntries(inner, creates);
-        if (deletes.length) deleteEntries(inner, deletes);
+        const creates = group.filter((c) => c.op === "create").map(changedEntry);
+        const deletes = group.filter((c) => c.op === "delete").map(changedEntry);
+        if (creates.length) writeEntries(inner, packedOf(creates));
+        if (deletes.length) deleteEntries(inner, packedOf(deletes));
       } finally {
         inner.close();
       }
@@ -124,8 +112,7 @@ export class PolicyTarget implements Target {
     }
     const fresh = createInnerPolicyMap(this.ctx);
     try {
-      const entries = entriesOf(((group[0]!.after ?? group[0]!.before) as PolicyMapEntry).endpoint);
-      if (entries.length) writeEntries(fresh, entries);
+      if (wanted.size) writeEntries(fresh, wanted.packed);
     } catch (err) {
       fresh.close();
       throw err;
@@ -153,14 +140,13 @@ function slotKeys(slots: readonly Slot[]): Buffer {
 }
 
 /** Points every slot at its fresh map: one batch update, or one update per slot to name a failure. */
-function swapIn(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]): void {
+function swapIn(outer: BpfMap, slots: readonly Slot[], failures: ObjectResult[]): void {
   if (!slots.length) return;
   try {
     const fds = Buffer.alloc(slots.length * 4);
     slots.forEach((s, i) => fds.writeUInt32LE(s.fresh!.fd, i * 4));
     try {
       outer.updateBatch(slotKeys(slots), fds, slots.length);
-      for (const s of slots) for (const r of resultsFor(s.group)) results.push(r);
       return;
     } catch {
       /* find out which slot failed, one update each (the same writes again are harmless) */
@@ -168,9 +154,8 @@ function swapIn(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]):
     for (const s of slots) {
       try {
         outer.updateInner(epKey(s.epId), s.fresh!);
-        for (const r of resultsFor(s.group)) results.push(r);
       } catch (err) {
-        for (const r of resultsFor(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) results.push(r);
+        for (const f of failuresOf(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) failures.push(f);
       }
     }
   } finally {
@@ -179,11 +164,10 @@ function swapIn(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]):
 }
 
 /** Drops the slots of endpoints that are gone: one batch delete, or one delete each (missing is fine). */
-function remove(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]): void {
+function remove(outer: BpfMap, slots: readonly Slot[], failures: ObjectResult[]): void {
   if (!slots.length) return;
   try {
     outer.deleteBatch(slotKeys(slots), slots.length);
-    for (const s of slots) for (const r of resultsFor(s.group)) results.push(r);
     return;
   } catch {
     /* a slot was already gone (ENOENT) or the batch failed: one by one */
@@ -191,9 +175,8 @@ function remove(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]):
   for (const s of slots) {
     try {
       outer.delete(epKey(s.epId));
-      for (const r of resultsFor(s.group)) results.push(r);
     } catch (err) {
-      for (const r of resultsFor(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) results.push(r);
+      for (const f of failuresOf(s.group, new Error(`policy of endpoint ${s.endpoint}: ${errorText(err)}`))) failures.push(f);
     }
   }
 }
@@ -201,65 +184,26 @@ function remove(outer: BpfMap, slots: readonly Slot[], results: ObjectResult[]):
 function groupByEndpoint(changes: readonly Change[]): Map<string, Change[]> {
   const groups = new Map<string, Change[]>();
   for (const c of changes) {
-    const e = (c.after ?? c.before) as PolicyMapEntry;
-    let g = groups.get(e.endpoint);
-    if (!g) groups.set(e.endpoint, (g = []));
+    const endpoint = changedEntry(c).endpoint;
+    let g = groups.get(endpoint);
+    if (!g) groups.set(endpoint, (g = []));
     g.push(c);
   }
   return groups;
 }
 
-/**
- * An order-independent fingerprint of a set of (key, value) records: the count, and the sum and xor
- * of a 32-bit mix of each record's five words. Two sets of equal count and fingerprint are taken to
- * be equal; telling apart a drifted map costs a 64-bit coincidence, and the entries are decoded and
- * compared one by one whenever the fingerprints differ.
- */
-interface Fingerprint {
-  sum: number;
-  xor: number;
+/** The endpoint, key and decision a change is about, without making entry objects for the
+ *  changes the plan made (PolicyChange); other changes carry their entry. */
+function changedEntry(c: Change): { endpoint: string; key: number; decision: Decision } {
+  if (c instanceof PolicyChange) return c;
+  const e = (c.after ?? c.before) as PolicyMapEntry;
+  return { endpoint: e.endpoint, key: policyEntryKey(e), decision: e.decision };
 }
 
-function fingerprint(keys: Buffer, values: Buffer, count: number): Fingerprint {
-  let sum = 0;
-  let xor = 0;
-  for (let i = 0; i < count; i++) {
-    const k = i * POLICY_KEY.size;
-    const v = i * POLICY_VALUE.size;
-    let h = 0x9e3779b9;
-    h = Math.imul(h ^ keys.readUInt32LE(k), 0x85ebca6b);
-    h = Math.imul(h ^ keys.readUInt32LE(k + 4), 0xc2b2ae35);
-    h = Math.imul(h ^ keys.readUInt32LE(k + 8), 0x85ebca6b);
-    h = Math.imul(h ^ values.readUInt32LE(v), 0xc2b2ae35);
-    h = Math.imul(h ^ values.readUInt32LE(v + 4), 0x85ebca6b);
-    h ^= h >>> 16;
-    sum = (sum + h) | 0;
-    xor ^= h;
-  }
-  return { sum, xor };
-}
-
-/** Fingerprints of desired entry sets, computed once per compiled state. */
-const desiredFingerprints = new WeakMap<Map<number, PolicyMapEntry>, Fingerprint>();
-
-function fingerprintOf(entries: Map<number, PolicyMapEntry>): Fingerprint {
-  let f = desiredFingerprints.get(entries);
-  if (!f) {
-    const list = [...entries.values()];
-    const keys = Buffer.alloc(list.length * POLICY_KEY.size);
-    const values = Buffer.alloc(list.length * POLICY_VALUE.size);
-    list.forEach((e, i) => {
-      const prefixlen = encodePolicyKey(e, keys, i * POLICY_KEY.size);
-      encodePolicyValue(e.decision, prefixlen, values, i * POLICY_VALUE.size);
-    });
-    f = fingerprint(keys, values, list.length);
-    desiredFingerprints.set(entries, f);
-  }
-  return f;
-}
-
-function sameFingerprint(a: Fingerprint, b: Fingerprint): boolean {
-  return a.sum === b.sum && a.xor === b.xor;
+function packedOf(entries: ReadonlyArray<{ key: number; decision: Decision }>): Float64Array {
+  const packed = new Float64Array(entries.length);
+  entries.forEach((e, i) => (packed[i] = packEntry(e.key, e.decision)));
+  return packed;
 }
 
 /** True when every change widens the policy, or every change narrows it. */
@@ -268,41 +212,51 @@ export function isMonotonic(group: readonly Change[]): boolean {
   let narrows = false;
   for (const c of group) {
     if (c.op === "update") return false;
-    const e = (c.after ?? c.before) as PolicyMapEntry;
-    const widening = (c.op === "create") === (e.decision === "allow");
+    const widening = (c.op === "create") === (changedEntry(c).decision === "allow");
     if (widening) widens = true;
     else narrows = true;
   }
   return !(widens && narrows);
 }
 
-function encodeKeys(entries: readonly PolicyMapEntry[]): Buffer {
-  const keys = Buffer.alloc(entries.length * POLICY_KEY.size);
-  entries.forEach((e, i) => encodePolicyKey(e, keys, i * POLICY_KEY.size));
-  return keys;
+/** The kernel's entries of one inner map as a packed set. */
+function readEntries(keys: Buffer, values: Buffer, count: number): PolicyEntrySet {
+  const packed = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    const k = decodePolicyKey(keys, i * POLICY_KEY.size);
+    packed[i] = packEntry(policyEntryKey(k), decodePolicyValue(values, i * POLICY_VALUE.size).decision);
+  }
+  return PolicyEntrySet.fromPacked(packed);
+}
+
+/** Kernel keys (and values) of packed entries. */
+function encode(packed: Float64Array, withValues: boolean): { keys: Buffer; values: Buffer } {
+  const keys = Buffer.alloc(packed.length * POLICY_KEY.size);
+  const values = Buffer.alloc(withValues ? packed.length * POLICY_VALUE.size : 0);
+  for (let i = 0; i < packed.length; i++) {
+    const k = decodePolicyEntryKey(Math.floor(packed[i]! / 2));
+    const prefixlen = encodePolicyKey(k, keys, i * POLICY_KEY.size);
+    if (withValues) encodePolicyValue(packed[i]! % 2 === 1 ? "deny" : "allow", prefixlen, values, i * POLICY_VALUE.size);
+  }
+  return { keys, values };
 }
 
 /**
  * Deletes entries; one already missing counts as deleted. That happens when the creates of the same
  * plan (a separate batch) swapped in a complete new map that no longer holds them.
  */
-function deleteEntries(m: BpfMap, entries: readonly PolicyMapEntry[]): void {
-  const keys = encodeKeys(entries);
+function deleteEntries(m: BpfMap, packed: Float64Array): void {
+  const { keys } = encode(packed, false);
   try {
-    m.deleteBatch(keys, entries.length);
+    m.deleteBatch(keys, packed.length);
   } catch (err) {
     if (!(err instanceof BpfError && err.code === "ENOENT")) throw err;
     // The batch stopped at the first missing key: delete one by one, ignoring the missing ones.
-    for (let i = 0; i < entries.length; i++) m.delete(keys.subarray(i * POLICY_KEY.size, (i + 1) * POLICY_KEY.size));
+    for (let i = 0; i < packed.length; i++) m.delete(keys.subarray(i * POLICY_KEY.size, (i + 1) * POLICY_KEY.size));
   }
 }
 
-function writeEntries(m: BpfMap, entries: readonly PolicyMapEntry[]): void {
-  const keys = Buffer.alloc(entries.length * POLICY_KEY.size);
-  const values = Buffer.alloc(entries.length * POLICY_VALUE.size);
-  entries.forEach((e, i) => {
-    const prefixlen = encodePolicyKey(e, keys, i * POLICY_KEY.size);
-    encodePolicyValue(e.decision, prefixlen, values, i * POLICY_VALUE.size);
-  });
-  m.updateBatch(keys, values, entries.length);
+function writeEntries(m: BpfMap, packed: Float64Array): void {
+  const { keys, values } = encode(packed, true);
+  m.updateBatch(keys, values, packed.length);
 }
