@@ -138,6 +138,21 @@ test("LoadCache: cross-object problems between a cached and a new file are still
     ["endpoints.yaml:7: duplicate Endpoint name (first used by Endpoint/app1 at dup.yaml:1)"],
   );
   assert.deepStrictEqual(r.problems, loadSnapshot(withDup).problems);
+
+  // A cached endpoint on a node that a newly added Node manifest does not name: the warning points
+  // at its spec.node line, as without the cache.
+  const remote = `apiVersion: reconcile/v1\nkind: Endpoint\nmetadata:\n  name: far\n  labels:\n    id: far\nspec:\n  node: n2\n  ipv4: 10.99.0.2\n  interface:\n    name: lxc-far\n`;
+  const withRemote = withFile(seed, "remote.yaml", remote, "r2");
+  assert.ok(loadSnapshot(withRemote, undefined, cache).model);
+  const node = `apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  address: 192.168.0.1\n`;
+  const withNode = withFile(withRemote, "nodes.yaml", node, "r3");
+  const w = loadSnapshot(withNode, undefined, cache);
+  assert.equal(cache.last.parsed, 1);
+  assert.deepEqual(
+    w.problems.map((p) => `${p.file}:${p.line}: ${p.path}: ${p.severity}`),
+    ["remote.yaml:8: spec.node: warning"],
+  );
+  assert.deepStrictEqual(w.problems, loadSnapshot(withNode).problems);
 });
 
 test("buildDesiredState: a reused EndpointPolicy brings its entry set, the same ipcache array the previous ipcache Map", () => {
