@@ -8,6 +8,7 @@ import { MAP_SPECS } from "../datapath/maps.js";
 import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
+import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
 import { compileModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
@@ -126,7 +127,8 @@ async function validate(opts: GlobalOptions, io: Io): Promise<number> {
   for (const w of warnings) io.stderr.write(formatProblem(w) + "\n");
   io.stdout.write(
     `valid: ${snapshot.files.length} files, ${c.endpoints} endpoints, ${c.identities} identities, ${c.rules} rules, ${c.nodes} nodes; ` +
-      `${policy.endpoints.length} local endpoints on node ${policy.node} (revision ${snapshot.revision})\n`,
+      `${policy.endpoints.filter((e) => e.endpoint !== HOST_ENDPOINT).length} local endpoints on node ${policy.node}` +
+      `${policy.endpoints.some((e) => e.endpoint === HOST_ENDPOINT) ? " and its host endpoint (host policies)" : ""} (revision ${snapshot.revision})\n`,
   );
   return 0;
 }

@@ -332,7 +332,8 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
   if (r.mapping(annotations) !== undefined) {
     for (const k of Object.keys(annotations.value as object)) r.string(r.child(annotations, k), true);
   }
-  if (kind !== "Endpoint") r.labelMap(r.child(meta, "labels"), "k8s");
+  // Endpoint and Node read their labels themselves (they use them); others are only checked.
+  if (kind !== "Endpoint" && kind !== "Node") r.labelMap(r.child(meta, "labels"), "k8s");
   if (name === undefined) return;
 
   switch (kind) {
@@ -378,6 +379,11 @@ function loadCiliumPolicy(
   const add = (f: Field, ruleName: string): void => {
     const rule = readRule(r, f);
     if (rule === undefined) return;
+    if (rule.nodeSelector !== undefined && kind === "CiliumNetworkPolicy") {
+      // Cilium's host policies are cluster-wide: a namespaced policy cannot select nodes.
+      r.error(r.child(f, "nodeSelector"), "a host policy (nodeSelector) must be a CiliumClusterwideNetworkPolicy (expected kind CiliumClusterwideNetworkPolicy or Rule, got CiliumNetworkPolicy)");
+      return;
+    }
     const item: RuleManifest = { kind: "Rule", name: ruleName, origin: kind, rule, at: { file: r.file, line: f.line } };
     if (namespace !== undefined) item.namespace = namespace;
     got.rules.push({ item, fields: { name: f } });

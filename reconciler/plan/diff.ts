@@ -127,6 +127,7 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
     }
     const want = desired[FIELD[resource]] as Map<string, unknown>;
     const have = actual[FIELD[resource]] as Map<string, unknown>;
+    if (want === have) continue; // the observation found exactly the desired entries
     const fields = COMPARED[resource];
     for (const [id, after] of want) {
       if (isAdopted(resource, after)) continue;
@@ -287,7 +288,39 @@ function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], cr
   }
 }
 
+/** The kernel map holds entries no key names: the whole map is rebuilt from the desired set. */
+class PolicyRebuild extends PolicyChange {
+  constructor(
+    readonly endpoint: string,
+    private readonly unreadable: number,
+  ) {
+    super();
+  }
+  get op(): Op {
+    return "update";
+  }
+  get key(): number {
+    return NaN;
+  }
+  get decision(): Decision {
+    return "deny";
+  }
+  get before(): undefined {
+    return undefined;
+  }
+  get after(): undefined {
+    return undefined;
+  }
+  get reason(): string {
+    return `the map holds ${this.unreadable} entries no policy key names (written by someone else); rebuilt`;
+  }
+  override get id(): string {
+    return `${this.endpoint}/*`;
+  }
+}
+
 function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, creates: Change[], deletes: Change[]): void {
+  if (have.unreadable) creates.push(new PolicyRebuild(endpoint, have.unreadable));
   const a = want.packed;
   const b = have.packed;
   let i = 0;

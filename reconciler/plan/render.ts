@@ -107,7 +107,8 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
 
 function describe(c: Change): string {
   if (c.resource === "policy") {
-    const e = (c.after ?? c.before) as PolicyMapEntry & Partial<DesiredPolicyEntry>;
+    const e = (c.after ?? c.before) as (PolicyMapEntry & Partial<DesiredPolicyEntry>) | undefined;
+    if (!e) return ` [${c.reason}]`; // a whole map rebuilt, no one entry
     const rules = e.rules ?? [];
     const from = rules.length ? ` ← ${rules.map((r) => `${r.name} (${r.file}:${r.line})`).join(", ")}` : "";
     return ` ${e.decision}${from}${c.op === "update" ? ` [${c.reason}]` : ""}`;

@@ -20,6 +20,7 @@ import {
   type PolicyContext,
   sections,
 } from "./context.js";
+import { HOST_ENDPOINT, hostRuleWarnings, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
 import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
@@ -533,6 +534,9 @@ export function compileWithMemo(model: Model, opts: CompileOptions, idOpts: Iden
   for (const [id, names] of localByIdentity) {
     for (const p of endpointPolicies(id, names, rulesFor.get(id) ?? [], resolver, opts, singles)) endpoints.push(p);
   }
+  const host = hostPolicy(ctx, resolver);
+  if (host !== undefined) endpoints.push(host);
+  warnings.push(...hostRuleWarnings(ctx));
   endpoints.sort(byEndpointName);
   warnings.sort(byFileLine);
   const cidrRefs = cidrRuleRefs(model);
@@ -540,9 +544,19 @@ export function compileWithMemo(model: Model, opts: CompileOptions, idOpts: Iden
   const ipcache = buildIpcache(ctx, ipcacheWarnings, cidrRefs);
   for (const w of ipcacheWarnings) warnings.push(w);
   const policy: CompiledPolicy = { revision: model.revision, node: opts.node, identities: ctx.alloc.identities, endpoints, ipcache, warnings };
-  const effective = new Map(ctx.rules.map((r) => [r.manifest, r]));
+  const effective = new Map([...ctx.rules, ...ctx.hostRules].map((r) => [r.manifest, r]));
   return {
     policy,
     memo: { model, opts, idOpts, ctx, resolver, subjectIndex, subjectCache, localByIdentity, effective, perRule, cidrRefs, ipcacheWarnings, policy },
   };
+}
+
+/** The local host endpoint's policy (HOST_ENDPOINT, identity host) from the host policies that select
+ *  the local node, computed like an endpoint's; undefined when host policy does not apply here. */
+export function hostPolicy(ctx: PolicyContext, resolver: PeerResolver): EndpointPolicy | undefined {
+  const host = localHost(ctx);
+  if (host === undefined) return undefined;
+  const singles = new Map<RuleRef, RuleRef[]>(host.rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
+  const pol = policyForIdentity(host.rules, resolver, ctx.opts, singles);
+  return new CompiledEndpointPolicy(HOST_ENDPOINT, ReservedIdentity.host, { ...pol.enforce }, pol.enforcedBy, entrySetOf(pol));
 }

@@ -68,11 +68,14 @@ export class PolicyEntrySet {
     readonly packed: Float64Array,
     /** The rules of entry i (desired sets; entries read from the kernel have none). */
     readonly rules: readonly RuleRef[][] | undefined,
+    /** Kernel entries no key can name (an identity beyond 2^25, a direction other than 0/1): only
+     *  someone else writes those, and only rebuilding the whole map removes them. */
+    readonly unreadable = 0,
   ) {}
 
   /** From packed values in any order (what the kernel returns), without provenance. */
-  static fromPacked(packed: Float64Array): PolicyEntrySet {
-    return new PolicyEntrySet(packed.sort(), undefined);
+  static fromPacked(packed: Float64Array, unreadable = 0): PolicyEntrySet {
+    return new PolicyEntrySet(packed.sort(), undefined, unreadable);
   }
 
   /**
@@ -151,6 +154,7 @@ export class PolicyEntrySet {
   /** Same keys with the same decisions (provenance is not compared: the kernel has none). */
   sameEntries(other: PolicyEntrySet): boolean {
     if (other === this) return true;
+    if (this.unreadable || other.unreadable) return false;
     const a = this.packed;
     const b = other.packed;
     if (a.length !== b.length) return false;

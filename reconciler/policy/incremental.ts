@@ -19,16 +19,19 @@
 import type { EndpointManifest, IdentityManifest, ManifestProblem, Model, NodeManifest, RuleManifest } from "../manifest/model.js";
 import {
   buildIpcache,
+  byEndpointName,
   byFileLine,
   cidrRuleRefs,
   compileWithMemo,
   type CompileMemo,
   type RuleFacts,
   endpointPolicies,
+  hostPolicy,
   internRefs,
   ruleFacts,
 } from "./compile.js";
 import { effectiveRule, type EffectiveRule } from "./context.js";
+import { HOST_ENDPOINT, hostRuleWarnings } from "./host.js";
 import { type IdentityAllocatorOptions, modelCidrs } from "./identity.js";
 import type { CompiledPolicy, CompileOptions, EndpointPolicy } from "./types.js";
 
@@ -42,7 +45,8 @@ export interface IncrementalReport {
   changedRules: number;
   /** Identities whose policy was recomputed. */
   recomputedIdentities: number;
-  /** Local endpoints whose EndpointPolicy was recomputed (the rest are the previous objects). */
+  /** Local endpoints (the host endpoint included) whose EndpointPolicy was recomputed (the rest
+   *  are the previous objects). */
   recomputedEndpoints: number;
   /** Whether the ipcache array is the previous one. */
   ipcacheReused: boolean;
@@ -104,8 +108,11 @@ export function compileIncremental(
     }
     for (const list of gone.values()) for (const e of list) changed.push(e);
   }
-  const rules = model.rules.map((m) => effective.get(m)!);
-  const ctx = { ...prev.ctx, model, rules };
+  // Endpoint rules and host policies (nodeSelector) apart, as buildContext keeps them.
+  const rules: EffectiveRule[] = [];
+  const hostRules: EffectiveRule[] = [];
+  for (const m of model.rules) (m.rule.nodeSelector === undefined ? rules : hostRules).push(effective.get(m)!);
+  const ctx = { ...prev.ctx, model, rules, hostRules };
 
   // Per-rule facts (subject selection, selector warnings) are kept per evaluated rule.
   const perRule = prev.perRule;
@@ -115,7 +122,10 @@ export function compileIncremental(
     return f;
   };
   const dirty = new Set<number>();
-  for (const r of changed) for (const id of facts(r).subjects) if (prev.localByIdentity.has(id)) dirty.add(id);
+  for (const r of changed) {
+    if (r.manifest.rule.nodeSelector !== undefined) continue; // a host policy: the host endpoint's, below
+    for (const id of facts(r).subjects) if (prev.localByIdentity.has(id)) dirty.add(id);
+  }
 
   // Warnings in the order compile() produces them: allocation, rules (model order), sorted; then the ipcache's.
   const warnings: ManifestProblem[] = [...ctx.alloc.problems];
@@ -139,8 +149,20 @@ export function compileIncremental(
       for (const p of endpointPolicies(id, prev.localByIdentity.get(id)!, rulesFor.get(id) ?? [], prev.resolver, opts, singles)) recomputed.set(p.endpoint, p);
     }
   }
+  // The host endpoint's policy: the previous one while the host policies are the same rules (the
+  // nodes, whose labels they select, are part of the universe).
+  const prevHost = prev.policy.endpoints.find((p) => p.endpoint === HOST_ENDPOINT);
+  const host = sameItems(hostRules, prev.ctx.hostRules) ? prevHost : hostPolicy(ctx, prev.resolver);
+  warnings.push(...hostRuleWarnings(ctx));
+
   // The same local endpoints as before, in the same (name) order.
-  const endpoints = recomputed.size === 0 ? prev.policy.endpoints : prev.policy.endpoints.map((p) => recomputed.get(p.endpoint) ?? p);
+  let endpoints = prev.policy.endpoints;
+  if (recomputed.size > 0 || host !== prevHost) {
+    endpoints = [];
+    for (const p of prev.policy.endpoints) if (p !== prevHost) endpoints.push(recomputed.get(p.endpoint) ?? p);
+    if (host !== undefined) endpoints.push(host);
+    endpoints.sort(byEndpointName);
+  }
 
   warnings.sort(byFileLine);
   const cidrRefs = cidrRuleRefs(model);
@@ -158,7 +180,13 @@ export function compileIncremental(
   return {
     policy,
     memo,
-    report: { full: false, changedRules: changed.length, recomputedIdentities: dirty.size, recomputedEndpoints: recomputed.size, ipcacheReused },
+    report: {
+      full: false,
+      changedRules: changed.length,
+      recomputedIdentities: dirty.size,
+      recomputedEndpoints: recomputed.size + (host !== undefined && host !== prevHost ? 1 : 0),
+      ipcacheReused,
+    },
   };
 }
 
@@ -189,6 +217,10 @@ function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && !sameJson(a[i], b[i])) return false;
   return true;
+}
+
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function sameJson(a: unknown, b: unknown): boolean {

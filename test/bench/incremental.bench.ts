@@ -60,7 +60,7 @@ function ruleYaml(r: RuleManifest, port: number): string {
   const peer = r.rule.ingress[0]!;
   return (
     `---\napiVersion: reconcile/v1\nkind: Rule\nmetadata:\n  name: ${r.name}\nspec:\n` +
-    `  endpointSelector:\n    matchLabels:\n${matchLabelsYaml(r.rule.endpointSelector, "      ")}` +
+    `  endpointSelector:\n    matchLabels:\n${matchLabelsYaml(r.rule.endpointSelector!, "      ")}` +
     `  ingress:\n    - fromEndpoints:\n        - matchLabels:\n${matchLabelsYaml(peer.endpoints![0]!, "            ")}` +
     `      toPorts:\n        - ports:\n            - port: "${port}"\n              protocol: TCP\n`
   );

@@ -108,6 +108,14 @@ const TAMPERS: Tamper[] = [
     expected: () => ["delete policy app1/ingress/4242/17/53/16"],
   },
   {
+    name: "foreign policy entry with an identity beyond the key space (2^25) added",
+    apply: (env) => {
+      const k: PolicyKey = { identity: 0xfffffff0, direction: "ingress", protocol: 6, port: 80, portPrefixLen: 16 };
+      mapUpdate(innerPolicyMap(env, "app1"), policyKey(k), policyValue(k, "allow"));
+    },
+    expected: () => ["update policy app1/*"],
+  },
+  {
     name: "ipcache entry deleted",
     apply: (env) => mapDelete(pinPath(env, "ipcache"), ipcacheKey(`${SEED_IPS.app2}/32`)),
     expected: () => [`create ipcache ${SEED_IPS.app2}/32`],

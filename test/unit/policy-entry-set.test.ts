@@ -151,3 +151,16 @@ test("a policy change shows its entry with provenance on the desired side only",
   assert.deepEqual((change!.before as { rules: RuleRef[] }).rules, []);
   assert.equal((change!.before as { decision: string }).decision, "allow");
 });
+
+test("a kernel map with entries no key names is rebuilt as a whole, also when it otherwise matches", () => {
+  const desired = emptyDesired("r", "n");
+  const actual = emptyState();
+  const e: PolicyEntryFields = { direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow", rules: RULES[0]! };
+  desired.policy.set("app1", PolicyEntrySet.fromEntries([e]));
+  const kernel = PolicyEntrySet.fromPacked(Float64Array.of(packEntry(policyEntryKey(e), "allow")), 1);
+  assert.equal(kernel.sameEntries(desired.policy.get("app1")!), false);
+  actual.policy.set("app1", kernel);
+  const plan = diff(desired, actual);
+  assert.deepEqual(plan.changes.map((c) => `${c.op} ${c.id}`), ["update app1/*"]);
+  assert.match(plan.changes[0]!.reason, /1 entries no policy key names/);
+});

@@ -9,7 +9,7 @@ import { compileIncremental } from "../../reconciler/policy/incremental.js";
 import type { CompileMemo } from "../../reconciler/policy/compile.js";
 import type { CompileOptions } from "../../reconciler/policy/types.js";
 import type { Entity, Model, PortRule, RuleManifest, Selector } from "../../reconciler/manifest/model.js";
-import { endpoint, identity, model, node, port, rule, sel, type PeerSpec } from "./helpers/policy-model.js";
+import { endpoint, identity, labels, model, node, port, rule, sel, type PeerSpec } from "./helpers/policy-model.js";
 
 function prng(seed: number) {
   let s = seed >>> 0;
@@ -30,6 +30,7 @@ type Rng = ReturnType<typeof prng>;
 
 const APPS = ["a", "b", "c", "d"];
 const TIERS = ["web", "db"];
+const ROLES = ["edge", "core"];
 const CIDRS = ["20.0.0.0/8", "20.1.0.0/16", "30.0.0.0/8", "0.0.0.0/0"];
 const ENTITIES: Entity[] = ["all", "world", "cluster", "host", "remote-node"];
 const PORTS: Array<() => PortRule> = [() => port(80), () => port(81), () => port(80, "TCP", 83), () => port(53, "UDP"), () => port(0, "TCP"), () => port(53, "ANY")];
@@ -62,7 +63,7 @@ function randPeer(r: Rng, cidrs: boolean): PeerSpec {
 let ruleSerial = 0;
 function randRule(r: Rng, cidrs: boolean, name = `r${ruleSerial++}`, file = `rules/${r.int(3)}.yaml`, line = 1 + r.int(200)): RuleManifest {
   const sections = (): PeerSpec[] => (r.chance(0.5) ? Array.from({ length: 1 + r.int(2) }, () => randPeer(r, cidrs)) : []);
-  return rule({
+  const m = rule({
     name,
     file,
     line,
@@ -73,6 +74,10 @@ function randRule(r: Rng, cidrs: boolean, name = `r${ruleSerial++}`, file = `rul
     egressDeny: r.chance(0.2) ? [randPeer(r, cidrs)] : [],
     enableDefaultDeny: r.chance(0.2) ? { ingress: false } : {},
   });
+  if (!r.chance(0.2)) return m;
+  // A host policy: the same rule selecting nodes by their labels instead of endpoints.
+  const { endpointSelector: _, ...rest } = m.rule;
+  return { ...m, rule: { ...rest, nodeSelector: r.chance(0.3) ? sel({}) : sel({ role: r.pick(ROLES) }) } };
 }
 
 function randModel(r: Rng): Model {
@@ -83,7 +88,8 @@ function randModel(r: Rng): Model {
   });
   const rules = Array.from({ length: 2 + r.int(6) }, () => randRule(r, true));
   const identities = r.chance(0.4) ? [identity("pin", 1000 + r.int(1000), { app: r.pick(APPS) })] : [];
-  return model({ endpoints, rules, identities, nodes: [node("n1", "192.168.0.1"), node("n2", "192.168.0.2")] });
+  const n1 = { ...node("n1", "192.168.0.1"), labels: labels({ role: r.pick(ROLES) }), ...(r.chance(0.3) ? { hostFirewall: { devices: ["eth9"] } } : {}) };
+  return model({ endpoints, rules, identities, nodes: [n1, { ...node("n2", "192.168.0.2"), labels: labels({ role: r.pick(ROLES) }) }] });
 }
 
 /** The CIDR prefixes the rules name (each gets a CIDR identity; /0 is the world), as one string. */
@@ -102,7 +108,7 @@ function edit(r: Rng, m: Model, rev: number): { model: Model; universe: boolean;
   const rules = [...m.rules];
   const next = (parts: Partial<Model>, universe: boolean, what: string) => ({ model: { ...m, revision: `rev${rev}`, rules, ...parts }, universe, what });
   const i = rules.length > 0 ? r.int(rules.length) : -1;
-  switch (r.int(12)) {
+  switch (r.int(13)) {
     case 0: // new content, same name and place
       if (i < 0) break;
       rules[i] = randRule(r, false, rules[i]!.name, rules[i]!.at.file, rules[i]!.at.line);
@@ -142,6 +148,11 @@ function edit(r: Rng, m: Model, rev: number): { model: Model; universe: boolean;
       return next({}, false, "cidr rule");
     case 10:
       return next({ identities: [identity("pin2", 2000 + rev, { app: r.pick(APPS) })] }, true, "pin identity");
+    case 11: {
+      // The local node's labels: host policies select it or not.
+      const nodes = [{ ...m.nodes[0]!, labels: labels({ role: r.pick(ROLES), v: `${rev}` }) }, ...m.nodes.slice(1)];
+      return next({ nodes }, true, "relabel node");
+    }
     default:
       return next({}, false, "no-op");
   }
@@ -153,6 +164,7 @@ test("property: incremental compile equals a full compile over random edit seque
   let incremental = 0;
   let fallbacks = 0;
   let reusedEndpoints = 0;
+  let hostPolicies = 0;
   for (let mi = 0; mi < 150; mi++) {
     let m = randModel(r);
     const opts: CompileOptions = { node: "n1", enforcement: r.pick(["default", "default", "always", "never"] as const), hostAddresses: ["192.168.0.1"] };
@@ -164,6 +176,7 @@ test("property: incremental compile equals a full compile over random edit seque
       const out = compileIncremental(e.model, opts, prevMemo);
       const full = compile(e.model, opts);
       assert.deepStrictEqual(out.policy, full, `model ${mi} step ${step} (${e.what}): incremental differs from full`);
+      if (out.policy.endpoints.some((p) => p.endpoint === "reserved:host" && p.entrySet.size > 0)) hostPolicies++;
       if (out.report.full) fallbacks++;
       else {
         incremental++;
@@ -184,6 +197,7 @@ test("property: incremental compile equals a full compile over random edit seque
   assert.ok(incremental > 800, `incremental path taken ${incremental} times`);
   assert.ok(fallbacks > 100, `fallback taken ${fallbacks} times`);
   assert.ok(reusedEndpoints > 1000, `endpoints reused ${reusedEndpoints} times`);
+  assert.ok(hostPolicies > 200, `a host endpoint with entries in ${hostPolicies} compiles`);
 });
 
 test("a one-rule change recomputes only the endpoints that rule selects and keeps the ipcache", () => {

@@ -7,7 +7,7 @@
 
 import { POLICY_KEY, POLICY_VALUE, decodePolicyKey, decodePolicyValue, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
 import { decodePolicyEntryKey, policyEntryKey, PolicyEntrySet, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
-import { packEntry } from "../../policy/entry-set.js";
+import { keyableIdentity, packEntry } from "../../policy/entry-set.js";
 import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
 import { PolicyChange, type Change } from "../../plan/diff.js";
@@ -219,14 +219,18 @@ export function isMonotonic(group: readonly Change[]): boolean {
   return !(widens && narrows);
 }
 
-/** The kernel's entries of one inner map as a packed set. */
+/** The kernel's entries of one inner map as a packed set; entries no key can name are counted. */
 function readEntries(keys: Buffer, values: Buffer, count: number): PolicyEntrySet {
   const packed = new Float64Array(count);
+  let n = 0;
   for (let i = 0; i < count; i++) {
-    const k = decodePolicyKey(keys, i * POLICY_KEY.size);
-    packed[i] = packEntry(policyEntryKey(k), decodePolicyValue(values, i * POLICY_VALUE.size).decision);
+    const at = i * POLICY_KEY.size;
+    const direction = keys[at + POLICY_KEY.offsets.direction]!;
+    if (direction > 1 || !keyableIdentity(keys.readUInt32LE(at + POLICY_KEY.offsets.identity))) continue;
+    const k = decodePolicyKey(keys, at);
+    packed[n++] = packEntry(policyEntryKey(k), decodePolicyValue(values, i * POLICY_VALUE.size).decision);
   }
-  return PolicyEntrySet.fromPacked(packed);
+  return PolicyEntrySet.fromPacked(n === count ? packed : packed.slice(0, n), count - n);
 }
 
 /** Kernel keys (and values) of packed entries. */
