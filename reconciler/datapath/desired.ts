@@ -130,7 +130,20 @@ function fnv1a(text: string): number {
   return h;
 }
 
-export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions): DesiredState {
+/**
+ * A previous build to reuse from: its compiled policy and the desired state built from it. An
+ * ipcache array that is the previous one gets the previous ipcache Map (by reference; never
+ * modified once built). Per-endpoint policy needs nothing here: it is the EndpointPolicy's own
+ * entry set, so an EndpointPolicy an incremental compile reused brings its previous set along.
+ */
+export interface PreviousBuild {
+  /** The compiled policy the previous desired state was built from. */
+  compiled: CompiledPolicy;
+  /** That desired state. */
+  desired: DesiredState;
+}
+
+export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions, previous?: PreviousBuild): DesiredState {
   const state: DesiredState = {
     revision: compiled.revision,
     node: compiled.node,
@@ -176,6 +189,8 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         endpoint: ep.name,
       });
     }
+    // The compiled set itself: an EndpointPolicy an incremental compile reused brings the very set
+    // the previous desired state (and so the known state) holds, which the diff skips.
     state.policy.set(ep.name, policy.entrySet);
   }
 
@@ -186,11 +201,14 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   if (anyV4) addSysctl(state, { key: "net/ipv4/ip_forward", value: "1" });
   if (anyV6) addSysctl(state, { key: "net/ipv6/conf/all/forwarding", value: "1" });
 
-  for (const entry of compiled.ipcache) {
-    // The map's tunnel endpoint field holds an IPv4 address (bpf/include/ipcache.h). It is
-    // informational (the vxlan FDB does the encapsulation), so an IPv6 underlay address is left out.
-    const tunnel = entry.tunnelEndpoint !== undefined && !entry.tunnelEndpoint.includes(":") ? { tunnelEndpoint: entry.tunnelEndpoint } : {};
-    state.ipcache.set(entry.prefix, { prefix: entry.prefix, identity: entry.identity, ...tunnel });
+  if (previous !== undefined && compiled.ipcache === previous.compiled.ipcache) state.ipcache = previous.desired.ipcache;
+  else {
+    for (const entry of compiled.ipcache) {
+      // The map's tunnel endpoint field holds an IPv4 address (bpf/include/ipcache.h). It is
+      // informational (the vxlan FDB does the encapsulation), so an IPv6 underlay address is left out.
+      const tunnel = entry.tunnelEndpoint !== undefined && !entry.tunnelEndpoint.includes(":") ? { tunnelEndpoint: entry.tunnelEndpoint } : {};
+      state.ipcache.set(entry.prefix, { prefix: entry.prefix, identity: entry.identity, ...tunnel });
+    }
   }
   return state;
 }
