@@ -1,8 +1,18 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Network policy enforcement for local endpoints (see shared DESIGN §4).
+/* Network policy enforcement for local endpoints and the local host (see shared DESIGN §4).
  *
  *   to_endpoint   host-side veth, tc egress:  INGRESS policy of the destination endpoint
  *   from_endpoint host-side veth, tc ingress: EGRESS policy of the source endpoint
+ *   from_netdev   host device, tc ingress:    INGRESS policy of the host (host firewall)
+ *   to_netdev     host device, tc egress:     EGRESS policy of the host (host firewall)
+ *
+ * The host endpoint (host policies) has an "endpoints" entry per local host address, with
+ * identity IDENTITY_HOST and its own ep_id. Between a local endpoint and a host address both
+ * policies apply, the source's first: from_endpoint checks the host's ingress after the
+ * endpoint's egress, to_endpoint the host's egress before the endpoint's ingress, each with the
+ * endpoint's identity as the peer. The netdev programs only judge packets to (from_netdev) or from
+ * (to_netdev) a host address; everything else (forwarded to or from endpoints) passes untouched
+ * and is judged by the endpoint programs.
  *
  * Per packet: parse → endpoint lookup (not ours: pass) → conntrack reply check (pass) → related
  * ICMP error check (pass) → direction not enforced: record the flow, pass → peer identity from
@@ -164,23 +174,55 @@ static __always_inline int policy_verdict(struct __sk_buff *skb, __u32 ep_id, __
 	return DROP_NO_POLICY;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
+/* Where handle() runs: on an endpoint's device, or on a host device (host firewall). */
+#define AT_ENDPOINT 0
+#define AT_NETDEV 1
+
+/* The host endpoint's entry when addr is a local host address, else NULL. */
+static __always_inline struct endpoint_info *host_entry(const __u8 *addr, __u8 family)
+{
+	struct endpoint_key k = { .family = family };
+	__builtin_memcpy(k.addr, addr, 16);
+	struct endpoint_info *h = bpf_map_lookup_elem(&endpoints, &k);
+	return h && h->identity == IDENTITY_HOST ? h : NULL;
+}
+
+/* The host's policy in direction hdir for a packet between it and a local endpoint of identity
+ * peer: 0 = pass (not enforced, or allowed and counted), else the packet was dropped (TC_ACT_SHOT
+ * is returned by the caller). */
+static __always_inline int host_check(struct __sk_buff *skb, const struct endpoint_info *h,
+				      __u32 peer, __u8 hdir, const struct flow *f)
+{
+	if (!h || !(h->flags & (hdir == DIR_INGRESS ? EP_ENFORCE_INGRESS : EP_ENFORCE_EGRESS)))
+		return 0;
+	int reason = policy_verdict(skb, h->ep_id, peer, hdir, f);
+	if (reason)
+		drop(skb, h->ep_id, reason, hdir);
+	return reason;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, const int at)
 {
 	struct flow f = {};
 	int rc = parse_flow(skb, &f);
 
 	if (rc == PARSE_NOT_IP)
 		return TC_ACT_OK;
-	if (rc == PARSE_BAD_L3)
-		return drop(skb, 0, DROP_MALFORMED, dir);
+	if (rc == PARSE_BAD_L3) /* a host device also carries traffic that is not ours to judge */
+		return at == AT_NETDEV ? TC_ACT_OK : drop(skb, 0, DROP_MALFORMED, dir);
 
 	/* The endpoint whose policy applies: the destination on ingress, the source on egress. */
 	struct endpoint_key ek = { .family = f.tuple.family };
 	__builtin_memcpy(ek.addr, dir == DIR_INGRESS ? f.tuple.daddr : f.tuple.saddr, 16);
 	struct endpoint_info *ep = bpf_map_lookup_elem(&endpoints, &ek);
+	/* On a host device only the host's own traffic is judged; on an endpoint's device a host
+	 * address in the endpoint's place is not an endpoint (as before host policies: pass). */
+	if (ep && (ep->identity == IDENTITY_HOST) != (at == AT_NETDEV))
+		return TC_ACT_OK;
 	if (!ep)
-		return rc == PARSE_BAD_L4 ? drop(skb, 0, DROP_MALFORMED, dir) : TC_ACT_OK;
+		return rc == PARSE_BAD_L4 && at == AT_ENDPOINT ? drop(skb, 0, DROP_MALFORMED, dir) : TC_ACT_OK;
 	__u32 ep_id = ep->ep_id;
+	__u32 ep_identity = ep->identity;
 	__u32 enforced = ep->flags & (dir == DIR_INGRESS ? EP_ENFORCE_INGRESS : EP_ENFORCE_EGRESS);
 	if (rc == PARSE_BAD_L4)
 		return drop(skb, ep_id, DROP_MALFORMED, dir);
@@ -199,6 +241,14 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (f.icmp_error && ct_related(&f.inner))
 		return TC_ACT_OK;
 
+	/* Between a local endpoint and the host, the host's policy applies too (the source's first):
+	 * a packet from the host into the endpoint leaves the host (its egress) ... */
+	struct endpoint_info *host = NULL;
+	if (at == AT_ENDPOINT)
+		host = host_entry(dir == DIR_INGRESS ? f.tuple.saddr : f.tuple.daddr, f.tuple.family);
+	if (dir == DIR_INGRESS && host_check(skb, host, ep_identity, DIR_EGRESS, &f))
+		return TC_ACT_SHOT;
+
 	if (enforced) {
 		__u32 identity = peer_identity(dir == DIR_INGRESS ? f.tuple.saddr : f.tuple.daddr,
 					       f.tuple.family);
@@ -206,6 +256,10 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		if (reason)
 			return drop(skb, ep_id, reason, dir);
 	}
+
+	/* ... and a packet from the endpoint to the host enters the host (its ingress). */
+	if (dir == DIR_EGRESS && host_check(skb, host, ep_identity, DIR_INGRESS, &f))
+		return TC_ACT_SHOT;
 	ct_forward(&f.tuple, skb, dir == DIR_INGRESS ? CT_F_INGRESS : CT_F_EGRESS);
 	return TC_ACT_OK;
 }
@@ -213,11 +267,23 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 SEC("tc")
 int to_endpoint(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_INGRESS);
+	return handle(skb, DIR_INGRESS, AT_ENDPOINT);
 }
 
 SEC("tc")
 int from_endpoint(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_EGRESS);
+	return handle(skb, DIR_EGRESS, AT_ENDPOINT);
+}
+
+SEC("tc")
+int from_netdev(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS, AT_NETDEV);
+}
+
+SEC("tc")
+int to_netdev(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS, AT_NETDEV);
 }

@@ -25,6 +25,7 @@
 
 /* Reserved identities the datapath itself needs (Cilium numbering). */
 #define IDENTITY_ANY 0   /* wildcard identity of L4-only policy entries */
+#define IDENTITY_HOST 1  /* the local host: its endpoints entries are the host endpoint's */
 #define IDENTITY_WORLD 2 /* peers with no ipcache entry */
 
 /* Protocol numbers the parser knows beyond <linux/in.h>. */

@@ -94,7 +94,7 @@ export const USAGE = `Usage:
             [--log-level error|warn|notice|info|debug] [--git-interval 30s]
             [--verify-signatures ALLOWED-SIGNERS-FILE]
   reconcile validate --source ...              validate manifests only
-  reconcile explain --source ... --from EP|IP --to EP|IP --port 80/TCP [--output json]
+  reconcile explain --source ... --from EP|IP|host --to EP|IP|host --port 80/TCP [--output json]
   reconcile inspect endpoints|ipcache|policy ENDPOINT|devices|links [--output json]
   reconcile status [--output json]             ask the running daemon
   reconcile teardown                           remove everything reconcile owns

@@ -8,8 +8,9 @@ import { MAP_SPECS } from "../datapath/maps.js";
 import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
+import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
-import { compileModel, loadModel, type Compiled } from "../plan/pipeline.js";
+import { compileModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
 import { readDirSnapshot } from "../source/dir.js";
 import type { Snapshot } from "../source/snapshot.js";
@@ -91,15 +92,21 @@ export async function compileFor(
   return compileSnapshotFor(await readSource(opts), opts, kernel);
 }
 
-/** compileFor on a snapshot already read (the daemon's sources deliver snapshots). */
+/**
+ * compileFor on a snapshot already read (the daemon's sources deliver snapshots). With a
+ * `pipeline` (the daemon's, kept across commits), it loads and compiles incrementally from the
+ * pipeline's previous snapshot; the result is the same.
+ */
 export function compileSnapshotFor(
   snapshot: Snapshot,
   opts: GlobalOptions,
   kernel: Pick<Kernel, "attachMode" | "programTags" | "host"> | undefined,
+  pipeline?: IncrementalPipeline,
 ): Compiled & { snapshot: Snapshot; facts?: NodeFacts } {
-  const { model, warnings } = loadModel(snapshot);
+  const { model, warnings } = pipeline ? pipeline.load(snapshot) : loadModel(snapshot);
   const facts = kernel ? nodeFacts(kernel.host(), model, opts.node!) : undefined;
-  const compiled = compileModel(model, warnings, {
+  const compileWith: typeof compileModel = pipeline ? (m, w, o) => pipeline.compileModel(m, w, o) : compileModel;
+  const compiled = compileWith(model, warnings, {
     node: opts.node!,
     enforcement: opts.enforcement,
     attachMode: kernel?.attachMode ?? (opts.attachMode === "auto" ? "tcx" : opts.attachMode),
@@ -120,7 +127,8 @@ async function validate(opts: GlobalOptions, io: Io): Promise<number> {
   for (const w of warnings) io.stderr.write(formatProblem(w) + "\n");
   io.stdout.write(
     `valid: ${snapshot.files.length} files, ${c.endpoints} endpoints, ${c.identities} identities, ${c.rules} rules, ${c.nodes} nodes; ` +
-      `${policy.endpoints.length} local endpoints on node ${policy.node} (revision ${snapshot.revision})\n`,
+      `${policy.endpoints.filter((e) => e.endpoint !== HOST_ENDPOINT).length} local endpoints on node ${policy.node}` +
+      `${policy.endpoints.some((e) => e.endpoint === HOST_ENDPOINT) ? " and its host endpoint (host policies)" : ""} (revision ${snapshot.revision})\n`,
   );
   return 0;
 }

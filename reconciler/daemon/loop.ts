@@ -78,7 +78,9 @@ export interface RunRecord {
 export interface LoopStatus {
   /** Revision last applied successfully (null before the first success). */
   appliedRevision: string | null;
-  /** Revision of the last run, whatever its result. */
+  /** Revision the daemon last tried to put in force, whatever the result. A resync of the revision
+   *  already in force is not a new attempt: after a refused commit this keeps naming it (as Flux's
+   *  lastAttemptedRevision does) while the last good revision is re-applied. */
   attemptedRevision: string | null;
   /** Newest revision received from the source. */
   latestRevision: string | null;
@@ -243,7 +245,7 @@ export class ReconcileLoop {
     };
     this.st.runs++;
     this.st.lastRun = run;
-    this.st.attemptedRevision = snapshot.revision;
+    if (trigger === "source" || snapshot.revision !== this.st.appliedRevision) this.st.attemptedRevision = snapshot.revision;
     this.st.driftCorrections += run.drift;
 
     if (result === "invalid") {

@@ -3,7 +3,8 @@
 
 import { createHash } from "node:crypto";
 import type { EndpointManifest, ManifestProblem, Model, NodeManifest } from "../manifest/model.js";
-import type { CompiledPolicy } from "../policy/types.js";
+import { HOST_ENDPOINT } from "../policy/host.js";
+import { ReservedIdentity, type CompiledPolicy, type EndpointPolicy } from "../policy/types.js";
 import { MAP_SPECS } from "./maps.js";
 import {
   type AddressSpec,
@@ -23,6 +24,14 @@ export const GATEWAY_V6 = "fe80::1";
 /** The program that enforces an endpoint's ingress policy and the one for its egress policy. */
 export const PROGRAM_TO_ENDPOINT = "to_endpoint";
 export const PROGRAM_FROM_ENDPOINT = "from_endpoint";
+/** The host firewall programs on the host's devices: traffic into the host (tc ingress) and out of
+ *  it (tc egress), judged by the local host endpoint's policy. */
+export const PROGRAM_FROM_NETDEV = "from_netdev";
+export const PROGRAM_TO_NETDEV = "to_netdev";
+
+/** Endpoint number of the local host endpoint (host policies): its inner map in `policy` and its
+ *  counters. Endpoint numbers of endpoints are 1..65535 (endpointIds), so this one never collides. */
+export const HOST_ENDPOINT_ID = 65536;
 
 /** The overlay device reconcile creates on a node whose Node manifest has a tunnel. */
 export const VXLAN_DEVICE = "rc-vxlan";
@@ -121,7 +130,20 @@ function fnv1a(text: string): number {
   return h;
 }
 
-export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions): DesiredState {
+/**
+ * A previous build to reuse from: its compiled policy and the desired state built from it. An
+ * ipcache array that is the previous one gets the previous ipcache Map (by reference; never
+ * modified once built). Per-endpoint policy needs nothing here: it is the EndpointPolicy's own
+ * entry set, so an EndpointPolicy an incremental compile reused brings its previous set along.
+ */
+export interface PreviousBuild {
+  /** The compiled policy the previous desired state was built from. */
+  compiled: CompiledPolicy;
+  /** That desired state. */
+  desired: DesiredState;
+}
+
+export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions, previous?: PreviousBuild): DesiredState {
   const state: DesiredState = {
     revision: compiled.revision,
     node: compiled.node,
@@ -167,18 +189,26 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         endpoint: ep.name,
       });
     }
+    // The compiled set itself: an EndpointPolicy an incremental compile reused brings the very set
+    // the previous desired state (and so the known state) holds, which the diff skips.
     state.policy.set(ep.name, policy.entrySet);
   }
+
+  const hostPolicy = policyByEndpoint.get(HOST_ENDPOINT);
+  if (hostPolicy) addHostEndpoint(state, hostPolicy, compiled, localNode, opts);
 
   // Routing between endpoints on this host goes through the host namespace.
   if (anyV4) addSysctl(state, { key: "net/ipv4/ip_forward", value: "1" });
   if (anyV6) addSysctl(state, { key: "net/ipv6/conf/all/forwarding", value: "1" });
 
-  for (const entry of compiled.ipcache) {
-    // The map's tunnel endpoint field holds an IPv4 address (bpf/include/ipcache.h). It is
-    // informational (the vxlan FDB does the encapsulation), so an IPv6 underlay address is left out.
-    const tunnel = entry.tunnelEndpoint !== undefined && !entry.tunnelEndpoint.includes(":") ? { tunnelEndpoint: entry.tunnelEndpoint } : {};
-    state.ipcache.set(entry.prefix, { prefix: entry.prefix, identity: entry.identity, ...tunnel });
+  if (previous !== undefined && compiled.ipcache === previous.compiled.ipcache) state.ipcache = previous.desired.ipcache;
+  else {
+    for (const entry of compiled.ipcache) {
+      // The map's tunnel endpoint field holds an IPv4 address (bpf/include/ipcache.h). It is
+      // informational (the vxlan FDB does the encapsulation), so an IPv6 underlay address is left out.
+      const tunnel = entry.tunnelEndpoint !== undefined && !entry.tunnelEndpoint.includes(":") ? { tunnelEndpoint: entry.tunnelEndpoint } : {};
+      state.ipcache.set(entry.prefix, { prefix: entry.prefix, identity: entry.identity, ...tunnel });
+    }
   }
   return state;
 }
@@ -247,6 +277,83 @@ function addOverlay(state: DesiredState, local: NodeManifest, nodes: readonly No
     addSysctl(state, { key: `net/ipv6/conf/${VXLAN_DEVICE}/disable_ipv6`, value: "0" });
     addSysctl(state, { key: `net/ipv6/conf/${VXLAN_DEVICE}/addr_gen_mode`, value: "0" });
     if (podV6) addSysctl(state, { key: "net/ipv6/conf/all/forwarding", value: "1" });
+  }
+}
+
+/**
+ * The local host endpoint (host policies, policy/host.ts), stored like an endpoint: an `endpoints`
+ * entry per local host address (the ipcache's host /32 and /128 entries: the local Node address and
+ * this machine's addresses, plus the endpoints' gateway addresses when veth endpoints have them),
+ * all with endpoint number HOST_ENDPOINT_ID and identity host, and its policy under HOST_ENDPOINT. The endpoint programs check it when an endpoint talks to a host
+ * address and the reverse; the host firewall programs on the Node's `spec.hostFirewall.devices`
+ * (adopted: only the links are reconcile's) and, when the overlay exists, on rc-vxlan, check it for
+ * traffic between the host and everything else.
+ */
+function addHostEndpoint(state: DesiredState, policy: EndpointPolicy, compiled: CompiledPolicy, localNode: NodeManifest | undefined, opts: DesiredOptions): void {
+  for (const entry of compiled.ipcache) {
+    if (entry.origin !== "host" || entry.identity !== ReservedIdentity.host) continue;
+    const [address, bits] = entry.prefix.split("/");
+    if (address === undefined || bits !== (address.includes(":") ? "128" : "32")) continue;
+    if (state.endpoints.has(address)) continue; // an endpoint's own address stays the endpoint's
+    state.endpoints.set(address, {
+      address,
+      endpointId: HOST_ENDPOINT_ID,
+      identity: ReservedIdentity.host,
+      ifindex: 0,
+      enforceIngress: policy.enforce.ingress,
+      enforceEgress: policy.enforce.egress,
+      endpoint: HOST_ENDPOINT,
+    });
+  }
+  // The gateway addresses on the host-side veths are the host's too: the host's packets to its
+  // endpoints usually leave with them as source, and an endpoint's packets to them are for the host.
+  // (They stay out of the ipcache, so endpoint policies keep seeing them as world.)
+  const gateways = new Set([...state.addresses.values()].map((a) => a.address));
+  for (const [gw, plen] of [[GATEWAY_V4, 32], [GATEWAY_V6, 64]] as const) {
+    if (!gateways.has(`${gw}/${plen}`) || state.endpoints.has(gw)) continue;
+    state.endpoints.set(gw, {
+      address: gw,
+      endpointId: HOST_ENDPOINT_ID,
+      identity: ReservedIdentity.host,
+      ifindex: 0,
+      enforceIngress: policy.enforce.ingress,
+      enforceEgress: policy.enforce.egress,
+      endpoint: HOST_ENDPOINT,
+    });
+  }
+  state.policy.set(HOST_ENDPOINT, policy.entrySet);
+
+  const devices = localNode?.hostFirewall?.devices;
+  if (devices === undefined) return;
+  for (const device of devices) {
+    const existing = state.devices.get(deviceId(device));
+    if (existing !== undefined && (existing.endpoint !== undefined || (existing.owned && device !== VXLAN_DEVICE))) {
+      // Its hooks already run an endpoint's programs; the host firewall would replace them.
+      opts.onWarning?.({
+        file: localNode!.at.file,
+        line: localNode!.at.line,
+        object: `Node/${localNode!.name}`,
+        path: "spec.hostFirewall.devices",
+        message: `device ${device} is ${existing.endpoint !== undefined ? `endpoint ${existing.endpoint}'s interface` : "a device reconcile creates"}, not a host device; no host firewall on it`,
+        severity: "warning",
+      });
+      continue;
+    }
+    if (existing === undefined) addDevice(state, { name: device, kind: "adopted", owned: false });
+    addHostFirewall(state, device, opts);
+  }
+  if (state.devices.has(VXLAN_DEVICE) && !devices.includes(VXLAN_DEVICE)) addHostFirewall(state, VXLAN_DEVICE, opts);
+}
+
+/** Host firewall programs on a host device: from_netdev on ingress, to_netdev on egress. */
+function addHostFirewall(state: DesiredState, device: string, opts: DesiredOptions): void {
+  for (const [hook, program] of [
+    ["ingress", PROGRAM_FROM_NETDEV],
+    ["egress", PROGRAM_TO_NETDEV],
+  ] as const) {
+    const tag = opts.programTags?.get(program);
+    const a: AttachmentSpec = { device, hook, program, mode: opts.attachMode, ...(tag !== undefined ? { tag } : {}) };
+    state.attachments.set(attachmentId(a), a);
   }
 }
 

@@ -38,6 +38,8 @@ export const CT_F_REPLY = 4;
 
 /** Peers without an ipcache entry. */
 export const IDENTITY_WORLD = 2;
+/** The local host: "endpoints" entries with this identity are the host endpoint's (host policies). */
+export const IDENTITY_HOST = 1;
 
 /** drop_key.reason */
 export const DropReason = {

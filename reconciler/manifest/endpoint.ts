@@ -59,7 +59,7 @@ export function readEndpoint(r: Reader, doc: Field, name: string): EndpointManif
   return ep;
 }
 
-const IFNAME_EXPECTED = "an interface name of 1..15 printable characters without '/', ':' or spaces";
+export const IFNAME_EXPECTED = "an interface name of 1..15 printable characters without '/', ':' or spaces";
 
 function readCreate(r: Reader, f: Field): InterfaceCreate | undefined {
   if (r.mapping(f) === undefined) return undefined;

@@ -62,7 +62,35 @@ const JSON_EXT = /\.json$/i;
 /** What the cross-object checks need: the object and the fields to point at. */
 interface Seen<T> {
   item: T;
-  fields: Record<string, Field>;
+  /** Where the fields a cross-object check may point at were written (packed once cached). */
+  fields: Record<string, Field> | PackedFields;
+}
+
+/**
+ * The fields of one cached object, packed: their lines in a table shared by the whole file, their
+ * names and paths in arrays shared by every object with the same ones. A cache holding 100,000
+ * endpoints keeps about 80 bytes each instead of six Field objects (≈ 300 bytes); a Field is made
+ * only when a check reports a problem (fieldOf).
+ */
+class PackedFields {
+  constructor(
+    /** Field names ("name", "ipv4", ...). */
+    readonly names: readonly string[],
+    /** Their paths ("metadata.name", "spec.ipv4", ...), in the same order. */
+    readonly paths: readonly string[],
+    /** The file's table of lines. */
+    readonly lines: Int32Array,
+    /** Where this object's lines start in `lines`. */
+    readonly at: number,
+  ) {}
+}
+
+/** One field of a seen object, or undefined when it has none of that name. */
+function fieldOf(s: Seen<unknown>, name: string): Field | undefined {
+  const f = s.fields;
+  if (!(f instanceof PackedFields)) return f[name];
+  const i = f.names.indexOf(name);
+  return i < 0 ? undefined : { value: undefined, path: f.paths[i]!, line: f.lines[f.at + i]! };
 }
 
 interface Collected {
@@ -72,8 +100,101 @@ interface Collected {
   nodes: Seen<NodeManifest>[];
 }
 
-/** Validate a whole snapshot. Never throws for bad input; every problem is in `problems`. */
-export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LOAD_LIMITS): LoadResult {
+/** What loading one file on its own gives: its problems and its objects (cross-object checks aside). */
+interface FileResult {
+  problems: ManifestProblem[];
+  got: Collected;
+}
+
+/**
+ * Per-file load results of earlier snapshots, reused for a file whose path and content are the same
+ * (the content itself is compared, so there is no hash to collide; comparing two equal strings is a
+ * memcmp, cheaper than hashing them). Loading a file is a pure function of its path, content and the
+ * limits, so a reused result is exactly what parsing again would give; the objects are shared between
+ * the models of both snapshots, which is why nothing downstream may modify a Model. Only the files of
+ * the last snapshot are kept. The cross-object checks run on the whole snapshot every time.
+ */
+export class LoadCache {
+  /** Path → the content loaded, the limits it was loaded with and the result. */
+  private readonly files = new Map<string, { content: string; limits: ParseLimits; result: FileResult }>();
+  /** Field names and paths shared by the cached objects that have the same ones (see PackedFields). */
+  private readonly shapes = new Map<string, { names: string[]; paths: string[] }>();
+  /** The endpoint cross-checks of the last load and the endpoints and nodes they were run on. */
+  private checked: { endpoints: readonly unknown[]; nodes: readonly unknown[]; groups: ManifestProblem[][] } | undefined;
+  /** Files of the last load taken from the cache and files parsed. */
+  readonly last = { reused: 0, parsed: 0 };
+
+  /** The result for one file, parsed only when the cache holds no result for this exact content. */
+  file(path: string, content: string, limits: ParseLimits): FileResult {
+    const hit = this.files.get(path);
+    if (hit !== undefined && hit.content === content && hit.limits === limits) {
+      this.last.reused++;
+      return hit.result;
+    }
+    this.last.parsed++;
+    if (this.shapes.size > 10_000) this.shapes.clear();
+    const result = loadFileAlone(path, content, limits, this.shapes);
+    this.files.set(path, { content, limits, result });
+    return result;
+  }
+
+  /** The endpoint cross-checks of the last load, when its endpoints and nodes were these same objects in this order. */
+  endpointChecks(endpoints: readonly unknown[], nodes: readonly unknown[]): ManifestProblem[][] | undefined {
+    const c = this.checked;
+    return c !== undefined && sameItems(c.endpoints, endpoints) && sameItems(c.nodes, nodes) ? c.groups : undefined;
+  }
+
+  rememberEndpointChecks(endpoints: readonly unknown[], nodes: readonly unknown[], groups: ManifestProblem[][]): void {
+    this.checked = { endpoints, nodes, groups };
+  }
+
+  /** Starts a load: counters reset. */
+  begin(): void {
+    this.last.reused = 0;
+    this.last.parsed = 0;
+  }
+
+  /** Ends a load: forget files that are no longer in the snapshot. */
+  keepOnly(paths: ReadonlySet<string>): void {
+    for (const p of this.files.keys()) if (!paths.has(p)) this.files.delete(p);
+  }
+}
+
+function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Load one file into its own result, its objects' fields packed (PackedFields): a cached result
+ *  keeps their lines and paths, all the cross-object checks read, not the parsed YAML. */
+function loadFileAlone(path: string, content: string, limits: ParseLimits, shapes: Map<string, { names: string[]; paths: string[] }>): FileResult {
+  const result: FileResult = { problems: [], got: { endpoints: [], identities: [], rules: [], nodes: [] } };
+  loadFile(path, content, limits, result.problems, result.got);
+  const seen = [...result.got.endpoints, ...result.got.identities, ...result.got.rules, ...result.got.nodes] as Seen<unknown>[];
+  let count = 0;
+  for (const s of seen) count += Object.keys(s.fields).length;
+  const lines = new Int32Array(count);
+  let at = 0;
+  for (const s of seen) {
+    const entries = Object.entries(s.fields as Record<string, Field>);
+    const names = entries.map(([k]) => k);
+    const paths = entries.map(([, f]) => f.path);
+    const key = `${names.join("\u0000")}\u0001${paths.join("\u0000")}`;
+    let shape = shapes.get(key);
+    if (shape === undefined) shapes.set(key, (shape = { names, paths }));
+    entries.forEach(([, f], i) => (lines[at + i] = f.line));
+    s.fields = new PackedFields(shape.names, shape.paths, lines, at);
+    at += entries.length;
+  }
+  return result;
+}
+
+/**
+ * Validate a whole snapshot. Never throws for bad input; every problem is in `problems`. With a
+ * `cache`, files whose content it already loaded are not parsed again (see LoadCache).
+ */
+export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LOAD_LIMITS, cache?: LoadCache): LoadResult {
   const problems: ManifestProblem[] = [];
   const got: Collected = { endpoints: [], identities: [], rules: [], nodes: [] };
   const files = [...snapshot.files]
@@ -81,6 +202,7 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 
   let total = 0;
+  cache?.begin();
   for (const file of files) {
     total += Buffer.byteLength(file.content, "utf8");
     if (total > limits.maxTotalBytes) {
@@ -92,9 +214,19 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
       });
       break;
     }
-    loadFile(file.path, file.content, limits, problems, got);
+    if (cache === undefined) {
+      loadFile(file.path, file.content, limits, problems, got);
+      continue;
+    }
+    const one = cache.file(file.path, file.content, limits);
+    for (const p of one.problems) problems.push(p);
+    for (const s of one.got.endpoints) got.endpoints.push(s);
+    for (const s of one.got.identities) got.identities.push(s);
+    for (const s of one.got.rules) got.rules.push(s);
+    for (const s of one.got.nodes) got.nodes.push(s);
   }
-  crossCheck(got, problems);
+  cache?.keepOnly(new Set(files.map((f) => f.path)));
+  crossCheck(got, problems, cache);
 
   problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
   if (problems.some((p) => p.severity === "error")) return { problems };
@@ -200,7 +332,8 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
   if (r.mapping(annotations) !== undefined) {
     for (const k of Object.keys(annotations.value as object)) r.string(r.child(annotations, k), true);
   }
-  if (kind !== "Endpoint") r.labelMap(r.child(meta, "labels"), "k8s");
+  // Endpoint and Node read their labels themselves (they use them); others are only checked.
+  if (kind !== "Endpoint" && kind !== "Node") r.labelMap(r.child(meta, "labels"), "k8s");
   if (name === undefined) return;
 
   switch (kind) {
@@ -246,6 +379,11 @@ function loadCiliumPolicy(
   const add = (f: Field, ruleName: string): void => {
     const rule = readRule(r, f);
     if (rule === undefined) return;
+    if (rule.nodeSelector !== undefined && kind === "CiliumNetworkPolicy") {
+      // Cilium's host policies are cluster-wide: a namespaced policy cannot select nodes.
+      r.error(r.child(f, "nodeSelector"), "a host policy (nodeSelector) must be a CiliumClusterwideNetworkPolicy (expected kind CiliumClusterwideNetworkPolicy or Rule, got CiliumNetworkPolicy)");
+      return;
+    }
     const item: RuleManifest = { kind: "Rule", name: ruleName, origin: kind, rule, at: { file: r.file, line: f.line } };
     if (namespace !== undefined) item.namespace = namespace;
     got.rules.push({ item, fields: { name: f } });
@@ -274,11 +412,26 @@ function endpointFields(r: Reader, doc: Field): Record<string, Field> {
 
 // ---- cross-object checks ----
 
-function crossCheck(got: Collected, problems: ManifestProblem[]): void {
+function crossCheck(got: Collected, problems: ManifestProblem[], cache?: LoadCache): void {
+  // Where push() writes: `problems`, or one group of the endpoint checks while it runs.
+  let out = problems;
   const push = (file: string, f: Field, object: string, message: string, severity: "error" | "warning" = "error"): void => {
     const p: ManifestProblem = { file, line: f.line, object, message, severity };
     if (f.path !== "") p.path = f.path;
-    problems.push(p);
+    out.push(p);
+  };
+  // The endpoint checks cost the most (five passes over every endpoint) and depend only on the
+  // endpoints (and the nodes, for the last): reused from the last load while both are the same
+  // objects. Run in three groups to keep the order of the problems what it is without a cache.
+  const reused = cache?.endpointChecks(got.endpoints, got.nodes);
+  const groups: ManifestProblem[][] = reused ?? [[], [], []];
+  const endpointChecks = (group: number, checks: () => void): void => {
+    if (reused === undefined) {
+      out = groups[group]!;
+      checks();
+      out = problems;
+    }
+    for (const p of groups[group]!) problems.push(p);
   };
   const where = (s: { at: { file: string; line: number } }): string => `${s.at.file}:${s.at.line}`;
 
@@ -299,12 +452,12 @@ function crossCheck(got: Collected, problems: ManifestProblem[]): void {
         first.set(k, s.item);
         continue;
       }
-      push(s.item.at.file, s.fields[field] ?? s.fields["name"]!, object(s.item), `${what(s.item)} (first used by ${object(prev)} at ${where(prev)})`);
+      push(s.item.at.file, fieldOf(s, field) ?? fieldOf(s, "name")!, object(s.item), `${what(s.item)} (first used by ${object(prev)} at ${where(prev)})`);
     }
   }
 
   const epObj = (e: EndpointManifest): string => `Endpoint/${e.name}`;
-  unique(got.endpoints, (s) => s.item.name, "name", epObj, () => "duplicate Endpoint name");
+  endpointChecks(0, () => unique(got.endpoints, (s) => s.item.name, "name", epObj, () => "duplicate Endpoint name"));
   unique(got.identities, (s) => s.item.name, "name", (i) => `Identity/${i.name}`, () => "duplicate Identity name");
   unique(got.nodes, (s) => s.item.name, "name", (n) => `Node/${n.name}`, () => "duplicate Node name");
   unique(
@@ -316,40 +469,45 @@ function crossCheck(got: Collected, problems: ManifestProblem[]): void {
   );
 
   const node = (e: EndpointManifest): string => e.node ?? "";
-  unique(got.endpoints, (s) => (s.item.ipv4 !== undefined ? `${node(s.item)}|${s.item.ipv4}` : undefined), "ipv4", epObj, (e) => `duplicate IPv4 address ${e.ipv4} on the same node`);
-  unique(got.endpoints, (s) => (s.item.ipv6 !== undefined ? `${node(s.item)}|${s.item.ipv6}` : undefined), "ipv6", epObj, (e) => `duplicate IPv6 address ${e.ipv6} on the same node`);
-  // A macvlan's interface name lives inside its own namespace; a veth's host side shares the host's.
-  unique(
-    got.endpoints,
-    (s) => `${node(s.item)}|${s.item.create?.kind === "macvlan" ? `netns:${s.item.create.netns}/` : ""}${s.item.interfaceName}`,
-    "interface",
-    epObj,
-    (e) => `duplicate interface name ${e.interfaceName} on the same node`,
-  );
-  unique(
-    got.endpoints,
-    (s) => (s.item.create !== undefined ? `${node(s.item)}|${s.item.create.netns}|${s.item.create.ifname}` : undefined),
-    "create",
-    epObj,
-    (e) => `interface ${e.create!.ifname} in netns ${e.create!.netns} is also created by another endpoint`,
-  );
+  endpointChecks(1, () => {
+    unique(got.endpoints, (s) => (s.item.ipv4 !== undefined ? `${node(s.item)}|${s.item.ipv4}` : undefined), "ipv4", epObj, (e) => `duplicate IPv4 address ${e.ipv4} on the same node`);
+    unique(got.endpoints, (s) => (s.item.ipv6 !== undefined ? `${node(s.item)}|${s.item.ipv6}` : undefined), "ipv6", epObj, (e) => `duplicate IPv6 address ${e.ipv6} on the same node`);
+    // A macvlan's interface name lives inside its own namespace; a veth's host side shares the host's.
+    unique(
+      got.endpoints,
+      (s) => `${node(s.item)}|${s.item.create?.kind === "macvlan" ? `netns:${s.item.create.netns}/` : ""}${s.item.interfaceName}`,
+      "interface",
+      epObj,
+      (e) => `duplicate interface name ${e.interfaceName} on the same node`,
+    );
+    unique(
+      got.endpoints,
+      (s) => (s.item.create !== undefined ? `${node(s.item)}|${s.item.create.netns}|${s.item.create.ifname}` : undefined),
+      "create",
+      epObj,
+      (e) => `interface ${e.create!.ifname} in netns ${e.create!.netns} is also created by another endpoint`,
+    );
+  });
 
   const idObj = (i: IdentityManifest): string => `Identity/${i.name}`;
   unique(got.identities, (s) => String(s.item.id), "id", idObj, (i) => `duplicate identity number ${i.id}`);
   unique(got.identities, (s) => JSON.stringify(s.item.labels), "labels", idObj, () => "duplicate label set (one label set has one identity)");
 
-  if (got.nodes.length > 0) {
-    const names = new Set(got.nodes.map((n) => n.item.name));
-    for (const s of got.endpoints) {
-      if (s.item.node !== undefined && !names.has(s.item.node)) {
-        push(
-          s.item.at.file,
-          s.fields["node"]!,
-          epObj(s.item),
-          `no Node manifest with this name (expected one of ${[...names].sort().join(", ")}, got "${s.item.node}")`,
-          "warning",
-        );
+  endpointChecks(2, () => {
+    if (got.nodes.length > 0) {
+      const names = new Set(got.nodes.map((n) => n.item.name));
+      for (const s of got.endpoints) {
+        if (s.item.node !== undefined && !names.has(s.item.node)) {
+          push(
+            s.item.at.file,
+            fieldOf(s, "node")!,
+            epObj(s.item),
+            `no Node manifest with this name (expected one of ${[...names].sort().join(", ")}, got "${s.item.node}")`,
+            "warning",
+          );
+        }
       }
     }
-  }
+  });
+  cache?.rememberEndpointChecks(got.endpoints, got.nodes, groups);
 }

@@ -66,6 +66,15 @@ export interface NodeManifest {
   tunnel?: { type: "vxlan"; vni: number; port: number };
   /** Pod CIDRs routed to this node, canonical "a.b.c.d/n" or "x::/n". */
   podCIDRs: string[];
+  /** The node's labels (metadata.labels; a key without "source:" gets source "k8s"), which the
+   *  nodeSelector of host policies matches, as Cilium matches node labels. The loader always sets
+   *  it; undefined (models built in code) = no labels. */
+  labels?: LabelSet;
+  /** spec.hostFirewall: host devices (adopted, never created or changed) on which reconcile attaches
+   *  the host firewall programs, so that traffic between this node and the outside is judged by
+   *  its host policies. Undefined = no host firewall on devices (host policies still apply to
+   *  traffic between the host and its local endpoints). */
+  hostFirewall?: { devices: string[] };
   at: Provenance;
 }
 
@@ -133,9 +142,11 @@ export interface PeerRule {
 }
 
 export interface PolicyRule {
-  endpointSelector: Selector;
-  /** True when the rule selects nodes (nodeSelector) instead of endpoints; such rules are rejected
-   *  by validation today, kept here so the type says what Cilium can express. */
+  /** Endpoints the rule applies to. Exactly one of endpointSelector and nodeSelector is set. */
+  endpointSelector?: Selector;
+  /** Nodes the rule applies to (Cilium's host policies): the rule's subject is the host endpoint of
+   *  every node whose labels match; ingress is traffic into the host, egress traffic from it. */
+  nodeSelector?: Selector;
   ingress: PeerRule[];
   egress: PeerRule[];
   ingressDeny: PeerRule[];

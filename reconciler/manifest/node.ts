@@ -1,7 +1,8 @@
 // Schema of `kind: Node`: a host running reconcile, its underlay address, tunnel and pod CIDRs.
 
 import type { NodeManifest } from "./model.js";
-import type { Field, Reader } from "./fields.js";
+import { IFNAME_EXPECTED } from "./endpoint.js";
+import { isIfName, type Field, type Reader } from "./fields.js";
 
 /** VXLAN defaults: VNI 2 (any explicit value 1..16777215 may be given), Linux' IANA port 8472 as Cilium uses. */
 export const DEFAULT_VNI = 2;
@@ -11,7 +12,7 @@ export function readNode(r: Reader, doc: Field, name: string): NodeManifest | un
   const before = r.errorCount();
   const spec = r.child(doc, "spec");
   if (r.mapping(spec, true) === undefined) return undefined;
-  r.onlyKeys(spec, ["address", "tunnel", "podCIDRs"]);
+  r.onlyKeys(spec, ["address", "tunnel", "podCIDRs", "hostFirewall"]);
   const address = r.ip(r.child(spec, "address"), true);
 
   let tunnel: NodeManifest["tunnel"];
@@ -31,8 +32,26 @@ export function readNode(r: Reader, doc: Field, name: string): NodeManifest | un
     const p = r.cidr(c, true);
     if (p !== undefined) podCIDRs.push(p.text);
   }
+  // Host firewall devices: names of existing host devices (never created or changed by reconcile).
+  let hostFirewall: NodeManifest["hostFirewall"];
+  const hf = r.child(spec, "hostFirewall");
+  if (r.mapping(hf) !== undefined) {
+    r.onlyKeys(hf, ["devices"]);
+    const devices: string[] = [];
+    for (const d of r.list(r.child(hf, "devices"), true) ?? []) {
+      const dev = r.formatted(d, isIfName, IFNAME_EXPECTED, true);
+      if (dev === undefined) continue;
+      if (devices.includes(dev)) r.error(d, `duplicate device (expected each device once, got ${dev} again)`);
+      else devices.push(dev);
+    }
+    hostFirewall = { devices };
+  }
+
+  // metadata.labels were checked by the loader; read them again here as the node's labels.
+  const labels = r.labelMap(r.child(r.child(doc, "metadata"), "labels"), "k8s") ?? [];
   if (r.errorCount() > before || address === undefined) return undefined;
-  const n: NodeManifest = { kind: "Node", name, address, podCIDRs, at: { file: r.file, line: doc.line } };
+  const n: NodeManifest = { kind: "Node", name, address, podCIDRs, labels, at: { file: r.file, line: doc.line } };
   if (tunnel !== undefined) n.tunnel = tunnel;
+  if (hostFirewall !== undefined) n.hostFirewall = hostFirewall;
   return n;
 }

@@ -21,6 +21,7 @@ const NOT_SUPPORTED = "not supported by reconcile";
 
 const RULE_FIELDS = [
   "endpointSelector",
+  "nodeSelector",
   "ingress",
   "ingressDeny",
   "egress",
@@ -31,7 +32,6 @@ const RULE_FIELDS = [
 ] as const;
 
 const RULE_UNSUPPORTED: Record<string, string> = {
-  nodeSelector: `nodeSelector (host policies) is ${NOT_SUPPORTED}; select endpoints with endpointSelector`,
   log: `policy logging (log) is ${NOT_SUPPORTED}`,
 };
 
@@ -65,12 +65,21 @@ export function readRule(r: Reader, f: Field): PolicyRule | undefined {
   if (r.mapping(f, true) === undefined) return undefined;
   r.onlyKeys(f, RULE_FIELDS, RULE_UNSUPPORTED);
 
+  // Exactly one subject: endpoints (endpointSelector) or nodes (nodeSelector: a host policy).
   const selField = r.child(f, "endpointSelector");
+  const nodeField = r.child(f, "nodeSelector");
   let endpointSelector: Selector | undefined;
-  if (selField.value === undefined && r.child(f, "nodeSelector").value === undefined) {
-    r.error(selField, "required field is missing (expected a label selector; {} selects every endpoint)");
-  } else if (selField.value !== undefined) {
+  let nodeSelector: Selector | undefined;
+  const hasEp = selField.value !== undefined && selField.value !== null;
+  const hasNode = nodeField.value !== undefined && nodeField.value !== null;
+  if (!hasEp && !hasNode) {
+    r.error(selField, "required field is missing (expected endpointSelector, a label selector where {} selects every endpoint, or nodeSelector for a host policy)");
+  } else if (hasEp && hasNode) {
+    r.error(nodeField, "a rule selects endpoints or nodes, not both (expected exactly one of endpointSelector and nodeSelector, got both)");
+  } else if (hasEp) {
     endpointSelector = readSelector(r, selField);
+  } else {
+    nodeSelector = readSelector(r, nodeField);
   }
 
   const ingress = readSection(r, r.child(f, "ingress"), { direction: "ingress", deny: false });
@@ -94,9 +103,10 @@ export function readRule(r: Reader, f: Field): PolicyRule | undefined {
   const labels = readRuleLabels(r, r.child(f, "labels"));
   const description = r.string(r.child(f, "description"));
 
-  if (r.errorCount() > before || endpointSelector === undefined) return undefined;
+  if (r.errorCount() > before || (endpointSelector === undefined && nodeSelector === undefined)) return undefined;
   const rule: PolicyRule = {
-    endpointSelector,
+    ...(endpointSelector !== undefined ? { endpointSelector } : {}),
+    ...(nodeSelector !== undefined ? { nodeSelector } : {}),
     ingress: ingress ?? [],
     egress: egress ?? [],
     ingressDeny: ingressDeny ?? [],

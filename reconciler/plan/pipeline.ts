@@ -1,12 +1,13 @@
 // Snapshot → Model → CompiledPolicy → DesiredState: the pure chain every command starts with.
 
-import { buildDesiredState } from "../datapath/desired.js";
+import { buildDesiredState, type DesiredOptions } from "../datapath/desired.js";
 import { MAP_SPECS, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { DesiredState } from "../datapath/state.js";
-import { loadSnapshot, ManifestError } from "../manifest/load.js";
+import { DEFAULT_LOAD_LIMITS, LoadCache, loadSnapshot, ManifestError } from "../manifest/load.js";
 import type { ManifestProblem, Model } from "../manifest/model.js";
-import { compile } from "../policy/compile.js";
-import type { CompiledPolicy } from "../policy/types.js";
+import { compile, type CompileMemo } from "../policy/compile.js";
+import { compileIncremental, type IncrementalReport } from "../policy/incremental.js";
+import type { CompiledPolicy, CompileOptions } from "../policy/types.js";
 import type { Snapshot } from "../source/snapshot.js";
 
 export interface PipelineOptions {
@@ -44,9 +45,10 @@ export class CapacityError extends Error {
   }
 }
 
-/** Load, validate, compile. Throws ManifestError with every problem of the snapshot at once. */
-export function loadModel(snapshot: Snapshot): { model: Model; warnings: ManifestProblem[] } {
-  const result = loadSnapshot(snapshot);
+/** Load, validate, compile. Throws ManifestError with every problem of the snapshot at once.
+ *  With a `cache`, files it already loaded with the same content are not parsed again. */
+export function loadModel(snapshot: Snapshot, cache?: LoadCache): { model: Model; warnings: ManifestProblem[] } {
+  const result = loadSnapshot(snapshot, DEFAULT_LOAD_LIMITS, cache);
   const errors = result.problems.filter((p) => p.severity === "error");
   if (errors.length || !result.model) throw new ManifestError(result.problems);
   return { model: result.model, warnings: result.problems };
@@ -60,19 +62,70 @@ export function compileSnapshot(snapshot: Snapshot, opts: PipelineOptions): Comp
 /** Compile an already loaded model (`warnings` are its load warnings, passed through). */
 export function compileModel(model: Model, warnings: ManifestProblem[], opts: PipelineOptions): Compiled {
   const desiredWarnings: ManifestProblem[] = [];
-  const policy = compile(model, {
-    node: opts.node,
-    enforcement: opts.enforcement,
-    ...(opts.hostAddresses ? { hostAddresses: opts.hostAddresses } : {}),
-  });
-  const desired = buildDesiredState(model, policy, {
+  const policy = compile(model, compileOptions(opts));
+  const desired = buildDesiredState(model, policy, desiredOptions(opts, desiredWarnings));
+  checkCapacity(policy, desired);
+  return { model, policy, desired, warnings: [...warnings, ...policy.warnings, ...desiredWarnings] };
+}
+
+function compileOptions(opts: PipelineOptions): CompileOptions {
+  return { node: opts.node, enforcement: opts.enforcement, ...(opts.hostAddresses ? { hostAddresses: opts.hostAddresses } : {}) };
+}
+
+function desiredOptions(opts: PipelineOptions, warnings: ManifestProblem[]): DesiredOptions {
+  return {
     attachMode: opts.attachMode,
     ...(opts.programTags ? { programTags: opts.programTags } : {}),
     ...(opts.underlayMtu !== undefined ? { underlayMtu: opts.underlayMtu } : {}),
-    onWarning: (p) => desiredWarnings.push(p),
-  });
-  checkCapacity(policy, desired);
-  return { model, policy, desired, warnings: [...warnings, ...policy.warnings, ...desiredWarnings] };
+    onWarning: (p) => warnings.push(p),
+  };
+}
+
+/** Stages of IncrementalPipeline.compileModel, reported as each one ends (for timing). */
+export type PipelineStage = "compile" | "desired";
+
+/**
+ * loadModel + compileModel for a sequence of snapshots (the daemon's commits): each call starts
+ * from what the previous one built, so a commit costs roughly what it changes.
+ * - load: files with unchanged content are not parsed again (LoadCache);
+ * - compile: compileIncremental recomputes only the identities whose selecting rules changed and
+ *   falls back to a full compile when the identity universe changed (policy/incremental.ts);
+ * - desired state: endpoints whose EndpointPolicy object was reused get the previous per-endpoint
+ *   policy Map, and an unchanged ipcache the previous Map (buildDesiredState's `previous`), so a
+ *   diff against the previous desired state skips them by identity.
+ * Each result equals what loadModel + compileModel give for the same snapshot. Not for concurrent
+ * use: one call at a time, as the daemon's loop makes them.
+ */
+export class IncrementalPipeline {
+  private readonly cache = new LoadCache();
+  private last: { memo: CompileMemo; policy: CompiledPolicy; desired: DesiredState } | undefined;
+  private report: IncrementalReport | undefined;
+
+  load(snapshot: Snapshot): { model: Model; warnings: ManifestProblem[] } {
+    return loadModel(snapshot, this.cache);
+  }
+
+  compileModel(model: Model, warnings: ManifestProblem[], opts: PipelineOptions, onStage?: (stage: PipelineStage) => void): Compiled {
+    const desiredWarnings: ManifestProblem[] = [];
+    const inc = compileIncremental(model, compileOptions(opts), this.last?.memo);
+    onStage?.("compile");
+    const previous = this.last ? { compiled: this.last.policy, desired: this.last.desired } : undefined;
+    const desired = buildDesiredState(model, inc.policy, desiredOptions(opts, desiredWarnings), previous);
+    onStage?.("desired");
+    checkCapacity(inc.policy, desired);
+    this.last = { memo: inc.memo, policy: inc.policy, desired };
+    this.report = inc.report;
+    return { model, policy: inc.policy, desired, warnings: [...warnings, ...inc.policy.warnings, ...desiredWarnings] };
+  }
+
+  /** One line on what the last load and compile reused, for logs. */
+  describeLast(): string {
+    const r = this.report;
+    const files = `${this.cache.last.reused} files reused, ${this.cache.last.parsed} parsed`;
+    if (r === undefined) return files;
+    if (r.full) return `${files}; full compile (${r.reason})`;
+    return `${files}; ${r.changedRules} rules changed, ${r.recomputedEndpoints} endpoint policies recomputed, ipcache ${r.ipcacheReused ? "reused" : "rebuilt"}`;
+  }
 }
 
 function checkCapacity(policy: CompiledPolicy, desired: DesiredState): void {

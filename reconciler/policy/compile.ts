@@ -8,7 +8,7 @@
 //   (as in Cilium, policy is a function of the identity);
 // - policy keys are packed into one number while merging, RuleRefs are interned per rule.
 
-import type { ManifestProblem, Model, PeerRule, Selector } from "../manifest/model.js";
+import type { ManifestProblem, Model, PeerRule, RuleManifest, Selector } from "../manifest/model.js";
 import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "./cidr.js";
 import {
   buildContext,
@@ -20,6 +20,7 @@ import {
   type PolicyContext,
   sections,
 } from "./context.js";
+import { HOST_ENDPOINT, hostRuleWarnings, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
 import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
@@ -157,13 +158,15 @@ class CompiledEndpointPolicy implements EndpointPolicy {
   }
 }
 
-/** Resolves PeerRules to peer identities, with caches. */
-class PeerResolver {
+/** Resolves PeerRules to peer identities, with caches. Valid for one identity allocation: an
+ *  incremental compile over the same identities keeps using it (caches keyed by PeerRule object are
+ *  weak, so the rules of older snapshots do not pile up in a long-running daemon). */
+export class PeerResolver {
   private readonly index = new LabelIndex();
   private readonly selectorCache = new Map<string, number[]>();
   private readonly cidrCache = new Map<string, number[]>();
-  private readonly peerCache = new Map<PeerRule, number[]>();
-  private readonly lowCache = new Map<PeerRule, number[]>();
+  private readonly peerCache = new WeakMap<PeerRule, number[]>();
+  private readonly lowCache = new WeakMap<PeerRule, number[]>();
   private readonly prefixes: PrefixSet;
   private readonly cidrIdOf = new Map<string, number>();
   private readonly clusterIds: number[];
@@ -242,7 +245,7 @@ class PeerResolver {
 
 const DIRECTIONS: readonly Direction[] = ["ingress", "egress"];
 
-interface IdentityPolicy {
+export interface IdentityPolicy {
   enforce: { ingress: boolean; egress: boolean };
   enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] };
   /** Final keys, sorted, shadowed allows removed. */
@@ -252,7 +255,7 @@ interface IdentityPolicy {
   deny: Map<number, RuleRef[]>;
 }
 
-function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): IdentityPolicy {
+export function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): IdentityPolicy {
   const allowMap = new Map<number, RuleRef[]>();
   const denyMap = new Map<number, RuleRef[]>();
   const enforce = { ingress: false, egress: false };
@@ -321,7 +324,18 @@ function hostPrefix(addr: string): string {
 
 const IPCACHE_RANK: Record<IpcacheEntry["origin"], number> = { endpoint: 0, "remote-endpoint": 0, host: 1, node: 2, cidr: 3 };
 
-function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheEntry[] {
+/** Rule that first names each CIDR (model order), as "Rule/<name>": the ref of its ipcache entry. */
+export function cidrRuleRefs(model: Model): Map<string, string> {
+  const firstRule = new Map<string, string>();
+  for (const r of model.rules) {
+    for (const s of [r.rule.ingress, r.rule.egress, r.rule.ingressDeny, r.rule.egressDeny]) {
+      for (const p of s) for (const c of p.cidrs ?? []) for (const x of [c.cidr, ...c.except]) if (!firstRule.has(x)) firstRule.set(x, `Rule/${r.name}`);
+    }
+  }
+  return firstRule;
+}
+
+export function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[], firstRule = cidrRuleRefs(ctx.model)): IpcacheEntry[] {
   const { model, opts } = ctx;
   const byPrefix = new Map<string, IpcacheEntry>();
   const put = (e: IpcacheEntry): void => {
@@ -378,13 +392,6 @@ function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheE
     else put({ prefix, identity: ReservedIdentity.remoteNode, origin: "node", ref: `Node/${n.name}` });
   }
   for (const a of opts.hostAddresses ?? []) put({ prefix: hostPrefix(a), identity: ReservedIdentity.host, origin: "host" });
-  // Rule that first names each CIDR, for the entry's ref.
-  const firstRule = new Map<string, string>();
-  for (const r of model.rules) {
-    for (const s of [r.rule.ingress, r.rule.egress, r.rule.ingressDeny, r.rule.egressDeny]) {
-      for (const p of s) for (const c of p.cidrs ?? []) for (const x of [c.cidr, ...c.except]) if (!firstRule.has(x)) firstRule.set(x, `Rule/${r.name}`);
-    }
-  }
   for (const [prefix, identity] of ctx.alloc.byCidr) {
     const ref = firstRule.get(prefix);
     put(ref !== undefined ? { prefix, identity, origin: "cidr", ref } : { prefix, identity, origin: "cidr" });
@@ -400,10 +407,100 @@ function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[]): IpcacheE
 
 /** Compile a model for one node. Pure. `idOpts` exists for tests (injected hash / ranges). */
 export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllocatorOptions = {}): CompiledPolicy {
+  return compileWithMemo(model, opts, idOpts).policy;
+}
+
+/**
+ * What a compile worked out on the way, kept so that the next snapshot can be compiled
+ * incrementally (policy/incremental.ts): everything here is a function of the model's identity
+ * universe (identities, endpoints, CIDRs, nodes) and the options, except what is noted per rule.
+ */
+export interface CompileMemo {
+  /** The model compiled (never modified afterwards). */
+  model: Model;
+  /** The options it was compiled with; any change means a full compile. */
+  opts: CompileOptions;
+  idOpts: IdentityAllocatorOptions;
+  /** Identity allocation, endpoint identities and evaluated rules of `model`. */
+  ctx: PolicyContext;
+  /** Peer resolution over ctx's identities, with its caches. */
+  resolver: PeerResolver;
+  /** Subject selection over the identities endpoints or Identity manifests carry. */
+  subjectIndex: LabelIndex;
+  /** selectorKey(subject) → selected identities. */
+  subjectCache: Map<string, number[]>;
+  /** Local endpoints by identity, in model order. */
+  localByIdentity: Map<number, string[]>;
+  /** The evaluated form of each rule manifest of `model`. */
+  effective: Map<RuleManifest, EffectiveRule>;
+  /** Per rule: the identities its endpointSelector picks and its warnings (depend on the rule and
+   *  the identity universe only). */
+  perRule: WeakMap<EffectiveRule, RuleFacts>;
+  /** cidrRuleRefs(model): the refs of the CIDR ipcache entries. */
+  cidrRefs: Map<string, string>;
+  /** Warnings buildIpcache gave (kept with the ipcache it built). */
+  ipcacheWarnings: ManifestProblem[];
+  /** The result: its EndpointPolicy objects and ipcache array are reused by reference. */
+  policy: CompiledPolicy;
+}
+
+/** What one rule contributes before per-identity evaluation. */
+export interface RuleFacts {
+  /** Identities the rule's endpointSelector selects (all, not only local ones). */
+  subjects: number[];
+  /** Selectors of the rule that match nothing. */
+  warnings: ManifestProblem[];
+}
+
+/** Subject identities and selector warnings of one rule. */
+export function ruleFacts(r: EffectiveRule, subjectIndex: LabelIndex, subjectCache: Map<string, number[]>, resolver: PeerResolver): RuleFacts {
+  const warnings: ManifestProblem[] = [];
+  const k = selectorKey(r.subject);
+  let ids = subjectCache.get(k);
+  if (!ids) subjectCache.set(k, (ids = subjectIndex.select(r.subject)));
+  if (ids.length === 0) warnings.push(selectorProblem(r, r.subject, "endpointSelector"));
+  for (const dir of DIRECTIONS) {
+    const s = sections(r, dir);
+    for (const peer of [...s.allow, ...s.deny]) {
+      for (const sel of peer.endpoints ?? []) {
+        if (!isWildcard(sel) && resolver.selector(sel).length === 0) {
+          warnings.push(selectorProblem(r, sel, dir === "ingress" ? "fromEndpoints" : "toEndpoints"));
+        }
+      }
+    }
+  }
+  return { subjects: ids, warnings };
+}
+
+/** One interned one-element ref array per rule: the value of a key only that rule produced. */
+export function internRefs(rules: readonly EffectiveRule[]): Map<RuleRef, RuleRef[]> {
+  return new Map<RuleRef, RuleRef[]>(rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
+}
+
+/** The policies of the local endpoints that carry identity `id` (policy is a function of the
+ *  identity; they share one packed entry set). */
+export function endpointPolicies(id: number, names: readonly string[], rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): EndpointPolicy[] {
+  const pol = policyForIdentity(rules, resolver, opts, singles);
+  const entrySet = entrySetOf(pol);
+  return names.map(
+    (name) => new CompiledEndpointPolicy(name, id, { ...pol.enforce }, { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress }, entrySet),
+  );
+}
+
+export function byEndpointName(a: EndpointPolicy, b: EndpointPolicy): number {
+  return a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0;
+}
+
+export function byFileLine(a: ManifestProblem, b: ManifestProblem): number {
+  return a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line;
+}
+
+/** compile(), also returning what an incremental compile of the next snapshot can reuse. */
+export function compileWithMemo(model: Model, opts: CompileOptions, idOpts: IdentityAllocatorOptions = {}): { policy: CompiledPolicy; memo: CompileMemo } {
   const ctx = buildContext(model, opts, idOpts);
   const warnings: ManifestProblem[] = [...ctx.alloc.problems];
   const resolver = new PeerResolver(ctx);
-  const singles = new Map<RuleRef, RuleRef[]>(ctx.rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
+  const singles = internRefs(ctx.rules);
 
   // Subject selection over identities that endpoints or Identity manifests carry.
   const subjectIndex = new LabelIndex();
@@ -420,47 +517,46 @@ export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllo
   }
   const rulesFor = new Map<number, EffectiveRule[]>();
   const subjectCache = new Map<string, number[]>();
+  const perRule = new WeakMap<EffectiveRule, RuleFacts>();
   for (const r of ctx.rules) {
-    const k = selectorKey(r.subject);
-    let ids = subjectCache.get(k);
-    if (!ids) subjectCache.set(k, (ids = subjectIndex.select(r.subject)));
-    if (ids.length === 0) warnings.push(selectorProblem(r, r.subject, "endpointSelector"));
-    for (const id of ids) {
+    const facts = ruleFacts(r, subjectIndex, subjectCache, resolver);
+    perRule.set(r, facts);
+    for (const w of facts.warnings) warnings.push(w);
+    for (const id of facts.subjects) {
       if (!localByIdentity.has(id)) continue;
       const list = rulesFor.get(id);
       if (list) list.push(r);
       else rulesFor.set(id, [r]);
     }
-    for (const dir of DIRECTIONS) {
-      const s = sections(r, dir);
-      for (const peer of [...s.allow, ...s.deny]) {
-        for (const sel of peer.endpoints ?? []) {
-          if (!isWildcard(sel) && resolver.selector(sel).length === 0) {
-            warnings.push(selectorProblem(r, sel, dir === "ingress" ? "fromEndpoints" : "toEndpoints"));
-          }
-        }
-      }
-    }
   }
 
   const endpoints: EndpointPolicy[] = [];
   for (const [id, names] of localByIdentity) {
-    const pol = policyForIdentity(rulesFor.get(id) ?? [], resolver, opts, singles);
-    const entrySet = entrySetOf(pol);
-    for (const name of names) {
-      endpoints.push(
-        new CompiledEndpointPolicy(name, id, { ...pol.enforce }, { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress }, entrySet),
-      );
-    }
+    for (const p of endpointPolicies(id, names, rulesFor.get(id) ?? [], resolver, opts, singles)) endpoints.push(p);
   }
-  endpoints.sort((a, b) => (a.endpoint < b.endpoint ? -1 : a.endpoint > b.endpoint ? 1 : 0));
-  warnings.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line));
+  const host = hostPolicy(ctx, resolver);
+  if (host !== undefined) endpoints.push(host);
+  warnings.push(...hostRuleWarnings(ctx));
+  endpoints.sort(byEndpointName);
+  warnings.sort(byFileLine);
+  const cidrRefs = cidrRuleRefs(model);
+  const ipcacheWarnings: ManifestProblem[] = [];
+  const ipcache = buildIpcache(ctx, ipcacheWarnings, cidrRefs);
+  for (const w of ipcacheWarnings) warnings.push(w);
+  const policy: CompiledPolicy = { revision: model.revision, node: opts.node, identities: ctx.alloc.identities, endpoints, ipcache, warnings };
+  const effective = new Map([...ctx.rules, ...ctx.hostRules].map((r) => [r.manifest, r]));
   return {
-    revision: model.revision,
-    node: opts.node,
-    identities: ctx.alloc.identities,
-    endpoints,
-    ipcache: buildIpcache(ctx, warnings),
-    warnings,
+    policy,
+    memo: { model, opts, idOpts, ctx, resolver, subjectIndex, subjectCache, localByIdentity, effective, perRule, cidrRefs, ipcacheWarnings, policy },
   };
+}
+
+/** The local host endpoint's policy (HOST_ENDPOINT, identity host) from the host policies that select
+ *  the local node, computed like an endpoint's; undefined when host policy does not apply here. */
+export function hostPolicy(ctx: PolicyContext, resolver: PeerResolver): EndpointPolicy | undefined {
+  const host = localHost(ctx);
+  if (host === undefined) return undefined;
+  const singles = new Map<RuleRef, RuleRef[]>(host.rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
+  const pol = policyForIdentity(host.rules, resolver, ctx.opts, singles);
+  return new CompiledEndpointPolicy(HOST_ENDPOINT, ReservedIdentity.host, { ...pol.enforce }, pol.enforcedBy, entrySetOf(pol));
 }

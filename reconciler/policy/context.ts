@@ -24,7 +24,7 @@ export interface EffectiveRule {
   manifest: RuleManifest;
   /** Interned reference used in every entry the rule produces. */
   ref: RuleRef;
-  /** endpointSelector after namespace scoping. */
+  /** endpointSelector after namespace scoping; for a host policy (hostRules), its nodeSelector. */
   subject: Selector;
   ingress: PeerRule[];
   egress: PeerRule[];
@@ -80,8 +80,10 @@ function scopePeers(peers: PeerRule[], m: RuleManifest): PeerRule[] {
 }
 
 export function effectiveRule(m: RuleManifest): EffectiveRule {
-  let subject = m.rule.endpointSelector;
-  if (m.origin === "CiliumNetworkPolicy" && m.namespace !== undefined && !hasKey(subject, NAMESPACE_KEY)) {
+  // Host policies are cluster-wide (the loader refuses a namespaced one), so only endpoint
+  // selectors are namespace-scoped.
+  let subject = m.rule.endpointSelector ?? m.rule.nodeSelector!;
+  if (m.rule.endpointSelector !== undefined && m.origin === "CiliumNetworkPolicy" && m.namespace !== undefined && !hasKey(subject, NAMESPACE_KEY)) {
     subject = withRequirement(subject, { source: "k8s", key: NAMESPACE_KEY, operator: "In", values: [m.namespace] });
   }
   return {
@@ -145,7 +147,12 @@ export interface PolicyContext {
   model: Model;
   opts: CompileOptions;
   alloc: IdentityAllocation;
+  /** Rules that select endpoints (endpointSelector). */
   rules: EffectiveRule[];
+  /** Host policies (nodeSelector): their subject is the host endpoint of the nodes they select
+   *  (policy/host.ts). Kept apart so that nothing that evaluates `rules` can take a node selector
+   *  for an endpoint selector. */
+  hostRules: EffectiveRule[];
   /** Endpoint name → its identity. */
   endpointIdentity: Map<string, number>;
   /** Endpoint name → manifest. */
@@ -170,5 +177,7 @@ export function buildContext(model: Model, opts: CompileOptions, idOpts: Identit
     endpointIdentity.set(ep.name, identityOf(alloc, ep.labels));
     endpointByName.set(ep.name, ep);
   }
-  return { model, opts, alloc, rules: model.rules.map(effectiveRule), endpointIdentity, endpointByName };
+  const rules = model.rules.filter((r) => r.rule.nodeSelector === undefined).map(effectiveRule);
+  const hostRules = model.rules.filter((r) => r.rule.nodeSelector !== undefined).map(effectiveRule);
+  return { model, opts, alloc, rules, hostRules, endpointIdentity, endpointByName };
 }

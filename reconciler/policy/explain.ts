@@ -13,6 +13,7 @@ import {
   type PolicyContext,
   sections,
 } from "./context.js";
+import { HOST_ENDPOINT, HOST_GATEWAYS, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { labelSetString } from "./labels.js";
 import { portsAdmit, protocolName } from "./ports.js";
@@ -33,7 +34,7 @@ import {
 /** A query names something that is neither an endpoint nor an IP address. */
 export class ExplainQueryError extends Error {
   constructor(readonly field: "from" | "to", readonly value: string, options?: { cause?: unknown }) {
-    super(`explain --${field} ${JSON.stringify(value)}: not an endpoint name or IP address (expected an Endpoint's metadata.name, an IPv4 or an IPv6 address)`, options);
+    super(`explain --${field} ${JSON.stringify(value)}: not an endpoint name, IP address or "host" (expected an Endpoint's metadata.name, an IPv4 or an IPv6 address, or host for the local node's host)`, options);
     this.name = "ExplainQueryError";
   }
 }
@@ -44,6 +45,9 @@ interface Party {
   labels: LabelSet;
   /** When the side is an endpoint (local or remote). */
   endpoint?: EndpointManifest;
+  /** When the side is the local host (identity host: "host", the local Node address or one of
+   *  the host addresses); its host policies then apply. */
+  host?: boolean;
   /** When the side resolved to a CIDR identity: its prefix. */
   cidr?: Prefix;
   /** "app3", "reserved:world-ipv4", "cidr:10.0.0.0/8", ... */
@@ -57,6 +61,7 @@ function resolveParty(ctx: PolicyContext, field: "from" | "to", text: string): P
     const id = ctx.endpointIdentity.get(text)!;
     return { identity: id, labels: labelsOf(id), endpoint: byName, display: byName.name };
   }
+  if (text === "host") return { identity: ReservedIdentity.host, labels: labelsOf(ReservedIdentity.host), host: true, display: "host" };
   let family: 4 | 6;
   let addr: bigint;
   try {
@@ -78,17 +83,23 @@ function resolveParty(ctx: PolicyContext, field: "from" | "to", text: string): P
     }
   }
   const reserved = (id: number): Party => ({ identity: id, labels: labelsOf(id), display: labelSetString(labelsOf(id)) });
-  for (const h of ctx.opts.hostAddresses ?? []) offer(parsePrefix(h), 1, () => reserved(ReservedIdentity.host));
+  const host = (): Party => ({ ...reserved(ReservedIdentity.host), host: true });
+  for (const h of ctx.opts.hostAddresses ?? []) offer(parsePrefix(h), 1, host);
   for (const n of ctx.model.nodes) {
-    const id = n.name === ctx.opts.node ? ReservedIdentity.host : ReservedIdentity.remoteNode;
-    offer(parsePrefix(n.address), n.name === ctx.opts.node ? 1 : 2, () => reserved(id));
+    const local = n.name === ctx.opts.node;
+    offer(parsePrefix(n.address), local ? 1 : 2, local ? host : () => reserved(ReservedIdentity.remoteNode));
   }
   for (const [text2, id] of ctx.alloc.byCidr) {
     const p = parsePrefix(text2);
     offer(p, 3, () => ({ identity: id, labels: labelsOf(id), cidr: p, display: `cidr:${text2}` }));
   }
-  if (best) return best.party;
-  return reserved(family === 4 ? ReservedIdentity.worldIPv4 : ReservedIdentity.worldIPv6);
+  const party = best ? best.party : reserved(family === 4 ? ReservedIdentity.worldIPv4 : ReservedIdentity.worldIPv6);
+  // An endpoint gateway address is the host's (its host policy applies) with its ipcache identity.
+  const isGateway = HOST_GATEWAYS.some((g) => {
+    const p = parseAddress(g);
+    return p.family === family && p.addr === addr;
+  });
+  return isGateway && !party.host ? { ...party, host: true } : party;
 }
 
 /** Whether a PeerRule's from/to part selects the party. */
@@ -117,9 +128,17 @@ function peerSelects(ctx: PolicyContext, peer: PeerRule, party: Party): boolean 
   return false;
 }
 
+/** The owner of a policy: an endpoint, or the local host endpoint (host policies). */
+interface Subject {
+  /** Endpoint name, or HOST_ENDPOINT. */
+  name: string;
+  /** Rules whose subject selects it (any direction). */
+  rules: EffectiveRule[];
+}
+
 /** What one endpoint's policy in one direction says about the flow. */
 interface SideVerdict {
-  endpoint: EndpointManifest;
+  endpoint: Subject;
   direction: Direction;
   enforced: boolean;
   /** Rules putting the direction into default deny (or, with only enableDefaultDeny=false rules,
@@ -138,15 +157,19 @@ function refsSorted(refs: Iterable<RuleRef>): RuleRef[] {
   return [...uniq.values()].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || (a.name < b.name ? -1 : 1)));
 }
 
+function endpointSubject(ctx: PolicyContext, ep: EndpointManifest): Subject {
+  return { name: ep.name, rules: ctx.rules.filter((r) => matches(r.subject, ep.labels)) };
+}
+
 function evaluateSide(
   ctx: PolicyContext,
-  ep: EndpointManifest,
+  ep: Subject,
   direction: Direction,
   peer: Party,
   protocol: number,
   port: number,
 ): SideVerdict {
-  const selecting: EffectiveRule[] = ctx.rules.filter((r) => hasDirection(r, direction) && matches(r.subject, ep.labels));
+  const selecting: EffectiveRule[] = ep.rules.filter((r) => hasDirection(r, direction));
   const dd = selecting.filter((r) => r.defaultDeny[direction]);
   const allowOnly = selecting.filter((r) => !r.defaultDeny[direction]);
   const mode = ctx.opts.enforcement;
@@ -188,9 +211,16 @@ export function explain(model: Model, opts: CompileOptions, q: ExplainQuery, idO
   const from = resolveParty(ctx, "from", q.from);
   const to = resolveParty(ctx, "to", q.to);
   // Packet order: the source's egress first, then the destination's ingress.
+  // The local host's own policy applies when host policy is active on this node (policy/host.ts);
+  // traffic from the host to itself never leaves it, so no policy applies to it.
+  const lh = localHost(ctx);
+  const hostSubject: Subject | undefined = lh && !(from.host && to.host) ? { name: HOST_ENDPOINT, rules: lh.rules } : undefined;
+  const subjectOf = (p: Party): Subject | undefined => (p.endpoint ? endpointSubject(ctx, p.endpoint) : p.host ? hostSubject : undefined);
   const sides: Array<{ side: SideVerdict; peer: Party }> = [];
-  if (from.endpoint) sides.push({ side: evaluateSide(ctx, from.endpoint, "egress", to, q.protocol, q.port), peer: to });
-  if (to.endpoint) sides.push({ side: evaluateSide(ctx, to.endpoint, "ingress", from, q.protocol, q.port), peer: from });
+  const src = subjectOf(from);
+  const dst = subjectOf(to);
+  if (src) sides.push({ side: evaluateSide(ctx, src, "egress", to, q.protocol, q.port), peer: to });
+  if (dst) sides.push({ side: evaluateSide(ctx, dst, "ingress", from, q.protocol, q.port), peer: from });
   const base = { fromIdentity: from.identity, toIdentity: to.identity };
   const flow = portText(q.protocol, q.port);
 

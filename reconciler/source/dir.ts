@@ -2,7 +2,9 @@
 //
 // Reading is a pure function of the tree's contents: same files → same revision on every host.
 // Watching re-reads the WHOLE tree after a burst of file events and emits only when the content
-// hash changed, so consumers never see a half-applied multi-file save.
+// hash changed, so consumers never see a half-applied multi-file save. A watcher remembers what it
+// read: a file whose inode, size and times are unchanged (and were not too recent to trust) is not
+// read and hashed again, so a save in a 17 MiB tree costs the saved file, not the tree.
 
 import { createHash } from "node:crypto";
 import { readdir, readFile, realpath, stat } from "node:fs/promises";
@@ -24,6 +26,35 @@ export interface DirSnapshotOptions {
    * the checkout when the root is a subdirectory of it.
    */
   boundary?: string;
+  /** Files read before (by a watcher), reused while unchanged; the read updates it. */
+  cache?: FileCache;
+}
+
+/** What a read found at one absolute path: the stat that identifies the version, and its content. */
+interface CachedFile {
+  /** dev, ino, size, mtime and ctime (ns), joined: any write or replacement changes it. */
+  stamp: string;
+  /** mtime in ns, to tell whether the stamp can be trusted (see reusable()). */
+  mtimeNs: bigint;
+  /** When the content was read, in ns since the epoch. */
+  readAtNs: bigint;
+  content: string;
+  /** sha256 of the content's UTF-8 bytes. */
+  digest: Buffer;
+}
+
+/** Files by absolute path, as a watcher last read them. */
+export type FileCache = Map<string, CachedFile>;
+
+/**
+ * A file modified shortly before it was read may have been written again within the same
+ * timestamp tick (file times move in jiffies) without its stamp changing: like git's "racy" index
+ * entries, such a file is read again until its mtime is comfortably older than the read.
+ */
+const RACY_NS = 2_000_000_000n;
+
+function reusable(cached: CachedFile | undefined, stamp: string): cached is CachedFile {
+  return cached !== undefined && cached.stamp === stamp && cached.readAtNs - cached.mtimeNs > RACY_NS;
 }
 
 const MANIFEST_EXTENSIONS = [".yaml", ".yml", ".json"];
@@ -48,15 +79,23 @@ export function isManifestName(name: string): boolean {
 }
 
 /**
- * The content revision of a file list: "sha256:" + hex over length-prefixed (path, content)
- * pairs in the given order (callers pass them sorted). Length prefixes make it unambiguous.
+ * The content revision of a file list: "sha256:" + hex over (length-prefixed path, sha256 of the
+ * content) pairs in the given order (callers pass them sorted). Length prefixes and fixed-size
+ * digests make it unambiguous; per-file digests let a watcher hash only the files that changed.
  */
 export function contentRevision(files: readonly SnapshotFile[]): string {
+  return revisionOf(files.map((f) => [f.path, digestOf(f.content)] as const));
+}
+
+function digestOf(content: string): Buffer {
+  return createHash("sha256").update(content, "utf8").digest();
+}
+
+function revisionOf(files: ReadonlyArray<readonly [string, Buffer]>): string {
   const h = createHash("sha256");
-  for (const f of files) {
-    const p = Buffer.from(f.path, "utf8");
-    const c = Buffer.from(f.content, "utf8");
-    h.update(`${p.length}:`).update(p).update(`${c.length}:`).update(c);
+  for (const [file, digest] of files) {
+    const p = Buffer.from(file, "utf8");
+    h.update(`${p.length}:`).update(p).update(digest);
   }
   return `sha256:${h.digest("hex")}`;
 }
@@ -96,20 +135,35 @@ export async function readDirSnapshot(root: string, opts: DirSnapshotOptions = {
   const rootStat = await stat(realRoot);
   if (!rootStat.isDirectory()) throw new SourceError(`source ${root}: not a directory`);
 
-  const files: SnapshotFile[] = [];
+  const files: Array<SnapshotFile & { digest: Buffer }> = [];
+  const cache = opts.cache;
+  const seen = new Set<string>();
   let total = 0;
   // Real paths of the directories on the current walk path: a symlink back into one is a loop, skipped.
   const visiting = new Set<string>([realRoot]);
 
   async function addFile(rel: string, abs: string): Promise<void> {
-    const st = await stat(abs);
-    if (st.size > maxFile) throw new SizeLimitError(rel, maxFile, st.size);
+    const st = await stat(abs, { bigint: true });
+    if (st.size > maxFile) throw new SizeLimitError(rel, maxFile, Number(st.size));
+    const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    const cached = cache?.get(abs);
+    seen.add(abs);
+    if (reusable(cached, stamp)) {
+      total += Number(st.size);
+      if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
+      files.push({ path: rel, content: cached.content, digest: cached.digest });
+      return;
+    }
+    const readAtNs = BigInt(Date.now()) * 1_000_000n; // before the read: errs on the racy side
     const buf = await readFile(abs);
     // The file may have grown between stat and read.
     if (buf.length > maxFile) throw new SizeLimitError(rel, maxFile, buf.length);
     total += buf.length;
     if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
-    files.push({ path: rel, content: buf.toString("utf8") });
+    const content = buf.toString("utf8");
+    const digest = digestOf(content); // of the decoded text, as contentRevision() hashes it
+    files.push({ path: rel, content, digest });
+    cache?.set(abs, { stamp, mtimeNs: st.mtimeNs, readAtNs, content, digest });
   }
 
   async function walk(absDir: string, relDir: string): Promise<void> {
@@ -158,8 +212,9 @@ export async function readDirSnapshot(root: string, opts: DirSnapshotOptions = {
   }
 
   await walk(realRoot, "");
+  if (cache) for (const abs of cache.keys()) if (!seen.has(abs)) cache.delete(abs);
   files.sort((a, b) => compareCodeUnits(a.path, b.path));
-  return { revision: contentRevision(files), files };
+  return { revision: revisionOf(files.map((f) => [f.path, f.digest] as const)), files: files.map(({ path: p, content }) => ({ path: p, content })) };
 }
 
 export interface WatchDirOptions extends DirSnapshotOptions {
@@ -201,6 +256,8 @@ export async function watchDir(
   const settleMs = opts.settleMs ?? 10;
   const onError = opts.onError ?? (() => {});
   const realRoot = await realpath(root);
+  const cache: FileCache = new Map();
+  const readOpts: DirSnapshotOptions = { ...opts, cache };
 
   let lastRevision: string | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -212,10 +269,10 @@ export async function watchDir(
   const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
   async function stableRead(): Promise<Snapshot> {
-    let prev = await readDirSnapshot(realRoot, opts);
+    let prev = await readDirSnapshot(realRoot, readOpts);
     for (let i = 0; i < MAX_SETTLE_ATTEMPTS; i++) {
       await sleep(settleMs);
-      const next = await readDirSnapshot(realRoot, opts);
+      const next = await readDirSnapshot(realRoot, readOpts);
       if (next.revision === prev.revision) return next;
       prev = next;
     }
@@ -277,7 +334,7 @@ export async function watchDir(
   if (opts.emitInitial ?? true) await rescan();
   else {
     try {
-      lastRevision = (await readDirSnapshot(realRoot, opts)).revision;
+      lastRevision = (await readDirSnapshot(realRoot, readOpts)).revision;
     } catch {
       // An unreadable initial tree: the first good read will be emitted.
     }

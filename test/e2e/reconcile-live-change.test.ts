@@ -47,6 +47,10 @@ def retrans(s):
 const SERVER = `${TCP_INFO_PY}
 import json, sys, threading
 ip, ports = sys.argv[1], [int(p) for p in sys.argv[2].split(",")]
+out = threading.Lock()  # one line per print: handler threads would interleave their writes
+def emit(obj):
+    with out:
+        print(json.dumps(obj), flush=True)
 def handle(c, addr, port):
     n, err = 0, None
     try:
@@ -60,7 +64,7 @@ def handle(c, addr, port):
         err = str(e)
     r = retrans(c)
     c.close()
-    print(json.dumps({"event": "closed", "peer": addr[0], "port": port, "bytes": n, "retrans": r, "error": err}), flush=True)
+    emit({"event": "closed", "peer": addr[0], "port": port, "bytes": n, "retrans": r, "error": err})
 def serve(l, port):
     while True:
         c, a = l.accept()
@@ -71,7 +75,7 @@ for p in ports:
     l.bind((ip, p))
     l.listen(256)
     threading.Thread(target=serve, args=(l, p), daemon=True).start()
-print(json.dumps({"event": "listening"}), flush=True)
+emit({"event": "listening"})
 threading.Event().wait()
 `;
 

@@ -14,12 +14,20 @@
 // Compared per flow: the verdict, and for a deny the side that denies and the kind (an explicit deny
 // rule = POLICY_DENIED, default deny = NO_POLICY, read from the drop counters).
 //
+// Host policies: half the models also get host rules (copies of random rules with a nodeSelector on
+// the nodes' random role labels; sometimes a Node with a host firewall), drawn from a second PRNG so
+// the models and flows of a seed are otherwise unchanged. Flows between an endpoint and its own
+// node's address are then also judged by the host's policy in the endpoint programs, and a drop
+// there is read from the host endpoint's counters.
+//
 // DIFF_SEED=<n> and DIFF_MODELS=<n> reproduce or widen a run; the seed is printed on failure.
 
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import * as L from "../../reconciler/datapath/layouts.js";
-import type { Model } from "../../reconciler/manifest/model.js";
+import { HOST_ENDPOINT_ID } from "../../reconciler/datapath/desired.js";
+import type { Model, RuleManifest } from "../../reconciler/manifest/model.js";
+import { sel } from "../unit/helpers/policy-model.js";
 import { explain } from "../../reconciler/policy/explain.js";
 import { numPossibleCpus } from "../../reconciler/ebpf-loader/index.js";
 import { TC_ACT_OK, TC_ACT_SHOT, icmpEcho, tcp, udp, v4, v6 } from "./helpers/datapath.js";
@@ -98,6 +106,24 @@ function randomFlow(r: Rng, m: Model): Flow | undefined {
   return { from: a.name, to: ext, family, protocol, port };
 }
 
+/** Adds host rules (and node labels, maybe a host firewall) to half the models; see the header. */
+function withHostRules(r: Rng, m: Model): Model {
+  if (!r.chance(0.5) || m.rules.length === 0) return m;
+  const roles = ["edge", "core"];
+  const nodes = m.nodes.map((n) => ({
+    ...n,
+    labels: [{ source: "k8s", key: "role", value: r.pick(roles) }],
+    ...(r.chance(0.2) ? { hostFirewall: { devices: [] } } : {}),
+  }));
+  const hostRules: RuleManifest[] = Array.from({ length: 1 + r.int(2) }, (_, i) => {
+    const base = r.pick(m.rules);
+    const { endpointSelector: _unused, ...rest } = base.rule;
+    const nodeSelector = r.chance(0.2) ? sel({}) : sel({ role: r.pick(roles) });
+    return { ...base, name: `h${i}`, at: { file: `h${i}.yaml`, line: 1 }, rule: { ...rest, nodeSelector } };
+  });
+  return { ...m, nodes, rules: [...m.rules, ...hostRules] };
+}
+
 /** What explain's reason says about a deny: the side (direction) and the kind. */
 function explainedDeny(reason: string): { side?: Side; kind?: DenyKind } {
   const denied = /^denied by .* at \S+ (ingress|egress)$/.exec(reason);
@@ -126,20 +152,34 @@ test(`differential: explain's verdict equals BPF_PROG_RUN through the reconciled
     const v = n.ctx.map("drops")!.lookup(dropKey(epId, reason, dir));
     return v ? L.decodePerCpuCounters(v, 0, ncpu).packets : 0n;
   };
-  /** Runs one program for endpoint `ep` on node `n`; returns the verdict and, for a drop, its reason. */
+  /** Runs one program for endpoint `ep` on node `n`; returns the verdict and, for a drop, its reason
+   *  and side: the endpoint's, or the host's opposite one (endpoint egress = host ingress). */
   const runAt = (n: DiffNode, ep: string, side: Side, pkt: Buffer): Verdict => {
     const epId = n.epIds.get(ep);
     if (epId === undefined) throw new Error(`endpoint ${ep} has no number on ${n.name}`);
-    const before = [dropped(n, epId, L.DropReason.POLICY_DENIED, side), dropped(n, epId, L.DropReason.NO_POLICY, side)];
+    const hostSide: Side = side === "egress" ? "ingress" : "egress";
+    const counters = () => [
+      dropped(n, epId, L.DropReason.POLICY_DENIED, side),
+      dropped(n, epId, L.DropReason.NO_POLICY, side),
+      dropped(n, HOST_ENDPOINT_ID, L.DropReason.POLICY_DENIED, hostSide),
+      dropped(n, HOST_ENDPOINT_ID, L.DropReason.NO_POLICY, hostSide),
+    ];
+    const before = counters();
     const rc = n.run(side === "egress" ? "from_endpoint" : "to_endpoint", pkt);
     if (rc === TC_ACT_OK) return { verdict: "allow" };
     if (rc !== TC_ACT_SHOT) throw new Error(`program returned ${rc} (expected TC_ACT_OK or TC_ACT_SHOT)`);
-    const kind =
-      dropped(n, epId, L.DropReason.POLICY_DENIED, side) > before[0]! ? "POLICY_DENIED" : dropped(n, epId, L.DropReason.NO_POLICY, side) > before[1]! ? "NO_POLICY" : "other";
-    return { verdict: "deny", side, kind };
+    const after = counters();
+    const grew = (i: number) => after[i]! > before[i]!;
+    if (grew(2) || grew(3)) {
+      hostDrops++;
+      return { verdict: "deny", side: hostSide, kind: grew(2) ? "POLICY_DENIED" : "NO_POLICY" };
+    }
+    return { verdict: "deny", side, kind: grew(0) ? "POLICY_DENIED" : grew(1) ? "NO_POLICY" : "other" };
   };
 
   const mismatches: string[] = [];
+  let hostDrops = 0;
+  let hostJudged = 0;
   let flows = 0;
   let allows = 0;
   const kinds = { POLICY_DENIED: 0, NO_POLICY: 0 };
@@ -149,7 +189,9 @@ test(`differential: explain's verdict equals BPF_PROG_RUN through the reconciled
   for (let mi = 0; mi < MODELS; mi++) {
     const modelSeed = (SEED + Math.imul(mi, 0x9e3779b1)) >>> 0;
     const r = prng(modelSeed);
-    const { model: m, enforcement } = randomModel(r, `diff-${SEED}-${mi}`);
+    const generated = randomModel(r, `diff-${SEED}-${mi}`);
+    const enforcement = generated.enforcement;
+    const m = withHostRules(prng(modelSeed ^ 0x5f3759df), generated.model);
     for (const name of ["n1", "n2"] as const) {
       const s = await nodes[name]!.apply(m, enforcement);
       apply.swaps += s.swaps;
@@ -184,6 +226,7 @@ test(`differential: explain's verdict equals BPF_PROG_RUN through the reconciled
       const xd = x.verdict === "deny" ? explainedDeny(x.reason) : {};
 
       flows++;
+      if (/reserved:host/.test(x.reason)) hostJudged++;
       if (kernel.verdict === "allow") allows++;
       else if (kernel.kind === "POLICY_DENIED" || kernel.kind === "NO_POLICY") kinds[kernel.kind]++;
       const same = x.verdict === kernel.verdict && (x.verdict === "allow" || (xd.side === kernel.side && xd.kind === kernel.kind));
@@ -202,6 +245,7 @@ test(`differential: explain's verdict equals BPF_PROG_RUN through the reconciled
 
   const ms = Date.now() - started;
   t.diagnostic(`${MODELS} models, ${flows} flows in ${ms} ms: ${allows} allowed, ${kinds.POLICY_DENIED} denied by a deny rule, ${kinds.NO_POLICY} by default deny; ${mismatches.length} mismatches`);
+  t.diagnostic(`host policy: ${hostJudged} flows explained by the host's policy, ${hostDrops} dropped by it in the kernel`);
   t.diagnostic(`policy applies (both nodes): ${apply.swaps} inner-map swaps, ${apply.inPlace} in-place endpoint updates, ${apply.slotChanges} slots added/removed`);
   for (const text of mismatches.slice(0, 200)) console.error(text);
   assert.equal(mismatches.length, 0, `${mismatches.length} of ${flows} flows differ (seed ${SEED}; the first ${Math.min(200, mismatches.length)} are printed above)`);
@@ -209,5 +253,6 @@ test(`differential: explain's verdict equals BPF_PROG_RUN through the reconciled
   assert.ok(flows >= 3000, `only ${flows} flows`);
   assert.ok(allows > flows * 0.15 && allows < flows * 0.85, `allowed ${allows} of ${flows}: the generator is lopsided`);
   assert.ok(kinds.POLICY_DENIED > flows * 0.03 && kinds.NO_POLICY > flows * 0.05, `deny kinds ${JSON.stringify(kinds)} of ${flows}`);
+  assert.ok(hostDrops > 10 && hostJudged > hostDrops, `host policy barely exercised: ${hostJudged} flows explained by it, ${hostDrops} dropped by it`);
   assert.ok(apply.swaps > 0 && apply.inPlace > 0, `policy applies never swapped or never wrote in place: ${JSON.stringify(apply)}`);
 });

@@ -175,6 +175,7 @@ test("an invalid snapshot keeps the last good revision applied; resync re-applie
   st = loop.status();
   assert.equal(st.driftCorrections, 2);
   assert.equal(st.appliedRevision, "good");
+  assert.equal(st.attemptedRevision, "bad", "re-applying the revision in force is not a new attempt");
 
   // A fixed commit applies.
   loop.submit(snap("fixed"));

@@ -44,7 +44,7 @@ test("deny-egress: endPort ranges, deny sections, expressions, enableDefaultDeny
   assert.deepEqual(client.egress[0]!.ports, [{ port: 8000, endPort: 8099, protocol: "TCP" }]);
   assert.deepEqual(client.egressDeny[0]!.endpoints![0]!.requirements, [{ source: "any", key: "pci", operator: "Exists", values: [] }]);
   const backend = m.rules.find((r) => r.name === "backend-ingress")!.rule;
-  assert.deepEqual(backend.endpointSelector.requirements, [
+  assert.deepEqual(backend.endpointSelector!.requirements, [
     { source: "any", key: "tier", operator: "In", values: ["backend"] },
     { source: "any", key: "pci", operator: "DoesNotExist", values: [] },
   ]);

@@ -22,7 +22,7 @@ function problems(spec: string): string[] {
 
 test("empty selector selects everything; ingress [{}] allows nothing (explicit empty peer list)", () => {
   const r = rule("  endpointSelector: {}\n  ingress:\n  - {}\n");
-  assert.deepEqual(r.endpointSelector.requirements, []);
+  assert.deepEqual(r.endpointSelector!.requirements, []);
   assert.deepEqual(r.ingress.map((p) => [p.endpoints, p.cidrs, p.entities, p.ports]), [[[], undefined, undefined, undefined]]);
 });
 
@@ -42,7 +42,7 @@ test("selector sources: no prefix is any, explicit prefixes kept; matchExpressio
   const r = rule(
     "  endpointSelector:\n    matchLabels:\n      app: web\n      k8s:tier: db\n      reserved:host: \"\"\n    matchExpressions:\n    - {key: env, operator: NotIn, values: [prod, stage]}\n  egress:\n  - toEntities: [world-ipv4, kube-apiserver]\n",
   );
-  assert.deepEqual(r.endpointSelector.requirements, [
+  assert.deepEqual(r.endpointSelector!.requirements, [
     { source: "any", key: "app", operator: "In", values: ["web"] },
     { source: "k8s", key: "tier", operator: "In", values: ["db"] },
     { source: "reserved", key: "host", operator: "In", values: [""] },
@@ -75,7 +75,6 @@ test("unsupported Cilium fields are named, never ignored", () => {
   assert.deepEqual(
     out.map((s) => s.replace(/ \(.*$|;.*$/, "")),
     [
-      "p.yaml:6: Rule/r: spec.nodeSelector: nodeSelector",
       "p.yaml:8: Rule/r: spec.ingress[0].fromRequires: fromRequires is not supported by reconcile",
       "p.yaml:9: Rule/r: spec.ingress[0].fromNodes: fromNodes is not supported by reconcile",
       "p.yaml:10: Rule/r: spec.ingress[0].icmps: icmps",

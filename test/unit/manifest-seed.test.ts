@@ -110,7 +110,7 @@ test("seed JSON line numbers point at the right text", () => {
   const model = loadSnapshot(snapshotOfDir("examples/seed")).model!;
   const rule = model.rules[0]!;
   assert.match(lines[rule.at.line - 1]!, /^\s*\{$/);
-  assert.match(lines[rule.rule.endpointSelector.at.line - 1]!, /"endpointSelector"/);
+  assert.match(lines[rule.rule.endpointSelector!.at.line - 1]!, /"endpointSelector"/);
   assert.match(lines[rule.rule.ingress[0]!.at.line - 1]!, /^\s*\{$/);
   assert.match(lines[rule.rule.ingress[0]!.at.line]!, /"fromEndpoints"/);
 });

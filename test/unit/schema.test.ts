@@ -347,7 +347,10 @@ const BROKEN: Record<string, string> = {
   "vni 0": "apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  address: 192.0.2.1\n  tunnel:\n    vni: 0\n",
   "pod CIDR with prefix 33": "apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  address: 192.0.2.1\n  podCIDRs: [10.0.0.0/33]\n",
   "rule without endpointSelector": "apiVersion: reconcile/v1\nkind: Rule\nmetadata:\n  name: r\nspec:\n  ingress: []\n",
-  "nodeSelector": RULE("  nodeSelector: {}\n  ingress: []\n"),
+  "endpointSelector and nodeSelector together": RULE("  nodeSelector: {}\n  ingress: []\n"),
+  "host policy in a namespaced CiliumNetworkPolicy": "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n  namespace: prod\nspec:\n  nodeSelector: {}\n  ingress: []\n",
+  "host firewall without devices": "apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  address: 192.0.2.1\n  hostFirewall: {}\n",
+  "host firewall device of 16 characters": "apiVersion: reconcile/v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  address: 192.0.2.1\n  hostFirewall:\n    devices: [eth0123456789abc]\n",
   "toFQDNs": RULE("  egress:\n    - toFQDNs:\n        - matchName: example.com\n"),
   "fromEndpoints in egress": RULE("  egress:\n    - fromEndpoints: [{}]\n"),
   "L7 rules": RULE("  ingress:\n    - toPorts:\n        - ports: [{port: \"80\", protocol: TCP}]\n          rules: {http: [{method: GET}]}\n"),
@@ -436,6 +439,19 @@ spec:
   podCIDRs:
     - 10.11.0.0/24
     - fd00:11::/112
+  hostFirewall:
+    devices: [eth9]
+---
+apiVersion: reconcile/v1
+kind: Rule
+metadata:
+  name: full-host-rule
+spec:
+  nodeSelector:
+    matchLabels:
+      zone: a
+  ingress:
+    - fromEntities: [remote-node]
 ---
 apiVersion: reconcile/v1
 kind: Rule

@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, mkdir, rm, writeFile, symlink, rename, open } from "node:fs/promises";
+import { mkdtemp, mkdir, rm, writeFile, symlink, rename, open, utimes } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { contentRevision, readDirSnapshot, watchDir } from "../../reconciler/source/dir.js";
+import { contentRevision, readDirSnapshot, watchDir, type FileCache } from "../../reconciler/source/dir.js";
 import { PathEscapeError, SizeLimitError } from "../../reconciler/source/errors.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 
@@ -225,4 +225,40 @@ test("watchDir: a read error is reported and the next good tree is emitted", asy
   await writeFile(path.join(root, "big.yaml"), "small: 1\n");
   await c.waitFor(2);
   assert.equal(c.seen[1]!.snap.files[0]!.content, "small: 1\n");
+});
+
+test("readDirSnapshot with a watcher's cache: same snapshot as without, and every change is seen", async (t) => {
+  const root = await tempDir(t);
+  const old = new Date(Date.now() - 3600_000);
+  for (const name of ["a.yaml", "b.yaml", "c.yaml"]) {
+    await writeFile(path.join(root, name), `kind: ${name}\n`);
+    await utimes(path.join(root, name), old, old); // old enough to be trusted by its stamp
+  }
+  const cache: FileCache = new Map();
+  const first = await readDirSnapshot(root, { cache });
+  assert.deepEqual(first, await readDirSnapshot(root));
+  assert.equal(first.revision, contentRevision(first.files));
+  assert.equal(cache.size, 3);
+
+  // A same-size rewrite right after the read (within one timestamp tick): racy, so read again.
+  await writeFile(path.join(root, "a.yaml"), "kind: A.yaml\n");
+  const second = await readDirSnapshot(root, { cache });
+  assert.equal(second.files[0]!.content, "kind: A.yaml\n");
+  assert.deepEqual(second, await readDirSnapshot(root));
+
+  // A rewrite whose mtime is set back to the old time still changes ctime: seen.
+  await writeFile(path.join(root, "b.yaml"), "kind: B.yaml\n");
+  await utimes(path.join(root, "b.yaml"), old, old);
+  const third = await readDirSnapshot(root, { cache });
+  assert.equal(third.files[1]!.content, "kind: B.yaml\n");
+
+  // A removed file leaves the snapshot and the cache; a file moved over another is read anew.
+  await rm(path.join(root, "c.yaml"));
+  await writeFile(path.join(root, "d.tmp"), "kind: moved\n");
+  await utimes(path.join(root, "d.tmp"), old, old);
+  await rename(path.join(root, "d.tmp"), path.join(root, "a.yaml"));
+  const fourth = await readDirSnapshot(root, { cache });
+  assert.deepEqual(fourth.files.map((f) => [f.path, f.content]), [["a.yaml", "kind: moved\n"], ["b.yaml", "kind: B.yaml\n"]]);
+  assert.deepEqual([...cache.keys()].map((p) => path.basename(p)).sort(), ["a.yaml", "b.yaml"]);
+  assert.deepEqual(fourth, await readDirSnapshot(root));
 });

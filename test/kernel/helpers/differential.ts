@@ -194,7 +194,7 @@ export function describeModel(m: Model, enforcement: string): string {
   for (const i of m.identities) lines.push(`  identity ${i.id} = {${i.labels.map((l) => `${l.source}:${l.key}=${l.value}`).join(", ")}}`);
   for (const r of m.rules) {
     const dd = r.rule.enableDefaultDeny;
-    lines.push(`  rule ${r.name} selects ${selectorString(r.rule.endpointSelector)}${dd.ingress === false ? " enableDefaultDeny.ingress=false" : ""}${dd.egress === false ? " enableDefaultDeny.egress=false" : ""}`);
+    lines.push(`  rule ${r.name} selects ${r.rule.nodeSelector ? `nodes ${selectorString(r.rule.nodeSelector)}` : selectorString(r.rule.endpointSelector!)}${dd.ingress === false ? " enableDefaultDeny.ingress=false" : ""}${dd.egress === false ? " enableDefaultDeny.egress=false" : ""}`);
     for (const [name, peers] of [
       ["ingress", r.rule.ingress],
       ["egress", r.rule.egress],
