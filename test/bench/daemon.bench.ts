@@ -30,7 +30,7 @@ import { endpointIds } from "../../reconciler/datapath/desired.js";
 import { fetchStatus } from "../../reconciler/daemon/status.js";
 import { BpfMap, loadCollection, parseElf, TcxLink } from "../../reconciler/ebpf-loader/index.js";
 import { withNetns } from "../../reconciler/netlink/index.js";
-import type { EndpointManifest, Label, Model, RuleManifest } from "../../reconciler/manifest/model.js";
+import type { EndpointManifest, Label, Model, RuleManifest, Selector } from "../../reconciler/manifest/model.js";
 import { contentRevision, readDirSnapshot } from "../../reconciler/source/dir.js";
 import type { SnapshotFile } from "../../reconciler/source/snapshot.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
@@ -111,8 +111,8 @@ function endpointYaml(e: EndpointManifest): string {
   return `---\napiVersion: reconcile/v1\nkind: Endpoint\nmetadata: {name: ${e.name}, labels: {${labelsYaml(e.labels)}}}\nspec: {${node}ipv4: ${e.ipv4}, interface: {name: ${e.interfaceName}}}\n`;
 }
 
-function matchLabels(sel: RuleManifest["rule"]["endpointSelector"]): string {
-  const req = sel.requirements[0]!;
+function matchLabels(sel: Selector | undefined): string {
+  const req = sel!.requirements[0]!; // generate.ts gives every rule and peer one requirement
   return `{matchLabels: {${req.key}: ${req.values![0]}}}`;
 }
 
