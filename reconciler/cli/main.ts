@@ -6,6 +6,9 @@ import { hostname } from "node:os";
 import { parseArgs, UsageError } from "./args.js";
 import { runCommand } from "./commands.js";
 import { describeError } from "./errors.js";
+import { tuneHeap } from "./heap.js";
+
+tuneHeap();
 
 async function main(): Promise<number> {
   let command;

@@ -31,6 +31,10 @@ import type { Model } from "../../reconciler/manifest/model.js";
 import { diff, type Change } from "../../reconciler/plan/diff.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
+import { tuneHeap } from "../../reconciler/cli/heap.js";
+
+// The heap growth policy of the binary, so the figures are those of the product.
+tuneHeap();
 
 const small = process.argv.includes("--small");
 const SAMPLE = Number(process.argv.find((a) => a.startsWith("--sample="))?.slice(9) ?? 0.1);

@@ -10,6 +10,10 @@ import { emptyState, type ActualState } from "../../reconciler/datapath/state.js
 import { compile } from "../../reconciler/policy/compile.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
+import { tuneHeap } from "../../reconciler/cli/heap.js";
+
+// The heap growth policy of the binary, so the figures are those of the product.
+tuneHeap();
 
 const small = process.argv.includes("--small");
 const scale: ScaleOptions = small ? { endpoints: 100, rules: 200, remoteEndpoints: 1000, apps: 10, groups: 10 } : DESIGN_SCALE;

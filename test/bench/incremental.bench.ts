@@ -27,6 +27,10 @@ import { compile } from "../../reconciler/policy/compile.js";
 import { watchDir } from "../../reconciler/source/dir.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
+import { tuneHeap } from "../../reconciler/cli/heap.js";
+
+// The heap growth policy of the binary, so the figures are those of the product.
+tuneHeap();
 
 const small = process.argv.includes("--small");
 const ROUNDS = Number(process.argv.find((a) => a.startsWith("--rounds="))?.slice(9) ?? 7);
