@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
 import type { AttachmentSpec, DesiredState } from "../../datapath/state.js";
-import { BpfProgram, TcxLink, loadCollection, programTag, programTags, unpin, type Collection } from "../../ebpf-loader/index.js";
+import { BpfProgram, TcxLink, loadCollection, programTags, unpin, type Collection } from "../../ebpf-loader/index.js";
 import { filterDelete, filterList, filterReplaceBpf, linkIndex, linkList, qdiscEnsureClsact, qdiscList, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
@@ -34,8 +34,10 @@ export class AttachmentTarget implements Target {
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
     const out = new Map<string, AttachmentSpec>();
+    // Thousands of links run the same two programs: each program is looked at once per observation.
+    const programs = new Map<number, Pick<AttachmentSpec, "program" | "tag">>();
     for (const a of this.pinnedLinks()) {
-      const seen = this.readLink(a);
+      const seen = this.readLink(a, programs);
       if (seen) out.set(attachmentId(seen), seen);
     }
     // tc filters are not pinned, and may sit on devices the desired state no longer names (an adopted
@@ -132,7 +134,7 @@ export class AttachmentTarget implements Target {
     }
   }
 
-  private readLink(a: Pick<AttachmentSpec, "device" | "netns" | "hook">): AttachmentSpec | undefined {
+  private readLink(a: Pick<AttachmentSpec, "device" | "netns" | "hook">, programs: Map<number, Pick<AttachmentSpec, "program" | "tag">>): AttachmentSpec | undefined {
     let link: TcxLink;
     try {
       link = TcxLink.openPinned(linkPinPath(this.ctx.pinRoot, a));
@@ -142,13 +144,18 @@ export class AttachmentTarget implements Target {
     try {
       const info = link.info();
       if (info.ifindex === 0) return undefined; // its device is gone: the link no longer attaches anything
-      const prog = BpfProgram.fromId(info.progId);
-      try {
-        const p = prog.info();
-        return { ...a, program: p.name, tag: this.observedTag(prog, p.name, p.tag), mode: "tcx" };
-      } finally {
-        prog.close();
+      let seen = programs.get(info.progId);
+      if (!seen) {
+        const prog = BpfProgram.fromId(info.progId);
+        try {
+          const p = prog.info();
+          seen = { program: p.name, tag: this.observedTag(prog, p.name, p.tag) };
+          programs.set(info.progId, seen);
+        } finally {
+          prog.close();
+        }
       }
+      return { ...a, ...seen, mode: "tcx" };
     } finally {
       link.close();
     }
@@ -157,7 +164,10 @@ export class AttachmentTarget implements Target {
   /** The kernel's tag of a program, as programTag() would write it when it is this binary's program. */
   private canonicalTag(program: string, tag: string): string {
     const spec = this.ctx.collectionSpec().programs.get(program);
-    return spec && programTags(spec).includes(tag) ? programTag(spec) : tag;
+    if (!spec) return tag;
+    let tags = specTags.get(spec);
+    if (!tags) specTags.set(spec, (tags = programTags(spec))); // hashing a program costs ~0.1 ms
+    return tags.includes(tag) ? tags[0] : tag;
   }
 
   /**
@@ -213,6 +223,9 @@ export class AttachmentTarget implements Target {
     return out;
   }
 }
+
+/** programTags() of each program spec of this binary, computed once. */
+const specTags = new WeakMap<object, [string, string]>();
 
 function safeReaddir(dir: string): string[] {
   try {
