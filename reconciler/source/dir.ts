@@ -218,7 +218,9 @@ export async function readDirSnapshot(root: string, opts: DirSnapshotOptions = {
 }
 
 export interface WatchDirOptions extends DirSnapshotOptions {
-  /** Quiet time after the last file event before the tree is re-read, in ms (default 50). */
+  /** Quiet time after the last file event before the tree is re-read, in ms (default 25: an
+   *  editor's save is a burst of events within a few ms, and a tree caught mid-write is read
+   *  again anyway until two reads agree). */
   debounceMs?: number;
   /**
    * Longest a continuous stream of events may delay a re-read, in ms (default 10 × debounceMs),
@@ -251,7 +253,7 @@ export async function watchDir(
   onSnapshot: (snapshot: Snapshot) => void,
   opts: WatchDirOptions = {},
 ): Promise<WatchCloser> {
-  const debounceMs = opts.debounceMs ?? 50;
+  const debounceMs = opts.debounceMs ?? 25;
   const maxWaitMs = opts.maxWaitMs ?? debounceMs * 10;
   const settleMs = opts.settleMs ?? 10;
   const onError = opts.onError ?? (() => {});

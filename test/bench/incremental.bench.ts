@@ -238,7 +238,7 @@ try {
   );
   const save = median(saves);
   console.log(
-    `  file saved → snapshot (watchDir: 50 ms debounce, then the tree read until two reads agree): median ${save.toFixed(0)} ms; ` +
+    `  file saved → snapshot (watchDir: 25 ms debounce, then reads until two agree; unchanged files are not read again): median ${save.toFixed(0)} ms; ` +
       `file saved → plan ≈ ${(save + incTotal).toFixed(0)} ms (applying the planned entries comes on top); load now ${loadavg().map((l) => l.toFixed(2)).join(" ")}`,
   );
 } finally {

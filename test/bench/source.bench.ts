@@ -102,7 +102,7 @@ try {
   await pollSrc.close();
 
   const f = (x: number) => `${x.toFixed(1)} ms`;
-  console.log(`dir watcher (debounce 50 ms): file saved → snapshot, median of ${ROUNDS}: ${f(median(dirLat))} (min ${f(Math.min(...dirLat))}, max ${f(Math.max(...dirLat))})`);
+  console.log(`dir watcher (default debounce, 25 ms): file saved → snapshot, median of ${ROUNDS}: ${f(median(dirLat))} (min ${f(Math.min(...dirLat))}, max ${f(Math.max(...dirLat))})`);
   console.log(`git via webhook trigger: push done → snapshot, median of ${ROUNDS}: ${f(median(hookLat))} (commit+push+fetch: ${f(median(hookTotal))})`);
   console.log(`git via 1 s polling: push done → snapshot, median of ${POLL_ROUNDS}: ${f(median(pollLat))} (min ${f(Math.min(...pollLat))}, max ${f(Math.max(...pollLat))})`);
 } finally {
