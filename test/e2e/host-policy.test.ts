@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { decodeEndpointInfo, decodeEndpointKey } from "../../reconciler/datapath/layouts.js";
 import { HOST_ENDPOINT_ID } from "../../reconciler/datapath/desired.js";
-import { REPO, cliCommand, cliEnv, connect, killAndWait, mapDump, requireTools, show, spawnSyncOk, waitFor, type RunResult } from "./helpers/reconcile.js";
+import { connect, killAndWait, mapDump, reconcileIn, requireTools, show, spawnSyncOk, waitFor, type RunResult } from "./helpers/reconcile.js";
 
 const N1 = "192.0.2.21";
 const N2 = "192.0.2.22";
@@ -139,21 +139,7 @@ function writeManifests(s: Setup, o: { n1Role: string; hostRule: boolean }): voi
 
 /** `reconcile ARGS --source DIR --node n1 --bpffs-root PIN` inside n1's namespace. */
 function reconcile(s: Setup, args: string[]): Promise<RunResult> {
-  const argv = [`--net=/run/netns/${s.hostNs}`, ...cliCommand(), ...args, ...s.args, "--source", s.dir, "--node", "n1", "--bpffs-root", s.pin];
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(s) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
-  });
+  return reconcileIn(s.hostNs, [...args, ...s.args, "--source", s.dir, "--node", "n1", "--bpffs-root", s.pin], s);
 }
 
 async function once(s: Setup): Promise<RunResult> {
@@ -419,19 +405,5 @@ test("host policy on a tunnelled node: the overlay's UDP/8472 and remote endpoin
 
 /** `reconcile ARGS` as node `name` in `setup`'s namespace and pin root. */
 function reconcileAs(setup: Setup, name: string, args: string[]): Promise<RunResult> {
-  const argv = [`--net=/run/netns/${setup.hostNs}`, ...cliCommand(), ...args, "--source", setup.dir, "--node", name, "--bpffs-root", setup.pin];
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(setup) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
-  });
+  return reconcileIn(setup.hostNs, [...args, "--source", setup.dir, "--node", name, "--bpffs-root", setup.pin], setup);
 }

@@ -17,6 +17,7 @@ import {
   REPO,
   cliCommand,
   cliEnv,
+  reconcileIn,
   connect,
   daemonStatus,
   killAndWait,
@@ -80,21 +81,7 @@ function safeReaddir(dir: string): string[] {
 
 /** `reconcile ARGS --node NODE --bpffs-root PIN` run to completion inside NODE's host namespace. */
 function run(c: Cluster, node: NodeName, args: string[]): Promise<RunResult> {
-  const argv = [`--net=/run/netns/${c.hostNs[node]}`, ...cliCommand(), ...args, "--node", node, "--bpffs-root", c.pin[node]];
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(c) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
-  });
+  return reconcileIn(c.hostNs[node], [...args, "--node", node, "--bpffs-root", c.pin[node]], c);
 }
 
 /**

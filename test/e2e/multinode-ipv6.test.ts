@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { decodeIpcacheKey, decodeIpcacheValue } from "../../reconciler/datapath/layouts.js";
 import { eui64LinkLocal, vxlanMac } from "../../reconciler/datapath/desired.js";
-import { REPO, cliCommand, cliEnv, connect, killAndWait, mapDump, requireTools, show, spawnSyncOk, waitFor, type PlanJson, type RunResult } from "./helpers/reconcile.js";
+import { REPO, connect, killAndWait, mapDump, reconcileIn, requireTools, show, spawnSyncOk, waitFor, type PlanJson, type RunResult } from "./helpers/reconcile.js";
 
 const SEED = path.join(REPO, "examples/seed");
 
@@ -108,21 +108,7 @@ function writeManifests(c: Cluster): void {
 
 /** `reconcile ARGS --source DIR --node NODE --bpffs-root PIN` inside NODE's host namespace. */
 function reconcile(c: Cluster, node: NodeName, args: string[]): Promise<RunResult> {
-  const argv = [`--net=/run/netns/${c.hostNs[node]}`, ...cliCommand(), ...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[node]];
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(c) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
-  });
+  return reconcileIn(c.hostNs[node], [...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[node]], c);
 }
 
 async function once(c: Cluster, node: NodeName): Promise<RunResult> {

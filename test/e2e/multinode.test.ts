@@ -21,7 +21,7 @@ import {
   show,
   spawnSyncOk,
   waitFor,
-  type RunResult, cliCommand, cliEnv } from "./helpers/reconcile.js";
+  type RunResult, reconcileIn } from "./helpers/reconcile.js";
 
 const SEED = path.join(REPO, "examples/seed");
 
@@ -116,21 +116,7 @@ function writeManifests(c: Cluster, app3On: NodeName): void {
 
 /** `reconcile ARGS --source DIR --node NODE --bpffs-root PIN`, run inside NODE's host namespace (as `where`'s, if given). */
 function reconcile(c: Cluster, node: NodeName, args: string[], where: NodeName = node): Promise<RunResult> {
-  const argv = [`--net=/run/netns/${c.hostNs[where]}`, ...cliCommand(), ...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[where]];
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn("nsenter", argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(c) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
-    });
-  });
+  return reconcileIn(c.hostNs[where], [...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[where]], c);
 }
 
 async function once(c: Cluster, node: NodeName): Promise<RunResult> {

@@ -208,14 +208,27 @@ export function reconcile(env: Env, args: readonly string[], opts: RunOptions = 
  */
 export function spawnReconcile(env: Env, args: readonly string[], opts: RunOptions = {}): { child: ChildProcess; done: Promise<RunResult> } {
   const [cmd, ...argv] = reconcileArgv(env, args, opts);
+  return spawnCollected(cmd!, argv, cliEnv(env), opts.timeoutMs);
+}
+
+/**
+ * `reconcile ARGS` inside the host namespace `hostNs`, with the arguments exactly as given (the
+ * multi-node tests name each node's --node, --bpffs-root and --source themselves).
+ */
+export function reconcileIn(hostNs: string, args: readonly string[], env: Pick<Env, "tmp">, timeoutMs?: number): Promise<RunResult> {
+  return spawnCollected("nsenter", [`--net=/run/netns/${hostNs}`, ...cliCommand(), ...args], cliEnv(env), timeoutMs).done;
+}
+
+/** Spawns a command and collects its output; killed (SIGKILL) after `timeoutMs` (default 60 s). */
+function spawnCollected(cmd: string, argv: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): { child: ChildProcess; done: Promise<RunResult> } {
   const started = Date.now();
-  const child = spawn(cmd!, argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: cliEnv(env) });
+  const child = spawn(cmd, argv, { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env });
   const done = new Promise<RunResult>((resolve, reject) => {
     let stdout = "";
     let stderr = "";
     child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     child.on("error", reject);
     child.on("close", (code, signal) => {
       clearTimeout(timer);
@@ -225,7 +238,6 @@ export function spawnReconcile(env: Env, args: readonly string[], opts: RunOptio
   return { child, done };
 }
 
-/** The same, with the source directory. */
 export function reconcileSrc(env: Env, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return reconcile(env, [...args, "--source", env.dir], opts);
 }
