@@ -55,9 +55,6 @@ const ipcacheCodec: Codec<IpcacheMapEntry> = {
   },
 };
 
-/** Encoded desired entries, per desired entry map (see MapEntriesTarget.encodings). */
-const encoded = new WeakMap<Map<string, unknown>, Map<string, string>>();
-
 class MapEntriesTarget<T> implements Target {
   /** The kernel's bytes when they last matched a desired entry map: the next resync that reads the
    *  same bytes (an unchanged map is walked in the same order) recognises them with one compare. */
@@ -109,15 +106,14 @@ class MapEntriesTarget<T> implements Target {
     return true;
   }
 
-  /** Key bytes → value bytes of every desired entry (as latin1 strings), once per desired state;
-   *  undefined when an entry does not encode (then the entries are compared one by one). */
+  /** Key bytes → value bytes of every desired entry (as latin1 strings); undefined when an entry
+   *  does not encode (then the entries are compared one by one). Made when needed, not kept: once
+   *  verified, the kernel's own bytes are remembered instead (a third of the memory). */
   private encodings(wanted: Map<string, T>): Map<string, string> | undefined {
-    let records = encoded.get(wanted);
-    if (records) return records;
     const { keySize, valueSize } = this.codec;
     const key = Buffer.alloc(keySize);
     const value = Buffer.alloc(valueSize);
-    records = new Map();
+    const records = new Map<string, string>();
     try {
       for (const [id, spec] of wanted) {
         this.codec.encodeKey(id, spec, key, 0);
@@ -127,7 +123,6 @@ class MapEntriesTarget<T> implements Target {
     } catch {
       return undefined;
     }
-    encoded.set(wanted, records);
     return records;
   }
 
