@@ -62,10 +62,11 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
   // succeeded), so a new commit is planned without reading a million entries back first.
   const actual = known && canPlanAgainst(known, desired) ? known : await targets.observe(desired);
   // A map created or replaced holds nothing yet: apply up to the maps, then plan the rest against
-  // the kernel as it is then (entries go into the new map before programs move onto it). Only the
-  // kinds up to the maps are planned first: a cold plan of a million entries is made once.
-  const upToMaps = diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete");
-  if (upToMaps.some((c) => c.resource === "map")) {
+  // the kernel as it is then (entries go into the new map before programs move onto it). The maps
+  // alone are compared first, so a run without a new map plans once, and a cold apply makes its
+  // million entry changes once, after the maps exist.
+  if (diff(desired, actual, ["map"]).changes.some((c) => c.op !== "delete")) {
+    const upToMaps = diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete");
     const early = await applyChanges(targets, desired, upToMaps);
     const rest = diff(desired, await targets.observe(desired));
     const late = await applyChanges(targets, desired, rest.changes);
