@@ -236,18 +236,17 @@ export const CHANGE_LINES_MAX = 1000;
 /** One line per change (warn "drift corrected" for drift, else info "change"), or a summary past CHANGE_LINES_MAX. */
 export function logChanges(log: Logger, changes: readonly Change[], drift: boolean): void {
   const detailed = changes.length <= CHANGE_LINES_MAX;
+  const level = detailed ? (drift ? "warn" : "info") : "debug";
+  // A change's id and entries are made only when asked (a cold plan holds a million): only for lines
+  // that are written.
+  const lines = log.enabled(level);
+  const msg = drift ? "drift corrected" : "change";
   const counts: Record<string, number> = {};
   for (const c of changes) {
-    const fields = { op: c.op, resource: c.resource, id: c.id, reason: c.reason, ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}) };
-    const msg = drift ? "drift corrected" : "change";
-    if (detailed) {
-      if (drift) log.warn(msg, fields);
-      else log.info(msg, fields);
-    } else {
-      log.debug(msg, fields);
-      const k = `${c.resource}.${c.op}`;
-      counts[k] = (counts[k] ?? 0) + 1;
-    }
+    if (lines) log.log(level, msg, { op: c.op, resource: c.resource, id: c.id, reason: c.reason, ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}) });
+    if (detailed) continue;
+    const k = `${c.resource}.${c.op}`;
+    counts[k] = (counts[k] ?? 0) + 1;
   }
   if (detailed) return;
   const summary = { total: changes.length, ...counts, detail: "one line per change at --log-level debug" };

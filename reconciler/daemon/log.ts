@@ -122,8 +122,13 @@ export class Logger {
     return hit ? s : value;
   }
 
+  /** Whether lines of `level` are written: lets a caller skip building fields nobody reads. */
+  enabled(level: LogLevel): boolean {
+    return PRIORITY[level] <= this.min;
+  }
+
   log(level: LogLevel, msg: string, fields: LogFields = {}): void {
-    if (PRIORITY[level] > this.min) return;
+    if (!this.enabled(level)) return;
     const entries: [string, unknown][] = [];
     if (!this.journald) entries.push(["ts", new Date(this.now()).toISOString()]);
     entries.push(["level", level], ["msg", this.scrub("msg", msg)]);
