@@ -5,7 +5,7 @@
 // complete new policy and swaps it in with one map update, so a packet sees the old policy or the new
 // one, never a mix. Counters live in policy_stats, keyed by entry, so they survive the swap.
 
-import { DIR_EGRESS, POLICY_DENY, POLICY_KEY, POLICY_PREFIX_PROTO, POLICY_VALUE, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
+import { DIR_EGRESS, POLICY_KEY, POLICY_VALUE, decodePolicyKey, decodePolicyValue, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
 import { decodePolicyEntryKey, policyEntryKey, PolicyEntrySet, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
 import { keyableIdentity, packEntry } from "../../policy/entry-set.js";
 import type { Decision } from "../../policy/types.js";
@@ -223,17 +223,11 @@ export function isMonotonic(group: readonly Change[]): boolean {
 function readEntries(keys: Buffer, values: Buffer, count: number): PolicyEntrySet {
   const packed = new Float64Array(count);
   let n = 0;
-  const { identity: ID, direction: DIR, protocol: PROTO, dport: PORT, prefixlen: PLEN } = POLICY_KEY.offsets;
-  // Field by field rather than through decodePolicyKey(): a resync reads a million of these.
   for (let i = 0; i < count; i++) {
     const at = i * POLICY_KEY.size;
-    const direction = keys[at + DIR]!;
-    const identity = keys.readUInt32LE(at + ID);
-    if (direction > DIR_EGRESS || !keyableIdentity(identity)) continue;
-    const protocol = keys[at + PROTO]!;
-    const portPrefixLen = protocol === 0 ? 0 : Math.max(0, Math.min(16, keys.readUInt32LE(at + PLEN) - POLICY_PREFIX_PROTO));
-    const key = policyEntryKey({ direction: direction === DIR_EGRESS ? "egress" : "ingress", identity, protocol, port: keys.readUInt16BE(at + PORT), portPrefixLen });
-    packed[n++] = packEntry(key, (values[i * POLICY_VALUE.size + POLICY_VALUE.offsets.flags]! & POLICY_DENY) !== 0 ? "deny" : "allow");
+    // Checked before decoding: decodePolicyKey() throws on a direction it cannot name.
+    if (keys[at + POLICY_KEY.offsets.direction]! > DIR_EGRESS || !keyableIdentity(keys.readUInt32LE(at + POLICY_KEY.offsets.identity))) continue;
+    packed[n++] = packEntry(policyEntryKey(decodePolicyKey(keys, at)), decodePolicyValue(values, i * POLICY_VALUE.size).decision);
   }
   return PolicyEntrySet.fromPacked(n === count ? packed : packed.slice(0, n), count - n);
 }
