@@ -32,6 +32,7 @@ import { diff, type Change } from "../../reconciler/plan/diff.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
 import { tuneHeap } from "../../reconciler/cli/heap.js";
+import { Cleanups } from "./cleanups.js";
 
 // The heap growth policy of the binary, so the figures are those of the product.
 tuneHeap();
@@ -156,23 +157,7 @@ function encodeGroup(entries: readonly PolicyMapEntry[]): { keys: Buffer; values
   return { keys, values, count: entries.length };
 }
 
-/** Undo steps, run in reverse at the end, on failure and on Ctrl-C, so the pin root and netns never stay behind. */
-const cleanups: Array<() => void> = [];
-function cleanup(): void {
-  while (cleanups.length) {
-    try {
-      cleanups.pop()!();
-    } catch (err) {
-      console.error(`cleanup: ${(err as Error).message}`);
-    }
-  }
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+const cleanups = new Cleanups();
 
 // ---- the run ---------------------------------------------------------------------------------
 
@@ -447,6 +432,6 @@ try {
   console.error(`apply benchmark failed: ${(err as Error).stack ?? String(err)}`);
   process.exitCode = 1;
 } finally {
-  cleanup();
+  cleanups.run();
 }
 

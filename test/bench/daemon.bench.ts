@@ -37,6 +37,7 @@ import type { EndpointManifest, Label, Model, RuleManifest, Selector } from "../
 import { contentRevision, readDirSnapshot } from "../../reconciler/source/dir.js";
 import type { SnapshotFile } from "../../reconciler/source/snapshot.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
+import { Cleanups } from "./cleanups.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const argValue = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -74,23 +75,7 @@ class BenchError extends Error {
   override name = "BenchError";
 }
 
-/** Undo steps, run in reverse at the end, on failure and on Ctrl-C. */
-const cleanups: Array<() => void> = [];
-function cleanup(): void {
-  while (cleanups.length) {
-    try {
-      cleanups.pop()!();
-    } catch (err) {
-      console.error(`cleanup: ${(err as Error).message}`);
-    }
-  }
-}
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    cleanup();
-    process.exit(130);
-  });
-}
+const cleanups = new Cleanups();
 
 function run(cmd: string, args: readonly string[], input?: string): string {
   const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 64 << 20, ...(input !== undefined ? { input } : {}) });
@@ -549,5 +534,5 @@ try {
   console.error(`daemon benchmark failed: ${(err as Error).stack ?? String(err)}`);
   process.exitCode = 1;
 } finally {
-  cleanup();
+  cleanups.run();
 }
