@@ -93,7 +93,7 @@ export class PolicyEntrySet {
     return new PolicyEntrySet(packed, rules);
   }
 
-  /** From entry objects (tests, the in-memory target). */
+  /** From entry objects (tests build desired and observed sets this way). */
   static fromEntries(entries: Iterable<PolicyEntryFields>): PolicyEntrySet {
     const list = [...entries];
     const packed = new Float64Array(list.length);

@@ -240,7 +240,8 @@ test("readDirSnapshot with a watcher's cache: same snapshot as without, and ever
   assert.equal(first.revision, contentRevision(first.files));
   assert.equal(cache.size, 3);
 
-  // A same-size rewrite right after the read (within one timestamp tick): racy, so read again.
+  // A same-size rewrite right after the read: its stamp changes (mtime, ctime), so it is read again.
+  // (The racy rule, a rewrite the stamp cannot show, cannot be staged from user space: ctime is set by the kernel.)
   await writeFile(path.join(root, "a.yaml"), "kind: A.yaml\n");
   const second = await readDirSnapshot(root, { cache });
   assert.equal(second.files[0]!.content, "kind: A.yaml\n");
