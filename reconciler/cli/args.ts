@@ -38,7 +38,25 @@ export interface GlobalOptions {
   gitIntervalMs: number;
   /** ssh allowed-signers file: only commits signed by one of these keys are applied (git sources). */
   verifySignatures?: string;
+  // Settings only the environment gives (secrets and their files stay out of argv and ps):
+  /** RECONCILE_SOURCE_TYPE=git: a git source whose URL does not look like one. */
+  sourceType?: "git";
+  /** RECONCILE_GIT_TOKEN / RECONCILE_GIT_TOKEN_FILE: https token for the git source. */
+  gitToken?: string;
+  gitTokenFile?: string;
+  /** RECONCILE_GIT_SSH_KEY_FILE: ssh private key for the git source. */
+  gitSshKeyFile?: string;
+  /** RECONCILE_WEBHOOK_SECRET_FILE: shared secret of the git push webhook. */
+  webhookSecretFile?: string;
 }
+
+/** GlobalOptions that only an environment variable sets. */
+const ENV_ONLY = {
+  gitToken: "RECONCILE_GIT_TOKEN",
+  gitTokenFile: "RECONCILE_GIT_TOKEN_FILE",
+  gitSshKeyFile: "RECONCILE_GIT_SSH_KEY_FILE",
+  webhookSecretFile: "RECONCILE_WEBHOOK_SECRET_FILE",
+} as const;
 
 export type Command =
   | { name: "run"; mode: "dry-run" | "once" | "daemon"; opts: GlobalOptions }
@@ -137,6 +155,11 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   if (sub !== undefined && !SUBCOMMANDS.includes(sub)) throw new UsageError(`unknown command "${sub}" (expected one of ${SUBCOMMANDS.join(", ")})`);
 
   const opts = globalOptions(values, defaults);
+  for (const [key, name] of Object.entries(ENV_ONLY) as Array<[keyof typeof ENV_ONLY, string]>) {
+    if (env[name]) opts[key] = env[name];
+  }
+  if (env.RECONCILE_SOURCE_TYPE === "git") opts.sourceType = "git";
+  else if (env.RECONCILE_SOURCE_TYPE && env.RECONCILE_SOURCE_TYPE !== "dir") throw new UsageError(`RECONCILE_SOURCE_TYPE: expected git or dir, got ${env.RECONCILE_SOURCE_TYPE}`);
   switch (sub) {
     case undefined: {
       if (values.dryRun && values.once) throw new UsageError("--dry-run and --once exclude each other");

@@ -1,30 +1,23 @@
 // Each command is a short chain: read → plan → (apply) → render. Output goes to the streams passed in.
 
-import { rmdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
+import type { KernelPort } from "../apply/port.js";
 import { emptyDesired, emptyState } from "../datapath/state.js";
-import { MAP_SPECS } from "../datapath/maps.js";
 import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
+import { ReconcileService } from "../daemon/service.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
-import { compileModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
+import { compileForNode, loadModel, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import { readDirSnapshot } from "../source/dir.js";
+import { readSourceOnce } from "../source/open.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
+import { readAsset } from "./assets.js";
 import { ReconcileError } from "./errors.js";
-import { nodeFacts, type NodeFacts } from "./facts.js";
-import type { Kernel } from "./kernel.js";
+import type { Io } from "./io.js";
 import { renderVersion, versionInfo } from "./version.js";
-
-export interface Io {
-  stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream;
-  env: Readonly<Record<string, string | undefined>>;
-}
 
 export async function runCommand(command: Command, io: Io): Promise<number> {
   switch (command.name) {
@@ -41,7 +34,7 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
     case "run":
       if (command.mode === "dry-run") return dryRun(command.opts, io);
       if (command.mode === "once") return once(command.opts, io);
-      return (await import("./daemon.js")).runDaemon(command.opts, io);
+      return daemon(command.opts, io);
     case "teardown":
       return teardown(command.opts, io);
     case "inspect":
@@ -51,28 +44,20 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
   }
 }
 
-/** Reads the manifests named by --source (a directory; the daemon also follows git URLs). */
+/** Reads the manifests named by --source once. */
 export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
-  const source = opts.source!;
-  if (isGitUrl(source)) {
-    throw new ReconcileError(`--source ${source} is a git repository: one-shot commands read a directory; run the daemon for git sources, or clone it and pass the directory`);
-  }
-  return readDirSnapshot(opts.path ? join(source, opts.path) : source);
-}
-
-export function isGitUrl(source: string): boolean {
-  return /^(https?|ssh|git|file):\/\//.test(source) || /^[\w.-]+@[\w.-]+:/.test(source);
+  return readSourceOnce({ source: opts.source!, ...(opts.path ? { path: opts.path } : {}), ...(opts.sourceType ? { sourceType: opts.sourceType } : {}) });
 }
 
 /**
  * The kernel layers (koffi and its native module, bpf(2), netlink) load only for the commands that
  * use them: --help, version, validate and explain never touch the kernel.
  */
-async function openKernel(opts: GlobalOptions): Promise<Kernel> {
-  return (await import("./kernel.js")).openKernel(opts);
+async function openKernel(opts: GlobalOptions): Promise<KernelPort> {
+  return (await import("../apply/kernel/open.js")).openKernel({ pinRoot: opts.bpffsRoot, attachMode: opts.attachMode, readObject: readAsset });
 }
 
-async function withKernel<T>(opts: GlobalOptions, fn: (kernel: Kernel) => Promise<T>): Promise<T> {
+async function withKernel<T>(opts: GlobalOptions, fn: (kernel: KernelPort) => Promise<T>): Promise<T> {
   const kernel = await openKernel(opts);
   try {
     return await fn(kernel);
@@ -81,40 +66,13 @@ async function withKernel<T>(opts: GlobalOptions, fn: (kernel: Kernel) => Promis
   }
 }
 
-/**
- * Compiles the source for --node. With a kernel: its attach mode and program tags, and, when the
- * node is this machine, this machine's host addresses and underlay MTU (see nodeFacts).
- */
-export async function compileFor(
-  opts: GlobalOptions,
-  kernel: Pick<Kernel, "attachMode" | "programTags" | "host"> | undefined,
-): Promise<Compiled & { snapshot: Snapshot; facts?: NodeFacts }> {
-  return compileSnapshotFor(await readSource(opts), opts, kernel);
+/** Reads --source and compiles it for --node, with this machine's facts when there is a kernel. */
+export async function compileFor(opts: GlobalOptions, kernel: KernelPort | undefined): Promise<CompiledForNode> {
+  return compileForNode(await readSource(opts), nodeOptions(opts), kernel);
 }
 
-/**
- * compileFor on a snapshot already read (the daemon's sources deliver snapshots). With a
- * `pipeline` (the daemon's, kept across commits), it loads and compiles incrementally from the
- * pipeline's previous snapshot; the result is the same.
- */
-export function compileSnapshotFor(
-  snapshot: Snapshot,
-  opts: GlobalOptions,
-  kernel: Pick<Kernel, "attachMode" | "programTags" | "host"> | undefined,
-  pipeline?: IncrementalPipeline,
-): Compiled & { snapshot: Snapshot; facts?: NodeFacts } {
-  const { model, warnings } = pipeline ? pipeline.load(snapshot) : loadModel(snapshot);
-  const facts = kernel ? nodeFacts(kernel.host(), model, opts.node!) : undefined;
-  const compileWith: typeof compileModel = pipeline ? (m, w, o) => pipeline.compileModel(m, w, o) : compileModel;
-  const compiled = compileWith(model, warnings, {
-    node: opts.node!,
-    enforcement: opts.enforcement,
-    attachMode: kernel?.attachMode ?? (opts.attachMode === "auto" ? "tcx" : opts.attachMode),
-    ...(kernel ? { programTags: kernel.programTags } : {}),
-    ...(facts?.hostAddresses ? { hostAddresses: facts.hostAddresses } : {}),
-    ...(facts?.underlayMtu !== undefined ? { underlayMtu: facts.underlayMtu } : {}),
-  });
-  return { ...compiled, snapshot, ...(facts ? { facts } : {}) };
+function nodeOptions(opts: GlobalOptions) {
+  return { node: opts.node!, enforcement: opts.enforcement, attachMode: opts.attachMode };
 }
 
 async function validate(opts: GlobalOptions, io: Io): Promise<number> {
@@ -135,7 +93,7 @@ async function validate(opts: GlobalOptions, io: Io): Promise<number> {
 
 async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
   const notes: string[] = [];
-  let kernel: Kernel | undefined;
+  let kernel: KernelPort | undefined;
   try {
     kernel = await openKernel(opts);
   } catch (err) {
@@ -166,17 +124,22 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
   }
 }
 
+/** One run of the daemon's reconcile service. */
 async function once(opts: GlobalOptions, io: Io): Promise<number> {
+  const snapshot = await readSource(opts);
   return withKernel(opts, async (kernel) => {
-    const compiled = await compileFor(opts, kernel);
+    const { report, compiled } = await new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual");
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
-    if (compiled.facts?.local === false) {
-      throw new ReconcileError(`refusing to apply: ${compiled.facts.note}; run it on that node, or preview it with --dry-run`);
-    }
-    const report = await reconcileOnce(kernel.targets, compiled.desired);
     writeReport(report, opts, io);
     return report.failed.length ? 1 : 0;
   });
+}
+
+async function daemon(opts: GlobalOptions, io: Io): Promise<number> {
+  const { runDaemon } = await import("../daemon/run.js");
+  const kernel = await openKernel(opts);
+  const { NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID } = io.env;
+  return runDaemon({ ...opts, source: opts.source!, node: opts.node! }, kernel, { writeLog: (line) => io.stderr.write(`${line}\n`), systemd: { NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID } });
 }
 
 /** Removes everything reconcile owns: plans against an empty desired state, then unpins the maps. */
@@ -186,22 +149,9 @@ async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
     const report = await reconcileOnce(kernel.targets, nothing);
     writeReport(report, opts, io);
     if (report.failed.length) return 1;
-    kernel.ctx.close();
-    const { unpin } = await import("../ebpf-loader/index.js");
-    for (const m of MAP_SPECS) unpin(join(opts.bpffsRoot, m.name));
-    // Only now-empty directories remain (links/, netns/ marks); anything else there is not ours to remove.
-    for (const dir of ["links", "netns"]) rmSync(join(opts.bpffsRoot, dir), { recursive: true, force: true });
-    rmEmptyDir(opts.bpffsRoot);
+    kernel.prune();
     return 0;
   });
-}
-
-function rmEmptyDir(dir: string): void {
-  try {
-    rmdirSync(dir);
-  } catch {
-    /* not empty (foreign pins stay) or already gone */
-  }
 }
 
 function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io): void {

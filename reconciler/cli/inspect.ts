@@ -1,20 +1,17 @@
 // `reconcile inspect …`: what the kernel holds now, read through the same targets the reconciler
 // uses. With --source, names and provenance from the manifests are added (which rule, which file).
 
-import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../datapath/layouts.js";
-import { emptyDesired, emptyState, policyEntryKey, PolicyEntrySet, type DesiredState } from "../datapath/state.js";
-import { numPossibleCpus, queryTcx } from "../ebpf-loader/index.js";
-import { linkGet, withNetns } from "../netlink/index.js";
+import type { KernelPort } from "../apply/port.js";
+import { emptyDesired, emptyState, PolicyEntrySet, type DesiredState } from "../datapath/state.js";
 import type { Compiled } from "../plan/pipeline.js";
 import type { Command, GlobalOptions } from "./args.js";
-import type { Io } from "./commands.js";
-import type { Kernel } from "./kernel.js";
+import type { Io } from "./io.js";
 
 type InspectCommand = Extract<Command, { name: "inspect" }>;
 
 export async function inspect(
   command: InspectCommand,
-  kernel: Kernel,
+  kernel: KernelPort,
   io: Io,
   compile: (opts: GlobalOptions) => Promise<Compiled>,
 ): Promise<number> {
@@ -47,22 +44,20 @@ export async function inspect(
 }
 
 /** Our attachments, plus every other tcx program on the same hooks (reported, never touched). */
-function links(actual: ReturnType<typeof emptyState>, kernel: Kernel): Array<Record<string, unknown>> {
+function links(actual: ReturnType<typeof emptyState>, kernel: KernelPort): Array<Record<string, unknown>> {
   const rows: Array<Record<string, unknown>> = [...actual.attachments.values()].map((a) => ({ ...a, owner: "reconcile" }));
   for (const a of actual.attachments.values()) {
     if (a.mode !== "tcx") continue;
-    // One lookup by name, not a dump of every link per attachment.
-    const index = linkGet(kernel.ctx.route(a.netns), a.device)?.index;
-    const seen = index === undefined ? undefined : withNetns(a.netns, () => queryTcx(index, a.hook));
-    if (seen && seen.progIds.length > 1) rows.push({ device: a.device, hook: a.hook, netns: a.netns ?? "", foreignPrograms: seen.progIds.length - 1, owner: "other" });
+    const progIds = kernel.tcxPrograms(a.device, a.hook, a.netns);
+    if (progIds && progIds.length > 1) rows.push({ device: a.device, hook: a.hook, netns: a.netns ?? "", foreignPrograms: progIds.length - 1, owner: "other" });
   }
   return rows;
 }
 
-function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnType<typeof emptyState>["policy"], desired: DesiredState, kernel: Kernel): Array<Record<string, unknown>> {
+function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnType<typeof emptyState>["policy"], desired: DesiredState, kernel: KernelPort): Array<Record<string, unknown>> {
   const epId = [...desired.endpoints.values()].find((e) => e.endpoint === endpoint)?.endpointId;
-  const stats = epId === undefined ? new Map<number, { packets: bigint; bytes: bigint }>() : readPolicyStats(kernel, epId);
-  const drops = epId === undefined ? [] : readDrops(kernel, epId);
+  const stats = epId === undefined ? new Map<number, { packets: bigint; bytes: bigint }>() : kernel.policyStats(epId);
+  const drops = epId === undefined ? [] : kernel.drops(epId).map((d) => ({ drops: d.reason, direction: d.direction, packets: Number(d.packets), bytes: Number(d.bytes) }));
   const rows: Array<Record<string, unknown>> = [];
   const observed = entries.get(endpoint) ?? PolicyEntrySet.EMPTY;
   const wanted = desired.policy.get(endpoint) ?? PolicyEntrySet.EMPTY;
@@ -86,39 +81,6 @@ function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnTy
     });
   }
   for (const d of drops) rows.push(d);
-  return rows;
-}
-
-function readPolicyStats(kernel: Kernel, epId: number): Map<number, { packets: bigint; bytes: bigint }> {
-  const out = new Map<number, { packets: bigint; bytes: bigint }>();
-  const m = kernel.ctx.map("policy_stats");
-  if (!m) return out;
-  const { keys, values, count } = m.lookupBatch();
-  const cpus = numPossibleCpus();
-  const valueBytes = values.length / Math.max(count, 1);
-  for (let i = 0; i < count; i++) {
-    const k = decodePolicyStatsKey(keys, i * POLICY_STATS_KEY.size);
-    if (k.epId !== epId) continue;
-    const c = decodePerCpuCounters(values, i * valueBytes, cpus);
-    out.set(policyEntryKey(k.key), { packets: c.packets, bytes: c.bytes });
-  }
-  return out;
-}
-
-function readDrops(kernel: Kernel, epId: number): Array<Record<string, unknown>> {
-  const m = kernel.ctx.map("drops");
-  if (!m) return [];
-  const { keys, values, count } = m.lookupBatch();
-  const cpus = numPossibleCpus();
-  const valueBytes = values.length / Math.max(count, 1);
-  const reasons = new Map<number, string>(Object.entries(DropReason).map(([name, n]) => [n as number, name]));
-  const rows: Array<Record<string, unknown>> = [];
-  for (let i = 0; i < count; i++) {
-    const k = decodeDropKey(keys, i * DROP_KEY.size);
-    if (k.epId !== epId) continue;
-    const c = decodePerCpuCounters(values, i * valueBytes, cpus);
-    rows.push({ drops: reasons.get(k.reason) ?? String(k.reason), direction: k.direction, packets: Number(c.packets), bytes: Number(c.bytes) });
-  }
   return rows;
 }
 

@@ -4,8 +4,7 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import type { Features } from "../ebpf-loader/index.js";
-import { programTags } from "../ebpf-loader/tag.js";
+import type { Features } from "../apply/kernel/open.js";
 import { isSingleExecutable, listBpfObjects, nativeModuleStatus, readAsset, type NativeModuleStatus } from "./assets.js";
 
 // Set at bundle time by tools/build-binary.mjs (esbuild `define`); undeclared when running from source.
@@ -45,11 +44,11 @@ export interface VersionOptions {
 }
 
 /**
- * Build and runtime facts. The eBPF loader (and so koffi, which the binary must extract first) is
- * imported only here, lazily, so that commands that never touch the kernel do not load it.
+ * Build and runtime facts. The kernel layers (and so koffi, which the binary must extract first)
+ * are imported only here, lazily, so that commands that never touch the kernel do not load them.
  */
 export async function versionInfo(options: VersionOptions = {}): Promise<VersionInfo> {
-  const loader = await import("../ebpf-loader/index.js");
+  const kernel = await import("../apply/kernel/open.js");
   const fromSource = typeof __RECONCILE_VERSION__ === "undefined";
   const info: VersionInfo = {
     version: fromSource ? sourceVersion() : __RECONCILE_VERSION__!,
@@ -63,17 +62,14 @@ export async function versionInfo(options: VersionOptions = {}): Promise<Version
   };
   for (const object of info.objects) {
     try {
-      for (const p of loader.parseElf(readAsset(object)).programs.values()) {
-        const [tag, tagSha1] = programTags(p);
-        info.programs.push({ name: p.name, object, section: p.section, tag, tagSha1 });
-      }
+      for (const p of kernel.objectPrograms(readAsset(object))) info.programs.push({ ...p, object });
     } catch (err) {
       (info.objectErrors ??= []).push({ object, error: err instanceof Error ? err.message : String(err) });
     }
   }
   if (options.probeKernel !== false) {
     try {
-      info.features = loader.probeFeatures();
+      info.features = kernel.kernelFeatures();
     } catch (err) {
       info.featuresError = err instanceof Error ? err.message : String(err);
     }

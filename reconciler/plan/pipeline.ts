@@ -9,6 +9,7 @@ import { compile, type CompileMemo } from "../policy/compile.js";
 import { compileIncremental, type IncrementalReport } from "../policy/incremental.js";
 import type { CompiledPolicy, CompileOptions } from "../policy/types.js";
 import type { Snapshot } from "../source/snapshot.js";
+import { nodeFacts, type MachineFacts, type NodeFacts } from "./facts.js";
 
 export interface PipelineOptions {
   /** Node to compile for. */
@@ -147,5 +148,48 @@ function checkCapacity(policy: CompiledPolicy, desired: DesiredState): void {
     if (size > capacity) {
       throw new CapacityError(`map ${name} needs ${size} entries but holds ${capacity}; nothing was applied`, name, size, capacity);
     }
+  }
+}
+
+/** What compileForNode needs to know besides the snapshot. */
+export interface NodeCompileOptions {
+  node: string;
+  enforcement: PipelineOptions["enforcement"];
+  /** Used when there is no machine to ask (auto then means tcx). */
+  attachMode: "auto" | "tcx" | "tc";
+}
+
+export type CompiledForNode = Compiled & { snapshot: Snapshot; facts?: NodeFacts };
+
+/**
+ * Compiles a snapshot for `opts.node`. With a machine: its attach mode and program tags, and, when
+ * the node is this machine, its host addresses and underlay MTU (see nodeFacts). With a `pipeline`
+ * (the daemon's, kept across commits), it loads and compiles incrementally from the pipeline's
+ * previous snapshot; the result is the same.
+ */
+export function compileForNode(snapshot: Snapshot, opts: NodeCompileOptions, machine?: MachineFacts, pipeline?: IncrementalPipeline): CompiledForNode {
+  const { model, warnings } = pipeline ? pipeline.load(snapshot) : loadModel(snapshot);
+  const facts = machine ? nodeFacts(machine.host(), model, opts.node) : undefined;
+  const compileWith: typeof compileModel = pipeline ? (m, w, o) => pipeline.compileModel(m, w, o) : compileModel;
+  const compiled = compileWith(model, warnings, {
+    node: opts.node,
+    enforcement: opts.enforcement,
+    attachMode: machine?.attachMode ?? (opts.attachMode === "auto" ? "tcx" : opts.attachMode),
+    ...(machine ? { programTags: machine.programTags } : {}),
+    ...(facts?.hostAddresses ? { hostAddresses: facts.hostAddresses } : {}),
+    ...(facts?.underlayMtu !== undefined ? { underlayMtu: facts.underlayMtu } : {}),
+  });
+  return { ...compiled, snapshot, ...(facts ? { facts } : {}) };
+}
+
+/** The node compiled for is another machine: its plan is not this kernel's to apply. */
+export class NotThisNodeError extends Error {
+  override name = "NotThisNodeError";
+}
+
+/** Refuses to apply another node's plan here. */
+export function requireLocal(compiled: CompiledForNode): void {
+  if (compiled.facts?.local === false) {
+    throw new NotThisNodeError(`refusing to apply: ${compiled.facts.note}; run reconcile on that node, or preview it with --dry-run`);
   }
 }

@@ -2,7 +2,7 @@
 // the per-change lines at debug only) for runs as large as a cold start at DESIGN scale.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CHANGE_LINES_MAX, logChanges } from "../../reconciler/cli/daemon.js";
+import { CHANGE_LINES_MAX, logChanges } from "../../reconciler/daemon/service.js";
 import { Logger } from "../../reconciler/daemon/log.js";
 import type { Change } from "../../reconciler/plan/diff.js";
 

@@ -8,7 +8,7 @@ import { decodeNdMsg, encodeNdMsg, parseAttrs, attr } from "../../reconciler/net
 import { diff } from "../../reconciler/plan/diff.js";
 import { emptyState } from "../../reconciler/datapath/state.js";
 import { compileSnapshot } from "../../reconciler/plan/pipeline.js";
-import { nodeFacts } from "../../reconciler/cli/facts.js";
+import { nodeFacts } from "../../reconciler/plan/facts.js";
 import { multinodeSnapshot, N1 } from "./helpers/multinode-model.js";
 
 test("fdb replace: RTM_NEWNEIGH, AF_BRIDGE, NTF_SELF, permanent+noarp, create|replace, lladdr and dst", () => {

@@ -1,6 +1,6 @@
-// What this machine contributes to a node's plan (host addresses, underlay MTU), decided purely
-// from facts read elsewhere. Kept apart from kernel.ts so commands that never touch the kernel do
-// not load the kernel layers.
+// What this machine contributes to a node's plan (host addresses, underlay MTU, attach mode,
+// program tags), decided purely from facts the kernel port read. Kept apart from the kernel code so
+// that commands that never touch the kernel do not load it.
 
 import type { Model } from "../manifest/model.js";
 
@@ -11,6 +11,15 @@ export interface HostInfo {
   addresses: string[];
   /** MTU of the device holding each of those addresses. */
   mtuByAddress: Map<string, number>;
+}
+
+/** What the compiler asks of the machine it runs on; the kernel port (apply/port.ts) provides it. */
+export interface MachineFacts {
+  /** How programs are attached here (auto already decided). */
+  readonly attachMode: "tcx" | "tc";
+  /** Tags of the programs this binary carries, by program name. */
+  readonly programTags: ReadonlyMap<string, string>;
+  host(): HostInfo;
 }
 
 /** The node-specific compile options for `node`, and whether that node is this machine. */

@@ -1,0 +1,180 @@
+// Daemon mode: a source (directory watcher or git) feeds the reconcile loop, which runs the
+// reconcile service; netlink events and a periodic resync catch drift; status on a unix socket,
+// optional metrics, sd_notify, signals.
+
+import type { KernelPort } from "../apply/port.js";
+import type { NodeCompileOptions } from "../plan/pipeline.js";
+import { followSource, isGitSource, type SourceOptions } from "../source/open.js";
+import { Logger, type LogFormat, type LogLevel } from "./log.js";
+import { ReconcileLoop, realTimers, type Timers } from "./loop.js";
+import { createNotifier, type Notifier } from "./notify.js";
+import { ReconcileService } from "./service.js";
+import { closeAll, installSignalHandlers, type Closable } from "./signals.js";
+import { DaemonMetrics, startMetricsServer, startStatusServer } from "./status.js";
+
+/** Quiet time after a netlink event before the drift re-check runs. */
+const EVENT_DEBOUNCE_MS = 100;
+
+export interface DaemonOptions extends NodeCompileOptions, SourceOptions {
+  resyncIntervalMs: number;
+  /** Status socket path. */
+  socket: string;
+  /** Optional TCP address for /metrics, /healthz, /readyz (and the git webhook). */
+  listen?: string;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+  bpffsRoot: string;
+}
+
+/** The daemon minus its I/O edges (source, servers, signals): what the scenario tests drive. */
+export interface DaemonCore {
+  service: ReconcileService;
+  loop: ReconcileLoop;
+  metrics: DaemonMetrics;
+  /** The document `reconcile status` shows, with `extra` (e.g. the git source's state) merged in. */
+  status(extra?: Record<string, unknown>): Record<string, unknown>;
+  /** Whether the first run succeeded (readiness). */
+  ready(): boolean;
+  /** Subscribes to netlink events of any namespace reconcile owns that has no subscription yet. */
+  watchNamespaces(): void;
+  /** Stops the event subscriptions. */
+  closeWatches(): void;
+}
+
+export interface CoreOptions {
+  kernel: KernelPort;
+  opts: NodeCompileOptions & { resyncIntervalMs: number };
+  log: Logger;
+  notifier?: Notifier;
+  timers?: Timers;
+}
+
+/**
+ * The service, the loop and the drift watches wired together. A netlink event in a managed
+ * namespace triggers a resync after EVENT_DEBOUNCE_MS of quiet.
+ */
+export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers }: CoreOptions): DaemonCore {
+  const metrics = new DaemonMetrics();
+  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, attachMode: opts.attachMode, log, metrics });
+  let ready = false;
+  const subscriptions = new Map<string, { close(): void }>();
+  let eventTimer: unknown;
+  const loop = new ReconcileLoop({
+    reconcile: (snapshot, trigger) => service.reconcile(snapshot, trigger),
+    resyncIntervalMs: opts.resyncIntervalMs,
+    timers,
+    onRun: (run, status) => {
+      metrics.observeRun(run, status);
+      log.info("reconciled", { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt });
+      if (run.result === "ok" && !ready) {
+        ready = true;
+        notifier?.ready(`applied ${run.revision}`);
+      } else {
+        notifier?.status(`${run.result} ${run.revision}: ${run.changes} changes, ${run.errors.length} errors`);
+      }
+      watchNamespaces();
+    },
+  });
+  const onEvent = () => {
+    timers.clearTimeout(eventTimer);
+    eventTimer = timers.setTimeout(() => loop.trigger("resync"), EVENT_DEBOUNCE_MS);
+  };
+  const watchNamespaces = () => {
+    for (const netns of ["", ...kernel.ownedNetns()]) {
+      if (subscriptions.has(netns)) continue;
+      try {
+        subscriptions.set(netns, kernel.watch(netns, onEvent));
+      } catch (err) {
+        log.warn("cannot watch namespace for drift", { netns, error: (err as Error).message });
+      }
+    }
+  };
+  return {
+    service,
+    loop,
+    metrics,
+    status: (extra = {}) => ({ node: opts.node, ...loop.status(), objectsInError: service.objects.errors(), ...extra }),
+    ready: () => ready,
+    watchNamespaces,
+    closeWatches: () => {
+      timers.clearTimeout(eventTimer);
+      for (const s of subscriptions.values()) s.close();
+      subscriptions.clear();
+    },
+  };
+}
+
+export interface DaemonIo {
+  /** Where log lines go. */
+  writeLog: (line: string) => void;
+  /** The systemd service protocol's variables (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID). */
+  systemd: Readonly<Record<string, string | undefined>>;
+}
+
+/** Runs until SIGTERM/SIGINT; resolves to the exit code. The kernel port is the caller's to open and is closed here. */
+export async function runDaemon(opts: DaemonOptions, kernel: KernelPort, io: DaemonIo): Promise<number> {
+  const log = new Logger({ format: opts.logFormat, level: opts.logLevel, write: io.writeLog });
+  const notifier = createNotifier(io.systemd as NodeJS.ProcessEnv, (err) => log.warn("sd_notify failed", { error: err.message }));
+  const core = createDaemonCore({ kernel, opts, log, notifier });
+  const { loop } = core;
+  core.watchNamespaces();
+
+  let listening: string | undefined;
+  const closables: Closable[] = [{ name: "notifier", close: () => notifier.stopping() }];
+  // Sources are closed before the loop, the loop (waiting for a run in progress) before the servers.
+  // A start-up failure (socket in use, port taken, unreachable first fetch) closes what was started
+  // and ends in the error boundary: a half-started daemon must not keep running.
+  try {
+    const git = isGitSource(opts);
+    const source = await followSource(opts, {
+      onSnapshot: (s) => loop.submit(s),
+      onError: (err) => {
+        if (git) core.metrics.gitFetchFailed();
+        loop.reportSourceError(err);
+        log.warn(`${git ? "git source failed" : "manifest directory unreadable"}; the last good revision stays in force`, { error: err.message });
+      },
+    });
+    if (source.webhook) log.addSecret(source.webhook.secret);
+    closables.push({ name: "source", close: () => source.close() });
+    closables.push({ name: "loop", close: () => loop.stop() });
+    const statusServer = await startStatusServer({
+      socketPath: opts.socket,
+      getStatus: () => core.status(source.status ? { git: source.status() } : {}),
+    });
+    closables.push({ name: "status server", close: () => statusServer.close() });
+    if (opts.listen) {
+      const routes = source.webhook ? { "/hooks/git": source.webhook.handler } : undefined;
+      const server = await startMetricsServer({ listen: opts.listen, metrics: core.metrics, isReady: core.ready, ...(routes ? { routes } : {}) });
+      listening = server.address; // the real port when --listen asked for port 0
+      closables.push({ name: "metrics server", close: () => server.close() });
+    }
+    closables.push({ name: "watchdog", close: notifier.startWatchdog() });
+    closables.push({ name: "netlink subscriptions", close: core.closeWatches });
+    closables.push({ name: "kernel", close: () => kernel.close() });
+  } catch (err) {
+    await closeAll([...closables, { name: "kernel", close: () => kernel.close() }]).catch(() => {});
+    throw err;
+  }
+  log.notice("started", { node: opts.node, source: opts.source, attachMode: kernel.attachMode, pinRoot: opts.bpffsRoot, socket: opts.socket, ...(listening ? { listen: listening } : {}) });
+
+  // SIGTERM leaves the datapath as it is: pinned maps and links keep enforcing.
+  return new Promise<number>((resolve) => {
+    const remove = installSignalHandlers({
+      onReload: () => {
+        log.info("resync requested (SIGHUP)");
+        loop.trigger("signal");
+      },
+      onStop: async (signal) => {
+        log.notice("stopping; the datapath stays in force", { signal });
+        await closeAll(closables);
+        remove();
+        resolve(0);
+      },
+      onForce: () => resolve(1),
+      onStopError: (err) => {
+        log.error("shutdown incomplete", { error: (err as Error).message });
+        resolve(1);
+      },
+    });
+  });
+}

@@ -1,0 +1,186 @@
+// The daemon without a kernel: the reconcile service, the loop and the drift watches
+// (daemon/run.ts createDaemonCore) driven against the in-memory targets with a manual clock and a
+// scripted source. Each scenario is what an operator does or what happens to a host: a new commit,
+// an invalid commit, drift behind reconcile's back, a failing object and its retries, the periodic
+// resync, SIGHUP.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Targets } from "../../reconciler/apply/executor.js";
+import type { KernelPort } from "../../reconciler/apply/port.js";
+import { MemoryTarget } from "../../reconciler/apply/target.js";
+import { RESOURCE_KINDS, type DatapathState, type ResourceKind } from "../../reconciler/datapath/state.js";
+import { Logger } from "../../reconciler/daemon/log.js";
+import { createDaemonCore } from "../../reconciler/daemon/run.js";
+import type { Snapshot } from "../../reconciler/source/snapshot.js";
+import { FakeTimers } from "./helpers/fake-timers.js";
+import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
+
+const FIELD: Record<ResourceKind, keyof DatapathState> = {
+  device: "devices", address: "addresses", route: "routes", neighbour: "neighbours", sysctl: "sysctls",
+  map: "maps", endpoint: "endpoints", ipcache: "ipcache", policy: "policy", attachment: "attachments",
+};
+
+/** A kernel port over one in-memory target per kind, whose netlink watches the test fires. */
+function memoryKernel() {
+  const target = new Map(RESOURCE_KINDS.map((k) => [k, new MemoryTarget(k, FIELD[k])]));
+  const watchers = new Map<string, () => void>();
+  const kernel: KernelPort = {
+    targets: new Targets([...target.values()]),
+    attachMode: "tcx",
+    programTags: new Map(),
+    host: () => ({ addresses: [], mtuByAddress: new Map() }),
+    ownedNetns: () => [],
+    watch: (netns, onEvent) => {
+      watchers.set(netns, onEvent);
+      return { close: () => watchers.delete(netns) };
+    },
+    policyStats: () => new Map(),
+    drops: () => [],
+    tcxPrograms: () => undefined,
+    prune: () => {},
+    close: () => {},
+  };
+  return { kernel, target: (k: ResourceKind) => target.get(k)!, netlinkEvent: (netns = "") => watchers.get(netns)?.() };
+}
+
+function daemon() {
+  const timers = new FakeTimers();
+  const mem = memoryKernel();
+  const lines: string[] = [];
+  const log = new Logger({ format: "logfmt", level: "info", write: (l) => lines.push(l) });
+  const core = createDaemonCore({ kernel: mem.kernel, opts: { node: "vm", enforcement: "default", attachMode: "tcx", resyncIntervalMs: 30_000 }, log, timers });
+  core.watchNamespaces();
+  return { ...core, ...mem, timers, lines };
+}
+
+const seed = (revision = "r1"): Snapshot => snapshotOfDir("examples/seed", revision);
+
+/** The seed with one more file that is not valid YAML. */
+function invalid(revision: string): Snapshot {
+  const s = seed(revision);
+  return { revision, files: [...s.files, { path: "broken.yaml", content: "kind: Rule\nspec: [unclosed\n" }] };
+}
+
+test("scenario: a new commit is applied, the daemon becomes ready, a second commit plans against what the first left", async () => {
+  const d = daemon();
+  d.loop.submit(seed("r1"));
+  await d.loop.idle();
+  let st = d.loop.status();
+  assert.equal(st.appliedRevision, "r1");
+  assert.equal(st.lastRun?.result, "ok");
+  assert.ok(st.lastRun!.changes > 10, `the seed creates its datapath (${st.lastRun!.changes} changes)`);
+  assert.equal(d.ready(), true);
+  assert.ok(d.target("ipcache").objects.size > 0);
+  assert.ok(d.lines.some((l) => l.includes('msg=change') && l.includes("resource=ipcache")));
+
+  // The same content under a new revision: nothing to write.
+  const writes = RESOURCE_KINDS.reduce((n, k) => n + d.target(k).writes, 0);
+  d.loop.submit(seed("r2"));
+  await d.loop.idle();
+  st = d.loop.status();
+  assert.equal(st.appliedRevision, "r2");
+  assert.equal(st.lastRun?.changes, 0);
+  assert.equal(RESOURCE_KINDS.reduce((n, k) => n + d.target(k).writes, 0), writes);
+});
+
+test("scenario: an invalid commit changes nothing and the revision in force stays", async () => {
+  const d = daemon();
+  d.loop.submit(seed("good"));
+  await d.loop.idle();
+  const before = new Map(d.target("ipcache").objects);
+  d.loop.submit(invalid("bad"));
+  await d.loop.idle();
+  const st = d.loop.status();
+  assert.equal(st.lastRun?.result, "invalid");
+  assert.equal(st.appliedRevision, "good");
+  assert.equal(st.attemptedRevision, "bad");
+  assert.match(st.lastRun!.invalid.join("\n"), /broken\.yaml:\d+/);
+  assert.deepEqual(d.target("ipcache").objects, before);
+  assert.ok(d.lines.some((l) => l.includes("revision rejected")));
+  assert.equal(st.nextRetryAt, null, "an invalid commit is not retried");
+});
+
+test("scenario: drift behind reconcile's back is corrected on the netlink event and counted as drift", async () => {
+  const d = daemon();
+  d.loop.submit(seed());
+  await d.loop.idle();
+  const ipcache = d.target("ipcache");
+  const [id, entry] = [...ipcache.objects][0]!;
+  ipcache.objects.set(id, { ...(entry as object), identity: 2 });
+  ipcache.objects.set("10.99.0.1/32", { prefix: "10.99.0.1/32", identity: 5 });
+
+  d.netlinkEvent(); // a change in the host's namespace
+  assert.deepEqual(d.timers.pending()[0], 100, "debounced");
+  d.timers.fireNext();
+  await d.loop.idle();
+  const st = d.loop.status();
+  assert.equal(st.lastRun?.trigger, "resync");
+  assert.equal(st.lastRun?.drift, 2);
+  assert.equal(st.driftCorrections, 2);
+  assert.deepEqual(ipcache.objects.get(id), entry);
+  assert.equal(ipcache.objects.has("10.99.0.1/32"), false);
+  assert.equal(d.lines.filter((l) => l.includes("drift corrected")).length, 2);
+});
+
+test("scenario: a failing object is retried with backoff until it applies; the others are applied at once", async () => {
+  const d = daemon();
+  const attachments = d.target("attachment");
+  d.loop.submit(seed());
+  // Fail the first attachment three times in a row.
+  const fail = () => {
+    for (const c of ["lxc-app1/egress"]) attachments.failNext.set(c, "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV");
+  };
+  fail();
+  await d.loop.idle();
+  let st = d.loop.status();
+  assert.equal(st.lastRun?.result, "failed");
+  assert.equal(st.appliedRevision, null);
+  assert.deepEqual(st.lastRun?.errors, [{ object: "attachment/lxc-app1/egress", message: "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV" }]);
+  assert.ok(d.target("ipcache").objects.size > 0, "the rest was applied");
+  assert.deepEqual(d.status().objectsInError, [{ resource: "attachment", id: "lxc-app1/egress", state: "error", error: "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV", at: (d.status().objectsInError as Array<{ at: number }>)[0]!.at }]);
+  assert.equal(d.ready(), false);
+
+  const delays: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    fail();
+    delays.push(d.timers.pending()[0]!);
+    d.timers.fireNext();
+    await d.loop.idle();
+    assert.equal(d.loop.status().lastRun?.trigger, "retry");
+    assert.equal(d.loop.status().lastRun?.result, "failed");
+  }
+  delays.push(d.timers.pending()[0]!);
+  assert.deepEqual(delays, [100, 200, 400], "exponential backoff");
+  d.timers.fireNext();
+  await d.loop.idle();
+  st = d.loop.status();
+  assert.equal(st.lastRun?.result, "ok");
+  assert.equal(st.lastRun?.changes, 1, "only the failed object is planned again");
+  assert.equal(st.appliedRevision, "r1");
+  assert.equal(d.ready(), true);
+  assert.deepEqual(d.status().objectsInError, []);
+});
+
+test("scenario: the periodic resync reads the kernel and writes nothing when nothing drifted; SIGHUP resyncs at once", async () => {
+  const d = daemon();
+  d.loop.submit(seed());
+  await d.loop.idle();
+  const writes = () => RESOURCE_KINDS.reduce((n, k) => n + d.target(k).writes, 0);
+  const w0 = writes();
+  assert.deepEqual(d.timers.pending(), [30_000]);
+  d.timers.fireNext();
+  await d.loop.idle();
+  assert.equal(d.loop.status().lastRun?.trigger, "resync");
+  assert.equal(d.loop.status().lastRun?.changes, 0);
+  assert.equal(writes(), w0);
+
+  d.target("policy").objects.clear(); // someone flushed the policy map
+  d.loop.trigger("signal");
+  await d.loop.idle();
+  const st = d.loop.status();
+  assert.equal(st.lastRun?.trigger, "signal");
+  assert.ok(st.lastRun!.drift > 0);
+  assert.ok(d.target("policy").objects.size > 0);
+  assert.deepEqual(d.timers.pending(), [30_000], "the resync timer restarts after the run");
+});
