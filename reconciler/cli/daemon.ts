@@ -99,7 +99,12 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     resyncIntervalMs: opts.resyncIntervalMs,
     onRun: (run, status) => {
       metrics.observeRun(run, status);
-      log.info("reconciled", { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt });
+      const fields = { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt };
+      // A failed run says why on its own line (a run that threw has no "apply failed" lines).
+      if (run.result === "failed") {
+        const first = run.errors[0];
+        log.error("reconciled", { ...fields, errors: run.errors.length, ...(first ? { object: first.object, error: first.message } : {}) });
+      } else log.info("reconciled", fields);
       if (run.result === "ok" && !ready) {
         ready = true;
         notifier.ready(`applied ${run.revision}`);
