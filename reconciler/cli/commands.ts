@@ -156,6 +156,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
         notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
       }
     }
+    if (kernel && compiled.facts?.local !== false && kernel.attachMode === "tcx") notes.push(...(await foreignAheadNotes(kernel, opts)));
     const plan = diff(compiled.desired, actual);
     const ctx = { notes };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
@@ -164,6 +165,32 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
   } finally {
     kernel?.close();
   }
+}
+
+/**
+ * A note per foreign tcx program that runs ahead of one of ours. The plan never reorders an
+ * existing attachment: --attach-position places fresh attaches only; to move ours to the front,
+ * delete its link pin and let the next run attach it afresh (docs/operations.md).
+ */
+async function foreignAheadNotes(kernel: Kernel, opts: GlobalOptions): Promise<string[]> {
+  // Loaded with the kernel, as openKernel() is: an unprivileged dry-run never needs it.
+  const { foreignPrograms, linkPinPath, tcxChains } = await import("../apply/kernel/index.js");
+  let found;
+  try {
+    found = foreignPrograms(tcxChains(kernel.ctx));
+  } catch (err) {
+    return [`the programs on reconcile's tcx hooks could not be read (${(err as Error).message})`];
+  }
+  return found
+    .filter((p) => p.position === "before")
+    .map((p) => {
+      const where = `${p.netns ? `${p.netns}/` : ""}${p.device}/${p.hook}`;
+      return (
+        `foreign tcx program ${p.progId}${p.program ? ` (${p.program})` : ""} runs ahead of reconcile's on ${where}: if it returns pass, traffic bypasses the policy. ` +
+        `It is not reconcile's and stays; an existing attachment is never reordered (--attach-position ${opts.attachPosition} places fresh attaches only): ` +
+        `to put reconcile's first, remove ${linkPinPath(opts.bpffsRoot, { device: p.device, hook: p.hook, ...(p.netns ? { netns: p.netns } : {}) })} and run again`
+      );
+    });
 }
 
 async function once(opts: GlobalOptions, io: Io): Promise<number> {

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { reconcileOnce, StatusTable } from "../apply/executor.js";
 import { ManifestError, formatProblem } from "../manifest/load.js";
+import { foreignPrograms, tcxChains, type ForeignProgram } from "../apply/kernel/index.js";
 import { ReconcileLoop, type ReconcileOutcome, type Trigger } from "../daemon/loop.js";
 import { Logger } from "../daemon/log.js";
 import { createNotifier } from "../daemon/notify.js";
@@ -47,6 +48,33 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
   // unchanged policy maps are skipped by the diff against `inForce`.
   const pipeline = new IncrementalPipeline();
 
+  // Foreign tcx programs ahead of ours can pass traffic before our policy sees it. They are not
+  // ours to remove: reported in status and metrics, and logged once each time the set changes.
+  let foreignAhead: ForeignProgram[] = [];
+  let foreignSeen = new Set<string>();
+  const checkForeignPrograms = () => {
+    if (kernel.attachMode !== "tcx") return;
+    let found: ForeignProgram[];
+    try {
+      found = foreignPrograms(tcxChains(kernel.ctx));
+    } catch (err) {
+      log.warn("cannot read the programs on reconcile's tcx hooks", { error: (err as Error).message });
+      return;
+    }
+    metrics.setForeignPrograms(found);
+    foreignAhead = found.filter((p) => p.position === "before");
+    const keyOf = (p: ForeignProgram) => `${p.netns ?? ""}/${p.device}/${p.hook}/${p.progId}/${p.position}`;
+    const now = new Map(found.map((p) => [keyOf(p), p]));
+    for (const [key, p] of now) {
+      if (foreignSeen.has(key)) continue;
+      const fields = { device: p.device, ...(p.netns ? { netns: p.netns } : {}), hook: p.hook, progId: p.progId, program: p.program };
+      if (p.position === "before") log.warn("foreign tcx program runs ahead of reconcile's: if it returns pass, traffic bypasses the policy; reconcile leaves it in place", fields);
+      else log.info("foreign tcx program runs after reconcile's", fields);
+    }
+    for (const key of foreignSeen) if (!now.has(key)) log.notice("foreign tcx program gone from reconcile's hook", { program: key });
+    foreignSeen = new Set(now.keys());
+  };
+
   const reconcile = async (snapshot: Snapshot, trigger: Trigger): Promise<ReconcileOutcome> => {
     let compiled;
     try {
@@ -74,13 +102,17 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       log.error(message);
       return { ok: false, changes: 0, errors: [{ object: `node/${opts.node}`, message }] };
     }
-    const report = await reconcileOnce(kernel.targets, compiled.desired, trigger === "source" ? inForce : undefined);
+    const known = trigger === "source" ? inForce : undefined;
+    const report = await reconcileOnce(kernel.targets, compiled.desired, known);
     inForce = report.failed.length === 0 ? compiled.desired : undefined;
     objects.record(report);
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
     const isDrift = snapshot.revision === lastApplied && trigger !== "source";
     logChanges(log, report.plan.changes, isDrift);
     for (const f of report.failed) log.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
+    // A run that read the kernel (or changed attachments) looks at the hooks too; a new commit
+    // planned against the last known state does not pay for it.
+    if (!known || report.plan.changes.some((c) => c.resource === "attachment")) checkForeignPrograms();
     if (report.failed.length === 0) {
       lastApplied = snapshot.revision;
       updateMapMetrics(compiled.desired, metrics);
@@ -99,7 +131,12 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     resyncIntervalMs: opts.resyncIntervalMs,
     onRun: (run, status) => {
       metrics.observeRun(run, status);
-      log.info("reconciled", { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt });
+      const fields = { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt };
+      // A failed run says why on its own line (a run that threw has no "apply failed" lines).
+      if (run.result === "failed") {
+        const first = run.errors[0];
+        log.error("reconciled", { ...fields, errors: run.errors.length, ...(first ? { object: first.object, error: first.message } : {}) });
+      } else log.info("reconciled", fields);
       if (run.result === "ok" && !ready) {
         ready = true;
         notifier.ready(`applied ${run.revision}`);
@@ -180,7 +217,13 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     closables.push({ name: "loop", close: () => loop.stop() });
     const statusServer = await startStatusServer({
       socketPath: opts.socket,
-      getStatus: () => ({ node: opts.node, ...loop.status(), objectsInError: objects.errors(), ...(gitStatus ? { git: gitStatus() } : {}) }),
+      getStatus: () => ({
+        node: opts.node,
+        ...loop.status(),
+        objectsInError: objects.errors(),
+        foreignAhead: foreignAhead.map((p) => ({ device: p.device, ...(p.netns ? { netns: p.netns } : {}), hook: p.hook, progId: p.progId, program: p.program })),
+        ...(gitStatus ? { git: gitStatus() } : {}),
+      }),
     });
     closables.push({ name: "status server", close: () => statusServer.close() });
     if (opts.listen) {
@@ -202,7 +245,7 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     await closeAll([...closables, { name: "kernel", close: () => kernel.close() }]).catch(() => {});
     throw err;
   }
-  log.notice("started", { node: opts.node, source, attachMode: kernel.attachMode, pinRoot: opts.bpffsRoot, socket: opts.socket, ...(listening ? { listen: listening } : {}) });
+  log.notice("started", { node: opts.node, source, attachMode: kernel.attachMode, attachPosition: opts.attachPosition, pinRoot: opts.bpffsRoot, socket: opts.socket, ...(listening ? { listen: listening } : {}) });
 
   // SIGTERM leaves the datapath as it is: pinned maps and links keep enforcing.
   return new Promise<number>((resolve) => {

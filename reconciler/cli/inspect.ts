@@ -3,8 +3,8 @@
 
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../datapath/layouts.js";
 import { emptyDesired, emptyState, policyEntryKey, PolicyEntrySet, type DesiredState } from "../datapath/state.js";
-import { numPossibleCpus, queryTcx } from "../ebpf-loader/index.js";
-import { linkGet, withNetns } from "../netlink/index.js";
+import { tcxChains } from "../apply/kernel/index.js";
+import { numPossibleCpus } from "../ebpf-loader/index.js";
 import type { Compiled } from "../plan/pipeline.js";
 import type { Command, GlobalOptions } from "./args.js";
 import type { Io } from "./commands.js";
@@ -46,16 +46,32 @@ export async function inspect(
   return 0;
 }
 
-/** Our attachments, plus every other tcx program on the same hooks (reported, never touched). */
+/**
+ * Every program on each hook that carries one of reconcile's programs, in the order the kernel runs
+ * them (`order` 0 runs first): ours (owner reconcile) and foreign ones (owner foreign: reported,
+ * never touched; one ahead of ours that returns pass bypasses the policy). tc-mode attachments
+ * (cls_bpf filters) are listed as they are, without an order.
+ */
 function links(actual: ReturnType<typeof emptyState>, kernel: Kernel): Array<Record<string, unknown>> {
-  const rows: Array<Record<string, unknown>> = [...actual.attachments.values()].map((a) => ({ ...a, owner: "reconcile" }));
-  for (const a of actual.attachments.values()) {
-    if (a.mode !== "tcx") continue;
-    // One lookup by name, not a dump of every link per attachment.
-    const index = linkGet(kernel.ctx.route(a.netns), a.device)?.index;
-    const seen = index === undefined ? undefined : withNetns(a.netns, () => queryTcx(index, a.hook));
-    if (seen && seen.progIds.length > 1) rows.push({ device: a.device, hook: a.hook, netns: a.netns ?? "", foreignPrograms: seen.progIds.length - 1, owner: "other" });
+  const rows: Array<Record<string, unknown>> = [];
+  const ours = new Map([...actual.attachments.values()].map((a) => [`${a.netns ?? ""}/${a.device}/${a.hook}`, a]));
+  for (const c of tcxChains(kernel.ctx)) {
+    const a = ours.get(`${c.netns ?? ""}/${c.device}/${c.hook}`);
+    c.programs.forEach((p, order) => {
+      rows.push({
+        device: c.device,
+        ...(c.netns ? { netns: c.netns } : {}),
+        hook: c.hook,
+        order,
+        progId: p.progId,
+        program: p.owner === "reconcile" && a ? a.program : p.program,
+        ...(p.owner === "reconcile" && a?.tag ? { tag: a.tag } : {}),
+        mode: "tcx",
+        owner: p.owner,
+      });
+    });
   }
+  for (const a of actual.attachments.values()) if (a.mode === "tc") rows.push({ ...a, owner: "reconcile" });
   return rows;
 }
 
@@ -85,6 +101,7 @@ function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnTy
       revision: desired.revision,
     });
   }
+  if (observed.unreadable) rows.push({ undecodable: observed.unreadable, note: "entries no policy key names (written by someone else): the next run rebuilds this map" });
   for (const d of drops) rows.push(d);
   return rows;
 }

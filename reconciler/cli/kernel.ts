@@ -29,7 +29,7 @@ export function openKernel(opts: GlobalOptions): Kernel {
   for (const [name, spec] of ctx.collectionSpec().programs) programTags.set(name, programTag(spec));
   return {
     ctx,
-    targets: kernelTargets(ctx),
+    targets: kernelTargets(ctx, { attachPosition: opts.attachPosition }),
     attachMode: resolveAttachMode(opts.attachMode),
     programTags,
     host: () => readHostInfo(ctx.route()),
