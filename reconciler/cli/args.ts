@@ -25,6 +25,8 @@ export interface GlobalOptions {
   /** Periodic resync in milliseconds. */
   resyncIntervalMs: number;
   attachMode: "auto" | "tcx" | "tc";
+  /** Where a fresh tcx attachment goes among foreign programs on the hook (existing ones stay put). */
+  attachPosition: "first" | "last";
   enforcement: "default" | "always" | "never";
   /** Status socket path. */
   socket: string;
@@ -86,6 +88,7 @@ const FLAGS: Record<string, FlagDef> = {
   "--state-dir": { key: "stateDir", value: true, env: "RECONCILE_STATE_DIR" },
   "--resync-interval": { key: "resyncInterval", value: true, env: "RECONCILE_RESYNC_INTERVAL" },
   "--attach-mode": { key: "attachMode", value: true, env: "RECONCILE_ATTACH_MODE" },
+  "--attach-position": { key: "attachPosition", value: true, env: "RECONCILE_ATTACH_POSITION" },
   "--enforcement": { key: "enforcement", value: true, env: "RECONCILE_ENFORCEMENT" },
   "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET" },
   "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN" },
@@ -107,9 +110,9 @@ const SUBCOMMANDS = ["validate", "explain", "inspect", "status", "teardown", "ve
 export const USAGE = `Usage:
   reconcile [--source DIR|GIT-URL] [--ref BRANCH|TAG|SHA] [--path SUBDIR] [--node NAME]
             [--dry-run] [--once] [--output text|json] [--bpffs-root PATH] [--state-dir PATH]
-            [--resync-interval 30s] [--attach-mode auto|tcx|tc] [--enforcement default|always|never]
-            [--socket PATH] [--listen ADDR:PORT] [--log-format logfmt|json]
-            [--log-level error|warn|notice|info|debug] [--git-interval 30s]
+            [--resync-interval 30s] [--attach-mode auto|tcx|tc] [--attach-position first|last]
+            [--enforcement default|always|never] [--socket PATH] [--listen ADDR:PORT]
+            [--log-format logfmt|json] [--log-level error|warn|notice|info|debug] [--git-interval 30s]
             [--verify-signatures ALLOWED-SIGNERS-FILE]
   reconcile validate --source ...              validate manifests only
   reconcile explain --source ... --from EP|IP|host --to EP|IP|host --port 80/TCP [--output json]
@@ -200,6 +203,7 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
 function globalOptions(values: Record<string, string | boolean>, defaults: { node: string }): GlobalOptions {
   const output = oneOf(values.output, ["text", "json"] as const, "--output", "text");
   const attachMode = oneOf(values.attachMode, ["auto", "tcx", "tc"] as const, "--attach-mode", "auto");
+  const attachPosition = oneOf(values.attachPosition, ["first", "last"] as const, "--attach-position", "first");
   const enforcement = oneOf(values.enforcement, ["default", "always", "never"] as const, "--enforcement", "default");
   const logFormat = oneOf(values.logFormat, ["logfmt", "json"] as const, "--log-format", "logfmt");
   const logLevel = oneOf(values.logLevel, ["error", "warn", "notice", "info", "debug"] as const, "--log-level", "info");
@@ -209,6 +213,7 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     stateDir: str(values.stateDir) ?? "/var/lib/reconcile",
     resyncIntervalMs: parseDuration(str(values.resyncInterval) ?? "30s", "--resync-interval"),
     attachMode,
+    attachPosition,
     enforcement,
     socket: str(values.socket) ?? "/run/reconcile/reconcile.sock",
     logFormat,

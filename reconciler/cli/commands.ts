@@ -1,7 +1,7 @@
 // Each command is a short chain: read → plan → (apply) → render. Output goes to the streams passed in.
 
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
-import type { KernelPort } from "../apply/port.js";
+import { foreignPrograms, type KernelPort } from "../apply/port.js";
 import { emptyDesired, emptyState } from "../datapath/state.js";
 import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
 import { ReconcileService } from "../daemon/service.js";
@@ -54,7 +54,7 @@ export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
  * use them: --help, version, validate and explain never touch the kernel.
  */
 async function openKernel(opts: GlobalOptions): Promise<KernelPort> {
-  return (await import("../apply/kernel/open.js")).openKernel({ pinRoot: opts.bpffsRoot, attachMode: opts.attachMode, readObject: readAsset });
+  return (await import("../apply/kernel/open.js")).openKernel({ pinRoot: opts.bpffsRoot, attachMode: opts.attachMode, attachPosition: opts.attachPosition, readObject: readAsset });
 }
 
 async function withKernel<T>(opts: GlobalOptions, fn: (kernel: KernelPort) => Promise<T>): Promise<T> {
@@ -114,6 +114,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
         notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
       }
     }
+    if (kernel && compiled.facts?.local !== false && kernel.attachMode === "tcx") notes.push(...foreignAheadNotes(kernel, opts));
     const plan = diff(compiled.desired, actual);
     const ctx = { notes };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
@@ -122,6 +123,30 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
   } finally {
     kernel?.close();
   }
+}
+
+/**
+ * A note per foreign tcx program that runs ahead of one of ours. The plan never reorders an
+ * existing attachment: --attach-position places fresh attaches only; to move ours to the front,
+ * delete its link pin and let the next run attach it afresh (docs/operations.md).
+ */
+function foreignAheadNotes(kernel: KernelPort, opts: GlobalOptions): string[] {
+  let found;
+  try {
+    found = foreignPrograms(kernel.tcxChains());
+  } catch (err) {
+    return [`the programs on reconcile's tcx hooks could not be read (${(err as Error).message})`];
+  }
+  return found
+    .filter((p) => p.position === "before")
+    .map((p) => {
+      const where = `${p.netns ? `${p.netns}/` : ""}${p.device}/${p.hook}`;
+      return (
+        `foreign tcx program ${p.progId}${p.program ? ` (${p.program})` : ""} runs ahead of reconcile's on ${where}: if it returns pass, traffic bypasses the policy. ` +
+        `It is not reconcile's and stays; an existing attachment is never reordered (--attach-position ${opts.attachPosition} places fresh attaches only): ` +
+        `to put reconcile's first, remove ${kernel.linkPin(p)} and run again`
+      );
+    });
 }
 
 /** One run of the daemon's reconcile service. */

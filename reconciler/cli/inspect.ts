@@ -43,14 +43,32 @@ export async function inspect(
   return 0;
 }
 
-/** Our attachments, plus every other tcx program on the same hooks (reported, never touched). */
+/**
+ * Every program on each hook that carries one of reconcile's programs, in the order the kernel runs
+ * them (`order` 0 runs first): ours (owner reconcile) and foreign ones (owner foreign: reported,
+ * never touched; one ahead of ours that returns pass bypasses the policy). tc-mode attachments
+ * (cls_bpf filters) are listed as they are, without an order.
+ */
 function links(actual: ReturnType<typeof emptyState>, kernel: KernelPort): Array<Record<string, unknown>> {
-  const rows: Array<Record<string, unknown>> = [...actual.attachments.values()].map((a) => ({ ...a, owner: "reconcile" }));
-  for (const a of actual.attachments.values()) {
-    if (a.mode !== "tcx") continue;
-    const progIds = kernel.tcxPrograms(a.device, a.hook, a.netns);
-    if (progIds && progIds.length > 1) rows.push({ device: a.device, hook: a.hook, netns: a.netns ?? "", foreignPrograms: progIds.length - 1, owner: "other" });
+  const rows: Array<Record<string, unknown>> = [];
+  const ours = new Map([...actual.attachments.values()].map((a) => [`${a.netns ?? ""}/${a.device}/${a.hook}`, a]));
+  for (const c of kernel.tcxChains()) {
+    const a = ours.get(`${c.netns ?? ""}/${c.device}/${c.hook}`);
+    c.programs.forEach((p, order) => {
+      rows.push({
+        device: c.device,
+        ...(c.netns ? { netns: c.netns } : {}),
+        hook: c.hook,
+        order,
+        progId: p.progId,
+        program: p.owner === "reconcile" && a ? a.program : p.program,
+        ...(p.owner === "reconcile" && a?.tag ? { tag: a.tag } : {}),
+        mode: "tcx",
+        owner: p.owner,
+      });
+    });
   }
+  for (const a of actual.attachments.values()) if (a.mode === "tc") rows.push({ ...a, owner: "reconcile" });
   return rows;
 }
 
@@ -80,6 +98,7 @@ function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnTy
       revision: desired.revision,
     });
   }
+  if (observed.unreadable) rows.push({ undecodable: observed.unreadable, note: "entries no policy key names (written by someone else): the next run rebuilds this map" });
   for (const d of drops) rows.push(d);
   return rows;
 }

@@ -24,6 +24,8 @@ export interface DaemonOptions extends NodeCompileOptions, SourceOptions {
   logFormat: LogFormat;
   logLevel: LogLevel;
   bpffsRoot: string;
+  /** Where fresh tcx links go among foreign programs (for the start-up line; the kernel port applies it). */
+  attachPosition: "first" | "last";
 }
 
 /** The daemon minus its I/O edges (source, servers, signals): what the scenario tests drive. */
@@ -65,7 +67,12 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     timers,
     onRun: (run, status) => {
       metrics.observeRun(run, status);
-      log.info("reconciled", { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt });
+      const fields = { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt };
+      // A failed run says why on its own line (a run that threw has no "apply failed" lines).
+      if (run.result === "failed") {
+        const first = run.errors[0];
+        log.error("reconciled", { ...fields, errors: run.errors.length, ...(first ? { object: first.object, error: first.message } : {}) });
+      } else log.info("reconciled", fields);
       if (run.result === "ok" && !ready) {
         ready = true;
         notifier?.ready(`applied ${run.revision}`);
@@ -93,7 +100,7 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     service,
     loop,
     metrics,
-    status: (extra = {}) => ({ node: opts.node, ...loop.status(), objectsInError: service.objects.errors(), ...extra }),
+    status: (extra = {}) => ({ node: opts.node, ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), ...extra }),
     ready: () => ready,
     watchNamespaces,
     closeWatches: () => {
@@ -155,7 +162,7 @@ export async function runDaemon(opts: DaemonOptions, kernel: KernelPort, io: Dae
     await closeAll([...closables, { name: "kernel", close: () => kernel.close() }]).catch(() => {});
     throw err;
   }
-  log.notice("started", { node: opts.node, source: opts.source, attachMode: kernel.attachMode, pinRoot: opts.bpffsRoot, socket: opts.socket, ...(listening ? { listen: listening } : {}) });
+  log.notice("started", { node: opts.node, source: opts.source, attachMode: kernel.attachMode, attachPosition: opts.attachPosition, pinRoot: opts.bpffsRoot, socket: opts.socket, ...(listening ? { listen: listening } : {}) });
 
   // SIGTERM leaves the datapath as it is: pinned maps and links keep enforcing.
   return new Promise<number>((resolve) => {

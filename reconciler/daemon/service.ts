@@ -4,7 +4,7 @@
 // the same service; the daemon's loop (daemon/loop.ts) decides when runs happen.
 
 import { reconcileOnce, StatusTable, type ApplyReport } from "../apply/executor.js";
-import type { KernelPort } from "../apply/port.js";
+import { foreignPrograms, type ForeignProgram, type KernelPort } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { DesiredState } from "../datapath/state.js";
 import { formatProblem, ManifestError } from "../manifest/load.js";
@@ -42,11 +42,20 @@ export class ReconcileService {
   // not parsed again, only the endpoints whose selecting rules changed are recompiled, and their
   // unchanged policy maps are skipped by the diff against `inForce`.
   private readonly pipeline = new IncrementalPipeline();
+  // Foreign tcx programs ahead of ours can pass traffic before our policy sees it. They are not
+  // ours to remove: reported in status and metrics, and logged once each time the set changes.
+  private foreign: ForeignProgram[] = [];
+  private foreignSeen = new Set<string>();
 
   constructor(
     private readonly kernel: KernelPort,
     private readonly opts: ServiceOptions,
   ) {}
+
+  /** Foreign tcx programs that run ahead of reconcile's, as the last run that looked saw them. */
+  foreignAhead(): Array<Omit<ForeignProgram, "position">> {
+    return this.foreign.filter((p) => p.position === "before").map(({ position: _, ...p }) => p);
+  }
 
   /** The revision the last fully successful run put in force. */
   get appliedRevision(): string | null {
@@ -60,9 +69,13 @@ export class ReconcileService {
   async run(snapshot: Snapshot, trigger: Trigger): Promise<RunReport> {
     const compiled = this.compile(snapshot);
     requireLocal(compiled);
-    const report = await reconcileOnce(this.kernel.targets, compiled.desired, trigger === "source" ? this.inForce : undefined);
+    const known = trigger === "source" ? this.inForce : undefined;
+    const report = await reconcileOnce(this.kernel.targets, compiled.desired, known);
     this.inForce = report.failed.length === 0 ? compiled.desired : undefined;
     this.objects.record(report);
+    // A run that read the kernel (or changed attachments) looks at the hooks too; a new commit
+    // planned against the last known state does not pay for it.
+    if (!known || report.plan.changes.some((c) => c.resource === "attachment")) this.checkForeignPrograms();
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
     const drift = snapshot.revision === this.lastApplied && trigger !== "source";
     if (report.failed.length === 0) {
@@ -101,6 +114,30 @@ export class ReconcileService {
       drift: drift ? report.plan.changes.length : 0,
       errors: report.failed.map((f) => ({ object: `${f.resource}/${f.id}`, message: f.error ?? "" })),
     };
+  }
+
+  private checkForeignPrograms(): void {
+    if (this.kernel.attachMode !== "tcx") return;
+    const log = this.opts.log;
+    let found: ForeignProgram[];
+    try {
+      found = foreignPrograms(this.kernel.tcxChains());
+    } catch (err) {
+      log?.warn("cannot read the programs on reconcile's tcx hooks", { error: (err as Error).message });
+      return;
+    }
+    this.opts.metrics?.setForeignPrograms(found);
+    this.foreign = found;
+    const keyOf = (p: ForeignProgram) => `${p.netns ?? ""}/${p.device}/${p.hook}/${p.progId}/${p.position}`;
+    const now = new Map(found.map((p) => [keyOf(p), p]));
+    for (const [key, p] of now) {
+      if (this.foreignSeen.has(key)) continue;
+      const fields = { device: p.device, ...(p.netns ? { netns: p.netns } : {}), hook: p.hook, progId: p.progId, program: p.program };
+      if (p.position === "before") log?.warn("foreign tcx program runs ahead of reconcile's: if it returns pass, traffic bypasses the policy; reconcile leaves it in place", fields);
+      else log?.info("foreign tcx program runs after reconcile's", fields);
+    }
+    for (const key of this.foreignSeen) if (!now.has(key)) log?.notice("foreign tcx program gone from reconcile's hook", { program: key });
+    this.foreignSeen = new Set(now.keys());
   }
 
   private compile(snapshot: Snapshot): CompiledForNode {

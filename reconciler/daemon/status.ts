@@ -157,6 +157,12 @@ export class DaemonMetrics {
     labelNames: ["map"],
     registers: [this.registry],
   });
+  private readonly foreign = new Gauge({
+    name: "reconcile_foreign_programs",
+    help: "Foreign tcx programs on the hooks of reconcile's programs, by position relative to reconcile's (before: it runs first and can bypass policy)",
+    labelNames: ["device", "netns", "hook", "position"],
+    registers: [this.registry],
+  });
   private readonly gitFailures = new Counter({
     name: "reconcile_git_fetch_failures_total",
     help: "Git fetches that failed",
@@ -181,6 +187,11 @@ export class DaemonMetrics {
   }
   setMapPressure(map: string, ratio: number): void {
     this.mapPressure.set({ map }, ratio);
+  }
+  /** The foreign programs found on reconcile's hooks now (replaces the last set). */
+  setForeignPrograms(programs: ReadonlyArray<{ device: string; netns?: string; hook: string; position: "before" | "after" }>): void {
+    this.foreign.reset();
+    for (const p of programs) this.foreign.inc({ device: p.device, netns: p.netns ?? "", hook: p.hook, position: p.position });
   }
   gitFetchFailed(): void {
     this.gitFailures.inc();

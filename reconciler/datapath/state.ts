@@ -187,7 +187,30 @@ export interface DesiredState extends DatapathState {
   node: string;
 }
 
+/**
+ * What observe/ read from the kernel. Its endpoints and ipcache maps may also hold
+ * UndecodableEntry values (see isUndecodable): kernel entries whose key no desired entry can name.
+ */
 export type ActualState = DatapathState;
+
+/**
+ * A kernel map entry whose key does not decode to an id the desired state could have (a family
+ * byte that is neither 4 nor 6, a prefix length out of range, non-zero padding: written by someone
+ * else). Observed under the hex of its key, so the plan deletes it as drift and names it
+ * ("- ipcache 000000000000…"); the delete writes these very bytes back as the key.
+ */
+export interface UndecodableEntry {
+  /** Why the key does not decode, e.g. "encode ipcache_key.family: expected 4 or 6, got 0". */
+  undecodable: string;
+  /** Key bytes, hex (also the entry's id). */
+  key: string;
+  /** Value bytes, hex. */
+  value: string;
+}
+
+export function isUndecodable(spec: unknown): spec is UndecodableEntry {
+  return typeof spec === "object" && spec !== null && typeof (spec as UndecodableEntry).undecodable === "string";
+}
 
 export { policyEntryKey, decodePolicyEntryKey, PolicyEntrySet } from "../policy/entry-set.js";
 

@@ -25,7 +25,7 @@ export {
 export { Btf, BtfError, BtfKind, parseBtf, type BtfType, type BtfMember } from "./btf.js";
 export { BpfProgram, VerifierError, patchInstructions, progTypeNumbers, type ProgramInfo } from "./program.js";
 export { Collection, loadCollection, type LoadOptions } from "./collection.js";
-export { TcxLink, queryTcx, type TcxHook, type TcxLinkInfo } from "./tcx.js";
+export { TcxLink, queryTcx, type TcxHook, type TcxLinkInfo, type TcxPosition } from "./tcx.js";
 export { probeFeatures, requireFeature, FeatureError, minKernel, type Features } from "./features.js";
 export { unpin } from "./pin.js";
 export { programTag, programTags } from "./tag.js";

@@ -433,11 +433,19 @@ export const linkGetFdById = (id: number, op: string): number => getFdById(Cmd.L
 // link_create: prog_fd @0, target_ifindex @4, attach_type @8, flags @12, tcx.relative_fd @16,
 // tcx.expected_revision @24.
 const linkCreateAttr = new Attr(32);
-export function linkCreateTcx(progFd: number, ifindex: number, attachType: number, op: string): number {
+/** bpf_mprog attach flags (tcx): place the new program before / after the relative one, or, with
+ *  no relative fd or id, first / last on the hook. */
+export const BPF_F_BEFORE = 1 << 3;
+export const BPF_F_AFTER = 1 << 4;
+
+// link_create: prog_fd @0, target_ifindex @4, attach_type @8, flags @12, tcx.relative_fd @16,
+// tcx.expected_revision @24.
+export function linkCreateTcx(progFd: number, ifindex: number, attachType: number, op: string, flags = 0): number {
   const b = linkCreateAttr.clear();
   b.writeUInt32LE(progFd, 0);
   b.writeUInt32LE(ifindex, 4);
   b.writeUInt32LE(attachType, 8);
+  b.writeUInt32LE(flags, 12);
   return bpf(Cmd.LINK_CREATE, linkCreateAttr, op);
 }
 

@@ -6,6 +6,8 @@ import type { BpfProgram } from "./program.js";
 import { requireFeature } from "./features.js";
 
 export type TcxHook = "ingress" | "egress";
+/** Where a new program goes among those already attached to the hook. */
+export type TcxPosition = "first" | "last";
 
 const attachTypes: Record<TcxHook, number> = {
   ingress: sys.AttachType.TCX_INGRESS,
@@ -29,10 +31,15 @@ export class TcxLink {
     sys.trackFd(this, fd);
   }
 
-  static attach(prog: BpfProgram, ifindex: number, hook: TcxHook): TcxLink {
-    const op = `attach tcx ${hook} ifindex ${ifindex}`;
+  /**
+   * Attach `prog` to a device's hook. `position` "last" (the default, as the kernel does without
+   * flags) appends it after the programs already there; "first" puts it at the head (BPF_F_BEFORE
+   * with no relative program), so it runs before them.
+   */
+  static attach(prog: BpfProgram, ifindex: number, hook: TcxHook, position: TcxPosition = "last"): TcxLink {
+    const op = `attach tcx ${hook} ifindex ${ifindex}${position === "first" ? " first" : ""}`;
     try {
-      return new TcxLink(sys.linkCreateTcx(prog.fd, ifindex, attachTypes[hook], op));
+      return new TcxLink(sys.linkCreateTcx(prog.fd, ifindex, attachTypes[hook], op, position === "first" ? sys.BPF_F_BEFORE : 0));
     } catch (err) {
       if (err instanceof BpfError && err.errno === Errno.EINVAL) requireFeature("tcx", err);
       throw err;

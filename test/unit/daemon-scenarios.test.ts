@@ -37,7 +37,8 @@ function memoryKernel() {
     },
     policyStats: () => new Map(),
     drops: () => [],
-    tcxPrograms: () => undefined,
+    tcxChains: () => [],
+    linkPin: (h) => `/pins/links/${h.device}/${h.hook}`,
     prune: () => {},
     close: () => {},
   };

@@ -6,10 +6,11 @@ import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
 import type { AttachmentSpec, DesiredState } from "../../datapath/state.js";
-import { BpfProgram, TcxLink, loadCollection, programTags, unpin, type Collection } from "../../ebpf-loader/index.js";
+import { BpfProgram, TcxLink, loadCollection, programTags, queryTcx, unpin, type Collection, type TcxPosition } from "../../ebpf-loader/index.js";
 import { filterDelete, filterList, filterReplaceBpf, linkIndex, linkList, qdiscEnsureClsact, qdiscList, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
+import type { TcxChain, TcxProgramOnHook } from "../port.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
@@ -30,7 +31,12 @@ export class AttachmentTarget implements Target {
   readonly kind = "attachment" as const;
   readonly field = "attachments" as const;
 
-  constructor(private readonly ctx: KernelContext) {}
+  /** `position`: where a fresh tcx link goes among the programs already on the hook ("first": at
+   *  the head, ahead of foreign programs). A link that exists is updated in place, never moved. */
+  constructor(
+    private readonly ctx: KernelContext,
+    private readonly position: TcxPosition = "first",
+  ) {}
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
     const out = new Map<string, AttachmentSpec>();
@@ -85,7 +91,7 @@ export class AttachmentTarget implements Target {
   private attachTcx(a: AttachmentSpec, prog: BpfProgram): void {
     const path = linkPinPath(this.ctx.pinRoot, a);
     unpin(path); // a defunct link of a device that was deleted and made again
-    const link = withNetns(a.netns, () => TcxLink.attach(prog, linkIndex(this.ctx.route(a.netns), a.device), a.hook));
+    const link = withNetns(a.netns, () => TcxLink.attach(prog, linkIndex(this.ctx.route(a.netns), a.device), a.hook, this.position));
     try {
       this.ctx.ensureDir(dirname(path));
       link.pin(path);
@@ -121,17 +127,8 @@ export class AttachmentTarget implements Target {
     unpin(linkPinPath(this.ctx.pinRoot, a));
   }
 
-  /** Every link pinned under <pin root>/links/<netns|host>/<device>/<hook>. */
-  private *pinnedLinks(): Generator<Pick<AttachmentSpec, "device" | "netns" | "hook">> {
-    const root = join(this.ctx.pinRoot, "links");
-    for (const ns of safeReaddir(root)) {
-      for (const device of safeReaddir(join(root, ns))) {
-        for (const hook of safeReaddir(join(root, ns, device))) {
-          if (hook !== "ingress" && hook !== "egress") continue;
-          yield { device, hook, ...(ns !== HOST_DIR ? { netns: ns } : {}) };
-        }
-      }
-    }
+  private pinnedLinks(): Generator<Pick<AttachmentSpec, "device" | "netns" | "hook">> {
+    return pinnedLinks(this.ctx.pinRoot);
   }
 
   private readLink(a: Pick<AttachmentSpec, "device" | "netns" | "hook">, programs: Map<number, Pick<AttachmentSpec, "program" | "tag">>): AttachmentSpec | undefined {
@@ -224,6 +221,67 @@ export class AttachmentTarget implements Target {
   }
 }
 
+/** Every link pinned under <pin root>/links/<netns|host>/<device>/<hook>. */
+function* pinnedLinks(pinRoot: string): Generator<Pick<AttachmentSpec, "device" | "netns" | "hook">> {
+  const root = join(pinRoot, "links");
+  for (const ns of safeReaddir(root)) {
+    for (const device of safeReaddir(join(root, ns))) {
+      for (const hook of safeReaddir(join(root, ns, device))) {
+        if (hook !== "ingress" && hook !== "egress") continue;
+        yield { device, hook, ...(ns !== HOST_DIR ? { netns: ns } : {}) };
+      }
+    }
+  }
+}
+
+/**
+ * The programs on each hook that carries one of reconcile's pinned tcx links (BPF_PROG_QUERY, one
+ * per hook), ours and foreign ones, in run order. Foreign programs are reported, never touched.
+ */
+export function tcxChains(ctx: KernelContext): TcxChain[] {
+  const chains: TcxChain[] = [];
+  const names = new Map<number, string>();
+  const nameOf = (id: number): string => {
+    let name = names.get(id);
+    if (name === undefined) {
+      try {
+        const prog = BpfProgram.fromId(id);
+        try {
+          name = prog.info().name;
+        } finally {
+          prog.close();
+        }
+      } catch {
+        name = ""; // detached and freed since the query
+      }
+      names.set(id, name);
+    }
+    return name;
+  };
+  for (const a of pinnedLinks(ctx.pinRoot)) {
+    let link: TcxLink;
+    try {
+      link = TcxLink.openPinned(linkPinPath(ctx.pinRoot, a));
+    } catch {
+      continue; // not a tcx link (or gone): the attachment target plans it
+    }
+    try {
+      const info = link.info();
+      if (info.ifindex === 0) continue; // its device is gone
+      const seen = withNetns(a.netns, () => queryTcx(info.ifindex, a.hook));
+      const programs = seen.progIds.map((progId, i): TcxProgramOnHook => {
+        const linkId = seen.linkIds[i] ?? 0;
+        return { progId, linkId, program: nameOf(progId), owner: linkId === info.id ? "reconcile" : "foreign" };
+      });
+      chains.push({ ...a, programs });
+    } finally {
+      link.close();
+    }
+  }
+  return chains;
+}
+
+/** A foreign program on one of reconcile's hooks, and whether it runs before reconcile's. */
 /** programTags() of each program spec of this binary, computed once. */
 const specTags = new WeakMap<object, [string, string]>();
 

@@ -15,9 +15,9 @@ import {
   encodeIpcacheKey,
   encodeIpcacheValue,
 } from "../../datapath/layouts.js";
-import type { DatapathState, DesiredState, EndpointEntry, IpcacheMapEntry, ResourceKind } from "../../datapath/state.js";
+import { isUndecodable, type DatapathState, type DesiredState, type EndpointEntry, type IpcacheMapEntry, type ResourceKind, type UndecodableEntry } from "../../datapath/state.js";
 import type { Change } from "../../plan/diff.js";
-import { failuresOf, type ObjectResult, type Target } from "../target.js";
+import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 
 interface Codec<T> {
@@ -25,8 +25,24 @@ interface Codec<T> {
   valueSize: number;
   encodeKey(id: string, spec: T, out: Buffer, offset: number): void;
   encodeValue(spec: T, out: Buffer, offset: number): void;
-  /** id and spec from a key and value. */
+  /** id and spec from a key and value (throws on a key no id names). */
   decode(keys: Buffer, values: Buffer, i: number): [string, T];
+  /** Whether `key` and `encoded` (the encoding of the id decoded from `key`) are the same kernel
+   *  key. When not, the id names another entry than the one in the kernel. */
+  sameKey(key: Buffer, encoded: Buffer): boolean;
+}
+
+/** LPM trie keys (u32 prefixlen, then data) are the same entry when prefixlen and its leading
+ *  bits of data are: the trie ignores the bits after the prefix. */
+export function sameLpmKey(a: Buffer, b: Buffer): boolean {
+  const bits = a.readUInt32LE(0);
+  if (bits !== b.readUInt32LE(0) || bits > (a.length - 4) * 8) return false;
+  const whole = bits >> 3;
+  if (!a.subarray(4, 4 + whole).equals(b.subarray(4, 4 + whole))) return false;
+  const rest = bits & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return (a[4 + whole]! & mask) === (b[4 + whole]! & mask);
 }
 
 const endpointCodec: Codec<EndpointEntry> = {
@@ -41,6 +57,8 @@ const endpointCodec: Codec<EndpointEntry> = {
     // The kernel does not know endpoint names; the planner does not compare them.
     return [address, { address, endpointId: v.epId, identity: v.identity, ifindex: v.ifindex, enforceIngress: v.enforceIngress, enforceEgress: v.enforceEgress, endpoint: "" }];
   },
+  // A hash map: every byte of the key counts (padding and an IPv4 address's unused 12 bytes too).
+  sameKey: (key, encoded) => key.equals(encoded),
 };
 
 const ipcacheCodec: Codec<IpcacheMapEntry> = {
@@ -53,7 +71,12 @@ const ipcacheCodec: Codec<IpcacheMapEntry> = {
     const v = decodeIpcacheValue(values, i * IPCACHE_VALUE.size);
     return [prefix, { prefix, identity: v.identity, ...(v.tunnelEndpoint ? { tunnelEndpoint: v.tunnelEndpoint } : {}) }];
   },
+  sameKey: sameLpmKey,
 };
+
+function hex(b: Buffer, from: number, to: number): string {
+  return b.toString("hex", from, to);
+}
 
 class MapEntriesTarget<T> implements Target {
   /** The kernel's bytes when they last matched a desired entry map: the next resync that reads the
@@ -87,11 +110,33 @@ class MapEntriesTarget<T> implements Target {
         return wanted;
       }
     }
+    const scratch = Buffer.alloc(this.codec.keySize);
     for (let i = 0; i < count; i++) {
-      const [id, spec] = this.codec.decode(keys, values, i);
-      out.set(id, spec);
+      const [id, spec] = this.decodeRecord(keys, values, i, scratch);
+      out.set(id, spec as T);
     }
     return out;
+  }
+
+  /**
+   * Record i as its id and spec, or, when its key names no id (it does not decode, or its id
+   * encodes to another kernel key), as an UndecodableEntry under the hex of its key: the plan
+   * deletes it by those bytes, and one malformed entry stops nothing else.
+   */
+  private decodeRecord(keys: Buffer, values: Buffer, i: number, scratch: Buffer): [string, T | UndecodableEntry] {
+    const { keySize, valueSize } = this.codec;
+    const key = keys.subarray(i * keySize, (i + 1) * keySize);
+    let why: string;
+    try {
+      const [id, spec] = this.codec.decode(keys, values, i);
+      this.codec.encodeKey(id, spec, scratch, 0);
+      if (this.codec.sameKey(key, scratch)) return [id, spec];
+      why = `key reads as ${id}, which is another key (${scratch.toString("hex")})`;
+    } catch (err) {
+      why = errorText(err);
+    }
+    const id = hex(keys, i * keySize, (i + 1) * keySize);
+    return [id, { undecodable: why, key: id, value: hex(values, i * valueSize, (i + 1) * valueSize) }];
   }
 
   /** Whether the kernel's `count` records are exactly the encodings of `wanted`. */
@@ -133,7 +178,11 @@ class MapEntriesTarget<T> implements Target {
     const keys = Buffer.alloc(changes.length * keySize);
     try {
       if (changes[0]!.op === "delete") {
-        changes.forEach((c, i) => this.codec.encodeKey(c.id, c.before as T, keys, i * keySize));
+        changes.forEach((c, i) => {
+          // An undecodable entry is deleted by its own bytes.
+          if (isUndecodable(c.before)) Buffer.from(c.before.key, "hex").copy(keys, i * keySize);
+          else this.codec.encodeKey(c.id, c.before as T, keys, i * keySize);
+        });
         m.deleteBatch(keys, changes.length);
       } else {
         const values = Buffer.alloc(changes.length * valueSize);

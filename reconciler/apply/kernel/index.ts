@@ -14,7 +14,7 @@ import { RouteTarget } from "./route.js";
 import { SysctlTarget } from "./sysctl.js";
 
 export { KernelContext, OWNER_ALIAS_PREFIX, type KernelOptions } from "./context.js";
-export { linkPinPath } from "./attachment.js";
+export { linkPinPath, tcxChains } from "./attachment.js";
 export { programTag } from "../../ebpf-loader/tag.js";
 
 /** The kernel's targets; each observation of them starts from a fresh read of the kernel. */
@@ -32,7 +32,8 @@ class KernelTargets extends Targets {
   }
 }
 
-export function kernelTargets(ctx: KernelContext): Targets {
+/** `attachPosition`: where fresh tcx links go among foreign programs (default first). */
+export function kernelTargets(ctx: KernelContext, opts: { attachPosition?: "first" | "last" } = {}): Targets {
   return new KernelTargets(ctx, [
     new DeviceTarget(ctx),
     new AddressTarget(ctx),
@@ -43,6 +44,6 @@ export function kernelTargets(ctx: KernelContext): Targets {
     endpointsTarget(ctx),
     ipcacheTarget(ctx),
     new PolicyTarget(ctx),
-    new AttachmentTarget(ctx),
+    new AttachmentTarget(ctx, opts.attachPosition ?? "first"),
   ]);
 }

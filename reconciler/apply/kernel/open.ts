@@ -4,14 +4,14 @@
 
 import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { programTag, KernelContext, kernelTargets } from "./index.js";
+import { linkPinPath, programTag, KernelContext, kernelTargets, tcxChains } from "./index.js";
 import type { Counter, DropCounter, KernelPort } from "../port.js";
 import { GATEWAY_V4 } from "../../datapath/desired.js";
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../../datapath/layouts.js";
 import { MAP_SPECS } from "../../datapath/maps.js";
 import { policyEntryKey } from "../../datapath/state.js";
-import { numPossibleCpus, parseElf, probeFeatures, programTags, queryTcx, unpin, type Features } from "../../ebpf-loader/index.js";
-import { addrList, constants, linkGet, subscribe, withNetns, type NetlinkSocket } from "../../netlink/index.js";
+import { numPossibleCpus, parseElf, probeFeatures, programTags, unpin, type Features } from "../../ebpf-loader/index.js";
+import { addrList, constants, linkGet, subscribe, type NetlinkSocket } from "../../netlink/index.js";
 import type { HostInfo } from "../../plan/facts.js";
 
 export type { Features };
@@ -22,6 +22,8 @@ export interface OpenOptions {
   /** bpffs directory holding reconcile's pins. */
   pinRoot: string;
   attachMode: "auto" | "tcx" | "tc";
+  /** Where fresh tcx links go among foreign programs (default first). */
+  attachPosition?: "first" | "last";
   /** Reads an object this binary carries (bpf/build/NAME). */
   readObject: (name: string) => Buffer;
 }
@@ -36,7 +38,7 @@ export function openKernel(opts: OpenOptions): Kernel {
   for (const [name, spec] of ctx.collectionSpec().programs) tags.set(name, programTag(spec));
   return {
     ctx,
-    targets: kernelTargets(ctx),
+    targets: kernelTargets(ctx, { ...(opts.attachPosition ? { attachPosition: opts.attachPosition } : {}) }),
     attachMode: resolveAttachMode(opts.attachMode),
     programTags: tags,
     host: () => readHostInfo(ctx.route()),
@@ -44,10 +46,8 @@ export function openKernel(opts: OpenOptions): Kernel {
     watch: (netns, onEvent) => subscribe(onEvent, { ...(netns ? { netns } : {}), unref: true }),
     policyStats: (epId) => readPolicyStats(ctx, epId),
     drops: (epId) => readDrops(ctx, epId),
-    tcxPrograms: (device, hook, netns) => {
-      const index = linkGet(ctx.route(netns), device)?.index;
-      return index === undefined ? undefined : withNetns(netns, () => queryTcx(index, hook)).progIds;
-    },
+    tcxChains: () => tcxChains(ctx),
+    linkPin: (h) => linkPinPath(opts.pinRoot, h),
     prune: () => prunePinRoot(ctx, opts.pinRoot),
     close: () => ctx.close(),
   };

@@ -13,6 +13,7 @@ import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
 import { PolicyChange, type Change } from "../../plan/diff.js";
 import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
+import { sameLpmKey } from "./entries.js";
 import { createInnerPolicyMap } from "./maps.js";
 
 /** Name used for entries of an endpoint number the desired state no longer has. */
@@ -222,12 +223,22 @@ export function isMonotonic(group: readonly Change[]): boolean {
 /** The kernel's entries of one inner map as a packed set; entries no key can name are counted. */
 function readEntries(keys: Buffer, values: Buffer, count: number): PolicyEntrySet {
   const packed = new Float64Array(count);
+  const scratch = Buffer.alloc(POLICY_KEY.size);
   let n = 0;
   for (let i = 0; i < count; i++) {
     const at = i * POLICY_KEY.size;
     // Checked before decoding: decodePolicyKey() throws on a direction it cannot name.
     if (keys[at + POLICY_KEY.offsets.direction]! > DIR_EGRESS || !keyableIdentity(keys.readUInt32LE(at + POLICY_KEY.offsets.identity))) continue;
-    packed[n++] = packEntry(policyEntryKey(decodePolicyKey(keys, at)), decodePolicyValue(values, i * POLICY_VALUE.size).decision);
+    const k = decodePolicyKey(keys, at);
+    // A key whose fields encode to another LPM key (a prefix length no entry has, a port not
+    // aligned to its prefix, protocol bits beyond an L3 prefix) is not the entry it reads as.
+    try {
+      encodePolicyKey(k, scratch, 0);
+    } catch {
+      continue;
+    }
+    if (!sameLpmKey(keys.subarray(at, at + POLICY_KEY.size), scratch)) continue;
+    packed[n++] = packEntry(policyEntryKey(k), decodePolicyValue(values, i * POLICY_VALUE.size).decision);
   }
   return PolicyEntrySet.fromPacked(n === count ? packed : packed.slice(0, n), count - n);
 }
