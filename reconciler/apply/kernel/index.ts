@@ -1,7 +1,7 @@
 // The real kernel: one target per resource kind, over ebpf-loader and netlink.
 
 import { Targets } from "../executor.js";
-import type { ActualState, DesiredState } from "../../datapath/state.js";
+import type { ActualState, DesiredState, ResourceKind } from "../../datapath/state.js";
 import { AddressTarget } from "./address.js";
 import { AttachmentTarget } from "./attachment.js";
 import type { KernelContext } from "./context.js";
@@ -9,11 +9,12 @@ import { DeviceTarget } from "./device.js";
 import { endpointsTarget, ipcacheTarget } from "./entries.js";
 import { MapTarget } from "./maps.js";
 import { NeighbourTarget } from "./neighbour.js";
+import { NetnsTarget } from "./netns.js";
 import { PolicyTarget } from "./policy.js";
 import { RouteTarget } from "./route.js";
 import { SysctlTarget } from "./sysctl.js";
 
-export { KernelContext, OWNER_ALIAS_PREFIX, type KernelOptions } from "./context.js";
+export { KernelContext, OWNER_ALIAS_PREFIX, REVISION_DIR, type KernelOptions } from "./context.js";
 export { linkPinPath } from "./attachment.js";
 export { programTag } from "../../ebpf-loader/tag.js";
 
@@ -26,14 +27,15 @@ class KernelTargets extends Targets {
     super(targets);
   }
 
-  override async observe(desired: DesiredState): Promise<ActualState> {
+  override async observe(desired: DesiredState, kinds?: readonly ResourceKind[]): Promise<ActualState> {
     this.ctx.beginObservation();
-    return super.observe(desired);
+    return super.observe(desired, kinds);
   }
 }
 
 export function kernelTargets(ctx: KernelContext): Targets {
   return new KernelTargets(ctx, [
+    new NetnsTarget(ctx),
     new DeviceTarget(ctx),
     new AddressTarget(ctx),
     new RouteTarget(ctx),
