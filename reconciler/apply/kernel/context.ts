@@ -47,6 +47,8 @@ export interface KernelOptions {
 export class KernelContext {
   /** Per namespace name: the socket and the identity (netnsIdentity) of the namespace it lives in. */
   private readonly sockets = new Map<string, { socket: NetlinkSocket; identity: string | undefined }>();
+  /** Namespaces whose kept socket was checked since the last revalidate(). */
+  private readonly checked = new Set<string>();
   private readonly maps = new Map<string, BpfMap>();
   private spec: CollectionSpec | undefined;
   // What one observation reads more than once (devices, addresses, routes and neighbours all look
@@ -61,6 +63,7 @@ export class KernelContext {
 
   /** Starts a new observation of the kernel: nothing read by an earlier one is reused. */
   beginObservation(): void {
+    this.revalidate();
     this.seenNamespaces = undefined;
     this.seenOwnedLinks.clear();
   }
@@ -92,23 +95,37 @@ export class KernelContext {
   }
 
   /**
+   * Starts a new use of the kept sockets (an observation, or one batch of changes): each is checked
+   * again, once, before it is used.
+   */
+  revalidate(): void {
+    this.checked.clear();
+  }
+
+  /**
    * A NETLINK_ROUTE socket in namespace `netns` (undefined = the namespace reconcile runs in). A
    * socket kept from earlier is used only while /run/netns/NAME still names the namespace it was
-   * opened in (one stat, ≈ 2 µs): a namespace deleted and made again under the same name
-   * (`ip netns del`, then reconcile's own repair) gets a new socket, rather than the daemon writing
-   * into the old namespace, which the kept socket alone holds alive. A name bound to nothing fails
-   * here (NetnsError ENOENT), instead of acting on a namespace that no longer has a name.
+   * opened in, checked (one stat) the first time it is used after revalidate(): a namespace
+   * deleted and made again under the same name (`ip netns del`, then reconcile's own repair) gets a
+   * new socket, rather than the daemon writing into the old namespace, which the kept socket alone
+   * holds alive. A name bound to nothing fails here (NetnsError ENOENT), instead of acting on a
+   * namespace that no longer has a name.
    */
   route(netns?: string): NetlinkSocket {
     const key = netns ?? "";
     const kept = this.sockets.get(key);
     if (kept) {
-      if (netns === undefined || kept.identity === netnsIdentity(netns)) return kept.socket;
+      if (netns === undefined || this.checked.has(key)) return kept.socket;
+      if (kept.identity === netnsIdentity(netns)) {
+        this.checked.add(key);
+        return kept.socket;
+      }
       kept.socket.close(); // releases the old namespace
       this.sockets.delete(key);
     }
     const opened = openRouteIdentified(netns);
     this.sockets.set(key, opened);
+    this.checked.add(key);
     return opened.socket;
   }
 
@@ -116,6 +133,7 @@ export class KernelContext {
   forgetNetns(netns: string): void {
     this.sockets.get(netns)?.socket.close();
     this.sockets.delete(netns);
+    this.checked.delete(netns);
   }
 
   /** Creates a directory below the pin root (which the constructor found on bpffs). */
@@ -222,6 +240,7 @@ export class KernelContext {
     for (const s of this.sockets.values()) s.socket.close();
     for (const m of this.maps.values()) m.close();
     this.sockets.clear();
+    this.checked.clear();
     this.maps.clear();
   }
 }

@@ -1,6 +1,7 @@
 // The real kernel: one target per resource kind, over ebpf-loader and netlink.
 
 import { Targets } from "../executor.js";
+import type { Target } from "../target.js";
 import type { ActualState, DesiredState, ResourceKind } from "../../datapath/state.js";
 import { AddressTarget } from "./address.js";
 import { AttachmentTarget } from "./attachment.js";
@@ -33,8 +34,21 @@ class KernelTargets extends Targets {
   }
 }
 
+/** A target whose every batch of changes first has the kept namespace sockets checked again. */
+function freshHandles(ctx: KernelContext, target: Target): Target {
+  return {
+    kind: target.kind,
+    field: target.field,
+    observe: (desired) => target.observe(desired),
+    apply: (changes, desired) => {
+      ctx.revalidate();
+      return target.apply(changes, desired);
+    },
+  };
+}
+
 export function kernelTargets(ctx: KernelContext): Targets {
-  return new KernelTargets(ctx, [
+  const targets: Target[] = [
     new NetnsTarget(ctx),
     new DeviceTarget(ctx),
     new AddressTarget(ctx),
@@ -46,5 +60,6 @@ export function kernelTargets(ctx: KernelContext): Targets {
     ipcacheTarget(ctx),
     new PolicyTarget(ctx),
     new AttachmentTarget(ctx),
-  ]);
+  ];
+  return new KernelTargets(ctx, targets.map((t) => freshHandles(ctx, t)));
 }

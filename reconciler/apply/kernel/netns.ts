@@ -49,6 +49,7 @@ export class NetnsTarget implements Target {
     }
     // Mark first: a crash between the two leaves a mark without a namespace (removed by the next
     // plan), never a namespace of ours without its mark (which would leak).
+    this.ctx.forgetNetns(n.name); // a socket kept on an earlier namespace of that name
     this.ctx.markNetnsOwned(n.name);
     try {
       createNetns(n.name);
