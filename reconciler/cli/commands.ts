@@ -201,6 +201,8 @@ async function once(opts: GlobalOptions, io: Io): Promise<number> {
       throw new ReconcileError(`refusing to apply: ${compiled.facts.note}; run it on that node, or preview it with --dry-run`);
     }
     const report = await reconcileOnce(kernel.targets, compiled.desired);
+    // What the pins enforce from now on (a daemon started later while its source is invalid reports it).
+    if (report.failed.length === 0) kernel.ctx.recordRevision(compiled.desired.revision);
     writeReport(report, opts, io);
     return report.failed.length ? 1 : 0;
   });
@@ -215,9 +217,11 @@ async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
     if (report.failed.length) return 1;
     kernel.ctx.close();
     const { unpin } = await import("../ebpf-loader/index.js");
+    const { REVISION_DIR } = await import("../apply/kernel/context.js");
     for (const m of MAP_SPECS) unpin(join(opts.bpffsRoot, m.name));
-    // Only now-empty directories remain (links/, netns/ marks); anything else there is not ours to remove.
-    for (const dir of ["links", "netns"]) rmSync(join(opts.bpffsRoot, dir), { recursive: true, force: true });
+    // Only now-empty directories remain (links/, netns/ marks, the revision record); anything else
+    // there is not ours to remove.
+    for (const dir of ["links", "netns", REVISION_DIR]) rmSync(join(opts.bpffsRoot, dir), { recursive: true, force: true });
     rmEmptyDir(opts.bpffsRoot);
     return 0;
   });

@@ -3,7 +3,7 @@
 
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { reconcileOnce, StatusTable } from "../apply/executor.js";
+import { reconcileOnce, StatusTable, unconfirmed } from "../apply/executor.js";
 import { ManifestError, formatProblem } from "../manifest/load.js";
 import { foreignPrograms, tcxChains, type ForeignProgram } from "../apply/kernel/index.js";
 import { ReconcileLoop, type ReconcileOutcome, type Trigger } from "../daemon/loop.js";
@@ -11,7 +11,7 @@ import { Logger } from "../daemon/log.js";
 import { createNotifier } from "../daemon/notify.js";
 import { closeAll, installSignalHandlers, type Closable } from "../daemon/signals.js";
 import { DaemonMetrics, startMetricsServer, startStatusServer } from "../daemon/status.js";
-import { subscribe, type Subscription } from "../netlink/index.js";
+import { netnsIdentity, subscribe, type Subscription } from "../netlink/index.js";
 import type { Change } from "../plan/diff.js";
 import { IncrementalPipeline } from "../plan/pipeline.js";
 import type { DesiredState } from "../datapath/state.js";
@@ -104,10 +104,17 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     }
     const known = trigger === "source" ? inForce : undefined;
     const report = await reconcileOnce(kernel.targets, compiled.desired, known);
-    inForce = report.failed.length === 0 ? compiled.desired : undefined;
-    objects.record(report);
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
     const isDrift = snapshot.revision === lastApplied && trigger !== "source";
+    // A repair counts only when the kernel shows it afterwards: the kinds it changed are read again.
+    // What is still planned did not stick; it is drift still there, retried with backoff, not "ok".
+    if (isDrift && report.failed.length === 0 && report.plan.changes.length > 0) {
+      for (const c of await unconfirmed(kernel.targets, compiled.desired, report.plan)) {
+        report.failed.push({ resource: c.resource, id: c.id, ok: false, error: `repaired, but the kernel does not show it afterwards (${c.op}: ${c.reason})` });
+      }
+    }
+    inForce = report.failed.length === 0 ? compiled.desired : undefined;
+    objects.record(report);
     logChanges(log, report.plan.changes, isDrift);
     for (const f of report.failed) log.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
     // A run that read the kernel (or changed attachments) looks at the hooks too; a new commit
@@ -116,6 +123,7 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     if (report.failed.length === 0) {
       lastApplied = snapshot.revision;
       updateMapMetrics(compiled.desired, metrics);
+      recordRevision(snapshot.revision);
     }
     return {
       ok: report.failed.length === 0,
@@ -125,10 +133,24 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     };
   };
 
+  // The revision the pinned datapath enforces, as the last successful apply (of any process)
+  // recorded it with the pins: a daemon restarted while its source is invalid still knows it.
+  let recorded = kernel.ctx.recordedRevision();
+  const recordRevision = (revision: string): void => {
+    if (recorded === revision) return;
+    try {
+      kernel.ctx.recordRevision(revision);
+      recorded = revision;
+    } catch (err) {
+      log.warn("cannot record the revision in force under the pin root", { revision, error: (err as Error).message });
+    }
+  };
+
   let ready = false;
   const loop = new ReconcileLoop({
     reconcile,
     resyncIntervalMs: opts.resyncIntervalMs,
+    recordedRevision: recorded ?? null,
     onRun: (run, status) => {
       metrics.observeRun(run, status);
       const fields = { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt };
@@ -140,6 +162,11 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       if (run.result === "ok" && !ready) {
         ready = true;
         notifier.ready(`applied ${run.revision}`);
+      } else if (run.result === "invalid" && !ready && status.appliedRevision !== null) {
+        // Nothing of the invalid revision was applied; the recorded one stays in force in the kernel.
+        ready = true;
+        log.warn("revision in force taken from the pins; drift is not corrected until a valid revision arrives", { inForce: status.appliedRevision, rejected: run.revision });
+        notifier.ready(`${status.appliedRevision} in force (recorded); ${run.revision} is invalid`);
       } else {
         notifier.status(`${run.result} ${run.revision}: ${run.changes} changes, ${run.errors.length} errors`);
       }
@@ -155,8 +182,17 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
     eventTimer = setTimeout(() => loop.trigger("resync"), EVENT_DEBOUNCE_MS);
   };
   const watchNamespaces = () => {
-    for (const netns of ["", ...kernel.ctx.ownedNetns()]) {
+    const owned = kernel.ctx.ownedNetns();
+    for (const [netns, sub] of subscriptions) {
+      // A namespace deleted, or deleted and made again, is not the one this subscription watches
+      // (and the subscription alone would keep the old one alive): drop it, and watch the new one.
+      if (netns === "" || (owned.includes(netns) && sub.netnsIdentity === netnsIdentity(netns))) continue;
+      sub.close();
+      subscriptions.delete(netns);
+    }
+    for (const netns of ["", ...owned]) {
       if (subscriptions.has(netns)) continue;
+      if (netns !== "" && netnsIdentity(netns) === undefined) continue; // marked, gone: the next plan sees to it
       try {
         subscriptions.set(netns, subscribe(onEvent, { ...(netns ? { netns } : {}), unref: true }));
       } catch (err) {
