@@ -36,10 +36,10 @@ export class Targets {
     return this.byKind.get(kind);
   }
 
-  /** Reads the actual state of every kind that has a target. */
-  async observe(desired: DesiredState): Promise<ActualState> {
+  /** Reads the actual state of every kind that has a target (or of `kinds` only; the rest stay empty). */
+  async observe(desired: DesiredState, kinds: readonly ResourceKind[] = RESOURCE_KINDS): Promise<ActualState> {
     const actual = emptyState();
-    for (const kind of RESOURCE_KINDS) {
+    for (const kind of kinds) {
       const t = this.byKind.get(kind);
       if (!t) continue;
       (actual[t.field] as Map<string, unknown>) = await t.observe(desired);
@@ -100,6 +100,19 @@ export function canPlanAgainst(known: ActualState, desired: DesiredState): boole
     if (before.get(endpoint) !== after.get(endpoint)) return false;
   }
   return true;
+}
+
+/**
+ * The changes of an applied plan that a fresh observation does not confirm: the kinds the plan
+ * changed are read from the kernel again and planned again. Empty when every change stuck. A
+ * repair the kernel does not show afterwards (written through a handle on something that is no
+ * longer what the name means, or undone at once) is drift still there, not a success.
+ */
+export async function unconfirmed(targets: Targets, desired: DesiredState, plan: Plan): Promise<Change[]> {
+  const changed = new Set(plan.changes.map((c) => c.resource));
+  const kinds = RESOURCE_KINDS.filter((k) => changed.has(k));
+  if (kinds.length === 0) return [];
+  return diff(desired, await targets.observe(desired, kinds), kinds).changes;
 }
 
 /** Applies changes batch by batch; keeps only the failures (a cold plan has a million successes). */

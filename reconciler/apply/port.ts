@@ -5,6 +5,13 @@
 import type { Targets } from "./executor.js";
 import type { MachineFacts } from "../plan/facts.js";
 
+/** A netlink subscription in one namespace. */
+export interface Watch {
+  close(): void;
+  /** The name no longer means the namespace watched (deleted, or deleted and made again). */
+  stale(): boolean;
+}
+
 /** A per-endpoint counter read from the datapath's per-CPU maps, summed over CPUs. */
 export interface Counter {
   packets: bigint;
@@ -23,8 +30,14 @@ export interface KernelPort extends MachineFacts {
   readonly targets: Targets;
   /** Namespaces reconcile created and still owns ("" is never among them). */
   ownedNetns(): string[];
-  /** Calls `onEvent` on link, address and route changes in `netns` ("" for reconcile's own). */
-  watch(netns: string, onEvent: () => void): { close(): void };
+  /**
+   * Calls `onEvent` on link, address and route changes in `netns` ("" for reconcile's own); undefined
+   * when that namespace does not exist (any more).
+   */
+  watch(netns: string, onEvent: () => void): Watch | undefined;
+  /** The revision the pinned datapath enforces, as the last fully successful apply (of any process) recorded it. */
+  recordedRevision(): string | undefined;
+  recordRevision(revision: string): void;
   /** Policy hit counters of endpoint `epId`, by policy-entry key. */
   policyStats(epId: number): Map<number, Counter>;
   /** Drop counters of endpoint `epId`. */

@@ -58,6 +58,9 @@ export interface LoopOptions {
   timers?: Timers;
   /** Called after every run (for logs and metrics). */
   onRun?: (run: RunRecord, status: LoopStatus) => void;
+  /** The revision the datapath enforces from before this process started (recorded with the pins
+   *  by the last successful apply): the applied revision until a run applies one. */
+  recordedRevision?: string | null;
 }
 
 /** One finished run. Times are epoch ms. */
@@ -76,8 +79,13 @@ export interface RunRecord {
 
 /** Everything `reconcile status` shows about the loop. */
 export interface LoopStatus {
-  /** Revision last applied successfully (null before the first success). */
+  /** Revision last applied successfully (null before the first success), or the one recorded with
+   *  the pins when this process has applied none yet. */
   appliedRevision: string | null;
+  /** Where appliedRevision comes from: "run" (a run of this process applied it), "record" (recorded
+   *  by an earlier process: in force in the kernel, but with no valid snapshot of it at hand this
+   *  process cannot resync it, so drift is not corrected until a valid revision arrives), or null. */
+  appliedFrom: "run" | "record" | null;
   /** Revision the daemon last tried to put in force, whatever the result. A resync of the revision
    *  already in force is not a new attempt: after a refused commit this keeps naming it (as Flux's
    *  lastAttemptedRevision does) while the last good revision is re-applied. */
@@ -130,6 +138,7 @@ export class ReconcileLoop {
   private stopped = false;
   private st: LoopStatus = {
     appliedRevision: null,
+    appliedFrom: null,
     attemptedRevision: null,
     latestRevision: null,
     lastRun: null,
@@ -148,6 +157,10 @@ export class ReconcileLoop {
     this.resyncMs = opts.resyncIntervalMs ?? 30_000;
     this.backoffInitial = opts.backoffInitialMs ?? 100;
     this.backoffMax = opts.backoffMaxMs ?? 60_000;
+    if (opts.recordedRevision) {
+      this.st.appliedRevision = opts.recordedRevision;
+      this.st.appliedFrom = "record";
+    }
   }
 
   status(): LoopStatus {
@@ -256,6 +269,7 @@ export class ReconcileLoop {
     } else if (result === "ok") {
       this.lastGood = snapshot;
       this.st.appliedRevision = snapshot.revision;
+      this.st.appliedFrom = "run";
       this.st.lastSuccessAt = finishedAt;
       this.st.consecutiveFailures = 0;
     } else {

@@ -2,7 +2,7 @@
 // reconcile service; netlink events and a periodic resync catch drift; status on a unix socket,
 // optional metrics, sd_notify, signals.
 
-import type { KernelPort } from "../apply/port.js";
+import type { KernelPort, Watch } from "../apply/port.js";
 import type { NodeCompileOptions } from "../plan/pipeline.js";
 import { followSource, isGitSource, type SourceOptions } from "../source/open.js";
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
@@ -59,11 +59,12 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
   const metrics = new DaemonMetrics();
   const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, attachMode: opts.attachMode, log, metrics });
   let ready = false;
-  const subscriptions = new Map<string, { close(): void }>();
+  const subscriptions = new Map<string, Watch>();
   let eventTimer: unknown;
   const loop = new ReconcileLoop({
     reconcile: (snapshot, trigger) => service.reconcile(snapshot, trigger),
     resyncIntervalMs: opts.resyncIntervalMs,
+    recordedRevision: service.recorded ?? null,
     timers,
     onRun: (run, status) => {
       metrics.observeRun(run, status);
@@ -76,6 +77,11 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
       if (run.result === "ok" && !ready) {
         ready = true;
         notifier?.ready(`applied ${run.revision}`);
+      } else if (run.result === "invalid" && !ready && status.appliedRevision !== null) {
+        // Nothing of the invalid revision was applied; the recorded one stays in force in the kernel.
+        ready = true;
+        log.warn("revision in force taken from the pins; drift is not corrected until a valid revision arrives", { inForce: status.appliedRevision, rejected: run.revision });
+        notifier?.ready(`${status.appliedRevision} in force (recorded); ${run.revision} is invalid`);
       } else {
         notifier?.status(`${run.result} ${run.revision}: ${run.changes} changes, ${run.errors.length} errors`);
       }
@@ -87,10 +93,17 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     eventTimer = timers.setTimeout(() => loop.trigger("resync"), EVENT_DEBOUNCE_MS);
   };
   const watchNamespaces = () => {
-    for (const netns of ["", ...kernel.ownedNetns()]) {
+    const owned = kernel.ownedNetns();
+    for (const [netns, sub] of subscriptions) {
+      if (netns === "" || (owned.includes(netns) && !sub.stale())) continue;
+      sub.close();
+      subscriptions.delete(netns);
+    }
+    for (const netns of ["", ...owned]) {
       if (subscriptions.has(netns)) continue;
       try {
-        subscriptions.set(netns, kernel.watch(netns, onEvent));
+        const sub = kernel.watch(netns, onEvent);
+        if (sub) subscriptions.set(netns, sub); // else marked but gone: the next plan sees to it
       } catch (err) {
         log.warn("cannot watch namespace for drift", { netns, error: (err as Error).message });
       }

@@ -3,7 +3,7 @@
 // the state the last successful run left, and telling drift from change. `--once` makes one run of
 // the same service; the daemon's loop (daemon/loop.ts) decides when runs happen.
 
-import { reconcileOnce, StatusTable, type ApplyReport } from "../apply/executor.js";
+import { reconcileOnce, StatusTable, unconfirmed, type ApplyReport } from "../apply/executor.js";
 import { foreignPrograms, type ForeignProgram, type KernelPort } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { DesiredState } from "../datapath/state.js";
@@ -46,11 +46,15 @@ export class ReconcileService {
   // ours to remove: reported in status and metrics, and logged once each time the set changes.
   private foreign: ForeignProgram[] = [];
   private foreignSeen = new Set<string>();
+  /** The revision recorded with the pins (the one in force before this process applied any). */
+  recorded: string | undefined;
 
   constructor(
     private readonly kernel: KernelPort,
     private readonly opts: ServiceOptions,
-  ) {}
+  ) {
+    this.recorded = kernel.recordedRevision();
+  }
 
   /** Foreign tcx programs that run ahead of reconcile's, as the last run that looked saw them. */
   foreignAhead(): Array<Omit<ForeignProgram, "position">> {
@@ -71,16 +75,24 @@ export class ReconcileService {
     requireLocal(compiled);
     const known = trigger === "source" ? this.inForce : undefined;
     const report = await reconcileOnce(this.kernel.targets, compiled.desired, known);
+    // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
+    const drift = snapshot.revision === this.lastApplied && trigger !== "source";
+    // A repair counts only when the kernel shows it afterwards: the kinds it changed are read again.
+    // What is still planned did not stick; it is drift still there, retried with backoff, not "ok".
+    if (drift && report.failed.length === 0 && report.plan.changes.length > 0) {
+      for (const c of await unconfirmed(this.kernel.targets, compiled.desired, report.plan)) {
+        report.failed.push({ resource: c.resource, id: c.id, ok: false, error: `repaired, but the kernel does not show it afterwards (${c.op}: ${c.reason})` });
+      }
+    }
     this.inForce = report.failed.length === 0 ? compiled.desired : undefined;
     this.objects.record(report);
     // A run that read the kernel (or changed attachments) looks at the hooks too; a new commit
     // planned against the last known state does not pay for it.
     if (!known || report.plan.changes.some((c) => c.resource === "attachment")) this.checkForeignPrograms();
-    // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
-    const drift = snapshot.revision === this.lastApplied && trigger !== "source";
     if (report.failed.length === 0) {
       this.lastApplied = snapshot.revision;
       if (this.opts.metrics) updateMapMetrics(compiled.desired, this.opts.metrics);
+      this.recordRevision(snapshot.revision);
     }
     return { report, compiled, drift };
   }
@@ -114,6 +126,17 @@ export class ReconcileService {
       drift: drift ? report.plan.changes.length : 0,
       errors: report.failed.map((f) => ({ object: `${f.resource}/${f.id}`, message: f.error ?? "" })),
     };
+  }
+
+  /** What the pins enforce from now on: a daemon started later while its source is invalid reports it. */
+  private recordRevision(revision: string): void {
+    if (this.recorded === revision) return;
+    try {
+      this.kernel.recordRevision(revision);
+      this.recorded = revision;
+    } catch (err) {
+      this.opts.log?.warn("cannot record the revision in force under the pin root", { revision, error: (err as Error).message });
+    }
   }
 
   private checkForeignPrograms(): void {

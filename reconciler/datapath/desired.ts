@@ -147,6 +147,7 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   const state: DesiredState = {
     revision: compiled.revision,
     node: compiled.node,
+    namespaces: new Map(),
     devices: new Map(),
     addresses: new Map(),
     routes: new Map(),
@@ -367,6 +368,7 @@ function addEndpointDevices(state: DesiredState, ep: EndpointManifest, opts: Des
   }
 
   const netns = create.netns;
+  state.namespaces.set(netns, { name: netns, owned: true });
   if (create.kind === "macvlan") {
     addDevice(state, {
       name: create.ifname,

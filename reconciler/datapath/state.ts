@@ -7,6 +7,7 @@ import type { Decision, Direction, RuleRef } from "../policy/types.js";
 
 /** Resource kinds, in the order they are created (deleted in reverse). */
 export const RESOURCE_KINDS = [
+  "netns",
   "device",
   "address",
   "route",
@@ -19,6 +20,19 @@ export const RESOURCE_KINDS = [
   "attachment",
 ] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
+
+/**
+ * A named network namespace (/run/netns/NAME) that endpoint devices live in. reconcile creates one
+ * that is missing and marks it as its own (a directory under <pin root>/netns/); only a marked one
+ * is ever deleted. A namespace that already existed is used, never claimed.
+ */
+export interface NetnsSpec {
+  name: string;
+  /** Marked as created by reconcile (observed); desired namespaces say true. */
+  owned: boolean;
+  /** Observed only: false for a mark whose namespace is gone (a stale mark, deleted with the plan). */
+  present?: boolean;
+}
 
 /** A network device reconcile creates or adopts. */
 export interface DeviceSpec {
@@ -159,6 +173,8 @@ export interface PolicyMapEntry {
 }
 
 export interface DatapathState {
+  /** Keyed by name. */
+  namespaces: Map<string, NetnsSpec>;
   devices: Map<string, DeviceSpec>;
   addresses: Map<string, AddressSpec>;
   routes: Map<string, RouteSpec>;
@@ -221,6 +237,7 @@ export function policyEntryId(e: Pick<PolicyMapEntry, "endpoint" | "direction" |
 
 export function emptyState(): DatapathState {
   return {
+    namespaces: new Map(),
     devices: new Map(),
     addresses: new Map(),
     routes: new Map(),

@@ -16,7 +16,7 @@ import { decodeLink, type Link } from "./link.js";
 import { decodeRoute, type Route } from "./route.js";
 import { SyscallError } from "./libc.js";
 import type { NlMsg } from "./message.js";
-import { openRoute } from "./netns.js";
+import { openRouteIdentified } from "./netns.js";
 import type { NetlinkSocket } from "./socket.js";
 
 export type EventGroup = "link" | "ipv4-addr" | "ipv6-addr" | "ipv4-route" | "ipv6-route";
@@ -67,10 +67,15 @@ export class Subscription {
   private readonly sock: NetlinkSocket;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  /** netnsIdentity() of the namespace watched (undefined: the current one). A namespace deleted and
+   *  made again under its name is another namespace: this subscription keeps watching the old one. */
+  readonly netnsIdentity: string | undefined;
 
   constructor(private readonly listener: (ev: NetlinkEvent) => void, private readonly opts: SubscribeOptions = {}) {
     const groups = (opts.groups ?? ALL_EVENT_GROUPS).map((g) => GROUPS[g]);
-    this.sock = openRoute(opts.netns, { groups, nonblocking: true, receiveBuffer: opts.receiveBuffer ?? 4 << 20 });
+    const opened = openRouteIdentified(opts.netns, { groups, nonblocking: true, receiveBuffer: opts.receiveBuffer ?? 4 << 20 });
+    this.sock = opened.socket;
+    this.netnsIdentity = opened.identity;
     this.timer = setInterval(() => this.poll(), opts.intervalMs ?? 20);
     if (opts.unref) this.timer.unref();
   }

@@ -4,7 +4,7 @@
 export { NetlinkSocket, NetlinkError, rtmName, type SocketOptions, type Request } from "./socket.js";
 export { SyscallError, errnoName } from "./libc.js";
 export {
-  withNetns, openRoute, createNetns, deleteNetns, netnsExists, netnsPath, netnsInode, currentNetnsInode,
+  withNetns, openRoute, openRouteIdentified, netnsIdentity, createNetns, deleteNetns, netnsExists, netnsPath, netnsInode, currentNetnsInode,
   openNetnsFd, closeNetnsFd, NetnsError, NETNS_RUN_DIR,
 } from "./netns.js";
 export {

@@ -8,7 +8,7 @@
 // (libuv opens every file O_CLOEXEC.)
 // Sockets keep the namespace they were created in, so openRoute(ns) creates the socket inside and
 // returns at once; the socket then works from the original namespace.
-import { closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, constants as fsConstants, existsSync, fstatSync, mkdirSync, openSync, statSync, unlinkSync } from "node:fs";
 import * as libc from "./libc.js";
 import { NetlinkSocket, type SocketOptions } from "./socket.js";
 
@@ -47,12 +47,30 @@ export function netnsInode(name: string): number {
 }
 
 /**
+ * Identity of a named namespace as "dev:inode" of /run/netns/NAME (the nsfs inode of the namespace
+ * bound there), or undefined when nothing is bound there. A namespace deleted and made again under
+ * the same name (`ip netns del X; ip netns add X`) has another identity: handles opened in the old
+ * one (sockets) still work, but on the old namespace.
+ */
+export function netnsIdentity(name: string): string | undefined {
+  try {
+    const st = statSync(netnsPath(name));
+    return `${st.dev}:${st.ino}`;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
+  }
+}
+
+/**
  * Run `fn` with the calling thread inside network namespace `name` and ALWAYS switch back, even if
  * `fn` throws. `fn` must be synchronous (a returned promise is refused: its continuation would run
  * in the original namespace). Nested calls work as a stack. `name` undefined runs fn in place.
+ * `fn` receives the identity (netnsIdentity) of the namespace it runs in, read from the very
+ * descriptor entered, so it names that namespace even if the name is rebound meanwhile.
  */
-export function withNetns<T>(name: string | undefined, fn: () => T): T {
-  if (name === undefined) return fn();
+export function withNetns<T>(name: string | undefined, fn: (identity: string | undefined) => T): T {
+  if (name === undefined) return fn(undefined);
   const path = netnsPath(name);
   let target: number;
   try {
@@ -68,10 +86,11 @@ export function withNetns<T>(name: string | undefined, fn: () => T): T {
     throw e;
   }
   try {
+    const st = fstatSync(target);
     libc.setns(target, libc.CLONE_NEWNET, `enter netns ${name}`);
     let result: T;
     try {
-      result = fn();
+      result = fn(`${st.dev}:${st.ino}`);
     } finally {
       restore(orig, name);
     }
@@ -102,6 +121,11 @@ function isThenable(v: unknown): boolean {
 /** Open a NETLINK_ROUTE socket bound to namespace `netns` (or the current one if undefined). */
 export function openRoute(netns?: string, opts: SocketOptions = {}): NetlinkSocket {
   return withNetns(netns, () => new NetlinkSocket(opts));
+}
+
+/** openRoute, also naming the namespace the socket lives in (netnsIdentity; undefined: the current one). */
+export function openRouteIdentified(netns?: string, opts: SocketOptions = {}): { socket: NetlinkSocket; identity: string | undefined } {
+  return withNetns(netns, (identity) => ({ socket: new NetlinkSocket(opts), identity }));
 }
 
 /**

@@ -44,6 +44,7 @@ type Kind = keyof DatapathState;
 
 /** Which state field holds each resource kind. */
 const FIELD: Record<ResourceKind, Kind> = {
+  netns: "namespaces",
   device: "devices",
   address: "addresses",
   route: "routes",
@@ -61,7 +62,10 @@ const FIELD: Record<ResourceKind, Kind> = {
  * fields (names, provenance) are bookkeeping.
  */
 const COMPARED: Record<ResourceKind, readonly string[]> = {
-  device: ["kind", "mac", "mtu", "up", "vxlan"],
+  // A namespace is there or not; a foreign one the desired state names is used as it is.
+  netns: [],
+  // A veth's peer is observed only when both ends are seen paired where the desired state puts them.
+  device: ["kind", "mac", "mtu", "up", "vxlan", "peer"],
   address: [],
   // Scope follows from the gateway (link without one, universe with one), as `ip route` does.
   route: ["device", "gateway", "onlink"],
@@ -82,9 +86,11 @@ function isAdopted(kind: ResourceKind, spec: unknown): boolean {
   return kind === "device" && (spec as { owned?: boolean }).owned === false;
 }
 
-/** Device fields whose change means delete and create again (taking its addresses, routes and
- *  neighbour entries with it in the kernel). */
-const REPLACING = ["kind", "vxlan"] as const;
+/** Device fields whose change means delete and create again (taking its addresses, routes,
+ *  neighbour entries and attachments with it in the kernel). A veth whose peer is not where it
+ *  should be (its namespace was deleted and made again: the old peer lives on in the old one) is
+ *  made again as a pair. */
+export const REPLACING = ["kind", "vxlan", "peer"] as const;
 
 /** Kinds that live on a device (named by `device` and `netns`) and vanish when it is replaced. */
 const ON_DEVICE = new Set<ResourceKind>(["address", "route", "neighbour"]);
@@ -141,9 +147,11 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
       if (differences) {
         creates.push({ op: "update", resource, id, before, after, reason: differences });
         if (resource === "device" && differing(REPLACING, after, before)) replaced.add(deviceKey(after));
-      } else if (ON_DEVICE.has(resource) && replaced.size > 0 && replaced.has(deviceKey(after))) {
+      } else if ((ON_DEVICE.has(resource) || resource === "attachment") && replaced.size > 0 && replaced.has(deviceKey(after))) {
         const device = (after as { device: string }).device;
-        creates.push({ op: "update", resource, id, before, after, reason: `device ${device} is replaced` });
+        // A program attached to the old device is attached to nothing once it is gone: attach anew.
+        if (resource === "attachment") creates.push({ op: "create", resource, id, after, reason: `device ${device} is replaced` });
+        else creates.push({ op: "update", resource, id, before, after, reason: `device ${device} is replaced` });
       } else if (resource === "attachment" && newMaps.length > 0) {
         creates.push({ op: "update", resource, id, before, after, reason: `programs move onto the new ${newMaps.join(", ")} map` });
       }

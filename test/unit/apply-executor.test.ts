@@ -159,3 +159,25 @@ test("a known state is not planned against when an endpoint with a policy leaves
   await reconcileOnce(k.targets, withEndpoints({ app1: 1, app3: 3 }), withEndpoints({ app1: 1, app2: 2, app3: 3 }));
   assert.equal(reads, 1, "removing one reads the kernel");
 });
+
+test("unconfirmed: a change the next observation does not show is reported; one that stuck is not", async () => {
+  const { unconfirmed } = await import("../../reconciler/apply/executor.js");
+  const k = fakeKernel();
+  const report = await reconcileOnce(k.targets, desired());
+  assert.deepEqual(await unconfirmed(k.targets, desired(), report.plan), []);
+
+  // A target whose writes land somewhere its reads do not look (a socket on a namespace that is no
+  // longer the one the name binds): apply reports success, observation shows nothing.
+  class Ghost extends MemoryTarget {
+    override async observe() {
+      return new Map<string, unknown>();
+    }
+  }
+  const ghost = new Ghost("ipcache", "ipcache");
+  const targets = new Targets([ghost, k.policy, k.attachments]);
+  const again = await reconcileOnce(targets, desired());
+  assert.deepEqual(again.failed, []);
+  assert.deepEqual(again.plan.changes.map((c) => `${c.op} ${c.resource} ${c.id}`), ["create ipcache 10.11.90.17/32"]);
+  const left = await unconfirmed(targets, desired(), again.plan);
+  assert.deepEqual(left.map((c) => `${c.op} ${c.resource} ${c.id}`), ["create ipcache 10.11.90.17/32"]);
+});

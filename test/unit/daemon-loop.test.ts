@@ -196,3 +196,33 @@ test("stop waits for the running run and schedules nothing more; source errors s
   await flush();
   assert.equal(r.calls.length, 1);
 });
+
+test("a revision recorded with the pins is the applied one until a run applies one; an invalid first snapshot leaves it in force", async () => {
+  const timers = new FakeTimers();
+  const r = scriptedReconcile();
+  const runs: string[] = [];
+  const loop = new ReconcileLoop({ reconcile: r.fn, timers, resyncIntervalMs: 30_000, recordedRevision: "pinned", onRun: (run, st) => runs.push(`${run.result} ${st.appliedRevision} ${st.appliedFrom}`) });
+  assert.equal(loop.status().appliedRevision, "pinned");
+  assert.equal(loop.status().appliedFrom, "record");
+  loop.submit(snap("bad"));
+  await r.waitCalls(1);
+  r.calls[0]!.resolve(invalid());
+  await loop.idle();
+  const st = loop.status();
+  assert.equal(st.appliedRevision, "pinned");
+  assert.equal(st.attemptedRevision, "bad");
+  assert.equal(st.lastRun?.result, "invalid");
+  // No snapshot of the recorded revision is at hand: a resync has nothing to run.
+  timers.fireNext();
+  await loop.idle();
+  assert.equal(r.calls.length, 1);
+
+  loop.submit(snap("good"));
+  await r.waitCalls(2);
+  r.calls[1]!.resolve(ok(0));
+  await loop.idle();
+  assert.deepEqual(runs, ["invalid pinned record", "ok good run"]);
+
+  const fresh = new ReconcileLoop({ reconcile: r.fn, timers });
+  assert.deepEqual([fresh.status().appliedRevision, fresh.status().appliedFrom], [null, null]);
+});

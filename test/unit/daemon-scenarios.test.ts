@@ -17,12 +17,12 @@ import { FakeTimers } from "./helpers/fake-timers.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
 const FIELD: Record<ResourceKind, keyof DatapathState> = {
-  device: "devices", address: "addresses", route: "routes", neighbour: "neighbours", sysctl: "sysctls",
+  netns: "namespaces", device: "devices", address: "addresses", route: "routes", neighbour: "neighbours", sysctl: "sysctls",
   map: "maps", endpoint: "endpoints", ipcache: "ipcache", policy: "policy", attachment: "attachments",
 };
 
 /** A kernel port over one in-memory target per kind, whose netlink watches the test fires. */
-function memoryKernel() {
+function memoryKernel(pins: { revision?: string } = {}) {
   const target = new Map(RESOURCE_KINDS.map((k) => [k, new MemoryTarget(k, FIELD[k])]));
   const watchers = new Map<string, () => void>();
   const kernel: KernelPort = {
@@ -33,21 +33,25 @@ function memoryKernel() {
     ownedNetns: () => [],
     watch: (netns, onEvent) => {
       watchers.set(netns, onEvent);
-      return { close: () => watchers.delete(netns) };
+      return { close: () => watchers.delete(netns), stale: () => false };
     },
     policyStats: () => new Map(),
     drops: () => [],
     tcxChains: () => [],
     linkPin: (h) => `/pins/links/${h.device}/${h.hook}`,
+    recordedRevision: () => pins.revision,
+    recordRevision: (revision) => {
+      pins.revision = revision;
+    },
     prune: () => {},
     close: () => {},
   };
-  return { kernel, target: (k: ResourceKind) => target.get(k)!, netlinkEvent: (netns = "") => watchers.get(netns)?.() };
+  return { kernel, pins, target: (k: ResourceKind) => target.get(k)!, netlinkEvent: (netns = "") => watchers.get(netns)?.() };
 }
 
-function daemon() {
+function daemon(pins: { revision?: string } = {}) {
   const timers = new FakeTimers();
-  const mem = memoryKernel();
+  const mem = memoryKernel(pins);
   const lines: string[] = [];
   const log = new Logger({ format: "logfmt", level: "info", write: (l) => lines.push(l) });
   const core = createDaemonCore({ kernel: mem.kernel, opts: { node: "vm", enforcement: "default", attachMode: "tcx", resyncIntervalMs: 30_000 }, log, timers });
@@ -184,4 +188,25 @@ test("scenario: the periodic resync reads the kernel and writes nothing when not
   assert.ok(st.lastRun!.drift > 0);
   assert.ok(d.target("policy").objects.size > 0);
   assert.deepEqual(d.timers.pending(), [30_000], "the resync timer restarts after the run");
+});
+
+test("scenario: restarted while the source is invalid, the daemon reports the revision recorded with the pins and becomes ready", async () => {
+  const pins: { revision?: string } = {};
+  const first = daemon(pins);
+  first.loop.submit(seed("good"));
+  await first.loop.idle();
+  assert.equal(pins.revision, "good", "a fully successful run records its revision with the pins");
+
+  const restarted = daemon(pins);
+  assert.equal(restarted.loop.status().appliedRevision, "good");
+  assert.equal(restarted.loop.status().appliedFrom, "record");
+  assert.equal(restarted.ready(), false);
+  restarted.loop.submit(invalid("bad"));
+  await restarted.loop.idle();
+  const st = restarted.loop.status();
+  assert.equal(st.lastRun?.result, "invalid");
+  assert.equal(st.appliedRevision, "good");
+  assert.equal(restarted.ready(), true);
+  assert.equal(pins.revision, "good");
+  assert.ok(restarted.lines.some((l) => l.includes("revision in force taken from the pins")));
 });

@@ -1,10 +1,10 @@
 // Shared handles for the real targets: the pin root, netlink sockets per namespace, pinned maps,
 // the program object. Opened lazily, closed together at the end of a run.
 
-import { existsSync, mkdirSync, readdirSync, rmdirSync, statfsSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, statfsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { BpfMap, parseElf, type CollectionSpec } from "../../ebpf-loader/index.js";
-import { linkList, netnsExists, openRoute, type Link, type NetlinkSocket } from "../../netlink/index.js";
+import { linkList, netnsExists, netnsIdentity, openRouteIdentified, type Link, type NetlinkSocket } from "../../netlink/index.js";
 import type { DesiredState } from "../../datapath/state.js";
 
 /** statfs f_type of a bpf filesystem. */
@@ -31,6 +31,9 @@ export function checkPinRoot(pinRoot: string): void {
   }
 }
 
+/** Directory below the pin root whose one entry names the revision in force (recordRevision). */
+export const REVISION_DIR = "revision";
+
 /** Alias that marks a device as created by reconcile (and for which endpoint). */
 export const OWNER_ALIAS_PREFIX = "reconcile:";
 
@@ -42,7 +45,10 @@ export interface KernelOptions {
 }
 
 export class KernelContext {
-  private readonly sockets = new Map<string, NetlinkSocket>();
+  /** Per namespace name: the socket and the identity (netnsIdentity) of the namespace it lives in. */
+  private readonly sockets = new Map<string, { socket: NetlinkSocket; identity: string | undefined }>();
+  /** Namespaces whose kept socket was checked since the last revalidate(). */
+  private readonly checked = new Set<string>();
   private readonly maps = new Map<string, BpfMap>();
   private spec: CollectionSpec | undefined;
   // What one observation reads more than once (devices, addresses, routes and neighbours all look
@@ -57,6 +63,7 @@ export class KernelContext {
 
   /** Starts a new observation of the kernel: nothing read by an earlier one is reused. */
   beginObservation(): void {
+    this.revalidate();
     this.seenNamespaces = undefined;
     this.seenOwnedLinks.clear();
   }
@@ -66,6 +73,7 @@ export class KernelContext {
     if (!this.seenNamespaces) {
       const names = new Set<string>(this.ownedNetns());
       for (const d of desired.devices.values()) if (d.netns) names.add(d.netns);
+      for (const n of desired.namespaces.keys()) names.add(n);
       this.seenNamespaces = [undefined, ...[...names].filter((n) => netnsExists(n)).sort()];
     }
     return this.seenNamespaces;
@@ -86,21 +94,46 @@ export class KernelContext {
     return this.opts.pinRoot;
   }
 
-  /** A NETLINK_ROUTE socket in namespace `netns` (undefined = the namespace reconcile runs in). */
-  route(netns?: string): NetlinkSocket {
-    const key = netns ?? "";
-    let sock = this.sockets.get(key);
-    if (!sock) {
-      sock = openRoute(netns);
-      this.sockets.set(key, sock);
-    }
-    return sock;
+  /**
+   * Starts a new use of the kept sockets (an observation, or one batch of changes): each is checked
+   * again, once, before it is used.
+   */
+  revalidate(): void {
+    this.checked.clear();
   }
 
-  /** Drops a cached socket, e.g. after its namespace was deleted. */
+  /**
+   * A NETLINK_ROUTE socket in namespace `netns` (undefined = the namespace reconcile runs in). A
+   * socket kept from earlier is used only while /run/netns/NAME still names the namespace it was
+   * opened in, checked (one stat) the first time it is used after revalidate(): a namespace
+   * deleted and made again under the same name (`ip netns del`, then reconcile's own repair) gets a
+   * new socket, rather than the daemon writing into the old namespace, which the kept socket alone
+   * holds alive. A name bound to nothing fails here (NetnsError ENOENT), instead of acting on a
+   * namespace that no longer has a name.
+   */
+  route(netns?: string): NetlinkSocket {
+    const key = netns ?? "";
+    const kept = this.sockets.get(key);
+    if (kept) {
+      if (netns === undefined || this.checked.has(key)) return kept.socket;
+      if (kept.identity === netnsIdentity(netns)) {
+        this.checked.add(key);
+        return kept.socket;
+      }
+      kept.socket.close(); // releases the old namespace
+      this.sockets.delete(key);
+    }
+    const opened = openRouteIdentified(netns);
+    this.sockets.set(key, opened);
+    this.checked.add(key);
+    return opened.socket;
+  }
+
+  /** Drops a cached socket, e.g. before its namespace is deleted (so nothing of ours keeps it alive). */
   forgetNetns(netns: string): void {
-    this.sockets.get(netns)?.close();
+    this.sockets.get(netns)?.socket.close();
     this.sockets.delete(netns);
+    this.checked.delete(netns);
   }
 
   /** Creates a directory below the pin root (which the constructor found on bpffs). */
@@ -163,10 +196,51 @@ export class KernelContext {
     }
   }
 
+  /**
+   * The revision the last fully successful apply put in force, as recorded under the pin root
+   * (recordRevision), or undefined. It lives with the pins, so it says what the pinned datapath
+   * enforces: teardown removes it with them, and a daemon restarted while its source is invalid
+   * knows which revision is in force.
+   */
+  recordedRevision(): string | undefined {
+    let names: string[];
+    try {
+      names = readdirSync(join(this.pinRoot, REVISION_DIR));
+    } catch {
+      return undefined;
+    }
+    // One entry; two only if a rename was interrupted in a way rename(2) does not allow, so take none.
+    return names.length === 1 ? decodeURIComponent(names[0]!) : undefined;
+  }
+
+  /**
+   * Records `revision` as the one in force. bpffs holds no regular files, so the revision is the name
+   * of the one directory in <pin root>/revision/; a change renames it, which is atomic: a reader sees
+   * the old name or the new one, never none or both.
+   */
+  recordRevision(revision: string): void {
+    const dir = join(this.pinRoot, REVISION_DIR);
+    const name = encodeURIComponent(revision);
+    let names: string[] = [];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      this.ensureDir(dir);
+    }
+    if (names.length === 1 && names[0] === name) return;
+    if (names.length === 1) {
+      renameSync(join(dir, names[0]!), join(dir, name));
+      return;
+    }
+    for (const n of names) rmdirSync(join(dir, n));
+    mkdirSync(join(dir, name));
+  }
+
   close(): void {
-    for (const s of this.sockets.values()) s.close();
+    for (const s of this.sockets.values()) s.socket.close();
     for (const m of this.maps.values()) m.close();
     this.sockets.clear();
+    this.checked.clear();
     this.maps.clear();
   }
 }

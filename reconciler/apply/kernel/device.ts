@@ -4,17 +4,13 @@
 import { deviceId } from "../../datapath/desired.js";
 import type { DesiredState, DeviceSpec, VxlanSettings } from "../../datapath/state.js";
 import {
-  createNetns,
-  deleteNetns,
   linkCreate,
   linkDelete,
   linkGet,
-  linkList,
   linkSetAlias,
   linkSetMac,
   linkSetMtu,
   linkSetUp,
-  netnsExists,
   sysctlWrite,
   type Link,
 } from "../../netlink/index.js";
@@ -31,33 +27,37 @@ export class DeviceTarget implements Target {
 
   async observe(desired: DesiredState): Promise<Map<string, unknown>> {
     const out = new Map<string, DeviceSpec>();
+    const seen: Array<{ link: Link; netns: string | undefined; spec: DeviceSpec }> = [];
     for (const netns of this.ctx.namespaces(desired)) {
       for (const link of this.ctx.ownedLinks(netns)) {
         const spec = observed(link, netns);
         out.set(deviceId(spec.name, netns), spec);
+        seen.push({ link, netns, spec });
       }
+    }
+    // A veth's peer is reported only when the two ends are seen paired (each names the other's
+    // ifindex), each in the namespace observed under its name. An end whose peer is elsewhere (in a
+    // namespace that was deleted, kept alive by whatever still uses it) has no peer, so the plan
+    // makes the pair again rather than trusting a pair that no longer connects the endpoint.
+    for (const a of seen) {
+      if (a.link.kind !== "veth" || a.link.peerIndex === undefined) continue;
+      const b = seen.find((x) => x !== a && x.netns !== a.netns && x.link.kind === "veth" && x.link.index === a.link.peerIndex && x.link.peerIndex === a.link.index);
+      if (b) a.spec.peer = { name: b.link.name, ...(b.netns ? { netns: b.netns } : {}) };
     }
     return out;
   }
 
   async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
-      if (c.op === "delete") this.remove(c.before as DeviceSpec, desired);
+      if (c.op === "delete") this.remove(c.before as DeviceSpec);
       else if (c.op === "create") this.create(c.after as DeviceSpec, desired);
       else this.update(c.after as DeviceSpec, c.before as DeviceSpec, desired);
     });
   }
 
-  private ensureNetns(netns: string): void {
-    if (netnsExists(netns)) return;
-    createNetns(netns);
-    this.ctx.markNetnsOwned(netns);
-    linkSetUp(this.ctx.route(netns), "lo");
-  }
-
   private create(d: DeviceSpec, desired: DesiredState): void {
     const alias = `${OWNER_ALIAS_PREFIX}${d.endpoint ?? ""}`;
-    if (d.netns) this.ensureNetns(d.netns);
+    // The namespaces are the plan's own objects, made before any device (netns comes first).
     const sock = this.ctx.route(d.netns);
     const existing = linkGet(sock, d.name);
     if (existing) {
@@ -70,7 +70,6 @@ export class DeviceTarget implements Target {
       if (d.mtu !== undefined && existing.mtu !== d.mtu) linkSetMtu(sock, d.name, d.mtu);
     } else if (d.kind === "veth") {
       const peer = d.peer!;
-      if (peer.netns) this.ensureNetns(peer.netns);
       linkCreate(sock, {
         kind: "veth",
         name: d.name,
@@ -112,9 +111,10 @@ export class DeviceTarget implements Target {
   }
 
   private update(d: DeviceSpec, before: DeviceSpec, desired: DesiredState): void {
-    // The kernel cannot change a vxlan device's VNI or port in place: make it again.
-    if (d.kind !== before.kind || (d.kind === "vxlan" && !sameVxlan(d.vxlan, before.vxlan))) {
-      this.remove(before, undefined);
+    // The kernel cannot change a vxlan device's VNI or port in place, nor re-pair a veth: make it
+    // again (the plan marked it replaced and planned what sits on it again).
+    if (d.kind !== before.kind || (d.kind === "vxlan" && !sameVxlan(d.vxlan, before.vxlan)) || (d.kind === "veth" && !samePeer(d.peer, before.peer))) {
+      this.remove(before);
       this.create(d, desired);
       return;
     }
@@ -124,17 +124,10 @@ export class DeviceTarget implements Target {
     if (d.up && !before.up) linkSetUp(sock, d.name);
   }
 
-  private remove(d: DeviceSpec, desired: DesiredState | undefined): void {
-    // Deleting one end of a veth pair deletes both; a missing device is already what we want.
+  private remove(d: DeviceSpec): void {
+    // Deleting one end of a veth pair deletes both; a missing device is already what we want. Its
+    // namespace, when reconcile made it, is deleted by the plan's own netns change, after its devices.
     linkDelete(this.ctx.route(d.netns), d.name);
-    if (!d.netns || !desired || !this.ctx.ownedNetns().includes(d.netns)) return;
-    const stillUsed = [...desired.devices.values()].some((x) => x.netns === d.netns || x.peer?.netns === d.netns);
-    if (stillUsed) return;
-    const others = linkList(this.ctx.route(d.netns)).filter((l) => l.name !== "lo" && l.name !== d.name);
-    if (others.length) return; // someone else put devices there: leave the namespace alone
-    this.ctx.forgetNetns(d.netns);
-    deleteNetns(d.netns);
-    this.ctx.unmarkNetnsOwned(d.netns);
   }
 }
 
@@ -149,6 +142,10 @@ function writeOwnSysctls(d: DeviceSpec, desired: DesiredState): void {
   for (const s of desired.sysctls.values()) {
     if (s.key.startsWith(prefix) && s.netns === d.netns) sysctlWrite(s.key, s.value, d.netns);
   }
+}
+
+function samePeer(a: DeviceSpec["peer"], b: DeviceSpec["peer"]): boolean {
+  return a?.name === b?.name && a?.netns === b?.netns;
 }
 
 function sameVxlan(a: VxlanSettings | undefined, b: VxlanSettings | undefined): boolean {

@@ -1,7 +1,8 @@
 // The real kernel: one target per resource kind, over ebpf-loader and netlink.
 
 import { Targets } from "../executor.js";
-import type { ActualState, DesiredState } from "../../datapath/state.js";
+import type { Target } from "../target.js";
+import type { ActualState, DesiredState, ResourceKind } from "../../datapath/state.js";
 import { AddressTarget } from "./address.js";
 import { AttachmentTarget } from "./attachment.js";
 import type { KernelContext } from "./context.js";
@@ -9,11 +10,12 @@ import { DeviceTarget } from "./device.js";
 import { endpointsTarget, ipcacheTarget } from "./entries.js";
 import { MapTarget } from "./maps.js";
 import { NeighbourTarget } from "./neighbour.js";
+import { NetnsTarget } from "./netns.js";
 import { PolicyTarget } from "./policy.js";
 import { RouteTarget } from "./route.js";
 import { SysctlTarget } from "./sysctl.js";
 
-export { KernelContext, OWNER_ALIAS_PREFIX, type KernelOptions } from "./context.js";
+export { KernelContext, OWNER_ALIAS_PREFIX, REVISION_DIR, type KernelOptions } from "./context.js";
 export { linkPinPath, tcxChains } from "./attachment.js";
 export { programTag } from "../../ebpf-loader/tag.js";
 
@@ -26,15 +28,29 @@ class KernelTargets extends Targets {
     super(targets);
   }
 
-  override async observe(desired: DesiredState): Promise<ActualState> {
+  override async observe(desired: DesiredState, kinds?: readonly ResourceKind[]): Promise<ActualState> {
     this.ctx.beginObservation();
-    return super.observe(desired);
+    return super.observe(desired, kinds);
   }
+}
+
+/** A target whose every batch of changes first has the kept namespace sockets checked again. */
+function freshHandles(ctx: KernelContext, target: Target): Target {
+  return {
+    kind: target.kind,
+    field: target.field,
+    observe: (desired) => target.observe(desired),
+    apply: (changes, desired) => {
+      ctx.revalidate();
+      return target.apply(changes, desired);
+    },
+  };
 }
 
 /** `attachPosition`: where fresh tcx links go among foreign programs (default first). */
 export function kernelTargets(ctx: KernelContext, opts: { attachPosition?: "first" | "last" } = {}): Targets {
-  return new KernelTargets(ctx, [
+  const targets: Target[] = [
+    new NetnsTarget(ctx),
     new DeviceTarget(ctx),
     new AddressTarget(ctx),
     new RouteTarget(ctx),
@@ -45,5 +61,6 @@ export function kernelTargets(ctx: KernelContext, opts: { attachPosition?: "firs
     ipcacheTarget(ctx),
     new PolicyTarget(ctx),
     new AttachmentTarget(ctx, opts.attachPosition ?? "first"),
-  ]);
+  ];
+  return new KernelTargets(ctx, targets.map((t) => freshHandles(ctx, t)));
 }

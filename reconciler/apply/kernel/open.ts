@@ -4,14 +4,14 @@
 
 import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { linkPinPath, programTag, KernelContext, kernelTargets, tcxChains } from "./index.js";
+import { linkPinPath, programTag, KernelContext, kernelTargets, REVISION_DIR, tcxChains } from "./index.js";
 import type { Counter, DropCounter, KernelPort } from "../port.js";
 import { GATEWAY_V4 } from "../../datapath/desired.js";
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../../datapath/layouts.js";
 import { MAP_SPECS } from "../../datapath/maps.js";
 import { policyEntryKey } from "../../datapath/state.js";
 import { numPossibleCpus, parseElf, probeFeatures, programTags, unpin, type Features } from "../../ebpf-loader/index.js";
-import { addrList, constants, linkGet, subscribe, type NetlinkSocket } from "../../netlink/index.js";
+import { addrList, constants, linkGet, netnsIdentity, subscribe, type NetlinkSocket } from "../../netlink/index.js";
 import type { HostInfo } from "../../plan/facts.js";
 
 export type { Features };
@@ -43,7 +43,15 @@ export function openKernel(opts: OpenOptions): Kernel {
     programTags: tags,
     host: () => readHostInfo(ctx.route()),
     ownedNetns: () => ctx.ownedNetns(),
-    watch: (netns, onEvent) => subscribe(onEvent, { ...(netns ? { netns } : {}), unref: true }),
+    watch: (netns, onEvent) => {
+      if (netns !== "" && netnsIdentity(netns) === undefined) return undefined;
+      const sub = subscribe(onEvent, { ...(netns ? { netns } : {}), unref: true });
+      // A namespace deleted or made again is not the one this subscription watches (and the
+      // subscription alone would keep the old one alive).
+      return { close: () => sub.close(), stale: () => netns !== "" && sub.netnsIdentity !== netnsIdentity(netns) };
+    },
+    recordedRevision: () => ctx.recordedRevision(),
+    recordRevision: (revision) => ctx.recordRevision(revision),
     policyStats: (epId) => readPolicyStats(ctx, epId),
     drops: (epId) => readDrops(ctx, epId),
     tcxChains: () => tcxChains(ctx),
@@ -131,8 +139,9 @@ function* perCpuCounters(ctx: KernelContext, name: "policy_stats" | "drops"): Ge
 function prunePinRoot(ctx: KernelContext, pinRoot: string): void {
   ctx.close();
   for (const m of MAP_SPECS) unpin(join(pinRoot, m.name));
-  // Only now-empty directories remain; anything else there is not ours to remove.
-  for (const dir of ["links", "netns"]) rmSync(join(pinRoot, dir), { recursive: true, force: true });
+  // Only now-empty directories remain (links/, netns/ marks, the revision record); anything else
+  // there is not ours to remove.
+  for (const dir of ["links", "netns", REVISION_DIR]) rmSync(join(pinRoot, dir), { recursive: true, force: true });
   try {
     rmdirSync(pinRoot);
   } catch {

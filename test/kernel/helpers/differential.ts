@@ -213,7 +213,7 @@ const DATAPATH_OBJECT = readFileSync(new URL("../../../bpf/build/endpoint.o", im
 
 /** Only the map-writing parts of a desired state: no devices, addresses, routes or attachments. */
 export function mapsOnly(d: DesiredState): DesiredState {
-  return { ...d, devices: new Map(), addresses: new Map(), routes: new Map(), neighbours: new Map(), sysctls: new Map(), attachments: new Map() };
+  return { ...d, namespaces: new Map(), devices: new Map(), addresses: new Map(), routes: new Map(), neighbours: new Map(), sysctls: new Map(), attachments: new Map() };
 }
 
 export interface ApplyStats {
