@@ -12,7 +12,7 @@ import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
 import { compileModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import { readDirSnapshot } from "../source/dir.js";
+import { readDirSnapshot, resolveDirSource } from "../source/dir.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { ReconcileError } from "./errors.js";
@@ -57,7 +57,8 @@ export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
   if (isGitUrl(source)) {
     throw new ReconcileError(`--source ${source} is a git repository: one-shot commands read a directory; run the daemon for git sources, or clone it and pass the directory`);
   }
-  return readDirSnapshot(opts.path ? join(source, opts.path) : source);
+  const { root, boundary } = await resolveDirSource(source, opts.path);
+  return readDirSnapshot(root, { boundary });
 }
 
 export function isGitUrl(source: string): boolean {

@@ -2,7 +2,6 @@
 // periodic resync catch drift; status on a unix socket, optional metrics, sd_notify, signals.
 
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { reconcileOnce, StatusTable } from "../apply/executor.js";
 import { ManifestError, formatProblem } from "../manifest/load.js";
 import { ReconcileLoop, type ReconcileOutcome, type Trigger } from "../daemon/loop.js";
@@ -15,7 +14,7 @@ import type { Change } from "../plan/diff.js";
 import { IncrementalPipeline } from "../plan/pipeline.js";
 import type { DesiredState } from "../datapath/state.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
-import { watchDir } from "../source/dir.js";
+import { resolveDirSource, watchDir } from "../source/dir.js";
 import { GitSource } from "../source/git.js";
 import { createWebhookHandler } from "../source/webhook.js";
 import type { Snapshot } from "../source/snapshot.js";
@@ -167,8 +166,9 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       await git.start();
       closables.push({ name: "git source", close: () => git.close() });
     } else {
-      const root = opts.path ? join(source, opts.path) : source;
+      const { root, boundary } = await resolveDirSource(source, opts.path);
       const close = await watchDir(root, (s) => loop.submit(s), {
+        boundary,
         onError: (err) => {
           loop.reportSourceError(err);
           log.warn("manifest directory unreadable; the last good revision stays in force", { error: err.message });
