@@ -10,7 +10,7 @@ import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
-import { compileModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
+import { compileModel, EmptySnapshotError, isEmptyModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
 import { readDirSnapshot, resolveDirSource } from "../source/dir.js";
 import type { Snapshot } from "../source/snapshot.js";
@@ -157,6 +157,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
         notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
       }
     }
+    refuseEmpty(opts, compiled, actual.endpoints.size);
     const plan = diff(compiled.desired, actual);
     const ctx = { notes };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
@@ -174,10 +175,22 @@ async function once(opts: GlobalOptions, io: Io): Promise<number> {
     if (compiled.facts?.local === false) {
       throw new ReconcileError(`refusing to apply: ${compiled.facts.note}; run it on that node, or preview it with --dry-run`);
     }
+    if (!opts.allowEmpty && isEmptyModel(compiled.model)) {
+      refuseEmpty(opts, compiled, (await kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0);
+    }
     const report = await reconcileOnce(kernel.targets, compiled.desired);
     writeReport(report, opts, io);
     return report.failed.length ? 1 : 0;
   });
+}
+
+/**
+ * An empty snapshot where the kernel holds endpoints of ours is refused (EmptySnapshotError, exit 1)
+ * unless --allow-empty: the revision in force for a one-shot command is what the kernel holds.
+ */
+export function refuseEmpty(opts: Pick<GlobalOptions, "allowEmpty">, compiled: Pick<Compiled, "model"> & { snapshot: Snapshot }, endpointsInForce: number): void {
+  if (opts.allowEmpty || !isEmptyModel(compiled.model) || endpointsInForce === 0) return;
+  throw new EmptySnapshotError(compiled.snapshot.revision, endpointsInForce);
 }
 
 /** Removes everything reconcile owns: plans against an empty desired state, then unpins the maps. */

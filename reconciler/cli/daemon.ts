@@ -11,7 +11,7 @@ import { closeAll, installSignalHandlers, type Closable } from "../daemon/signal
 import { DaemonMetrics, startMetricsServer, startStatusServer } from "../daemon/status.js";
 import { subscribe, type Subscription } from "../netlink/index.js";
 import type { Change } from "../plan/diff.js";
-import { IncrementalPipeline } from "../plan/pipeline.js";
+import { EmptySnapshotError, IncrementalPipeline, isEmptyModel } from "../plan/pipeline.js";
 import type { DesiredState } from "../datapath/state.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import { resolveDirSource, watchDir } from "../source/dir.js";
@@ -72,6 +72,15 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       const message = `refusing to apply: ${compiled.facts.note}; run the daemon on that node`;
       log.error(message);
       return { ok: false, changes: 0, errors: [{ object: `node/${opts.node}`, message }] };
+    }
+    if (!opts.allowEmpty && isEmptyModel(compiled.model)) {
+      // The revision in force: what the last good run left, else what the kernel holds.
+      const endpointsInForce = inForce ? inForce.endpoints.size : ((await kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0);
+      if (endpointsInForce > 0) {
+        const message = new EmptySnapshotError(snapshot.revision, endpointsInForce).message;
+        log.error("revision rejected: no manifests", { revision: snapshot.revision, reason: message });
+        return { ok: false, changes: 0, errors: [], invalid: [message] };
+      }
     }
     const report = await reconcileOnce(kernel.targets, compiled.desired, trigger === "source" ? inForce : undefined);
     inForce = report.failed.length === 0 ? compiled.desired : undefined;
