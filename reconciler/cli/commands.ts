@@ -10,9 +10,9 @@ import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
-import { compileModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
+import { compileModel, EmptySnapshotError, isEmptyModel, loadModel, type Compiled, type IncrementalPipeline } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import { readDirSnapshot } from "../source/dir.js";
+import { readDirSnapshot, resolveDirSource } from "../source/dir.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { ReconcileError } from "./errors.js";
@@ -57,7 +57,8 @@ export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
   if (isGitUrl(source)) {
     throw new ReconcileError(`--source ${source} is a git repository: one-shot commands read a directory; run the daemon for git sources, or clone it and pass the directory`);
   }
-  return readDirSnapshot(opts.path ? join(source, opts.path) : source);
+  const { root, boundary } = await resolveDirSource(source, opts.path);
+  return readDirSnapshot(root, { boundary });
 }
 
 export function isGitUrl(source: string): boolean {
@@ -156,6 +157,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
         notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
       }
     }
+    refuseEmpty(opts, compiled, actual.endpoints.size);
     if (kernel && compiled.facts?.local !== false && kernel.attachMode === "tcx") notes.push(...(await foreignAheadNotes(kernel, opts)));
     const plan = diff(compiled.desired, actual);
     const ctx = { notes };
@@ -200,12 +202,24 @@ async function once(opts: GlobalOptions, io: Io): Promise<number> {
     if (compiled.facts?.local === false) {
       throw new ReconcileError(`refusing to apply: ${compiled.facts.note}; run it on that node, or preview it with --dry-run`);
     }
+    if (!opts.allowEmpty && isEmptyModel(compiled.model)) {
+      refuseEmpty(opts, compiled, (await kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0);
+    }
     const report = await reconcileOnce(kernel.targets, compiled.desired);
     // What the pins enforce from now on (a daemon started later while its source is invalid reports it).
     if (report.failed.length === 0) kernel.ctx.recordRevision(compiled.desired.revision);
     writeReport(report, opts, io);
     return report.failed.length ? 1 : 0;
   });
+}
+
+/**
+ * An empty snapshot where the kernel holds endpoints of ours is refused (EmptySnapshotError, exit 1)
+ * unless --allow-empty: the revision in force for a one-shot command is what the kernel holds.
+ */
+export function refuseEmpty(opts: Pick<GlobalOptions, "allowEmpty">, compiled: Pick<Compiled, "model"> & { snapshot: Snapshot }, endpointsInForce: number): void {
+  if (opts.allowEmpty || !isEmptyModel(compiled.model) || endpointsInForce === 0) return;
+  throw new EmptySnapshotError(compiled.snapshot.revision, endpointsInForce);
 }
 
 /** Removes everything reconcile owns: plans against an empty desired state, then unpins the maps. */

@@ -2,7 +2,6 @@
 // periodic resync catch drift; status on a unix socket, optional metrics, sd_notify, signals.
 
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { reconcileOnce, StatusTable, unconfirmed } from "../apply/executor.js";
 import { ManifestError, formatProblem } from "../manifest/load.js";
 import { foreignPrograms, tcxChains, type ForeignProgram } from "../apply/kernel/index.js";
@@ -13,10 +12,10 @@ import { closeAll, installSignalHandlers, type Closable } from "../daemon/signal
 import { DaemonMetrics, startMetricsServer, startStatusServer } from "../daemon/status.js";
 import { netnsIdentity, subscribe, type Subscription } from "../netlink/index.js";
 import type { Change } from "../plan/diff.js";
-import { IncrementalPipeline } from "../plan/pipeline.js";
+import { EmptySnapshotError, IncrementalPipeline, isEmptyModel } from "../plan/pipeline.js";
 import type { DesiredState } from "../datapath/state.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
-import { watchDir } from "../source/dir.js";
+import { resolveDirSource, watchDir } from "../source/dir.js";
 import { GitSource } from "../source/git.js";
 import { createWebhookHandler } from "../source/webhook.js";
 import type { Snapshot } from "../source/snapshot.js";
@@ -101,6 +100,15 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       const message = `refusing to apply: ${compiled.facts.note}; run the daemon on that node`;
       log.error(message);
       return { ok: false, changes: 0, errors: [{ object: `node/${opts.node}`, message }] };
+    }
+    if (!opts.allowEmpty && isEmptyModel(compiled.model)) {
+      // The revision in force: what the last good run left, else what the kernel holds.
+      const endpointsInForce = inForce ? inForce.endpoints.size : ((await kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0);
+      if (endpointsInForce > 0) {
+        const message = new EmptySnapshotError(snapshot.revision, endpointsInForce).message;
+        log.error("revision rejected: no manifests", { revision: snapshot.revision, reason: message });
+        return { ok: false, changes: 0, errors: [], invalid: [message] };
+      }
     }
     const known = trigger === "source" ? inForce : undefined;
     const report = await reconcileOnce(kernel.targets, compiled.desired, known);
@@ -240,8 +248,9 @@ export async function runDaemon(opts: GlobalOptions, io: Io): Promise<number> {
       await git.start();
       closables.push({ name: "git source", close: () => git.close() });
     } else {
-      const root = opts.path ? join(source, opts.path) : source;
+      const { root, boundary } = await resolveDirSource(source, opts.path);
       const close = await watchDir(root, (s) => loop.submit(s), {
+        boundary,
         onError: (err) => {
           loop.reportSourceError(err);
           log.warn("manifest directory unreadable; the last good revision stays in force", { error: err.message });

@@ -377,14 +377,18 @@ export function readSelector(r: Reader, f: Field): Selector | undefined {
     }
     const valuesField = r.child(e, "values");
     const values: string[] = [];
-    for (const v of r.list(valuesField) ?? []) {
+    const valueFields = r.list(valuesField);
+    for (const v of valueFields ?? []) {
       const s = r.labelValue(v);
       if (s !== undefined) values.push(s);
     }
-    if ((op === "In" || op === "NotIn") && values.length === 0) {
-      r.error(valuesField, `${op} needs values (expected a non-empty list, got ${describe(valuesField.value)})`);
+    // `values: []` is refused as Kubernetes and Cilium refuse it (a wrong type or bad value already has its error).
+    if ((op === "In" || op === "NotIn") && (valuesField.value === undefined || valueFields?.length === 0)) {
+      const got = valueFields?.length === 0 ? "an empty list" : describe(valuesField.value);
+      r.error(valuesField, `${op} needs values (expected a non-empty list, got ${got})`);
       continue;
     }
+    if ((op === "In" || op === "NotIn") && values.length === 0) continue;
     if ((op === "Exists" || op === "DoesNotExist") && valuesField.value !== undefined && values.length > 0) {
       r.error(valuesField, `${op} takes no values (expected none, got ${values.length})`);
       continue;

@@ -104,3 +104,30 @@ test("a rule without any section is accepted with a warning", () => {
   assert.ok(r.model);
   assert.deepEqual(r.problems.map(formatProblem), ["p.yaml:5: Rule/r: spec: warning: rule has no ingress, ingressDeny, egress or egressDeny section and has no effect"]);
 });
+
+test("In/NotIn with values: [] are refused (as Kubernetes and Cilium refuse them), in YAML, CRD and JSON rules; one error per mistake", () => {
+  assert.deepEqual(
+    problems(
+      "  endpointSelector:\n    matchExpressions:\n    - {key: a, operator: In, values: []}\n  ingress:\n  - fromEndpoints:\n    - matchExpressions:\n      - {key: b, operator: NotIn, values: []}\n      - {key: c, operator: In, values: x}\n      - {key: d, operator: NotIn, values: [{}]}\n      - {key: e, operator: DoesNotExist, values: [v]}\n      - {key: f, operator: Exists, values: []}\n",
+    ),
+    [
+      "p.yaml:8: Rule/r: spec.endpointSelector.matchExpressions[0].values: In needs values (expected a non-empty list, got an empty list)",
+      "p.yaml:12: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[0].values: NotIn needs values (expected a non-empty list, got an empty list)",
+      "p.yaml:13: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[1].values: wrong type (expected a list, got \"x\")",
+      "p.yaml:14: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[2].values[0]: wrong type for a label value (expected a string; quote it, got a mapping)",
+      "p.yaml:15: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[3].values: DoesNotExist takes no values (expected none, got 1)",
+    ],
+  );
+  const crd = loadSnapshot({
+    revision: "r",
+    files: [{ path: "c.yaml", content: "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: c}\nspec:\n  endpointSelector:\n    matchExpressions:\n    - key: a\n      operator: NotIn\n      values: []\n" }],
+  });
+  assert.deepEqual(crd.problems.filter((p) => p.severity === "error").map(formatProblem), ["c.yaml:9: CiliumNetworkPolicy/c: spec.endpointSelector.matchExpressions[0].values: NotIn needs values (expected a non-empty list, got an empty list)"]);
+  const json = loadSnapshot({
+    revision: "r",
+    files: [{ path: "j.json", content: '[{\n  "labels": [{"key": "name", "value": "j", "source": "unspec"}],\n  "endpointSelector": {"matchExpressions": [{"key": "a", "operator": "In",\n    "values": []}]}\n}]\n' }],
+  });
+  const jsonErrors = json.problems.filter((p) => p.severity === "error");
+  assert.equal(jsonErrors.length, 1, json.problems.map(formatProblem).join("\n"));
+  assert.match(formatProblem(jsonErrors[0]!), /^j\.json:4: .*endpointSelector\.matchExpressions\[0\]\.values: In needs values \(expected a non-empty list, got an empty list\)$/);
+});
