@@ -508,6 +508,22 @@ export function ruleFacts(r: EffectiveRule, subjectIndex: LabelIndex, subjectCac
           warnings.push(selectorProblem(r, sel, dir === "ingress" ? "fromEndpoints" : "toEndpoints"));
         }
       }
+      // A port name resolves at the destination (the subject on ingress, the peers on egress); a
+      // name none of them declares allows nothing (Cilium: the port is not opened).
+      for (const pr of peer.ports ?? []) {
+        if (pr.name === undefined) continue;
+        const dests = dir === "ingress" ? ids : resolver.peers(peer);
+        const declared = dests.some((id) => (resolver.declaredFor(id) ?? []).some((d) => d.name === pr.name && (pr.protocol === "ANY" || pr.protocol === d.protocol)));
+        if (!declared) {
+          warnings.push({
+            file: peer.at.file,
+            line: peer.at.line,
+            object: `Rule/${r.manifest.name}`,
+            message: `port name ${JSON.stringify(pr.name)}${pr.protocol === "ANY" ? "" : `/${pr.protocol}`} is declared (Endpoint spec.ports) by no ${dir === "ingress" ? "endpoint the rule selects" : "endpoint of the peers"}, so it allows nothing`,
+            severity: "warning",
+          });
+        }
+      }
     }
   }
   return { subjects: ids, warnings };
