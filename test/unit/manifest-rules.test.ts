@@ -54,7 +54,7 @@ test("selector sources: no prefix is any, explicit prefixes kept; matchExpressio
 test("selector and port mistakes", () => {
   assert.deepEqual(
     problems(
-      "  endpointSelector:\n    matchExpressions:\n    - key: a\n      operator: In\n    - key: b\n      operator: Exists\n      values: [x]\n    - key: c\n      operator: Like\n  ingress:\n  - toPorts:\n    - ports:\n      - port: \"0\"\n        endPort: 10\n      - port: 70000\n      - port: \"80\"\n        protocol: tcp\n    nodeSelector: {}\n",
+      "  endpointSelector:\n    matchExpressions:\n    - key: a\n      operator: In\n    - key: b\n      operator: Exists\n      values: [x]\n    - key: c\n      operator: Like\n  ingress:\n  - toPorts:\n    - ports:\n      - port: \"0\"\n        endPort: 10\n      - port: 70000\n      - port: \"80\"\n        protocol: tcpx\n    nodeSelector: {}\n",
     ),
     [
       "p.yaml:8: Rule/r: spec.endpointSelector.matchExpressions[0].values: In needs values (expected a non-empty list, got nothing)",
@@ -62,8 +62,8 @@ test("selector and port mistakes", () => {
       "p.yaml:14: Rule/r: spec.endpointSelector.matchExpressions[2].operator: unknown operator (expected one of In, NotIn, Exists, DoesNotExist, got \"Like\")",
       "p.yaml:19: Rule/r: spec.ingress[0].toPorts[0].ports[0].endPort: endPort needs a non-zero port (expected port 1..10, got port 0 which already means all ports)",
       "p.yaml:20: Rule/r: spec.ingress[0].toPorts[0].ports[1].port: out of range (expected an integer 0..65535, got 70000)",
-      "p.yaml:22: Rule/r: spec.ingress[0].toPorts[0].ports[2].protocol: unknown protocol (expected one of TCP, UDP, SCTP, ANY, got \"tcp\")",
-      "p.yaml:23: Rule/r: spec.ingress[0].nodeSelector: unknown field (expected one of fromEndpoints, fromCIDR, fromCIDRSet, fromEntities, toPorts, got \"nodeSelector\")",
+      "p.yaml:22: Rule/r: spec.ingress[0].toPorts[0].ports[2].protocol: unknown protocol (expected one of TCP, UDP, SCTP, ANY, got \"tcpx\")",
+      "p.yaml:23: Rule/r: spec.ingress[0].nodeSelector: unknown field (expected one of fromEndpoints, fromCIDR, fromCIDRSet, fromEntities, fromNodes, toPorts, icmps, got \"nodeSelector\")",
     ],
   );
 });
@@ -75,16 +75,13 @@ test("unsupported Cilium fields are named, never ignored", () => {
   assert.deepEqual(
     out.map((s) => s.replace(/ \(.*$|;.*$/, "")),
     [
-      "p.yaml:8: Rule/r: spec.ingress[0].fromRequires: fromRequires is not supported by reconcile",
-      "p.yaml:9: Rule/r: spec.ingress[0].fromNodes: fromNodes is not supported by reconcile",
-      "p.yaml:10: Rule/r: spec.ingress[0].icmps: icmps",
+      // fromNodes, icmps and cidrGroupRef are supported now; the rest say why they are refused.
+      "p.yaml:8: Rule/r: spec.ingress[0].fromRequires: fromRequires was removed from Cilium",
       "p.yaml:11: Rule/r: spec.ingress[0].authentication: authentication",
-      "p.yaml:13: Rule/r: spec.egress[0].toServices: toServices is not supported by reconcile",
+      "p.yaml:13: Rule/r: spec.egress[0].toServices: toServices needs service load balancing",
       "p.yaml:14: Rule/r: spec.egress[0].toGroups: toGroups",
-      "p.yaml:16: Rule/r: spec.egress[0].toCIDRSet[0].cidrGroupRef: cidrGroupRef",
-      "p.yaml:16: Rule/r: spec.egress[0].toCIDRSet[0].cidr: required field is missing",
       "p.yaml:19: Rule/r: spec.egress[0].toPorts[0].listener: listener",
-      "p.yaml:20: Rule/r: spec.egress[0].toPorts[0].terminatingTLS: terminatingTLS is not supported by reconcile",
+      "p.yaml:20: Rule/r: spec.egress[0].toPorts[0].terminatingTLS: terminatingTLS",
     ],
   );
 });
