@@ -90,7 +90,8 @@ struct icmp_common {
 struct flow {
 	struct ct_key tuple;  /* the packet's own tuple (see ct_key for the ICMP echo convention) */
 	struct ct_key inner;  /* ICMP errors only: the quoted packet's tuple, as its sender sent it */
-	__be16 policy_dport;  /* port for the policy lookup: L4 dport, 0 for ICMP/unknown/fragments */
+	__be16 policy_dport;  /* port for the policy lookup: L4 dport; ICMP/ICMPv6: the type; 0 for
+			       * other protocols and non-first fragments */
 	__u8 icmp_error;      /* 1: ICMP(v6) error whose quoted headers were parsed into inner */
 	__u8 nd;              /* 1: ICMPv6 neighbour discovery (types 133..137) */
 	__u8 fragment;        /* 1: non-first fragment, no L4 header (ports are 0) */
@@ -184,7 +185,9 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct flow *f)
 			f->icmp_error = parse_quoted(ic + 1, data_end, f->tuple.family, &f->inner) == 0;
 		else if (!v4 && type >= ICMPV6_ND_FIRST && type <= ICMPV6_ND_LAST)
 			f->nd = 1;
-		return PARSE_OK; /* policy port stays 0 for ICMP */
+		/* As in Cilium's policy key, the ICMP type takes the port's place (network order). */
+		f->policy_dport = bpf_htons((__u16)type);
+		return PARSE_OK;
 	} else {
 		return PARSE_OK; /* other protocols: ports 0 */
 	}

@@ -25,7 +25,8 @@ struct policy_key {
 	__u32 identity;  /* peer identity; 0 = any identity */
 	__u8 direction;  /* DIR_INGRESS (0) or DIR_EGRESS (1) */
 	__u8 protocol;   /* IANA protocol; 0 = any */
-	__be16 dport;    /* destination port (network order); 0 for ICMP and port-less protocols */
+	__be16 dport;    /* destination port (network order); ICMP/ICMPv6: the message type, as in
+			  * Cilium's policy key; 0 for port-less protocols */
 };
 
 /* 8 bytes. */

@@ -40,6 +40,11 @@ export interface GlobalOptions {
   gitIntervalMs: number;
   /** ssh allowed-signers file: only commits signed by one of these keys are applied (git sources). */
   verifySignatures?: string;
+  /**
+   * Apply a snapshot with no manifests at all even when the datapath in force has endpoints
+   * (without it such a snapshot is refused: an unmounted or emptied source must not tear down).
+   */
+  allowEmpty: boolean;
   // Settings only the environment gives (secrets and their files stay out of argv and ps):
   /** RECONCILE_SOURCE_TYPE=git: a git source whose URL does not look like one. */
   sourceType?: "git";
@@ -96,6 +101,7 @@ const FLAGS: Record<string, FlagDef> = {
   "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL" },
   "--git-interval": { key: "gitInterval", value: true, env: "RECONCILE_GIT_INTERVAL" },
   "--verify-signatures": { key: "verifySignatures", value: true, env: "RECONCILE_GIT_ALLOWED_SIGNERS_FILE" },
+  "--allow-empty": { key: "allowEmpty", value: false, env: "RECONCILE_ALLOW_EMPTY" },
   "--dry-run": { key: "dryRun", value: false },
   "--once": { key: "once", value: false },
   "--from": { key: "from", value: true },
@@ -113,7 +119,7 @@ export const USAGE = `Usage:
             [--resync-interval 30s] [--attach-mode auto|tcx|tc] [--attach-position first|last]
             [--enforcement default|always|never] [--socket PATH] [--listen ADDR:PORT]
             [--log-format logfmt|json] [--log-level error|warn|notice|info|debug] [--git-interval 30s]
-            [--verify-signatures ALLOWED-SIGNERS-FILE]
+            [--verify-signatures ALLOWED-SIGNERS-FILE] [--allow-empty]
   reconcile validate --source ...              validate manifests only
   reconcile explain --source ... --from EP|IP|host --to EP|IP|host --port 80/TCP [--output json]
   reconcile inspect endpoints|ipcache|policy ENDPOINT|devices|links [--output json]
@@ -220,12 +226,23 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     logLevel,
     gitIntervalMs: parseDuration(str(values.gitInterval) ?? "30s", "--git-interval"),
     node: str(values.node) ?? defaults.node,
+    allowEmpty: bool(values.allowEmpty, "--allow-empty (RECONCILE_ALLOW_EMPTY)"),
   };
   for (const key of ["source", "ref", "path", "listen", "verifySignatures"] as const) {
     const v = str(values[key]);
     if (v !== undefined) opts[key] = v;
   }
   return opts;
+}
+
+/** A switch: given on the command line (true), or from its environment variable as true/false, 1/0, yes/no. */
+function bool(v: string | boolean | undefined, flag: string): boolean {
+  if (v === undefined) return false;
+  if (typeof v === "boolean") return v;
+  const t = v.trim().toLowerCase();
+  if (t === "true" || t === "1" || t === "yes") return true;
+  if (t === "false" || t === "0" || t === "no") return false;
+  throw new UsageError(`${flag}: expected true or false (or 1/0, yes/no), got ${v}`);
 }
 
 function str(v: string | boolean | undefined): string | undefined {

@@ -9,7 +9,7 @@ import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
-import { compileForNode, loadModel, type CompiledForNode } from "../plan/pipeline.js";
+import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
 import { readSourceOnce } from "../source/open.js";
 import type { Snapshot } from "../source/snapshot.js";
@@ -72,7 +72,7 @@ export async function compileFor(opts: GlobalOptions, kernel: KernelPort | undef
 }
 
 function nodeOptions(opts: GlobalOptions) {
-  return { node: opts.node!, enforcement: opts.enforcement, attachMode: opts.attachMode };
+  return { node: opts.node!, enforcement: opts.enforcement, attachMode: opts.attachMode, allowEmpty: opts.allowEmpty };
 }
 
 async function validate(opts: GlobalOptions, io: Io): Promise<number> {
@@ -114,6 +114,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
         notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
       }
     }
+    refuseEmpty(opts.allowEmpty, compiled, actual.endpoints.size);
     if (kernel && compiled.facts?.local !== false && kernel.attachMode === "tcx") notes.push(...foreignAheadNotes(kernel, opts));
     const plan = diff(compiled.desired, actual);
     const ctx = { notes };

@@ -26,6 +26,7 @@ export interface DaemonOptions extends NodeCompileOptions, SourceOptions {
   bpffsRoot: string;
   /** Where fresh tcx links go among foreign programs (for the start-up line; the kernel port applies it). */
   attachPosition: "first" | "last";
+  allowEmpty: boolean;
 }
 
 /** The daemon minus its I/O edges (source, servers, signals): what the scenario tests drive. */
@@ -45,7 +46,7 @@ export interface DaemonCore {
 
 export interface CoreOptions {
   kernel: KernelPort;
-  opts: NodeCompileOptions & { resyncIntervalMs: number };
+  opts: NodeCompileOptions & { resyncIntervalMs: number; allowEmpty?: boolean };
   log: Logger;
   notifier?: Notifier;
   timers?: Timers;
@@ -57,7 +58,7 @@ export interface CoreOptions {
  */
 export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers }: CoreOptions): DaemonCore {
   const metrics = new DaemonMetrics();
-  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, attachMode: opts.attachMode, log, metrics });
+  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics });
   let ready = false;
   const subscriptions = new Map<string, Watch>();
   let eventTimer: unknown;

@@ -9,13 +9,15 @@ import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { DesiredState } from "../datapath/state.js";
 import { formatProblem, ManifestError } from "../manifest/load.js";
 import type { Change } from "../plan/diff.js";
-import { CapacityError, compileForNode, IncrementalPipeline, NotThisNodeError, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/pipeline.js";
+import { CapacityError, compileForNode, EmptySnapshotError, IncrementalPipeline, isEmptyModel, NotThisNodeError, refuseEmpty, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/pipeline.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Logger } from "./log.js";
 import type { ReconcileOutcome, Trigger } from "./loop.js";
 import type { DaemonMetrics } from "./status.js";
 
 export interface ServiceOptions extends NodeCompileOptions {
+  /** Apply a snapshot with no manifests even while endpoints are in force (see refuseEmpty). */
+  allowEmpty?: boolean;
   log?: Logger;
   metrics?: DaemonMetrics;
 }
@@ -68,11 +70,17 @@ export class ReconcileService {
 
   /**
    * One run. Throws ManifestError (invalid manifests) and CapacityError (the commit would not fit)
-   * before anything is written, and NotThisNodeError for another node's revision.
+   * before anything is written, NotThisNodeError for another node's revision, and
+   * EmptySnapshotError for a revision without manifests while endpoints are in force.
    */
   async run(snapshot: Snapshot, trigger: Trigger): Promise<RunReport> {
     const compiled = this.compile(snapshot);
     requireLocal(compiled);
+    if (!this.opts.allowEmpty && isEmptyModel(compiled.model)) {
+      // The endpoints in force: what the last good run left, else what the kernel holds.
+      const inForce = this.inForce?.endpoints.size ?? (await this.kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0;
+      refuseEmpty(false, compiled, inForce);
+    }
     const known = trigger === "source" ? this.inForce : undefined;
     const report = await reconcileOnce(this.kernel.targets, compiled.desired, known);
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
@@ -109,6 +117,10 @@ export class ReconcileService {
         log?.error("revision rejected: invalid manifests, nothing applied", { revision: snapshot.revision, errors: problems.length });
         for (const p of problems) log?.error(p);
         return { ok: false, changes: 0, errors: [], invalid: problems };
+      }
+      if (err instanceof EmptySnapshotError) {
+        log?.error("revision rejected: no manifests", { revision: snapshot.revision, reason: err.message });
+        return { ok: false, changes: 0, errors: [], invalid: [err.message] };
       }
       if (err instanceof CapacityError) return { ok: false, changes: 0, errors: [], invalid: [err.message] };
       if (err instanceof NotThisNodeError) {

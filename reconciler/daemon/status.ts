@@ -1,6 +1,6 @@
 // Status over a unix socket (for `reconcile status`), and metrics/health over an optional TCP port.
 
-import { chmod, lstat, mkdir, stat, unlink } from "node:fs/promises";
+import { lstat, mkdir, realpath, unlink } from "node:fs/promises";
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { connect } from "node:net";
 import path from "node:path";
@@ -47,25 +47,81 @@ function socketAlive(socketPath: string): Promise<boolean> {
 }
 
 export interface StatusServerOptions {
-  /** Socket path (default /run/reconcile/reconcile.sock). Its directory is created with mode 0700. */
+  /** Socket path (default /run/reconcile/reconcile.sock). A missing directory is created with mode 0700. */
   socketPath?: string;
   /** Produces the JSON document served at GET /status. */
   getStatus: () => unknown;
 }
 
+const S_ISVTX = 0o1000;
+
 /**
- * Serve GET /status on a unix socket with mode 0600. A stale socket left by a crashed run is
- * replaced; a live one (another daemon) is an error.
+ * Make sure the socket's directory is one where nobody but us (and root) can put, replace or remove
+ * a file, without ever changing a directory reconcile did not create (`--socket /tmp/r.sock` must
+ * not chmod /tmp). A missing directory is created with mode 0700. An existing one must be a
+ * directory owned by us or root; if group or others may write it, it must be sticky (like /tmp),
+ * where others can add names but not remove or rename ours. Returns whether it is shared (sticky
+ * and writable by others), in which case the socket is created with extra care.
+ */
+async function prepareSocketDir(socketPath: string): Promise<{ shared: boolean }> {
+  const dir = path.dirname(socketPath);
+  const uid = process.getuid?.() ?? 0;
+  let created: string | undefined;
+  try {
+    await lstat(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw new StatusServerError(`socket directory ${dir}: cannot inspect it`, { cause: err });
+    created = await mkdir(dir, { recursive: true, mode: 0o700 }).catch((e: unknown) => {
+      throw new StatusServerError(`socket directory ${dir}: cannot create it`, { cause: e });
+    });
+  }
+  // The directory as the kernel resolves it (/var/run → /run): what its mode and owner are.
+  const real = await realpath(dir);
+  const st = await lstat(real);
+  if (!st.isDirectory()) throw new StatusServerError(`socket directory ${dir}: not a directory`);
+  if (created !== undefined) {
+    // Ours, made just now with 0700 (less the umask): anything else means someone raced us to it.
+    if (st.uid !== uid || (st.mode & 0o077) !== 0) {
+      throw new StatusServerError(`socket directory ${dir}: was created with owner ${st.uid} and mode ${octal(st.mode)} (expected owner ${uid}, mode 0700); refusing to use it`);
+    }
+    return { shared: false };
+  }
+  if (st.uid !== uid && st.uid !== 0) {
+    throw new StatusServerError(
+      `socket directory ${dir}: owned by uid ${st.uid} (expected uid ${uid} or root): its owner could replace the socket; choose a directory of this user, e.g. /run/reconcile`,
+    );
+  }
+  const othersWrite = (st.mode & 0o022) !== 0;
+  if (othersWrite && (st.mode & S_ISVTX) === 0) {
+    throw new StatusServerError(
+      `socket directory ${dir}: mode ${octal(st.mode)} lets group or others write it and it is not sticky (expected no group/other write, or the sticky bit): another user could replace the socket; reconcile does not change directories it did not create, choose another --socket (e.g. /run/reconcile/reconcile.sock)`,
+    );
+  }
+  return { shared: othersWrite };
+}
+
+function octal(mode: number): string {
+  return `0${(mode & 0o7777).toString(8).padStart(3, "0")}`;
+}
+
+/**
+ * Serve GET /status on a unix socket with mode 0600. A stale socket left by a crashed run (ours:
+ * same owner) is replaced; a live one (another daemon), one of another user, or any other file
+ * is an error.
+ *
+ * In a shared sticky directory (--socket /tmp/r.sock) another user can create names but not remove
+ * or rename ours: the socket is bound with umask 0177 (bind fails if a name appeared in between),
+ * then checked with lstat (a socket, ours, mode 0600) without following anything; it is never
+ * chmod'ed (chmod follows symlinks).
  */
 export async function startStatusServer(opts: StatusServerOptions): Promise<RunningServer> {
   const socketPath = opts.socketPath ?? DEFAULT_STATUS_SOCKET;
-  const dir = path.dirname(socketPath);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const dst = await stat(dir);
-  if (dst.uid === process.getuid?.() && (dst.mode & 0o077) !== 0) await chmod(dir, 0o700);
+  const uid = process.getuid?.() ?? 0;
+  await prepareSocketDir(socketPath);
   try {
     const st = await lstat(socketPath);
     if (!st.isSocket()) throw new StatusServerError(`${socketPath}: exists and is not a socket; refusing to replace it`);
+    if (st.uid !== uid) throw new StatusServerError(`${socketPath}: a socket of uid ${st.uid} (expected ${uid}); refusing to replace another user's socket`);
     if (await socketAlive(socketPath)) throw new StatusServerError(`${socketPath}: another reconcile daemon is listening on it`);
     await unlink(socketPath);
   } catch (err) {
@@ -87,12 +143,20 @@ export async function startStatusServer(opts: StatusServerOptions): Promise<Runn
   } finally {
     process.umask(oldMask);
   }
-  await chmod(socketPath, 0o600);
+  const bound = await lstat(socketPath).catch(() => undefined);
+  if (bound === undefined || !bound.isSocket() || bound.uid !== uid || (bound.mode & 0o077) !== 0) {
+    await closeServer(server);
+    throw new StatusServerError(
+      `${socketPath}: after bind it is ${bound === undefined ? "gone" : `${bound.isSocket() ? "a socket" : "not a socket"} of uid ${bound.uid}, mode ${octal(bound.mode)}`} (expected our socket with mode 0600); refusing to serve on it`,
+    );
+  }
   return {
     address: socketPath,
     close: async () => {
       await closeServer(server);
-      await unlink(socketPath).catch(() => {});
+      // Remove the name only while it is still the socket we bound.
+      const now = await lstat(socketPath).catch(() => undefined);
+      if (now !== undefined && now.isSocket() && now.ino === bound.ino && now.dev === bound.dev) await unlink(socketPath).catch(() => {});
     },
   };
 }

@@ -1,6 +1,7 @@
 // Schema of `kind: Endpoint` (DESIGN §3): a workload interface on a node.
 
-import type { EndpointManifest, InterfaceCreate } from "./model.js";
+import type { EndpointManifest, InterfaceCreate, NamedPort } from "./model.js";
+import { isServiceName, NAMED_PORT_PROTOCOLS } from "./rule.js";
 import { isIfName, parseIPv4, parseIPv6, parseMac, type Field, type Reader } from "./fields.js";
 
 /** Label sources an endpoint may not carry: they are selector wildcards or assigned by the system. */
@@ -14,7 +15,8 @@ export function readEndpoint(r: Reader, doc: Field, name: string): EndpointManif
   const labels = r.labelMap(r.child(r.child(doc, "metadata"), "labels"), "k8s", FORBIDDEN_ENDPOINT_SOURCES);
   const spec = r.child(doc, "spec");
   if (r.mapping(spec, true) === undefined) return undefined;
-  r.onlyKeys(spec, ["node", "ipv4", "ipv6", "mac", "interface"]);
+  r.onlyKeys(spec, ["node", "ipv4", "ipv6", "mac", "interface", "ports"]);
+  const ports = readNamedPorts(r, r.child(spec, "ports"));
 
   const node = r.name(r.child(spec, "node"), false);
   const ipv4Field = r.child(spec, "ipv4");
@@ -56,7 +58,39 @@ export function readEndpoint(r: Reader, doc: Field, name: string): EndpointManif
   if (ipv6 !== undefined) ep.ipv6 = ipv6;
   if (mac !== undefined) ep.mac = mac;
   if (create !== undefined) ep.create = create;
+  if (ports !== undefined) ep.ports = ports;
   return ep;
+}
+
+/** spec.ports: `[{name, port, protocol}]`, the endpoint's named ports (like a pod's container
+ *  ports); protocol defaults to TCP as in Kubernetes. Names are unique per endpoint. */
+function readNamedPorts(r: Reader, f: Field): NamedPort[] | undefined {
+  const items = r.list(f);
+  if (items === undefined) return undefined;
+  const out: NamedPort[] = [];
+  const seen = new Set<string>();
+  for (const it of items) {
+    if (r.mapping(it, true) === undefined) continue;
+    r.onlyKeys(it, ["name", "port", "protocol"]);
+    const nameField = r.child(it, "name");
+    const name = r.formatted(nameField, isServiceName, "a port name: 1..15 letters, digits and '-', at least one letter, no '-' at either end or twice in a row", true);
+    const port = r.int(r.child(it, "port"), 1, 65535, true);
+    const protoField = r.child(it, "protocol");
+    const protoText = (r.string(protoField) ?? "TCP").toUpperCase();
+    if (!(NAMED_PORT_PROTOCOLS as readonly string[]).includes(protoText)) {
+      r.error(protoField, `unknown protocol (expected one of ${NAMED_PORT_PROTOCOLS.join(", ")}, got ${JSON.stringify(protoText)})`);
+      continue;
+    }
+    if (name === undefined || port === undefined) continue;
+    const lower = name.toLowerCase();
+    if (seen.has(lower)) {
+      r.error(nameField, `duplicate port name ${lower} (expected each name once per endpoint)`);
+      continue;
+    }
+    seen.add(lower);
+    out.push({ name: lower, port, protocol: protoText as NamedPort["protocol"] });
+  }
+  return out;
 }
 
 export const IFNAME_EXPECTED = "an interface name of 1..15 printable characters without '/', ':' or spaces";

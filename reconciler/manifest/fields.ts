@@ -491,3 +491,22 @@ export function parseMac(s: string): string | undefined {
   if ((first & 1) === 1 || lower === "00:00:00:00:00:00") return undefined;
   return lower;
 }
+
+/**
+ * Parse a CIDR as Cilium's netip.ParsePrefix does: host bits may be set, and the prefix is then
+ * their network (`hostBits` tells the caller to warn). A bare address is a host prefix.
+ */
+export function parseCIDRLoose(s: string): { prefix: Prefix; hostBits: boolean } | string {
+  const strict = parseCIDR(s);
+  if (typeof strict !== "string") return { prefix: strict, hostBits: false };
+  if (!strict.startsWith("host bits set")) return strict;
+  const slash = s.indexOf("/");
+  const addr = s.slice(0, slash);
+  const bits = Number(s.slice(slash + 1));
+  const v4 = parseIPv4(addr);
+  const bytes = v4 ?? parseIPv6(addr)!;
+  const masked = maskBytes(bytes, bits);
+  const family: 4 | 6 = v4 !== undefined ? 4 : 6;
+  const text = `${family === 4 ? masked.join(".") : formatIPv6(masked)}/${bits}`;
+  return { prefix: { family, bytes: masked, bits, text }, hostBits: true };
+}

@@ -3,6 +3,7 @@
 // file and line). Pure: the snapshot already holds the file contents.
 
 import type {
+  CIDRGroupManifest,
   EndpointManifest,
   IdentityManifest,
   ManifestProblem,
@@ -17,6 +18,7 @@ import { readEndpoint } from "./endpoint.js";
 import { readIdentity } from "./identity.js";
 import { readNode } from "./node.js";
 import { readRule } from "./rule.js";
+import { readCIDRGroup } from "./cidrgroup.js";
 
 export interface LoadResult {
   /** The validated model; present only when there is no error (warnings may accompany it). */
@@ -98,6 +100,7 @@ interface Collected {
   identities: Seen<IdentityManifest>[];
   rules: Seen<RuleManifest>[];
   nodes: Seen<NodeManifest>[];
+  cidrGroups: Seen<CIDRGroupManifest>[];
 }
 
 /** What loading one file on its own gives: its problems and its objects (cross-object checks aside). */
@@ -169,9 +172,9 @@ function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean {
 /** Load one file into its own result, its objects' fields packed (PackedFields): a cached result
  *  keeps their lines and paths, all the cross-object checks read, not the parsed YAML. */
 function loadFileAlone(path: string, content: string, limits: ParseLimits, shapes: Map<string, { names: string[]; paths: string[] }>): FileResult {
-  const result: FileResult = { problems: [], got: { endpoints: [], identities: [], rules: [], nodes: [] } };
+  const result: FileResult = { problems: [], got: { endpoints: [], identities: [], rules: [], nodes: [], cidrGroups: [] } };
   loadFile(path, content, limits, result.problems, result.got);
-  const seen = [...result.got.endpoints, ...result.got.identities, ...result.got.rules, ...result.got.nodes] as Seen<unknown>[];
+  const seen = [...result.got.endpoints, ...result.got.identities, ...result.got.rules, ...result.got.nodes, ...result.got.cidrGroups] as Seen<unknown>[];
   let count = 0;
   for (const s of seen) count += Object.keys(s.fields).length;
   const lines = new Int32Array(count);
@@ -196,7 +199,7 @@ function loadFileAlone(path: string, content: string, limits: ParseLimits, shape
  */
 export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LOAD_LIMITS, cache?: LoadCache): LoadResult {
   const problems: ManifestProblem[] = [];
-  const got: Collected = { endpoints: [], identities: [], rules: [], nodes: [] };
+  const got: Collected = { endpoints: [], identities: [], rules: [], nodes: [], cidrGroups: [] };
   const files = [...snapshot.files]
     .filter((f) => YAML_EXT.test(f.path) || JSON_EXT.test(f.path))
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -224,6 +227,7 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
     for (const s of one.got.identities) got.identities.push(s);
     for (const s of one.got.rules) got.rules.push(s);
     for (const s of one.got.nodes) got.nodes.push(s);
+    for (const s of one.got.cidrGroups) got.cidrGroups.push(s);
   }
   cache?.keepOnly(new Set(files.map((f) => f.path)));
   crossCheck(got, problems, cache);
@@ -238,6 +242,7 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
       identities: got.identities.map((s) => s.item),
       rules: got.rules.map((s) => s.item),
       nodes: got.nodes.map((s) => s.item),
+      cidrGroups: got.cidrGroups.map((s) => s.item),
     },
   };
 }
@@ -292,7 +297,8 @@ function loadJsonRules(path: string, docs: { value: unknown; line: number }[], r
 
 const KINDS: Record<string, readonly string[]> = {
   "reconcile/v1": ["Endpoint", "Identity", "Rule", "Node"],
-  "cilium.io/v2": ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"],
+  "cilium.io/v2": ["CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "CiliumCIDRGroup"],
+  "cilium.io/v2alpha1": ["CiliumCIDRGroup"],
 };
 
 function loadDocument(r: Reader, value: unknown, line: number, got: Collected): void {
@@ -314,7 +320,7 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
     r.error(kindField, `unknown kind for ${apiVersion} (expected one of ${kinds.join(", ")}, got ${describe(kind)})`);
     return;
   }
-  const cilium = apiVersion === "cilium.io/v2";
+  const cilium = kind === "CiliumNetworkPolicy" || kind === "CiliumClusterwideNetworkPolicy";
   r.onlyKeys(doc, cilium ? ["apiVersion", "kind", "metadata", "spec", "specs"] : ["apiVersion", "kind", "metadata", "spec"], {
     status: "status is written by Cilium and is not read by reconcile (remove it)",
   });
@@ -327,13 +333,21 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
   const name = r.name(nameField, true);
   const metaKeys = ["name", "labels", "annotations"];
   if (kind === "CiliumNetworkPolicy") metaKeys.push("namespace");
-  r.onlyKeys(meta, metaKeys, kind === "CiliumClusterwideNetworkPolicy" ? { namespace: "a cluster-wide policy has no namespace (remove metadata.namespace)" } : {});
+  r.onlyKeys(
+    meta,
+    metaKeys,
+    kind === "CiliumClusterwideNetworkPolicy"
+      ? { namespace: "a cluster-wide policy has no namespace (remove metadata.namespace)" }
+      : kind === "CiliumCIDRGroup"
+        ? { namespace: "a CiliumCIDRGroup is cluster-scoped and has no namespace (remove metadata.namespace)" }
+        : {},
+  );
   const annotations = r.child(meta, "annotations");
   if (r.mapping(annotations) !== undefined) {
     for (const k of Object.keys(annotations.value as object)) r.string(r.child(annotations, k), true);
   }
   // Endpoint and Node read their labels themselves (they use them); others are only checked.
-  if (kind !== "Endpoint" && kind !== "Node") r.labelMap(r.child(meta, "labels"), "k8s");
+  if (kind !== "Endpoint" && kind !== "Node" && kind !== "CiliumCIDRGroup") r.labelMap(r.child(meta, "labels"), "k8s");
   if (name === undefined) return;
 
   switch (kind) {
@@ -358,6 +372,11 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
       if (rule !== undefined) {
         got.rules.push({ item: { kind: "Rule", name, origin: "Rule", rule, at: { file: r.file, line: doc.line } }, fields: { name: nameField } });
       }
+      return;
+    }
+    case "CiliumCIDRGroup": {
+      const g = readCIDRGroup(r, doc, name);
+      if (g !== undefined) got.cidrGroups.push({ item: g, fields: { name: nameField } });
       return;
     }
     default:
@@ -460,6 +479,22 @@ function crossCheck(got: Collected, problems: ManifestProblem[], cache?: LoadCac
   endpointChecks(0, () => unique(got.endpoints, (s) => s.item.name, "name", epObj, () => "duplicate Endpoint name"));
   unique(got.identities, (s) => s.item.name, "name", (i) => `Identity/${i.name}`, () => "duplicate Identity name");
   unique(got.nodes, (s) => s.item.name, "name", (n) => `Node/${n.name}`, () => "duplicate Node name");
+  unique(got.cidrGroups, (s) => s.item.name, "name", (g) => `CiliumCIDRGroup/${g.name}`, () => "duplicate CiliumCIDRGroup name");
+  // cidrGroupRef naming no CiliumCIDRGroup: Cilium keeps the rule and the reference selects no
+  // address until the group exists; say so.
+  const groupNames = new Set(got.cidrGroups.map((g) => g.item.name));
+  for (const s of got.rules) {
+    const r = s.item.rule;
+    for (const sec of [r.ingress, r.egress, r.ingressDeny, r.egressDeny]) {
+      for (const p of sec) {
+        for (const c of p.cidrs ?? []) {
+          if (c.groupRef !== undefined && !groupNames.has(c.groupRef)) {
+            push(p.at.file, { value: undefined, path: "", line: p.at.line }, `Rule/${s.item.name}`, `cidrGroupRef ${JSON.stringify(c.groupRef)} names no CiliumCIDRGroup, so it selects no address`, "warning");
+          }
+        }
+      }
+    }
+  }
   unique(
     got.rules,
     (s) => `${s.item.namespace ?? ""}/${s.item.name}`,

@@ -46,6 +46,30 @@ export interface EndpointManifest {
   create?: InterfaceCreate;
   /** Security labels (metadata.labels); a key without "source:" gets source "k8s". */
   labels: LabelSet;
+  /** spec.ports: the named ports the endpoint declares (Cilium resolves named ports in toPorts
+   *  against a pod's container ports the same way). Undefined = none. Names are lower-case. */
+  ports?: NamedPort[];
+  at: Provenance;
+}
+
+/** One named port an endpoint declares. */
+export interface NamedPort {
+  /** IANA service name (lower-case). */
+  name: string;
+  /** 1..65535 */
+  port: number;
+  protocol: "TCP" | "UDP" | "SCTP";
+}
+
+/** `kind: CiliumCIDRGroup` (cilium.io/v2alpha1 or v2): a named, labelled set of CIDRs that rules
+ *  reference with cidrGroupRef or select with cidrGroupSelector. */
+export interface CIDRGroupManifest {
+  kind: "CiliumCIDRGroup";
+  name: string;
+  /** metadata.labels (a key without "source:" gets source "k8s"): what cidrGroupSelector matches. */
+  labels: LabelSet;
+  /** spec.externalCIDRs, canonical prefixes (host bits cleared). */
+  cidrs: string[];
   at: Provenance;
 }
 
@@ -112,17 +136,25 @@ export type Entity =
   | "ingress";
 
 export interface CIDRSelector {
-  /** Canonical prefix "a.b.c.d/n" or "x::/n" (host bits zero). */
-  cidr: string;
-  /** Canonical prefixes inside `cidr` that are excluded. */
+  /** Canonical prefix "a.b.c.d/n" or "x::/n" (host bits zero). Absent when the element names a
+   *  CIDR group instead (groupRef or groupSelector): its prefixes are the group's. */
+  cidr?: string;
+  /** Canonical prefixes inside `cidr` (or inside the group's prefixes) that are excluded. */
   except: string[];
+  /** cidrGroupRef: the name of a CiliumCIDRGroup. */
+  groupRef?: string;
+  /** cidrGroupSelector: selects CiliumCIDRGroups by their labels. */
+  groupSelector?: Selector;
 }
 
-export type PortProtocolName = "TCP" | "UDP" | "SCTP" | "ANY";
+export type PortProtocolName = "TCP" | "UDP" | "SCTP" | "ANY" | "ICMP" | "ICMPv6";
 
 export interface PortRule {
-  /** 0 = all ports. */
+  /** 0 = all ports. For ICMP / ICMPv6 (from `icmps`): the ICMP type, exactly (endPort = port). */
   port: number;
+  /** A named port (toPorts `port: http`, lower-case): resolved per destination endpoint against
+   *  Endpoint spec.ports; `port` and `endPort` are then 0 and unused. */
+  name?: string;
   /** Inclusive end of a range; equals `port` for a single port; 65535 with port 0. */
   endPort: number;
   protocol: PortProtocolName;
@@ -137,7 +169,10 @@ export interface PeerRule {
   cidrs?: CIDRSelector[];
   /** fromEntities / toEntities. */
   entities?: Entity[];
-  /** toPorts[*].ports flattened; undefined = L3-only (all ports and protocols). */
+  /** fromNodes / toNodes: node selectors over Node labels; a matching node is the host (the node
+   *  compiled for) or a remote node (identity remote-node). */
+  nodes?: Selector[];
+  /** toPorts[*].ports and icmps[*].fields flattened; undefined = L3-only (all ports and protocols). */
   ports?: PortRule[];
 }
 
@@ -178,6 +213,8 @@ export interface Model {
   identities: IdentityManifest[];
   rules: RuleManifest[];
   nodes: NodeManifest[];
+  /** CiliumCIDRGroup objects (undefined in models built in code = none). */
+  cidrGroups?: CIDRGroupManifest[];
 }
 
 /** One validation problem, rendered as `file:line: Kind/name: path: message`. */

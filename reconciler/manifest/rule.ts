@@ -5,6 +5,7 @@
 
 import type {
   CIDRSelector,
+  NamedPort,
   Entity,
   Label,
   PeerRule,
@@ -15,7 +16,7 @@ import type {
   SelectorOperator,
   SelectorRequirement,
 } from "./model.js";
-import { describe, parseLabelKey, prefixContains, type Field, type Prefix, type Reader } from "./fields.js";
+import { describe, parseCIDRLoose, parseLabelKey, prefixContains, type Field, type Prefix, type Reader } from "./fields.js";
 
 const NOT_SUPPORTED = "not supported by reconcile";
 
@@ -31,9 +32,14 @@ const RULE_FIELDS = [
   "description",
 ] as const;
 
-const RULE_UNSUPPORTED: Record<string, string> = {
-  log: `policy logging (log) is ${NOT_SUPPORTED}`,
-};
+/** Why the L7-only parts of a rule are refused: reconcile has no proxy. */
+const NEEDS_L7_PROXY = "needs an L7 proxy, which reconcile does not have (it enforces L3/L4 in eBPF only)";
+const NEEDS_DNS_PROXY = "needs a DNS proxy that learns the addresses names resolve to, which reconcile does not have; use toCIDR or toCIDRSet";
+const NEEDS_SERVICE_LB = "needs service load balancing (Kubernetes Services and their backends), which reconcile does not have; use toEndpoints or toCIDR";
+
+/** Cilium's limits (pkg/policy/api rule_validation.go: maxPorts, maxICMPFields). */
+export const MAX_PORTS = 40;
+export const MAX_ICMP_FIELDS = 40;
 
 export const ENTITIES: readonly Entity[] = [
   "all",
@@ -52,6 +58,9 @@ export const ENTITIES: readonly Entity[] = [
 
 const PROTOCOLS: readonly PortProtocolName[] = ["TCP", "UDP", "SCTP", "ANY"];
 
+/** Protocols an Endpoint's spec.ports may declare. */
+export const NAMED_PORT_PROTOCOLS: readonly NamedPort["protocol"][] = ["TCP", "UDP", "SCTP"];
+
 type Direction = "ingress" | "egress";
 
 interface SectionSpec {
@@ -63,7 +72,16 @@ interface SectionSpec {
 export function readRule(r: Reader, f: Field): PolicyRule | undefined {
   const before = r.errorCount();
   if (r.mapping(f, true) === undefined) return undefined;
-  r.onlyKeys(f, RULE_FIELDS, RULE_UNSUPPORTED);
+  r.onlyKeys(f, [...RULE_FIELDS, "log"]);
+  const logField = r.child(f, "log");
+  if (logField.value !== undefined && logField.value !== null) {
+    // Cilium's `log` sets a cookie that its proxy-less datapath only reports to Hubble.
+    if (r.mapping(logField) !== undefined) {
+      r.onlyKeys(logField, ["value"]);
+      r.string(r.child(logField, "value"));
+    }
+    r.warn(logField, "log is accepted and ignored: reconcile keeps no per-rule log cookie (reconcile monitor names the rule of every verdict instead)");
+  }
 
   // Exactly one subject: endpoints (endpointSelector) or nodes (nodeSelector: a host policy).
   const selField = r.child(f, "endpointSelector");
@@ -154,22 +172,44 @@ function sectionName(spec: SectionSpec): string {
   return spec.direction + (spec.deny ? "Deny" : "");
 }
 
+/** The peer fields of an ingress element (from…) or an egress element (to…), in Cilium's order. */
+function peerKinds(dir: "from" | "to", direction: Direction): string[] {
+  const base = [`${dir}Endpoints`, `${dir}CIDR`, `${dir}CIDRSet`, `${dir}Entities`, `${dir}Nodes`, `${dir}Groups`];
+  return direction === "egress" ? [...base, "toServices", "toFQDNs"] : base;
+}
+
+function capitalized(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+function hasItems(v: unknown): boolean {
+  return Array.isArray(v) ? v.length > 0 : v !== undefined && v !== null;
+}
+
 function readPeerRule(r: Reader, f: Field, spec: SectionSpec): PeerRule | undefined {
   if (r.mapping(f, true) === undefined) return undefined;
+  const before = r.errorCount();
   const dir = spec.direction === "ingress" ? "from" : "to";
-  const allowed = [`${dir}Endpoints`, `${dir}CIDR`, `${dir}CIDRSet`, `${dir}Entities`, "toPorts"];
+  const allowed = [`${dir}Endpoints`, `${dir}CIDR`, `${dir}CIDRSet`, `${dir}Entities`, `${dir}Nodes`, "toPorts", "icmps"];
   const unsupported: Record<string, string> = {
-    [`${dir}Requires`]: `${dir}Requires is ${NOT_SUPPORTED} (deprecated in Cilium)`,
-    [`${dir}Groups`]: `${dir}Groups (cloud provider groups) is ${NOT_SUPPORTED}`,
-    [`${dir}Nodes`]: `${dir}Nodes is ${NOT_SUPPORTED}; use ${dir}Entities: [remote-node] or ${dir}CIDR`,
-    icmps: `icmps (ICMP type rules) is ${NOT_SUPPORTED}`,
+    [`${dir}Requires`]: `${dir}Requires was removed from Cilium (deprecated in 1.17, then dropped from the policy API); put the required labels into each ${dir}Endpoints selector instead`,
+    [`${dir}Groups`]: `${dir}Groups (cloud provider security groups) needs Cilium's cloud provider integration to turn groups into addresses, which reconcile does not have; use ${dir}CIDR`,
   };
-  if (!spec.deny) unsupported["authentication"] = `authentication (mutual auth) is ${NOT_SUPPORTED}`;
+  if (!spec.deny) unsupported["authentication"] = "authentication (mutual authentication) needs Cilium's SPIFFE-based auth agent and an L7 handshake, which reconcile does not have";
   if (spec.direction === "egress") {
-    unsupported["toServices"] = `toServices is ${NOT_SUPPORTED}; use toEndpoints or toCIDR`;
-    if (!spec.deny) unsupported["toFQDNs"] = `toFQDNs (DNS-based policy) is ${NOT_SUPPORTED}; use toCIDR or toCIDRSet`;
+    unsupported["toServices"] = `toServices ${NEEDS_SERVICE_LB}`;
+    unsupported["toFQDNs"] = `toFQDNs ${NEEDS_DNS_PROXY}`;
   }
   r.onlyKeys(f, allowed, unsupported);
+
+  // Cilium's IngressRule/EgressRule.sanitize: "Combining %s and %s is not supported yet" for any
+  // two peer kinds in one element (deny sections are not sanitized by Cilium and may combine).
+  if (!spec.deny) {
+    const present = peerKinds(dir, spec.direction).filter((k) => hasItems(r.child(f, k).value));
+    if (present.length > 1) {
+      r.error(r.child(f, present[1]!), `Combining ${capitalized(present[0]!)} and ${capitalized(present[1]!)} is not supported yet (Cilium refuses it too: write one element per peer kind)`);
+    }
+  }
 
   const peer: PeerRule = { at: { file: r.file, line: f.line } };
   const epField = r.child(f, `${dir}Endpoints`);
@@ -189,7 +229,8 @@ function readPeerRule(r: Reader, f: Field, spec: SectionSpec): PeerRule | undefi
   if (plain !== undefined) {
     hasCidr = true;
     for (const c of plain) {
-      const p = r.cidr(c, true);
+      // Cilium's CIDR.sanitize: a prefix, or a bare address (a host prefix).
+      const p = readPrefixLoose(r, c, true);
       if (p !== undefined) cidrs.push({ cidr: p.text, except: [] });
     }
   }
@@ -214,68 +255,224 @@ function readPeerRule(r: Reader, f: Field, spec: SectionSpec): PeerRule | undefi
       } else if (s === "none") {
         r.error(e, `entity "none" is ${NOT_SUPPORTED} (expected one of ${ENTITIES.join(", ")})`);
       } else {
-        r.error(e, `unknown entity (expected one of ${ENTITIES.join(", ")}, got ${describe(s)})`);
+        r.error(e, `unsupported entity: ${s} (expected one of ${ENTITIES.join(", ")})`);
       }
     }
     peer.entities = list;
   }
 
-  const tp = r.list(r.child(f, "toPorts"));
+  const nodesList = r.list(r.child(f, `${dir}Nodes`));
+  if (nodesList !== undefined) {
+    const sels: Selector[] = [];
+    for (const n of nodesList) {
+      const s = readSelector(r, n);
+      if (s !== undefined) sels.push(s);
+    }
+    peer.nodes = sels;
+  }
+
+  const tpField = r.child(f, "toPorts");
+  const icmpField = r.child(f, "icmps");
+  // Cilium: "The ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts."
+  if (!spec.deny && hasItems(tpField.value) && hasItems(icmpField.value)) {
+    r.error(icmpField, "The ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts.");
+  }
+  const tp = r.list(tpField);
   if (tp !== undefined) {
     const ports: PortRule[] = [];
     for (const t of tp) ports.push(...readPortRule(r, t, spec));
     peer.ports = ports;
   }
+  const icmps = r.list(icmpField);
+  if (icmps !== undefined) {
+    const ports: PortRule[] = peer.ports ?? [];
+    for (const ic of icmps) ports.push(...readICMPRule(r, ic));
+    peer.ports = ports;
+  }
 
+  if (r.errorCount() > before) return undefined;
   // Cilium: a nil peer list with toPorts is a wildcard (L4-only); with neither peers nor ports the
   // rule element selects nothing (`ingress: [{}]` is Cilium's "default deny, allow nothing").
   // Say "nothing" explicitly so that consumers cannot read it as "everything on all ports".
-  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined && peer.ports === undefined) {
+  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined && peer.nodes === undefined && peer.ports === undefined) {
     peer.endpoints = [];
   }
   return peer;
 }
 
+/** A prefix or bare address, as Cilium's CIDR.sanitize takes it; host bits are cleared with a warning. */
+function readPrefixLoose(r: Reader, f: Field, required: boolean): Prefix | undefined {
+  const s = r.string(f, required);
+  if (s === undefined) return undefined;
+  const p = parseCIDRLoose(s);
+  if (typeof p === "string") {
+    r.error(f, p);
+    return undefined;
+  }
+  if (p.hostBits) r.warn(f, `host bits set: read as the network ${p.prefix.text} (Cilium uses the network of ${JSON.stringify(s)} too)`);
+  return p.prefix;
+}
+
+/** ICMP type names Cilium accepts (pkg/policy/api icmp.go), per family. */
+export const ICMP_TYPE_NAMES: { readonly IPv4: Readonly<Record<string, number>>; readonly IPv6: Readonly<Record<string, number>> } = {
+  IPv4: {
+    EchoReply: 0,
+    DestinationUnreachable: 3,
+    Redirect: 5,
+    Echo: 8,
+    EchoRequest: 8,
+    RouterAdvertisement: 9,
+    RouterSelection: 10,
+    TimeExceeded: 11,
+    ParameterProblem: 12,
+    Timestamp: 13,
+    TimestampReply: 14,
+    Photuris: 40,
+    ExtendedEchoRequest: 42,
+    ExtendedEchoReply: 43,
+  },
+  IPv6: {
+    DestinationUnreachable: 1,
+    PacketTooBig: 2,
+    TimeExceeded: 3,
+    ParameterProblem: 4,
+    EchoRequest: 128,
+    EchoReply: 129,
+    MulticastListenerQuery: 130,
+    MulticastListenerReport: 131,
+    MulticastListenerDone: 132,
+    RouterSolicitation: 133,
+    RouterAdvertisement: 134,
+    NeighborSolicitation: 135,
+    NeighborAdvertisement: 136,
+    RedirectMessage: 137,
+    RouterRenumbering: 138,
+    ICMPNodeInformationQuery: 139,
+    ICMPNodeInformationResponse: 140,
+    InverseNeighborDiscoverySolicitation: 141,
+    InverseNeighborDiscoveryAdvertisement: 142,
+    HomeAgentAddressDiscoveryRequest: 144,
+    HomeAgentAddressDiscoveryReply: 145,
+    MobilePrefixSolicitation: 146,
+    MobilePrefixAdvertisement: 147,
+    DuplicateAddressRequestCodeSuffix: 157,
+    DuplicateAddressConfirmationCodeSuffix: 158,
+    ExtendedEchoRequest: 160,
+    ExtendedEchoReply: 161,
+  },
+};
+
+/** `icmps: [{fields: [{type, family}]}]`: each field is an exact ICMP (IPv4) or ICMPv6 type. */
+function readICMPRule(r: Reader, f: Field): PortRule[] {
+  if (r.mapping(f, true) === undefined) return [];
+  r.onlyKeys(f, ["fields"]);
+  const fieldsField = r.child(f, "fields");
+  const items = r.list(fieldsField) ?? [];
+  // Cilium's ICMPRule.verify: "too many types, the max is 40".
+  if (items.length > MAX_ICMP_FIELDS) {
+    r.error(fieldsField, `too many types, the max is ${MAX_ICMP_FIELDS} (got ${items.length})`);
+    return [];
+  }
+  const out: PortRule[] = [];
+  for (const it of items) {
+    if (r.mapping(it, true) === undefined) continue;
+    r.onlyKeys(it, ["type", "family"]);
+    const famField = r.child(it, "family");
+    const fam = r.string(famField) ?? "IPv4";
+    // Cilium's ICMPRule.verify: "wrong family".
+    if (fam !== "IPv4" && fam !== "IPv6" && fam !== "") {
+      r.error(famField, `wrong family: ${fam} (expected IPv4 or IPv6)`);
+      continue;
+    }
+    const family = fam === "IPv6" ? "IPv6" : "IPv4";
+    const typeField = r.child(it, "type");
+    const tv = typeField.value;
+    let type: number | undefined;
+    if (typeof tv === "number") {
+      type = r.int(typeField, 0, 255, true);
+    } else if (typeof tv === "string") {
+      if (/^(0|[1-9][0-9]{0,2})$/.test(tv) && Number(tv) <= 255) type = Number(tv);
+      else if (Object.prototype.hasOwnProperty.call(ICMP_TYPE_NAMES[family], tv)) type = ICMP_TYPE_NAMES[family][tv];
+      else r.error(typeField, `ICMP type ${tv} not found in ${family} (expected 0..255 or one of ${Object.keys(ICMP_TYPE_NAMES[family]).join(", ")})`);
+    } else {
+      r.error(typeField, tv === undefined || tv === null ? "required field is missing (expected an ICMP type 0..255 or its name)" : `wrong type (expected an ICMP type 0..255 or its name, got ${describe(tv)})`);
+    }
+    if (type !== undefined) out.push({ port: type, endPort: type, protocol: family === "IPv6" ? "ICMPv6" : "ICMP" });
+  }
+  return out;
+}
+
 function readCIDRRule(r: Reader, f: Field): CIDRSelector | undefined {
   if (r.mapping(f, true) === undefined) return undefined;
-  r.onlyKeys(f, ["cidr", "except"], {
-    cidrGroupRef: `cidrGroupRef (CiliumCIDRGroup) is ${NOT_SUPPORTED}; write the cidr`,
-    cidrGroupSelector: `cidrGroupSelector (CiliumCIDRGroup) is ${NOT_SUPPORTED}; write the cidr`,
-  });
-  const base = r.cidr(r.child(f, "cidr"), true);
-  const except: string[] = [];
-  const exField = r.child(f, "except");
-  const exItems = r.list(exField);
-  let ok = base !== undefined;
-  for (const e of exItems ?? []) {
-    const p: Prefix | undefined = r.cidr(e, true);
+  r.onlyKeys(f, ["cidr", "except", "cidrGroupRef", "cidrGroupSelector"]);
+  const cidrField = r.child(f, "cidr");
+  const refField = r.child(f, "cidrGroupRef");
+  const selField = r.child(f, "cidrGroupSelector");
+  const given = [cidrField, refField, selField].filter((x) => x.value !== undefined && x.value !== null);
+  if (given.length !== 1) {
+    r.error(f, given.length === 0
+      ? "required field is missing (expected one of cidr, cidrGroupRef and cidrGroupSelector)"
+      : `a CIDR set element names its addresses one way (expected one of cidr, cidrGroupRef and cidrGroupSelector, got ${given.map((x) => x.path.split(".").pop()).join(" and ")})`);
+    return undefined;
+  }
+  let base: Prefix | undefined;
+  const out: CIDRSelector = { except: [] };
+  let ok = true;
+  if (cidrField.value !== undefined && cidrField.value !== null) {
+    const s = r.string(cidrField, true);
+    if (s === undefined) return undefined;
+    // Cilium's CIDRRule.sanitize: "Only allow notation <IP address>/<prefix>".
+    if (!s.includes("/")) {
+      r.error(cidrField, `Unable to parse CIDRRule ${JSON.stringify(s)}: a CIDR set takes a prefix, not a bare address (expected ${s}/${s.includes(":") ? 128 : 32} or a fromCIDR/toCIDR entry)`);
+      return undefined;
+    }
+    base = readPrefixLoose(r, cidrField, true);
+    if (base === undefined) return undefined;
+    out.cidr = base.text;
+  } else if (refField.value !== undefined && refField.value !== null) {
+    const name = r.name(refField, true);
+    if (name === undefined) return undefined;
+    out.groupRef = name;
+  } else {
+    const sel = readSelector(r, selField);
+    if (sel === undefined) return undefined;
+    out.groupSelector = sel;
+  }
+  for (const e of r.list(r.child(f, "except")) ?? []) {
+    const p = readPrefixLoose(r, e, true);
     if (p === undefined) {
       ok = false;
       continue;
     }
     if (base !== undefined && !prefixContains(base, p)) {
-      r.error(e, `except prefix is not inside cidr (expected a prefix within ${base.text}, got ${p.text})`);
+      r.error(e, `allow CIDR prefix ${base.text} does not contain exclude CIDR prefix ${p.text} (expected a prefix within ${base.text})`);
       ok = false;
       continue;
     }
-    except.push(p.text);
+    out.except.push(p.text);
   }
-  return ok && base !== undefined ? { cidr: base.text, except } : undefined;
+  return ok ? out : undefined;
 }
 
 function readPortRule(r: Reader, f: Field, spec: SectionSpec): PortRule[] {
   if (r.mapping(f, true) === undefined) return [];
   const l7 = spec.deny
     ? (what: string) => `${what} is not allowed in ${sectionName(spec)} (deny rules are L3/L4 only)`
-    : (what: string) => `${what} is ${NOT_SUPPORTED} (no L7 proxy; L3/L4 only)`;
+    : (what: string) => `${what} ${NEEDS_L7_PROXY}`;
   r.onlyKeys(f, ["ports"], {
     rules: l7("rules (L7 HTTP/Kafka/DNS rules)"),
-    terminatingTLS: l7("terminatingTLS"),
-    originatingTLS: l7("originatingTLS"),
-    serverNames: l7("serverNames (TLS SNI)"),
+    terminatingTLS: l7("terminatingTLS (TLS termination)"),
+    originatingTLS: l7("originatingTLS (TLS origination)"),
+    serverNames: l7("serverNames (TLS SNI matching)"),
     listener: l7("listener (Envoy listener)"),
   });
-  const items = r.list(r.child(f, "ports"), true);
+  const portsField = r.child(f, "ports");
+  const items = r.list(portsField, true);
+  // Cilium's PortRule.sanitize: "too many ports, the max is 40".
+  if (items !== undefined && items.length > MAX_PORTS) {
+    r.error(portsField, `too many ports, the max is ${MAX_PORTS} (got ${items.length})`);
+    return [];
+  }
   const out: PortRule[] = [];
   for (const it of items ?? []) {
     const p = readPortProtocol(r, it);
@@ -284,11 +481,18 @@ function readPortRule(r: Reader, f: Field, spec: SectionSpec): PortRule[] {
   return out;
 }
 
+/** An IANA service name (RFC 6335 §5.1, Cilium's iana.IsSvcName): 1..15 letters, digits and
+ *  '-', at least one letter, no '-' at either end and no "--". */
+export function isServiceName(s: string): boolean {
+  return s.length >= 1 && s.length <= 15 && /^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$/.test(s) && /[A-Za-z]/.test(s);
+}
+
 function readPortProtocol(r: Reader, f: Field): PortRule | undefined {
   if (r.mapping(f, true) === undefined) return undefined;
   r.onlyKeys(f, ["port", "endPort", "protocol"]);
   const portField = r.child(f, "port");
   let port: number | undefined = 0;
+  let name: string | undefined;
   const pv = portField.value;
   if (typeof pv === "number") {
     port = r.int(portField, 0, 65535);
@@ -298,12 +502,16 @@ function readPortProtocol(r: Reader, f: Field): PortRule | undefined {
     } else if (/^[0-9]+$/.test(pv)) {
       r.error(portField, `out of range (expected a port 0..65535, got ${describe(pv)})`);
       port = undefined;
+    } else if (isServiceName(pv)) {
+      // Cilium lower-cases port names for case-insensitive comparison.
+      name = pv.toLowerCase();
+      port = 0;
     } else {
-      r.error(portField, `named ports are ${NOT_SUPPORTED} (expected a port number 0..65535, got ${describe(pv)})`);
+      r.error(portField, `Unable to parse port (expected a port number 0..65535 or a port name of at most 15 letters, digits and '-', got ${describe(pv)})`);
       port = undefined;
     }
   } else if (pv !== undefined && pv !== null) {
-    r.error(portField, `wrong type (expected a port number 0..65535, got ${describe(pv)})`);
+    r.error(portField, `wrong type (expected a port number 0..65535 or a port name, got ${describe(pv)})`);
     port = undefined;
   }
 
@@ -314,7 +522,10 @@ function readPortProtocol(r: Reader, f: Field): PortRule | undefined {
     endPort = r.int(endField, 0, 65535);
     if (endPort === undefined) {
       ok = false;
-    } else if (port === 0 && endPort !== 0) {
+    } else if (name !== undefined && endPort !== 0) {
+      r.error(endField, `endPort needs a port number (expected a numeric port, got the port name ${JSON.stringify(name)})`);
+      ok = false;
+    } else if (name === undefined && port === 0 && endPort !== 0) {
       r.error(endField, `endPort needs a non-zero port (expected port 1..${endPort}, got port 0 which already means all ports)`);
       ok = false;
     } else if (port !== undefined && endPort !== 0 && endPort < port) {
@@ -327,10 +538,12 @@ function readPortProtocol(r: Reader, f: Field): PortRule | undefined {
   let protocol: PortProtocolName = "ANY";
   const proto = r.string(protoField);
   if (proto !== undefined) {
-    if ((PROTOCOLS as readonly string[]).includes(proto)) {
-      protocol = proto as PortProtocolName;
-    } else if (["ICMP", "ICMPV6", "ICMPv6", "VRRP", "IGMP"].includes(proto)) {
-      r.error(protoField, `protocol ${proto} is ${NOT_SUPPORTED} (expected one of ${PROTOCOLS.join(", ")})`);
+    // Cilium's ParseL4Proto is case-insensitive ("Minor edits such as capitalization ... are fixed up").
+    const up = proto.toUpperCase();
+    if (up === "" || (PROTOCOLS as readonly string[]).includes(up)) {
+      protocol = (up === "" ? "ANY" : up) as PortProtocolName;
+    } else if (["ICMP", "ICMPV6", "VRRP", "IGMP"].includes(up)) {
+      r.error(protoField, `protocol ${proto} in toPorts is ${NOT_SUPPORTED} (expected one of ${PROTOCOLS.join(", ")}; ICMP types go in an icmps block)`);
       ok = false;
     } else {
       r.error(protoField, `unknown protocol (expected one of ${PROTOCOLS.join(", ")}, got ${describe(proto)})`);
@@ -338,6 +551,7 @@ function readPortProtocol(r: Reader, f: Field): PortRule | undefined {
     }
   }
   if (!ok || port === undefined) return undefined;
+  if (name !== undefined) return { port: 0, endPort: 0, name, protocol };
   if (port === 0) return { port: 0, endPort: 65535, protocol };
   return { port, endPort: endPort === undefined || endPort === 0 ? port : endPort, protocol };
 }
@@ -377,14 +591,18 @@ export function readSelector(r: Reader, f: Field): Selector | undefined {
     }
     const valuesField = r.child(e, "values");
     const values: string[] = [];
-    for (const v of r.list(valuesField) ?? []) {
+    const valueFields = r.list(valuesField);
+    for (const v of valueFields ?? []) {
       const s = r.labelValue(v);
       if (s !== undefined) values.push(s);
     }
-    if ((op === "In" || op === "NotIn") && values.length === 0) {
-      r.error(valuesField, `${op} needs values (expected a non-empty list, got ${describe(valuesField.value)})`);
+    // `values: []` is refused as Kubernetes and Cilium refuse it (a wrong type or bad value already has its error).
+    if ((op === "In" || op === "NotIn") && (valuesField.value === undefined || valueFields?.length === 0)) {
+      const got = valueFields?.length === 0 ? "an empty list" : describe(valuesField.value);
+      r.error(valuesField, `${op} needs values (expected a non-empty list, got ${got})`);
       continue;
     }
+    if ((op === "In" || op === "NotIn") && values.length === 0) continue;
     if ((op === "Exists" || op === "DoesNotExist") && valuesField.value !== undefined && values.length > 0) {
       r.error(valuesField, `${op} takes no values (expected none, got ${values.length})`);
       continue;

@@ -46,6 +46,39 @@ export class CapacityError extends Error {
   }
 }
 
+/** True for a model with no objects at all: the snapshot of an emptied or unmounted directory. */
+export function isEmptyModel(model: Model): boolean {
+  return model.endpoints.length === 0 && model.identities.length === 0 && model.rules.length === 0 && model.nodes.length === 0;
+}
+
+/**
+ * An empty snapshot (no manifests at all) while the datapath in force has endpoints: refused unless
+ * --allow-empty, since applying it would remove every endpoint, and an emptied or unmounted
+ * directory is far likelier than an intended teardown. Nothing is applied.
+ */
+export class EmptySnapshotError extends Error {
+  override name = "EmptySnapshotError";
+  constructor(
+    readonly revision: string,
+    /** Endpoints of the datapath in force. */
+    readonly endpointsInForce: number,
+  ) {
+    super(
+      `revision ${revision} holds no manifests, but the datapath in force has ${endpointsInForce} endpoint(s): refusing to remove them ` +
+        `(an emptied or unmounted source?); nothing was applied. Pass --allow-empty (RECONCILE_ALLOW_EMPTY=true) to apply an empty revision`,
+    );
+  }
+}
+
+/**
+ * Refuses (EmptySnapshotError) a snapshot with no manifests while `endpointsInForce` endpoints are
+ * in force, unless `allowEmpty`. Nothing in force: an empty datapath may stay empty.
+ */
+export function refuseEmpty(allowEmpty: boolean, compiled: Pick<Compiled, "model"> & { snapshot: Snapshot }, endpointsInForce: number): void {
+  if (allowEmpty || !isEmptyModel(compiled.model) || endpointsInForce === 0) return;
+  throw new EmptySnapshotError(compiled.snapshot.revision, endpointsInForce);
+}
+
 /** Load, validate, compile. Throws ManifestError with every problem of the snapshot at once.
  *  With a `cache`, files it already loaded with the same content are not parsed again. */
 export function loadModel(snapshot: Snapshot, cache?: LoadCache): { model: Model; warnings: ManifestProblem[] } {

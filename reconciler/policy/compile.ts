@@ -8,7 +8,7 @@
 //   (as in Cilium, policy is a function of the identity);
 // - policy keys are packed into one number while merging, RuleRefs are interned per rule.
 
-import type { ManifestProblem, Model, PeerRule, RuleManifest, Selector } from "../manifest/model.js";
+import type { ManifestProblem, Model, NamedPort, PeerRule, RuleManifest, Selector } from "../manifest/model.js";
 import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "./cidr.js";
 import {
   buildContext,
@@ -23,7 +23,8 @@ import {
 import { HOST_ENDPOINT, hostRuleWarnings, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
-import { ANY_PORT_KEY, type PortKey, portKeys } from "./ports.js";
+import { ANY_PORT_KEY, hasNamedPorts, type PortKey, portKeys } from "./ports.js";
+import { expandCidr, nodeSelectorIdentities } from "./peers.js";
 import { packEntry, policyEntryKey, PolicyEntrySet } from "./entry-set.js";
 import {
   type CompiledPolicy,
@@ -37,12 +38,13 @@ import {
 } from "./types.js";
 
 // ---- packed policy keys ----
-// key = dir·2^48 + identity·2^23 + protoIndex·2^21 + port·2^5 + portPrefixLen  (< 2^50, exact in
+// key = dir·2^49 + identity·2^24 + protoIndex·2^21 + port·2^5 + portPrefixLen  (< 2^50, exact in
 // a double). Numeric order equals the documented entry order (direction, identity, protocol,
-// port, portPrefixLen) because protoIndex follows protocol number order.
-const DIR_MUL = 2 ** 48;
-const ID_MUL = 2 ** 23;
-const PROTOS = [0, 6, 17, 132] as const;
+// port, portPrefixLen) because protoIndex follows protocol number order. For ICMP and ICMPv6 the
+// "port" is the ICMP type (Cilium's policy key).
+const DIR_MUL = 2 ** 49;
+const ID_MUL = 2 ** 24;
+const PROTOS = [0, 1, 6, 17, 58, 132] as const;
 
 class UnsupportedProtocolError extends Error {
   constructor(protocol: number) {
@@ -167,6 +169,9 @@ export class PeerResolver {
   private readonly cidrCache = new Map<string, number[]>();
   private readonly peerCache = new WeakMap<PeerRule, number[]>();
   private readonly lowCache = new WeakMap<PeerRule, number[]>();
+  /** Named-port keys per peer rule and per list of declared ports it resolved against. */
+  private readonly namedLowCache = new WeakMap<PeerRule, Map<readonly NamedPort[] | undefined, number[]>>();
+  private readonly ctx: PolicyContext;
   private readonly prefixes: PrefixSet;
   private readonly cidrIdOf = new Map<string, number>();
   private readonly clusterIds: number[];
@@ -174,6 +179,7 @@ export class PeerResolver {
   private readonly cidrIdentities: Array<[string, number]> = [];
 
   constructor(ctx: PolicyContext) {
+    this.ctx = ctx;
     const cluster: number[] = [...ENTITY_RESERVED.cluster];
     for (const info of ctx.alloc.identities.values()) {
       this.index.add(info.id, info.labels);
@@ -220,12 +226,13 @@ export class PeerResolver {
     let ids = this.peerCache.get(peer);
     if (ids) return ids;
     const set = new Set<number>();
-    if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined) {
+    if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined && peer.nodes === undefined) {
       // L4-only (toPorts without from*) selects every peer; an empty peer rule selects none.
       if (peer.ports !== undefined) set.add(ReservedIdentity.unknown);
     }
     for (const sel of peer.endpoints ?? []) for (const id of this.selector(sel)) set.add(id);
-    for (const c of peer.cidrs ?? []) for (const id of this.cidr(c.cidr, c.except)) set.add(id);
+    for (const c of peer.cidrs ?? []) for (const x of expandCidr(this.ctx.model, c)) for (const id of this.cidr(x.cidr, x.except)) set.add(id);
+    if (peer.nodes !== undefined) for (const id of nodeSelectorIdentities(this.ctx.model, this.ctx.opts, peer.nodes)) set.add(id);
     for (const e of peer.entities ?? []) {
       for (const id of ENTITY_RESERVED[e]) set.add(id);
       if (e === "cluster") for (const id of this.clusterIds) set.add(id);
@@ -236,10 +243,30 @@ export class PeerResolver {
     return ids;
   }
 
-  lows(peer: PeerRule): number[] {
-    let lows = this.lowCache.get(peer);
-    if (!lows) this.lowCache.set(peer, (lows = portKeys(peer.ports).map(lowKey)));
+  /** The port parts of a peer rule's keys. With named ports they depend on the destination:
+   *  `declared` is the named ports it resolves against (ingress: the subject endpoint's own;
+   *  egress: the peer identity's, see declaredFor). */
+  lows(peer: PeerRule, declared?: readonly NamedPort[]): number[] {
+    if (!hasNamedPorts(peer.ports)) {
+      let lows = this.lowCache.get(peer);
+      if (!lows) this.lowCache.set(peer, (lows = portKeys(peer.ports).map(lowKey)));
+      return lows;
+    }
+    let byDeclared = this.namedLowCache.get(peer);
+    if (byDeclared === undefined) this.namedLowCache.set(peer, (byDeclared = new Map()));
+    let lows = byDeclared.get(declared);
+    if (!lows) byDeclared.set(declared, (lows = portKeys(peer.ports, declared).map(lowKey)));
     return lows;
+  }
+
+  /** Named ports a peer identity's endpoints declare (identity 0, every identity: all of them). */
+  declaredFor(identity: number): readonly NamedPort[] | undefined {
+    return identity === ReservedIdentity.unknown ? this.ctx.allPorts : this.ctx.portsByIdentity.get(identity);
+  }
+
+  /** The named ports of a local endpoint (what its ingress named ports resolve against). */
+  endpointPorts(name: string): readonly NamedPort[] | undefined {
+    return this.ctx.endpointByName.get(name)?.ports;
   }
 }
 
@@ -255,7 +282,13 @@ export interface IdentityPolicy {
   deny: Map<number, RuleRef[]>;
 }
 
-export function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): IdentityPolicy {
+export function policyForIdentity(
+  rules: EffectiveRule[],
+  resolver: PeerResolver,
+  opts: CompileOptions,
+  singles: Map<RuleRef, RuleRef[]>,
+  subjectPorts?: readonly NamedPort[],
+): IdentityPolicy {
   const allowMap = new Map<number, RuleRef[]>();
   const denyMap = new Map<number, RuleRef[]>();
   const enforce = { ingress: false, egress: false };
@@ -274,9 +307,13 @@ export function policyForIdentity(rules: EffectiveRule[], resolver: PeerResolver
         const target = deny ? denyMap : allowMap;
         for (const peer of peers) {
           const ids = resolver.peers(peer);
-          const lows = resolver.lows(peer);
+          const named = hasNamedPorts(peer.ports);
+          // Named ports resolve at the destination: the subject itself on ingress, each peer
+          // identity on egress.
+          const fixed = !named || dir === "ingress" ? resolver.lows(peer, subjectPorts) : undefined;
           for (const id of ids) {
             const b = base + id * ID_MUL;
+            const lows = fixed ?? resolver.lows(peer, resolver.declaredFor(id));
             for (const low of lows) addEntry(target, b + low, single);
           }
         }
@@ -329,7 +366,11 @@ export function cidrRuleRefs(model: Model): Map<string, string> {
   const firstRule = new Map<string, string>();
   for (const r of model.rules) {
     for (const s of [r.rule.ingress, r.rule.egress, r.rule.ingressDeny, r.rule.egressDeny]) {
-      for (const p of s) for (const c of p.cidrs ?? []) for (const x of [c.cidr, ...c.except]) if (!firstRule.has(x)) firstRule.set(x, `Rule/${r.name}`);
+      for (const p of s) {
+        for (const c of p.cidrs ?? []) {
+          for (const e of expandCidr(model, c)) for (const x of [e.cidr, ...e.except]) if (!firstRule.has(x)) firstRule.set(x, `Rule/${r.name}`);
+        }
+      }
     }
   }
   return firstRule;
@@ -467,6 +508,22 @@ export function ruleFacts(r: EffectiveRule, subjectIndex: LabelIndex, subjectCac
           warnings.push(selectorProblem(r, sel, dir === "ingress" ? "fromEndpoints" : "toEndpoints"));
         }
       }
+      // A port name resolves at the destination (the subject on ingress, the peers on egress); a
+      // name none of them declares allows nothing (Cilium: the port is not opened).
+      for (const pr of peer.ports ?? []) {
+        if (pr.name === undefined) continue;
+        const dests = dir === "ingress" ? ids : resolver.peers(peer);
+        const declared = dests.some((id) => (resolver.declaredFor(id) ?? []).some((d) => d.name === pr.name && (pr.protocol === "ANY" || pr.protocol === d.protocol)));
+        if (!declared) {
+          warnings.push({
+            file: peer.at.file,
+            line: peer.at.line,
+            object: `Rule/${r.manifest.name}`,
+            message: `port name ${JSON.stringify(pr.name)}${pr.protocol === "ANY" ? "" : `/${pr.protocol}`} is declared (Endpoint spec.ports) by no ${dir === "ingress" ? "endpoint the rule selects" : "endpoint of the peers"}, so it allows nothing`,
+            severity: "warning",
+          });
+        }
+      }
     }
   }
   return { subjects: ids, warnings };
@@ -480,11 +537,25 @@ export function internRefs(rules: readonly EffectiveRule[]): Map<RuleRef, RuleRe
 /** The policies of the local endpoints that carry identity `id` (policy is a function of the
  *  identity; they share one packed entry set). */
 export function endpointPolicies(id: number, names: readonly string[], rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): EndpointPolicy[] {
-  const pol = policyForIdentity(rules, resolver, opts, singles);
-  const entrySet = entrySetOf(pol);
-  return names.map(
-    (name) => new CompiledEndpointPolicy(name, id, { ...pol.enforce }, { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress }, entrySet),
-  );
+  // Endpoints of one identity share a policy, except where they declare different named ports
+  // (ingress named ports resolve against the endpoint itself): one policy per set of declarations.
+  const groups = new Map<string, { ports: readonly NamedPort[] | undefined; names: string[] }>();
+  for (const name of names) {
+    const ports = resolver.endpointPorts(name);
+    const key = ports === undefined || ports.length === 0 ? "" : JSON.stringify(ports);
+    const g = groups.get(key);
+    if (g) g.names.push(name);
+    else groups.set(key, { ports: key === "" ? undefined : ports, names: [name] });
+  }
+  const byName = new Map<string, EndpointPolicy>();
+  for (const g of groups.values()) {
+    const pol = policyForIdentity(rules, resolver, opts, singles, g.ports);
+    const entrySet = entrySetOf(pol);
+    for (const name of g.names) {
+      byName.set(name, new CompiledEndpointPolicy(name, id, { ...pol.enforce }, { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress }, entrySet));
+    }
+  }
+  return names.map((n) => byName.get(n)!);
 }
 
 export function byEndpointName(a: EndpointPolicy, b: EndpointPolicy): number {

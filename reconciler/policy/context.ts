@@ -4,6 +4,7 @@
 
 import type {
   EndpointManifest,
+  NamedPort,
   Entity,
   LabelSet,
   Model,
@@ -157,6 +158,18 @@ export interface PolicyContext {
   endpointIdentity: Map<string, number>;
   /** Endpoint name → manifest. */
   endpointByName: Map<string, EndpointManifest>;
+  /** Identity → the named ports its endpoints (on any node) declare, merged; what an egress
+   *  named port to a peer of that identity resolves against. */
+  portsByIdentity: Map<number, NamedPort[]>;
+  /** Every endpoint's named ports, merged: what a named port towards every identity (identity 0:
+   *  L4-only, `{}`, entity all) resolves against. */
+  allPorts: NamedPort[];
+}
+
+function mergePorts(into: NamedPort[], ports: readonly NamedPort[]): void {
+  for (const p of ports) {
+    if (!into.some((q) => q.name === p.name && q.port === p.port && q.protocol === p.protocol)) into.push(p);
+  }
 }
 
 /** Identity of a label set in an allocation (must have been allocated). */
@@ -173,11 +186,20 @@ export function buildContext(model: Model, opts: CompileOptions, idOpts: Identit
   );
   const endpointIdentity = new Map<string, number>();
   const endpointByName = new Map<string, EndpointManifest>();
+  const portsByIdentity = new Map<number, NamedPort[]>();
+  const allPorts: NamedPort[] = [];
   for (const ep of model.endpoints) {
-    endpointIdentity.set(ep.name, identityOf(alloc, ep.labels));
+    const id = identityOf(alloc, ep.labels);
+    endpointIdentity.set(ep.name, id);
     endpointByName.set(ep.name, ep);
+    if (ep.ports !== undefined && ep.ports.length > 0) {
+      let list = portsByIdentity.get(id);
+      if (list === undefined) portsByIdentity.set(id, (list = []));
+      mergePorts(list, ep.ports);
+      mergePorts(allPorts, ep.ports);
+    }
   }
   const rules = model.rules.filter((r) => r.rule.nodeSelector === undefined).map(effectiveRule);
   const hostRules = model.rules.filter((r) => r.rule.nodeSelector !== undefined).map(effectiveRule);
-  return { model, opts, alloc, rules, hostRules, endpointIdentity, endpointByName };
+  return { model, opts, alloc, rules, hostRules, endpointIdentity, endpointByName, portsByIdentity, allPorts };
 }

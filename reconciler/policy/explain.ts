@@ -2,7 +2,7 @@
 // second, independent model of the semantics in compile.ts (it never looks at compiled entries):
 // a differential test compares the two, and the kernel.
 
-import type { EndpointManifest, LabelSet, Model, PeerRule } from "../manifest/model.js";
+import type { EndpointManifest, LabelSet, Model, NamedPort, PeerRule } from "../manifest/model.js";
 import { parseAddress, parsePrefix, type Prefix, prefixContains, prefixContainsAddress } from "./cidr.js";
 import {
   buildContext,
@@ -16,7 +16,8 @@ import {
 import { HOST_ENDPOINT, HOST_GATEWAYS, localHost } from "./host.js";
 import type { IdentityAllocatorOptions } from "./identity.js";
 import { labelSetString } from "./labels.js";
-import { portsAdmit, protocolName } from "./ports.js";
+import { isICMP, portsAdmit, protocolName } from "./ports.js";
+import { expandCidr, nodeSelectorIdentities } from "./peers.js";
 import { isWildcard, matches } from "./selector.js";
 import {
   type CompileOptions,
@@ -102,13 +103,24 @@ function resolveParty(ctx: PolicyContext, field: "from" | "to", text: string): P
   return isGateway && !party.host ? { ...party, host: true } : party;
 }
 
+/** Whether a PeerRule's from/to part selects every peer (L4-only, `{}`, entity all). Named
+ *  ports towards such a peer resolve against every endpoint's declarations, as the datapath's
+ *  identity-0 entries do. */
+function selectsEveryone(peer: PeerRule): boolean {
+  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined && peer.nodes === undefined) {
+    return peer.ports !== undefined;
+  }
+  return (peer.endpoints ?? []).some(isWildcard) || (peer.entities ?? []).includes("all");
+}
+
 /** Whether a PeerRule's from/to part selects the party. */
 function peerSelects(ctx: PolicyContext, peer: PeerRule, party: Party): boolean {
-  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined) {
+  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined && peer.nodes === undefined) {
     return peer.ports !== undefined; // L4-only selects everyone; an empty peer rule, no one
   }
   for (const sel of peer.endpoints ?? []) if (isWildcard(sel) || matches(sel, party.labels)) return true;
-  for (const c of peer.cidrs ?? []) {
+  if (peer.nodes !== undefined && nodeSelectorIdentities(ctx.model, ctx.opts, peer.nodes).includes(party.identity)) return true;
+  for (const c of (peer.cidrs ?? []).flatMap((x) => expandCidr(ctx.model, x))) {
     const outer = parsePrefix(c.cidr);
     if (party.cidr && prefixContains(outer, party.cidr) && !c.except.some((e) => prefixContains(parsePrefix(e), party.cidr!))) {
       return true;
@@ -134,6 +146,8 @@ interface Subject {
   name: string;
   /** Rules whose subject selects it (any direction). */
   rules: EffectiveRule[];
+  /** The named ports it declares (its ingress named ports resolve against them). */
+  ports?: readonly NamedPort[];
 }
 
 /** What one endpoint's policy in one direction says about the flow. */
@@ -158,7 +172,9 @@ function refsSorted(refs: Iterable<RuleRef>): RuleRef[] {
 }
 
 function endpointSubject(ctx: PolicyContext, ep: EndpointManifest): Subject {
-  return { name: ep.name, rules: ctx.rules.filter((r) => matches(r.subject, ep.labels)) };
+  const s: Subject = { name: ep.name, rules: ctx.rules.filter((r) => matches(r.subject, ep.labels)) };
+  if (ep.ports !== undefined) s.ports = ep.ports;
+  return s;
 }
 
 function evaluateSide(
@@ -177,10 +193,15 @@ function evaluateSide(
   const allowAll = mode === "default" && selecting.length > 0 && dd.length === 0;
   const allowRules: RuleRef[] = [];
   const denyRules: RuleRef[] = [];
+  // Named ports resolve at the destination: this endpoint on ingress; on egress the peer's
+  // identity (every endpoint's declarations when the element selects every peer).
+  const declared = (p: PeerRule): readonly NamedPort[] | undefined =>
+    direction === "ingress" ? ep.ports : selectsEveryone(p) ? ctx.allPorts : ctx.portsByIdentity.get(peer.identity);
+  const admits = (p: PeerRule): boolean => peerSelects(ctx, p, peer) && portsAdmit(p.ports, protocol, port, declared(p));
   for (const r of selecting) {
     const s = sections(r, direction);
-    for (const p of s.deny) if (peerSelects(ctx, p, peer) && portsAdmit(p.ports, protocol, port)) denyRules.push(r.ref);
-    for (const p of s.allow) if (peerSelects(ctx, p, peer) && portsAdmit(p.ports, protocol, port)) allowRules.push(r.ref);
+    for (const p of s.deny) if (admits(p)) denyRules.push(r.ref);
+    for (const p of s.allow) if (admits(p)) allowRules.push(r.ref);
   }
   if (allowAll) allowRules.push(...allowOnly.map((r) => r.ref));
   const verdict: Decision = !enforced ? "allow" : denyRules.length > 0 ? "deny" : allowRules.length > 0 ? "allow" : "deny";
@@ -202,6 +223,7 @@ function ruleList(refs: RuleRef[]): string {
 
 function portText(protocol: number, port: number): string {
   if (protocol === Protocol.TCP || protocol === Protocol.UDP || protocol === Protocol.SCTP) return `${port}/${protocolName(protocol)}`;
+  if (isICMP(protocol)) return `${protocolName(protocol)} type ${port}`;
   return protocolName(protocol);
 }
 

@@ -19,6 +19,7 @@
 import type { IdentityManifest, LabelSet, ManifestProblem, Model } from "../manifest/model.js";
 import { cidrLabels, labelSetKey } from "./labels.js";
 import { parsePrefix } from "./cidr.js";
+import { expandCidr } from "./peers.js";
 import { type IdentityInfo, LOCAL_IDENTITY_SCOPE, ReservedIdentity } from "./types.js";
 
 /** A number range [min, max). */
@@ -141,7 +142,7 @@ export function modelCidrs(model: Model): string[] {
     for (const section of [r.rule.ingress, r.rule.egress, r.rule.ingressDeny, r.rule.egressDeny]) {
       for (const peer of section) {
         for (const c of peer.cidrs ?? []) {
-          for (const p of [c.cidr, ...c.except]) if (parsePrefix(p).len > 0) out.add(p);
+          for (const x of expandCidr(model, c)) for (const p of [x.cidr, ...x.except]) if (parsePrefix(p).len > 0) out.add(p);
         }
       }
     }

@@ -16,7 +16,7 @@
 // their JSON text. Matching by object assumes what every caller does: a Model is never modified
 // after it was compiled (edit a copy instead).
 
-import type { EndpointManifest, IdentityManifest, ManifestProblem, Model, NodeManifest, RuleManifest } from "../manifest/model.js";
+import type { CIDRGroupManifest, EndpointManifest, IdentityManifest, ManifestProblem, Model, NodeManifest, RuleManifest } from "../manifest/model.js";
 import {
   buildIpcache,
   byEndpointName,
@@ -198,6 +198,9 @@ function universeChange(prev: CompileMemo, model: Model, opts: CompileOptions, i
   if (!sameList<EndpointManifest>(model.endpoints, prev.model.endpoints)) return "endpoints changed";
   if (!sameList<IdentityManifest>(model.identities, prev.model.identities)) return "Identity manifests changed";
   if (!sameList<NodeManifest>(model.nodes, prev.model.nodes)) return "nodes changed";
+  // Rules that name CIDR groups resolve through them: a group change can change a rule's entries
+  // without changing the rule.
+  if (!sameList<CIDRGroupManifest>(model.cidrGroups ?? [], prev.model.cidrGroups ?? [])) return "CIDR groups changed";
   const cidrs = modelCidrs(model);
   const before = prev.ctx.alloc.byCidr;
   if (cidrs.length !== before.size) return "CIDR identities changed";

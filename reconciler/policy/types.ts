@@ -132,7 +132,7 @@ export interface ExplainQuery {
   /** Endpoint name or IP address. */
   from: string;
   to: string;
-  /** Destination port (0 for protocols without ports). */
+  /** Destination port; for ICMP and ICMPv6 the ICMP type (as in the policy key); 0 for other port-less protocols. */
   port: number;
   /** IANA protocol number. */
   protocol: number;

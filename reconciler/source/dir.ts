@@ -6,8 +6,9 @@
 // read: a file whose inode, size and times are unchanged (and were not too recent to trust) is not
 // read and hashed again, so a save in a 17 MiB tree costs the saved file, not the tree.
 
+import { constants as fsConstants, type BigIntStats } from "node:fs";
 import { createHash } from "node:crypto";
-import { readdir, readFile, realpath, stat } from "node:fs/promises";
+import { open, readdir, readlink, realpath, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { watch as chokidarWatch } from "chokidar";
 import type { Snapshot, SnapshotFile } from "./snapshot.js";
@@ -114,6 +115,92 @@ function isErrno(err: unknown, code: string): boolean {
   return typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
 }
 
+/** What a non-regular file is, for the error that refuses it. */
+function fileKind(st: { isFIFO(): boolean; isSocket(): boolean; isDirectory(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSymbolicLink(): boolean }): string {
+  if (st.isFIFO()) return "a FIFO";
+  if (st.isSocket()) return "a socket";
+  if (st.isDirectory()) return "a directory";
+  if (st.isCharacterDevice() || st.isBlockDevice()) return "a device";
+  if (st.isSymbolicLink()) return "a symlink";
+  return "not a regular file";
+}
+
+/**
+ * Open one manifest for reading without ever blocking or following a swapped-in link: O_NONBLOCK
+ * makes opening a FIFO (or a device) return at once instead of waiting for a writer, O_NOFOLLOW
+ * refuses a final component that became a symlink after the walk resolved it. The opened descriptor
+ * is fstat'ed and anything but a regular file refused, naming `rel`. Where /proc is mounted, the
+ * descriptor's real path must still lie inside `boundary` (an intermediate directory swapped for
+ * a symlink). The caller closes the handle.
+ */
+export async function openManifestFile(rel: string, abs: string, boundary: string): Promise<{ handle: FileHandle; st: BigIntStats }> {
+  let handle: FileHandle;
+  try {
+    handle = await open(abs, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW | fsConstants.O_NOCTTY);
+  } catch (err) {
+    if (isErrno(err, "ELOOP")) throw new SourceError(`${rel}: became a symlink while being read; refusing to follow it`, { cause: err });
+    if (isErrno(err, "ENOENT")) throw new SourceError(`${rel}: vanished while being read`, { cause: err });
+    throw new SourceError(`${rel}: cannot open it`, { cause: err });
+  }
+  let opened: string | undefined;
+  try {
+    opened = await readlink(`/proc/self/fd/${handle.fd}`);
+  } catch {
+    // No /proc: the walk's own checks stand.
+  }
+  try {
+    if (opened !== undefined && opened.startsWith("/") && !isWithin(boundary, opened)) throw new PathEscapeError(rel, opened, boundary);
+    const st = await handle.stat({ bigint: true });
+    if (!st.isFile()) throw new SourceError(`${rel}: not a regular file (${fileKind(st)}); refusing to read it`);
+    return { handle, st };
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+/** Up to `limit` bytes from the start of an opened regular file; `hint` sizes the first read. */
+async function readBounded(handle: FileHandle, limit: number, hint: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let got = 0;
+  while (got < limit) {
+    const buf = Buffer.allocUnsafe(Math.min(chunks.length === 0 ? Math.max(hint, 1) : 64 * 1024, limit - got));
+    const { bytesRead } = await handle.read(buf, 0, buf.length, null);
+    if (bytesRead === 0) break;
+    chunks.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+    got += bytesRead;
+  }
+  return Buffer.concat(chunks, got);
+}
+
+/**
+ * The manifest root of a directory source with `--path SUBDIR`, confined to the source as the git
+ * source confines its path: SUBDIR must be relative and must not climb out lexically (`..`), and
+ * its real path (symlinks resolved) must lie inside the source's real path. Returns the real root
+ * and the boundary symlinks in it may not escape (the source directory itself).
+ */
+export async function resolveDirSource(source: string, subPath: string | undefined): Promise<{ root: string; boundary: string }> {
+  let realSource: string;
+  try {
+    realSource = await realpath(source);
+  } catch (err) {
+    throw new SourceError(`source directory ${source}: cannot resolve it`, { cause: err });
+  }
+  if (subPath === undefined || subPath === "") return { root: realSource, boundary: realSource };
+  const norm = path.posix.normalize(subPath.replaceAll("\\", "/"));
+  if (path.posix.isAbsolute(norm) || norm === ".." || norm.startsWith("../")) {
+    throw new SourceError(`--path ${JSON.stringify(subPath)}: must be a subdirectory inside the source ${source} (expected a relative path without "..", got one that leaves it)`);
+  }
+  let realRoot: string;
+  try {
+    realRoot = await realpath(path.join(realSource, norm));
+  } catch (err) {
+    throw new SourceError(`--path ${JSON.stringify(subPath)}: no such directory in the source ${source}`, { cause: err });
+  }
+  if (!isWithin(realSource, realRoot)) throw new PathEscapeError(`--path ${subPath}`, realRoot, realSource);
+  return { root: realRoot, boundary: realSource };
+}
+
 /**
  * Read every manifest file (.yaml, .yml, .json) under `root`, recursively, in stable (byte-wise
  * path) order. Dotfiles, dot-directories and editor temp files are skipped. Symlinks are followed
@@ -143,27 +230,31 @@ export async function readDirSnapshot(root: string, opts: DirSnapshotOptions = {
   const visiting = new Set<string>([realRoot]);
 
   async function addFile(rel: string, abs: string): Promise<void> {
-    const st = await stat(abs, { bigint: true });
-    if (st.size > maxFile) throw new SizeLimitError(rel, maxFile, Number(st.size));
-    const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-    const cached = cache?.get(abs);
-    seen.add(abs);
-    if (reusable(cached, stamp)) {
-      total += Number(st.size);
+    const { handle, st } = await openManifestFile(rel, abs, boundary);
+    try {
+      if (st.size > maxFile) throw new SizeLimitError(rel, maxFile, Number(st.size));
+      const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      const cached = cache?.get(abs);
+      seen.add(abs);
+      if (reusable(cached, stamp)) {
+        total += Number(st.size);
+        if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
+        files.push({ path: rel, content: cached.content, digest: cached.digest });
+        return;
+      }
+      const readAtNs = BigInt(Date.now()) * 1_000_000n; // before the read: errs on the racy side
+      // The file may have grown between fstat and read: read at most one byte past the limit.
+      const buf = await readBounded(handle, maxFile + 1, Number(st.size) + 1);
+      if (buf.length > maxFile) throw new SizeLimitError(rel, maxFile, buf.length);
+      total += buf.length;
       if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
-      files.push({ path: rel, content: cached.content, digest: cached.digest });
-      return;
+      const content = buf.toString("utf8");
+      const digest = digestOf(content); // of the decoded text, as contentRevision() hashes it
+      files.push({ path: rel, content, digest });
+      cache?.set(abs, { stamp, mtimeNs: st.mtimeNs, readAtNs, content, digest });
+    } finally {
+      await handle.close();
     }
-    const readAtNs = BigInt(Date.now()) * 1_000_000n; // before the read: errs on the racy side
-    const buf = await readFile(abs);
-    // The file may have grown between stat and read.
-    if (buf.length > maxFile) throw new SizeLimitError(rel, maxFile, buf.length);
-    total += buf.length;
-    if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
-    const content = buf.toString("utf8");
-    const digest = digestOf(content); // of the decoded text, as contentRevision() hashes it
-    files.push({ path: rel, content, digest });
-    cache?.set(abs, { stamp, mtimeNs: st.mtimeNs, readAtNs, content, digest });
   }
 
   async function walk(absDir: string, relDir: string): Promise<void> {

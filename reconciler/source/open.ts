@@ -2,8 +2,7 @@
 // one-shot commands) or to follow it (the daemon).
 
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
-import { readDirSnapshot, watchDir } from "./dir.js";
+import { readDirSnapshot, resolveDirSource, watchDir } from "./dir.js";
 import type { SourceError } from "./errors.js";
 import { GitSource, type GitSourceStatus } from "./git.js";
 import type { Snapshot } from "./snapshot.js";
@@ -37,11 +36,6 @@ export function isGitSource(opts: Pick<SourceOptions, "source" | "sourceType">):
   return opts.sourceType === "git" || isGitUrl(opts.source);
 }
 
-/** The manifest directory of a directory source. */
-export function manifestRoot(opts: Pick<SourceOptions, "source" | "path">): string {
-  return opts.path ? join(opts.source, opts.path) : opts.source;
-}
-
 /** A source being followed. */
 export interface FollowedSource {
   close(): Promise<void>;
@@ -62,7 +56,8 @@ export interface FollowCallbacks {
  */
 export async function followSource(opts: SourceOptions, cb: FollowCallbacks): Promise<FollowedSource> {
   if (!isGitSource(opts)) {
-    const close = await watchDir(manifestRoot(opts), cb.onSnapshot, { onError: cb.onError });
+    const { root, boundary } = await resolveDirSource(opts.source, opts.path);
+    const close = await watchDir(root, cb.onSnapshot, { boundary, onError: cb.onError });
     return { close };
   }
   const git = new GitSource({
@@ -92,7 +87,8 @@ export async function readSourceOnce(opts: Pick<SourceOptions, "source" | "path"
   if (isGitSource(opts)) {
     throw new OneShotGitError(`--source ${opts.source} is a git repository: one-shot commands read a directory; run the daemon for git sources, or clone it and pass the directory`);
   }
-  return readDirSnapshot(manifestRoot(opts));
+  const { root, boundary } = await resolveDirSource(opts.source, opts.path);
+  return readDirSnapshot(root, { boundary });
 }
 
 export class OneShotGitError extends Error {

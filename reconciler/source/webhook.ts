@@ -21,12 +21,24 @@ export function signWebhookBody(secret: string, body: Buffer | string): string {
   return `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
 }
 
-/** Constant-time check of a `sha256=<hex>` header against the body. */
+/**
+ * The one accepted form of the header: `sha256=` and exactly 64 hex digits, nothing before or after.
+ * GitHub (and Gitea, GitLab's compatible mode) send lowercase digits; uppercase digits name the same
+ * MAC and are accepted too. The prefix is lowercase only, as GitHub writes it.
+ */
+const SIGNATURE_HEADER = /^sha256=([0-9a-fA-F]{64})$/;
+
+/**
+ * Check a `sha256=<64 hex digits>` header against the body. Anything but exactly that form is
+ * refused (trailing bytes, a short or long MAC, other algorithms); the MAC itself is compared in
+ * constant time on equal-length buffers.
+ */
 export function verifyWebhookSignature(secret: string, body: Buffer, header: string | undefined): boolean {
-  if (header === undefined || !header.startsWith("sha256=")) return false;
-  const got = Buffer.from(header.slice("sha256=".length), "hex");
+  if (header === undefined) return false;
+  const m = SIGNATURE_HEADER.exec(header);
+  if (!m) return false;
+  const got = Buffer.from(m[1]!, "hex");
   const want = createHmac("sha256", secret).update(body).digest();
-  // Buffer.from(hex) stops at the first bad character: a short result fails the length check.
   return got.length === want.length && timingSafeEqual(got, want);
 }
 

@@ -306,6 +306,7 @@ test("webhook: good signature triggers a fetch; bad/missing → 401, GET → 405
   assert.equal(await send("POST", body, { "x-hub-signature-256": signWebhookBody("wrong", body) }), 401);
   assert.equal(await send("POST", body, {}), 401);
   assert.equal(await send("POST", body, { "x-hub-signature-256": "sha256=zz" }), 401);
+  assert.equal(await send("POST", body, { "x-hub-signature-256": `${signWebhookBody(secret, body)}zz` }), 401, "a valid MAC with trailing junk");
   assert.equal(await send("GET", "", {}), 405);
   const big = "x".repeat(5000);
   assert.equal(await send("POST", big, { "x-hub-signature-256": signWebhookBody(secret, big) }), 413);

@@ -42,8 +42,9 @@ before(() => {
   dp.addRules(1, [
     { direction: ingress, identity: 36895, protocol: TCP, port: 80, portPrefixLen: 16, decision: "allow" }, // seed rule
     { direction: ingress, identity: 36895, protocol: TCP, port: 8080, portPrefixLen: 13, decision: "allow" }, // 8080-8087
-    { direction: ingress, identity: 36895, protocol: ICMP, port: 0, portPrefixLen: 16, decision: "allow" },
-    { direction: ingress, identity: 36895, protocol: ICMPV6, port: 0, portPrefixLen: 16, decision: "allow" },
+    // ICMP keys carry the type in the port's place (as Cilium's): echo requests 8 and 128.
+    { direction: ingress, identity: 36895, protocol: ICMP, port: 8, portPrefixLen: 16, decision: "allow" },
+    { direction: ingress, identity: 36895, protocol: ICMPV6, port: 128, portPrefixLen: 16, decision: "allow" },
     { direction: ingress, identity: 40001, protocol: 0, port: 0, portPrefixLen: 0, decision: "allow" }, // L3-only
     { direction: ingress, identity: 0, protocol: UDP, port: 53, portPrefixLen: 16, decision: "allow" }, // L4-only
     { direction: ingress, identity: 0, protocol: TCP, port: 25, portPrefixLen: 16, decision: "deny" }, // deny for all
@@ -173,6 +174,8 @@ test("ICMP echo: request allowed from app2, reply passes app1's egress via connt
   assert.equal(dp.run("from_endpoint", v4({ src: APP1, dst: APP2, proto: ICMP }, icmpEcho(0, 77))), TC_ACT_OK);
   assert.equal(dp.run("from_endpoint", v4({ src: APP1, dst: APP2, proto: ICMP }, icmpEcho(0, 78))), TC_ACT_SHOT, "other echo id");
   assert.equal(dp.run("to_endpoint", v4({ src: APP3, dst: APP1, proto: ICMP }, icmpEcho(8, 77))), TC_ACT_SHOT);
+  // Only the allowed type: a timestamp request (13) from app2 is dropped.
+  assert.equal(dp.run("to_endpoint", v4({ src: APP2, dst: APP1, proto: ICMP }, icmpEcho(13, 79))), TC_ACT_SHOT);
   // ICMPv6 echo, same shape.
   assert.equal(dp.run("to_endpoint", v6({ src: APP2_6, dst: APP1_6, proto: ICMPV6 }, icmpEcho(128, 5))), TC_ACT_OK);
   assert.equal(dp.run("from_endpoint", v6({ src: APP1_6, dst: APP2_6, proto: ICMPV6 }, icmpEcho(129, 5))), TC_ACT_OK);

@@ -34,6 +34,7 @@ import { TC_ACT_OK, TC_ACT_SHOT, icmpEcho, tcp, udp, v4, v6 } from "./helpers/da
 import {
   DiffNode,
   EXTERNAL,
+  FLOW_ICMP_TYPES,
   FLOW_PORTS,
   compileOptions,
   describeModel,
@@ -83,7 +84,7 @@ function frame(src: string, dst: string, family: 4 | 6, protocol: number, sport:
   else if (protocol === UDP) l4 = udp(sport, dport);
   else if (protocol === SCTP) l4 = sctp(sport, dport);
   else if (protocol === GRE) l4 = Buffer.alloc(8);
-  else l4 = icmpEcho(family === 4 ? 8 : 128, sport);
+  else l4 = icmpEcho(dport, sport); // ICMP: "dport" is the type (as in the policy key), the id is sport
   return family === 4 ? v4({ src, dst, proto: protocol }, l4) : v6({ src, dst, proto: protocol }, l4);
 }
 
@@ -99,7 +100,8 @@ function randomFlow(r: Rng, m: Model): Flow | undefined {
   const protoRoll = r.int(20);
   const protocol = protoRoll < 9 ? TCP : protoRoll < 14 ? UDP : protoRoll < 17 ? SCTP : protoRoll < 18 ? GRE : family === 4 ? 1 : 58;
   const portless = protocol === 1 || protocol === 58 || protocol === GRE;
-  const port = portless ? 0 : r.chance(0.9) ? r.pick(FLOW_PORTS) : 1 + r.int(65535);
+  const icmpFlow = protocol === 1 || protocol === 58;
+  const port = icmpFlow ? r.pick(FLOW_ICMP_TYPES[family]) : portless ? 0 : r.chance(0.9) ? r.pick(FLOW_PORTS) : 1 + r.int(65535);
   const ext = r.pick(EXTERNAL[family]);
   if (kind <= 1) return { from: a.name, to: b.name, family, protocol, port };
   if (kind === 2) return { from: ext, to: a.name, family, protocol, port };

@@ -57,3 +57,17 @@ test("--verify-signatures takes the allowed-signers file, also from RECONCILE_GI
   assert.equal(none.name, "run");
   assert.equal(none.name === "run" ? none.opts.verifySignatures : "not a run", undefined);
 });
+
+test("--allow-empty: off by default, on as a flag or from RECONCILE_ALLOW_EMPTY; a bad value is a usage error", () => {
+  const opts = (argv: string[], env: Record<string, string> = {}) => {
+    const c = parseArgs(["--once", "--source", "s", ...argv], env, defaults);
+    assert.equal(c.name, "run");
+    return (c as Extract<typeof c, { name: "run" }>).opts;
+  };
+  assert.equal(opts([]).allowEmpty, false);
+  assert.equal(opts(["--allow-empty"]).allowEmpty, true);
+  for (const v of ["true", "1", "yes", "TRUE"]) assert.equal(opts([], { RECONCILE_ALLOW_EMPTY: v }).allowEmpty, true, v);
+  for (const v of ["false", "0", "no", ""]) assert.equal(opts([], { RECONCILE_ALLOW_EMPTY: v }).allowEmpty, false, v);
+  assert.equal(opts(["--allow-empty"], { RECONCILE_ALLOW_EMPTY: "false" }).allowEmpty, true, "the flag wins");
+  assert.throws(() => opts([], { RECONCILE_ALLOW_EMPTY: "maybe" }), /--allow-empty \(RECONCILE_ALLOW_EMPTY\): expected true or false .*got maybe/);
+});

@@ -2,7 +2,7 @@
 // an empty pin root. Streams are captured; exit codes are asserted as DESIGN §6 specifies.
 
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -124,4 +124,49 @@ test("usage and source errors exit 1 with a message, never a stack trace", async
   const u = await run(["--once"]);
   assert.equal(u.code, 1);
   assert.match(u.stderr, /needs --source/);
+});
+
+test("validate --path is confined to the source: climbing out, absolute paths and escaping links are refused", async () => {
+  const base = join(scratch, "confined");
+  cpSync("examples/seed", join(base, "src/env"), { recursive: true });
+  cpSync("examples/seed", join(base, "outside"), { recursive: true });
+  symlinkSync(join(base, "outside"), join(base, "src/escape"));
+  const src = join(base, "src");
+  const ok = await run(["validate", "--source", src, "--path", "env"]);
+  assert.equal(ok.code, 0, ok.stderr);
+  for (const p of ["../outside", "env/../../outside", join(base, "outside")]) {
+    const r = await run(["validate", "--source", src, "--path", p]);
+    assert.equal(r.code, 1, `--path ${p} was read: ${r.stdout}`);
+    assert.match(r.stderr, /^reconcile: --path "[^"]+": must be a subdirectory inside the source/m, p);
+    assert.equal(r.stdout, "");
+  }
+  const link = await run(["validate", "--source", src, "--path", "escape"]);
+  assert.equal(link.code, 1, link.stdout);
+  assert.match(link.stderr, /^reconcile: --path escape: resolves to .*outside, outside .*src; refusing to follow it/m);
+  const missing = await run(["validate", "--source", src, "--path", "nope"]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /--path "nope": no such directory in the source/);
+  assert.doesNotMatch(link.stderr + missing.stderr, /this is a bug/);
+});
+
+test("an empty snapshot is refused when the kernel holds endpoints of ours, unless --allow-empty", async () => {
+  const { refuseEmpty } = await import("../../reconciler/plan/pipeline.js");
+  const { loadModel } = await import("../../reconciler/plan/pipeline.js");
+  const empty = { revision: "sha256:e", files: [] };
+  const compiled = { ...loadModel(empty), snapshot: empty };
+  assert.throws(() => refuseEmpty(false, compiled, 3), (err: unknown) => {
+    assert.ok(err instanceof Error && err.name === "EmptySnapshotError");
+    assert.match(err.message, /^revision sha256:e holds no manifests, but the datapath in force has 3 endpoint\(s\): refusing to remove them .*--allow-empty/);
+    assert.match(describeError(err), /^reconcile: revision sha256:e holds no manifests/, "a domain error: exit 1 with the message, not a bug report");
+    return true;
+  });
+  refuseEmpty(true, compiled, 3);
+  refuseEmpty(false, compiled, 0); // nothing in force: an empty datapath stays empty
+  const seed = { revision: "sha256:s", files: [{ path: "i.yaml", content: "apiVersion: reconcile/v1\nkind: Identity\nmetadata: {name: a}\nspec: {id: 300, labels: {id: a}}\n" }] };
+  refuseEmpty(false, { ...loadModel(seed), snapshot: seed }, 3); // not empty
+  // An empty directory validates (nothing to refuse without a datapath).
+  const dir = join(scratch, "empty");
+  mkdirSync(dir);
+  const r = await run(["validate", "--source", dir]);
+  assert.equal(r.code, 0, r.stderr);
 });

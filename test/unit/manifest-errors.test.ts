@@ -171,7 +171,7 @@ const snapshot: Snapshot = {
 
 const expected = [
   "apps/endpoints.yaml:8: Endpoint/web: spec.ipv4: invalid IPv4 address (expected a dotted quad like 192.0.2.1, got \"10.11.0.300\")",
-  "apps/endpoints.yaml:9: Endpoint/web: spec.color: unknown field (expected one of node, ipv4, ipv6, mac, interface, got \"color\")",
+  "apps/endpoints.yaml:9: Endpoint/web: spec.color: unknown field (expected one of node, ipv4, ipv6, mac, interface, ports, got \"color\")",
   "apps/endpoints.yaml:20: Endpoint/db: spec.node: warning: no Node manifest with this name (expected one of node-a, got \"node-x\")",
   "apps/endpoints.yaml:31: Endpoint/db2: metadata.labels.replicas: wrong type for a label value (expected a string; quote it, got 2)",
   "apps/endpoints.yaml:42: Endpoint/mv: spec: an endpoint needs an address (expected ipv4 or ipv6 or both, got neither)",
@@ -179,18 +179,17 @@ const expected = [
   "apps/endpoints.yaml:45: Endpoint/mv: spec.interface.create: macvlan needs a parent device (expected create.parent, got nothing)",
   "ids.yml:6: Identity/low: spec.id: out of range (expected an integer 256..65535, got 12)",
   "ids.yml:24: Identity/b: spec.id: duplicate identity number 4000 (first used by Identity/a at ids.yml:10)",
-  "ids.yml:28: Identity/c: apiVersion: unknown apiVersion (expected reconcile/v1 or cilium.io/v2, got \"reconcile/v2\")",
+  "ids.yml:28: Identity/c: apiVersion: unknown apiVersion (expected reconcile/v1 or cilium.io/v2 or cilium.io/v2alpha1, got \"reconcile/v2\")",
   "nodes/bad.yaml:7: invalid YAML: bad indentation of a mapping entry",
-  "policy/l7.yaml:17: CiliumNetworkPolicy/l7: spec.ingress[0].toPorts[0].rules: rules (L7 HTTP/Kafka/DNS rules) is not supported by reconcile (no L7 proxy; L3/L4 only)",
-  "policy/l7.yaml:21: CiliumNetworkPolicy/l7: spec.egress[0].toFQDNs: toFQDNs (DNS-based policy) is not supported by reconcile; use toCIDR or toCIDRSet",
-  "policy/l7.yaml:25: CiliumNetworkPolicy/l7: spec.egress[1].toPorts[0].ports[0].port: named ports are not supported by reconcile (expected a port number 0..65535, got \"http\")",
-  "policy/l7.yaml:29: CiliumNetworkPolicy/l7: spec.egress[2].toCIDRSet[0].except[0]: except prefix is not inside cidr (expected a prefix within 10.0.0.0/8, got 192.168.0.0/16)",
-  "policy/l7.yaml:30: CiliumNetworkPolicy/l7: spec.egress[2].toCIDRSet[0].except[1]: host bits set (expected a network address, got \"10.1.0.1/16\"; did you mean 10.1.0.0/16?)",
-  "policy/l7.yaml:33: CiliumNetworkPolicy/l7: spec.egressDeny[0].toCIDR[0]: host bits set (expected a network address, got \"10.0.0.1/8\"; did you mean 10.0.0.0/8?)",
+  "policy/l7.yaml:17: CiliumNetworkPolicy/l7: spec.ingress[0].toPorts[0].rules: rules (L7 HTTP/Kafka/DNS rules) needs an L7 proxy, which reconcile does not have (it enforces L3/L4 in eBPF only)",
+  "policy/l7.yaml:21: CiliumNetworkPolicy/l7: spec.egress[0].toFQDNs: toFQDNs needs a DNS proxy that learns the addresses names resolve to, which reconcile does not have; use toCIDR or toCIDRSet",
+  "policy/l7.yaml:29: CiliumNetworkPolicy/l7: spec.egress[2].toCIDRSet[0].except[0]: allow CIDR prefix 10.0.0.0/8 does not contain exclude CIDR prefix 192.168.0.0/16 (expected a prefix within 10.0.0.0/8)",
+  "policy/l7.yaml:30: CiliumNetworkPolicy/l7: spec.egress[2].toCIDRSet[0].except[1]: warning: host bits set: read as the network 10.1.0.0/16 (Cilium uses the network of \"10.1.0.1/16\" too)",
+  "policy/l7.yaml:33: CiliumNetworkPolicy/l7: spec.egressDeny[0].toCIDR[0]: warning: host bits set: read as the network 10.0.0.0/8 (Cilium uses the network of \"10.0.0.1/8\" too)",
   "policy/l7.yaml:37: CiliumNetworkPolicy/l7: spec.egressDeny[0].toPorts[0].ports[0].endPort: endPort below port (expected endPort >= 1000, got 999)",
-  "policy/l7.yaml:38: CiliumNetworkPolicy/l7: spec.egressDeny[0].toPorts[0].ports[0].protocol: protocol ICMP is not supported by reconcile (expected one of TCP, UDP, SCTP, ANY)",
-  "policy/l7.yaml:39: CiliumNetworkPolicy/l7: spec.egressDeny[0].toPorts[0].serverNames: serverNames (TLS SNI) is not allowed in egressDeny (deny rules are L3/L4 only)",
-  "rules.json:4: Rule/broken-json: ingress[0].fromEntities[1]: unknown entity (expected one of all, world, world-ipv4, world-ipv6, cluster, host, remote-node, kube-apiserver, health, init, unmanaged, ingress, got \"moon\")",
+  "policy/l7.yaml:38: CiliumNetworkPolicy/l7: spec.egressDeny[0].toPorts[0].ports[0].protocol: protocol ICMP in toPorts is not supported by reconcile (expected one of TCP, UDP, SCTP, ANY; ICMP types go in an icmps block)",
+  "policy/l7.yaml:39: CiliumNetworkPolicy/l7: spec.egressDeny[0].toPorts[0].serverNames: serverNames (TLS SNI matching) is not allowed in egressDeny (deny rules are L3/L4 only)",
+  "rules.json:4: Rule/broken-json: ingress[0].fromEntities[1]: unsupported entity: moon (expected one of all, world, world-ipv4, world-ipv6, cluster, host, remote-node, kube-apiserver, health, init, unmanaged, ingress)",
 ];
 
 test("broken snapshot: every problem, exact file:line, object and path; no model", () => {
@@ -244,7 +243,7 @@ test("ManifestError carries the problems and lists the errors in its message", (
   const err = new ManifestError(result.problems);
   assert.equal(err.name, "ManifestError");
   assert.equal(err.problems, result.problems);
-  assert.match(err.message, /^invalid manifests \(20 errors\):\napps\/endpoints\.yaml:8: Endpoint\/web: spec\.ipv4: /);
+  assert.match(err.message, /^invalid manifests \(17 errors\):\napps\/endpoints\.yaml:8: Endpoint\/web: spec\.ipv4: /);
   assert.ok(!err.message.includes("warning:"));
 });
 

@@ -54,7 +54,7 @@ test("selector sources: no prefix is any, explicit prefixes kept; matchExpressio
 test("selector and port mistakes", () => {
   assert.deepEqual(
     problems(
-      "  endpointSelector:\n    matchExpressions:\n    - key: a\n      operator: In\n    - key: b\n      operator: Exists\n      values: [x]\n    - key: c\n      operator: Like\n  ingress:\n  - toPorts:\n    - ports:\n      - port: \"0\"\n        endPort: 10\n      - port: 70000\n      - port: \"80\"\n        protocol: tcp\n    nodeSelector: {}\n",
+      "  endpointSelector:\n    matchExpressions:\n    - key: a\n      operator: In\n    - key: b\n      operator: Exists\n      values: [x]\n    - key: c\n      operator: Like\n  ingress:\n  - toPorts:\n    - ports:\n      - port: \"0\"\n        endPort: 10\n      - port: 70000\n      - port: \"80\"\n        protocol: tcpx\n    nodeSelector: {}\n",
     ),
     [
       "p.yaml:8: Rule/r: spec.endpointSelector.matchExpressions[0].values: In needs values (expected a non-empty list, got nothing)",
@@ -62,8 +62,8 @@ test("selector and port mistakes", () => {
       "p.yaml:14: Rule/r: spec.endpointSelector.matchExpressions[2].operator: unknown operator (expected one of In, NotIn, Exists, DoesNotExist, got \"Like\")",
       "p.yaml:19: Rule/r: spec.ingress[0].toPorts[0].ports[0].endPort: endPort needs a non-zero port (expected port 1..10, got port 0 which already means all ports)",
       "p.yaml:20: Rule/r: spec.ingress[0].toPorts[0].ports[1].port: out of range (expected an integer 0..65535, got 70000)",
-      "p.yaml:22: Rule/r: spec.ingress[0].toPorts[0].ports[2].protocol: unknown protocol (expected one of TCP, UDP, SCTP, ANY, got \"tcp\")",
-      "p.yaml:23: Rule/r: spec.ingress[0].nodeSelector: unknown field (expected one of fromEndpoints, fromCIDR, fromCIDRSet, fromEntities, toPorts, got \"nodeSelector\")",
+      "p.yaml:22: Rule/r: spec.ingress[0].toPorts[0].ports[2].protocol: unknown protocol (expected one of TCP, UDP, SCTP, ANY, got \"tcpx\")",
+      "p.yaml:23: Rule/r: spec.ingress[0].nodeSelector: unknown field (expected one of fromEndpoints, fromCIDR, fromCIDRSet, fromEntities, fromNodes, toPorts, icmps, got \"nodeSelector\")",
     ],
   );
 });
@@ -75,16 +75,13 @@ test("unsupported Cilium fields are named, never ignored", () => {
   assert.deepEqual(
     out.map((s) => s.replace(/ \(.*$|;.*$/, "")),
     [
-      "p.yaml:8: Rule/r: spec.ingress[0].fromRequires: fromRequires is not supported by reconcile",
-      "p.yaml:9: Rule/r: spec.ingress[0].fromNodes: fromNodes is not supported by reconcile",
-      "p.yaml:10: Rule/r: spec.ingress[0].icmps: icmps",
+      // fromNodes, icmps and cidrGroupRef are supported now; the rest say why they are refused.
+      "p.yaml:8: Rule/r: spec.ingress[0].fromRequires: fromRequires was removed from Cilium",
       "p.yaml:11: Rule/r: spec.ingress[0].authentication: authentication",
-      "p.yaml:13: Rule/r: spec.egress[0].toServices: toServices is not supported by reconcile",
+      "p.yaml:13: Rule/r: spec.egress[0].toServices: toServices needs service load balancing",
       "p.yaml:14: Rule/r: spec.egress[0].toGroups: toGroups",
-      "p.yaml:16: Rule/r: spec.egress[0].toCIDRSet[0].cidrGroupRef: cidrGroupRef",
-      "p.yaml:16: Rule/r: spec.egress[0].toCIDRSet[0].cidr: required field is missing",
       "p.yaml:19: Rule/r: spec.egress[0].toPorts[0].listener: listener",
-      "p.yaml:20: Rule/r: spec.egress[0].toPorts[0].terminatingTLS: terminatingTLS is not supported by reconcile",
+      "p.yaml:20: Rule/r: spec.egress[0].toPorts[0].terminatingTLS: terminatingTLS",
     ],
   );
 });
@@ -103,4 +100,31 @@ test("a rule without any section is accepted with a warning", () => {
   const r = loadSnapshot({ revision: "r", files: [{ path: "p.yaml", content: "apiVersion: reconcile/v1\nkind: Rule\nmetadata:\n  name: r\nspec:\n  endpointSelector: {}\n" }] });
   assert.ok(r.model);
   assert.deepEqual(r.problems.map(formatProblem), ["p.yaml:5: Rule/r: spec: warning: rule has no ingress, ingressDeny, egress or egressDeny section and has no effect"]);
+});
+
+test("In/NotIn with values: [] are refused (as Kubernetes and Cilium refuse them), in YAML, CRD and JSON rules; one error per mistake", () => {
+  assert.deepEqual(
+    problems(
+      "  endpointSelector:\n    matchExpressions:\n    - {key: a, operator: In, values: []}\n  ingress:\n  - fromEndpoints:\n    - matchExpressions:\n      - {key: b, operator: NotIn, values: []}\n      - {key: c, operator: In, values: x}\n      - {key: d, operator: NotIn, values: [{}]}\n      - {key: e, operator: DoesNotExist, values: [v]}\n      - {key: f, operator: Exists, values: []}\n",
+    ),
+    [
+      "p.yaml:8: Rule/r: spec.endpointSelector.matchExpressions[0].values: In needs values (expected a non-empty list, got an empty list)",
+      "p.yaml:12: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[0].values: NotIn needs values (expected a non-empty list, got an empty list)",
+      "p.yaml:13: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[1].values: wrong type (expected a list, got \"x\")",
+      "p.yaml:14: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[2].values[0]: wrong type for a label value (expected a string; quote it, got a mapping)",
+      "p.yaml:15: Rule/r: spec.ingress[0].fromEndpoints[0].matchExpressions[3].values: DoesNotExist takes no values (expected none, got 1)",
+    ],
+  );
+  const crd = loadSnapshot({
+    revision: "r",
+    files: [{ path: "c.yaml", content: "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: c}\nspec:\n  endpointSelector:\n    matchExpressions:\n    - key: a\n      operator: NotIn\n      values: []\n" }],
+  });
+  assert.deepEqual(crd.problems.filter((p) => p.severity === "error").map(formatProblem), ["c.yaml:9: CiliumNetworkPolicy/c: spec.endpointSelector.matchExpressions[0].values: NotIn needs values (expected a non-empty list, got an empty list)"]);
+  const json = loadSnapshot({
+    revision: "r",
+    files: [{ path: "j.json", content: '[{\n  "labels": [{"key": "name", "value": "j", "source": "unspec"}],\n  "endpointSelector": {"matchExpressions": [{"key": "a", "operator": "In",\n    "values": []}]}\n}]\n' }],
+  });
+  const jsonErrors = json.problems.filter((p) => p.severity === "error");
+  assert.equal(jsonErrors.length, 1, json.problems.map(formatProblem).join("\n"));
+  assert.match(formatProblem(jsonErrors[0]!), /^j\.json:4: .*endpointSelector\.matchExpressions\[0\]\.values: In needs values \(expected a non-empty list, got an empty list\)$/);
 });

@@ -101,6 +101,7 @@ test("seed snapshot loads into exactly the expected model", () => {
       },
     ],
     nodes: [],
+    cidrGroups: [],
   };
   assert.deepEqual(result.model, expected);
 });

@@ -89,8 +89,8 @@ test("IncrementalPipeline rejects an invalid commit and continues from the last 
   const seed = snapshotOfDir("examples/seed", "r0");
   const pipeline = new IncrementalPipeline();
   const first = pipeline.compileModel(pipeline.load(seed).model, [], OPTS);
-  const broken = withFile(seed, "extra.yaml", EXTRA_RULE.replace('"443"', '"http"'), "r1");
-  assert.throws(() => pipeline.load(broken), (err: unknown) => err instanceof ManifestError && /named ports/.test(err.message));
+  const broken = withFile(seed, "extra.yaml", EXTRA_RULE.replace('"443"', '"-http"'), "r1");
+  assert.throws(() => pipeline.load(broken), (err: unknown) => err instanceof ManifestError && /Unable to parse port/.test(err.message));
   // The same broken file again: reused from the cache, still reported.
   assert.throws(() => pipeline.load({ ...broken, revision: "r2" }), ManifestError);
   const fixed = withFile(seed, "extra.yaml", EXTRA_RULE, "r3");

@@ -97,7 +97,7 @@ function cidrsOf(m: Model): string {
   const out = new Set<string>();
   for (const r of m.rules) {
     for (const s of [r.rule.ingress, r.rule.egress, r.rule.ingressDeny, r.rule.egressDeny]) {
-      for (const p of s) for (const c of p.cidrs ?? []) for (const x of [c.cidr, ...c.except]) if (!x.endsWith("/0")) out.add(x);
+      for (const p of s) for (const c of p.cidrs ?? []) for (const x of [c.cidr, ...c.except]) if (x !== undefined && !x.endsWith("/0")) out.add(x);
     }
   }
   return [...out].sort().join(",");

@@ -8,7 +8,7 @@ import { explain, policyVerdict } from "../../reconciler/policy/explain.js";
 import { parseAddress, parsePrefix, prefixContainsAddress } from "../../reconciler/policy/cidr.js";
 import type { CompiledPolicy, CompileOptions, Direction } from "../../reconciler/policy/types.js";
 import type { CIDRSelector, Entity, Model, PortRule, Selector } from "../../reconciler/manifest/model.js";
-import { endpoint, identity, model, node, port, rule, sel, type PeerSpec } from "./helpers/policy-model.js";
+import { cidrGroup, endpoint, icmp, identity, model, named, node, port, rule, sel, type PeerSpec } from "./helpers/policy-model.js";
 
 function prng(seed: number) {
   let s = seed >>> 0;
@@ -35,6 +35,20 @@ const PORTS: Array<() => PortRule> = [
   () => port(53, "UDP"),
   () => port(8000, "TCP", 8191),
   () => port(82, "SCTP", 90),
+  () => icmp(8),
+  () => icmp(0),
+  () => icmp(128, "IPv6"),
+  () => named("http"),
+  () => named("http", "TCP"),
+  () => named("dns", "UDP"),
+  () => named("nope"),
+];
+/** Named ports endpoints may declare (different numbers for one name on different endpoints). */
+const DECLS = [
+  [{ name: "http", port: 80, protocol: "TCP" as const }],
+  [{ name: "http", port: 8100, protocol: "TCP" as const }],
+  [{ name: "http", port: 81, protocol: "TCP" as const }, { name: "dns", port: 53, protocol: "UDP" as const }],
+  [{ name: "dns", port: 53, protocol: "TCP" as const }],
 ];
 
 function randSelector(r: Rng): Selector {
@@ -56,16 +70,22 @@ function randSelector(r: Rng): Selector {
 
 function randPeer(r: Rng): PeerSpec {
   const p: PeerSpec = {};
-  const kind = r.int(5);
+  const kind = r.int(6);
   if (kind === 0 || (kind === 4 && r.chance(0.5))) p.endpoints = Array.from({ length: 1 + r.int(2) }, () => randSelector(r));
   if (kind === 1 || (kind === 4 && r.chance(0.5))) {
     p.cidrs = Array.from({ length: 1 + r.int(2) }, (): CIDRSelector => {
+      if (r.chance(0.3)) {
+        // A CIDR group by name or by label (the groups are in randModel).
+        const except = r.chance(0.3) ? ["20.1.2.0/24"] : [];
+        return r.chance(0.5) ? { groupRef: r.pick(["g1", "g2", "missing"]), except } : { groupSelector: sel({ tier: r.pick(["ext", "int"]) }), except };
+      }
       const cidr = r.pick(CIDRS);
       const except = CIDRS.filter((x) => x !== cidr && parsePrefix(x).len > parsePrefix(cidr).len && r.chance(0.3));
       return { cidr, except: except.filter((x) => prefixContainsAddress(parsePrefix(cidr), 4, parsePrefix(x).addr)) };
     });
   }
   if (kind === 2 || (kind === 4 && r.chance(0.5))) p.entities = [r.pick(ENTITIES)];
+  if (kind === 5) p.nodes = [r.chance(0.3) ? sel({}) : sel({ role: r.pick(["edge", "core"]) })];
   if (kind === 3 || r.chance(0.5)) p.ports = Array.from({ length: 1 + r.int(2) }, () => r.pick(PORTS)());
   return p;
 }
@@ -75,7 +95,7 @@ function randModel(r: Rng): Model {
   const endpoints = Array.from({ length: n }, (_, i) => {
     const lbl: Record<string, string> = { app: r.pick(APPS) };
     if (r.chance(0.6)) lbl.env = r.pick(ENVS);
-    return endpoint(`e${i}`, lbl, { ipv4: `10.0.0.${i + 1}`, ...(r.chance(0.3) ? { node: "n2" } : {}) });
+    return endpoint(`e${i}`, lbl, { ipv4: `10.0.0.${i + 1}`, ...(r.chance(0.3) ? { node: "n2" } : {}), ...(r.chance(0.5) ? { ports: r.pick(DECLS) } : {}) });
   });
   const rules = Array.from({ length: 1 + r.int(5) }, (_, i) => {
     const sections = () => (r.chance(0.5) ? Array.from({ length: 1 + r.int(2) }, () => randPeer(r)) : []);
@@ -90,7 +110,20 @@ function randModel(r: Rng): Model {
     });
   });
   const identities = r.chance(0.5) ? [identity("pin", 1000 + r.int(1000), { app: r.pick(APPS) })] : [];
-  return model({ endpoints, rules, identities, nodes: [node("n1", "192.168.0.1"), node("n2", "192.168.0.2")] });
+  // Node peers are judged from the node compiled for (its own Node is the host, others are
+  // remote-node) while this property explains every flow from n1: with node peers, keep every
+  // endpoint on n1 so that n1 judges both sides.
+  const usesNodes = rules.some((q) => [q.rule.ingress, q.rule.egress, q.rule.ingressDeny, q.rule.egressDeny].some((sec) => sec.some((x) => x.nodes !== undefined)));
+  if (usesNodes) for (const e of endpoints) delete e.node;
+  const cidrGroups = [cidrGroup("g1", ["20.1.0.0/16"], { tier: "ext" }), cidrGroup("g2", ["30.0.0.0/8", "20.1.2.0/24"], { tier: r.pick(["ext", "int"]) })];
+  const roles = ["edge", "core"];
+  return model({
+    endpoints,
+    rules,
+    identities,
+    cidrGroups,
+    nodes: [node("n1", "192.168.0.1", { role: r.pick(roles) }), node("n2", "192.168.0.2", { role: r.pick(roles) })],
+  });
 }
 
 function ipcacheLookup(c: CompiledPolicy, ip: string): number {
@@ -124,8 +157,8 @@ test("property: explain verdict equals the compiled entries' datapath verdict", 
     for (let fi = 0; fi < 20; fi++) {
       const from = r.chance(0.7) ? r.pick(names) : r.pick(OTHER_IPS);
       const to = r.chance(0.8) ? r.pick(names) : r.pick(OTHER_IPS);
-      const protocol = r.pick([6, 6, 17, 132, 1]);
-      const p = protocol === 1 ? 0 : r.pick([79, 80, 81, 82, 83, 84, 53, 8100, 90, 1]);
+      const protocol = r.pick([6, 6, 17, 132, 1, 1, 58]);
+      const p = protocol === 1 ? r.pick([0, 8, 13]) : protocol === 58 ? r.pick([128, 129]) : r.pick([79, 80, 81, 82, 83, 84, 53, 8100, 90, 1]);
       // Judge on the node hosting each endpoint side; the flow's identities come from the
       // ipcache of n1 (identities are cluster-wide, so any node's ipcache gives the same numbers).
       const c1 = compiled.n1;

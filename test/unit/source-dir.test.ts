@@ -1,10 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, mkdir, rm, writeFile, symlink, rename, open, utimes } from "node:fs/promises";
+import { constants as fsConstants } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtemp, mkdir, rm, writeFile, symlink, rename, open, utimes, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { contentRevision, readDirSnapshot, watchDir, type FileCache } from "../../reconciler/source/dir.js";
-import { PathEscapeError, SizeLimitError } from "../../reconciler/source/errors.js";
+import { contentRevision, openManifestFile, readDirSnapshot, watchDir, type FileCache } from "../../reconciler/source/dir.js";
+import { PathEscapeError, SizeLimitError, SourceError } from "../../reconciler/source/errors.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 
 async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
@@ -122,6 +124,90 @@ test("readDirSnapshot: file and total size limits", async (t) => {
   await rm(path.join(root, "big.yaml"));
   await writeFile(path.join(root, "big.bin"), Buffer.alloc(2 * 1024 * 1024));
   assert.equal((await readDirSnapshot(root)).files.length, 2);
+});
+
+function mkfifo(p: string): void {
+  execFileSync("mkfifo", [p]);
+}
+
+/** A reader blocked on a FIFO (the bug) is released by a writer opening and closing it. */
+async function releaseFifo(p: string): Promise<void> {
+  try {
+    const w = await open(p, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK);
+    await w.close();
+  } catch {
+    // no reader waiting (ENXIO) or no FIFO there any more
+  }
+}
+
+test("openManifestFile: a FIFO is refused at once, naming the path; a symlink is not followed", async (t) => {
+  const root = await tempDir(t);
+  const fifo = path.join(root, "a.yaml");
+  mkfifo(fifo);
+  t.after(() => releaseFifo(fifo));
+  // No writer ever opens it: a blocking open or read would never return.
+  await assert.rejects(openManifestFile("a.yaml", fifo, root), (err: unknown) => {
+    assert.ok(err instanceof SourceError, String(err));
+    assert.equal(err.message, "a.yaml: not a regular file (a FIFO); refusing to read it");
+    return true;
+  });
+  await writeFile(path.join(root, "real.yaml"), "a: 1\n");
+  await symlink("real.yaml", path.join(root, "link.yaml"));
+  await assert.rejects(openManifestFile("link.yaml", path.join(root, "link.yaml"), root), (err: unknown) => {
+    assert.ok(err instanceof SourceError, String(err));
+    assert.match(err.message, /^link\.yaml: became a symlink while being read; refusing to follow it$/);
+    return true;
+  });
+  await mkdir(path.join(root, "dir.yaml"));
+  await assert.rejects(openManifestFile("dir.yaml", path.join(root, "dir.yaml"), root), /dir\.yaml: not a regular file \(a directory\)/);
+  const { handle, st } = await openManifestFile("real.yaml", path.join(root, "real.yaml"), root);
+  await handle.close();
+  assert.equal(st.size, 5n);
+  // Opened through a directory that resolves outside the boundary: refused by the descriptor's real path.
+  const outside = await tempDir(t);
+  await writeFile(path.join(outside, "s.yaml"), "s: 1\n");
+  await symlink(outside, path.join(root, "out"));
+  await assert.rejects(openManifestFile("out/s.yaml", path.join(root, "out/s.yaml"), root), PathEscapeError);
+});
+
+test("readDirSnapshot: a manifest swapped for a FIFO while the tree is read never hangs the read", { timeout: 60_000 }, async (t) => {
+  const root = await tempDir(t);
+  await writeFile(path.join(root, "b.yaml"), "b: 1\n");
+  const target = path.join(root, "a.yaml");
+  t.after(() => releaseFifo(target));
+  // Swap a.yaml between a regular file and a FIFO while snapshots are read; every read must end
+  // (a snapshot, or a SourceError naming a.yaml). Before the fix a read that opened the FIFO
+  // blocked forever (the test's timeout turns that into a failure).
+  let swapping = true;
+  let swaps = 0;
+  const swapper = (async () => {
+    while (swapping) {
+      await unlink(target).catch(() => {});
+      if (swaps++ % 2 === 0) mkfifo(target);
+      else await writeFile(target, "a: 1\n");
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  })();
+  let ok = 0;
+  let refused = 0;
+  try {
+    for (let i = 0; i < 150; i++) {
+      try {
+        const snap = await readDirSnapshot(root);
+        assert.ok(snap.files.some((f) => f.path === "b.yaml"));
+        ok++;
+      } catch (err) {
+        assert.ok(err instanceof SourceError, String(err));
+        assert.match(err.message, /^a\.yaml: /);
+        refused++;
+      }
+    }
+  } finally {
+    swapping = false;
+    await swapper;
+  }
+  t.diagnostic(`${ok} reads gave a snapshot, ${refused} refused a.yaml, ${swaps} swaps`);
+  assert.equal(ok + refused, 150);
 });
 
 /** Collects emitted snapshots; `next()` waits for the next one. */

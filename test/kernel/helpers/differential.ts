@@ -18,7 +18,7 @@ import { parsePrefix, prefixContains } from "../../../reconciler/policy/cidr.js"
 import { compile } from "../../../reconciler/policy/compile.js";
 import { selectorString } from "../../../reconciler/policy/selector.js";
 import type { CompileOptions } from "../../../reconciler/policy/types.js";
-import { endpoint, identity, model, node, port, rule, sel, type PeerSpec } from "../../unit/helpers/policy-model.js";
+import { cidrGroup, endpoint, icmp, identity, model, named, node, port, rule, sel, type PeerSpec } from "../../unit/helpers/policy-model.js";
 import { suffix } from "./datapath.js";
 
 // ---- seeded PRNG -----------------------------------------------------------------------------------
@@ -83,7 +83,24 @@ const PORTS: Array<() => PortRule> = [
   () => port(1, "TCP", 65535), // 16 blocks
   () => port(1024, "UDP", 65535),
   () => port(0, "ANY"), // every port of TCP, UDP and SCTP
+  () => icmp(8), // ICMP types: the type is the key's port
+  () => icmp(0),
+  () => icmp(128, "IPv6"),
+  () => icmp(129, "IPv6"),
+  () => named("http"), // named ports: resolved per destination (see DECLS)
+  () => named("http", "TCP"),
+  () => named("dns", "UDP"),
+  () => named("nope"),
 ];
+/** Named ports endpoints declare: one name, different numbers on different endpoints. */
+const DECLS = [
+  [{ name: "http", port: 80, protocol: "TCP" as const }],
+  [{ name: "http", port: 8000, protocol: "TCP" as const }],
+  [{ name: "http", port: 81, protocol: "TCP" as const }, { name: "dns", port: 53, protocol: "UDP" as const }],
+  [{ name: "dns", port: 53, protocol: "TCP" as const }],
+];
+/** ICMP types flows carry, per family (no errors or neighbour discovery: those bypass policy). */
+export const FLOW_ICMP_TYPES = { 4: [0, 8, 13], 6: [128, 129, 130] } as const;
 /** Destination ports flows use: every rule port and range boundary, ±1, and some others. */
 export const FLOW_PORTS = [1, 53, 54, 79, 80, 81, 82, 83, 84, 89, 90, 91, 443, 999, 1000, 1023, 1024, 1500, 1999, 2000, 7999, 8000, 8191, 8192, 65535];
 
@@ -107,6 +124,11 @@ function randSelector(r: Rng): Selector {
 }
 
 function randCidr(r: Rng): CIDRSelector {
+  if (r.chance(0.25)) {
+    // A CIDR group by name or by label (randomModel's groups).
+    const except = r.chance(0.3) ? ["20.1.2.0/24"] : [];
+    return r.chance(0.5) ? { groupRef: r.pick(["g1", "g2", "missing"]), except } : { groupSelector: sel({ tier: r.pick(["ext", "int"]) }), except };
+  }
   const cidr = r.pick(CIDRS);
   const outer = parsePrefix(cidr);
   const except = CIDRS.filter((x) => {
@@ -118,7 +140,8 @@ function randCidr(r: Rng): CIDRSelector {
 
 function randPeer(r: Rng): PeerSpec {
   const p: PeerSpec = {};
-  const kind = r.int(6);
+  const kind = r.int(7);
+  if (kind === 6) p.nodes = [r.chance(0.3) ? sel({}) : sel({ role: r.pick(["edge", "core"]) })];
   if (kind === 0 || kind === 4 || (kind === 5 && r.chance(0.5))) p.endpoints = Array.from({ length: 1 + r.int(2) }, () => randSelector(r));
   if (kind === 1 || (kind === 5 && r.chance(0.5))) p.cidrs = Array.from({ length: 1 + r.int(2) }, () => randCidr(r));
   if (kind === 2 || (kind === 5 && r.chance(0.5))) p.entities = [r.pick(ENTITIES)];
@@ -142,6 +165,7 @@ export function randomModel(r: Rng, revision: string): GeneratedModel {
       ipv4: `10.0.0.${i + 1}`,
       ...(r.chance(0.4) ? { ipv6: `f00d::${i + 1}` } : {}),
       ...(r.chance(0.3) ? { node: "n2" } : {}),
+      ...(r.chance(0.5) ? { ports: r.pick(DECLS) } : {}),
     });
   });
   const rules = Array.from({ length: 1 + r.int(5) }, (_, i) => {
@@ -164,8 +188,22 @@ export function randomModel(r: Rng, revision: string): GeneratedModel {
     identities.push(identity("pin", 256 + r.int(65000), lbl));
   }
   const enforcement = r.pick(["default", "default", "default", "default", "default", "always", "never"] as const);
+  // Node peers are judged from the node compiled for (its own Node is the host, the other
+  // remote-node); explain judges a flow with one node's view, so with node peers every endpoint
+  // lives on n1.
+  const usesNodes = rules.some((q) => [q.rule.ingress, q.rule.egress, q.rule.ingressDeny, q.rule.egressDeny].some((sec) => sec.some((x) => x.nodes !== undefined)));
+  if (usesNodes) for (const e of endpoints) delete e.node;
+  const cidrGroups = [cidrGroup("g1", ["20.1.0.0/16", "2001:db8:1::/48"], { tier: "ext" }), cidrGroup("g2", ["30.0.0.0/8", "20.1.2.0/24"], { tier: r.pick(["ext", "int"]) })];
+  const roles = ["edge", "core"];
   return {
-    model: model({ revision, endpoints, rules, identities, nodes: [node("n1", NODES.n1), node("n2", NODES.n2)] }),
+    model: model({
+      revision,
+      endpoints,
+      rules,
+      identities,
+      cidrGroups,
+      nodes: [node("n1", NODES.n1, { role: r.pick(roles) }), node("n2", NODES.n2, { role: r.pick(roles) })],
+    }),
     enforcement,
   };
 }
@@ -181,7 +219,7 @@ function peerText(p: PeerRule): string {
   if (p.endpoints) parts.push(`endpoints ${p.endpoints.map(selectorString).join(" | ")}`);
   if (p.cidrs) parts.push(`cidrs ${p.cidrs.map((c) => (c.except.length ? `${c.cidr} except ${c.except.join(",")}` : c.cidr)).join(" | ")}`);
   if (p.entities) parts.push(`entities ${p.entities.join(",")}`);
-  parts.push(p.ports ? `ports ${p.ports.map((x) => `${x.port}${x.endPort !== x.port ? `-${x.endPort}` : ""}/${x.protocol}`).join(",")}` : "L3-only");
+  parts.push(p.ports ? `ports ${p.ports.map((x) => `${x.name ?? x.port}${x.name === undefined && x.endPort !== x.port ? `-${x.endPort}` : ""}/${x.protocol}`).join(",")}` : "L3-only");
   return parts.join("; ");
 }
 

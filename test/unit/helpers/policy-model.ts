@@ -9,7 +9,9 @@ import type {
   IdentityManifest,
   Label,
   Model,
+  NamedPort,
   NodeManifest,
+  CIDRGroupManifest,
   PeerRule,
   PortRule,
   PolicyRule,
@@ -29,9 +31,10 @@ export function labels(m: Record<string, string>, defaultSource = "k8s"): readon
 export function endpoint(
   name: string,
   lbls: Record<string, string>,
-  o: { ipv4?: string; ipv6?: string; node?: string; file?: string; line?: number } = {},
+  o: { ipv4?: string; ipv6?: string; node?: string; file?: string; line?: number; ports?: NamedPort[] } = {},
 ): EndpointManifest {
   const ep: EndpointManifest = { kind: "Endpoint", name, interfaceName: `lxc${name}`.slice(0, 15), labels: labels(lbls), at: at(o.file, o.line) };
+  if (o.ports !== undefined) ep.ports = o.ports;
   if (o.ipv4 !== undefined) ep.ipv4 = o.ipv4;
   if (o.ipv6 !== undefined) ep.ipv6 = o.ipv6;
   if (o.node !== undefined) ep.node = o.node;
@@ -42,8 +45,25 @@ export function identity(name: string, id: number, lbls: Record<string, string>,
   return { kind: "Identity", name, id, labels: labels(lbls), at: at(file, line) };
 }
 
-export function node(name: string, address: string): NodeManifest {
-  return { kind: "Node", name, address, podCIDRs: [], at: at("nodes.yaml") };
+export function node(name: string, address: string, lbls?: Record<string, string>): NodeManifest {
+  const n: NodeManifest = { kind: "Node", name, address, podCIDRs: [], at: at("nodes.yaml") };
+  if (lbls !== undefined) n.labels = labels(lbls);
+  return n;
+}
+
+/** A CiliumCIDRGroup. */
+export function cidrGroup(name: string, cidrs: string[], lbls: Record<string, string> = {}): CIDRGroupManifest {
+  return { kind: "CiliumCIDRGroup", name, labels: labels(lbls), cidrs, at: at("groups.yaml") };
+}
+
+/** An icmps field: an exact ICMP (IPv4) or ICMPv6 type. */
+export function icmp(type: number, family: "IPv4" | "IPv6" = "IPv4"): PortRule {
+  return { port: type, endPort: type, protocol: family === "IPv6" ? "ICMPv6" : "ICMP" };
+}
+
+/** A named port in toPorts. */
+export function named(name: string, protocol: PortRule["protocol"] = "ANY"): PortRule {
+  return { port: 0, endPort: 0, name, protocol };
 }
 
 /** matchLabels (source "any" by default) plus optional matchExpressions. */
@@ -73,6 +93,7 @@ export interface PeerSpec {
   endpoints?: Selector[];
   cidrs?: Array<string | CIDRSelector>;
   entities?: Entity[];
+  nodes?: Selector[];
   ports?: PortRule[];
 }
 
@@ -81,6 +102,7 @@ export function peer(spec: PeerSpec, file = "rules.yaml", line?: number): PeerRu
   if (spec.endpoints) p.endpoints = spec.endpoints;
   if (spec.cidrs) p.cidrs = spec.cidrs.map((c) => (typeof c === "string" ? { cidr: c, except: [] } : c));
   if (spec.entities) p.entities = spec.entities;
+  if (spec.nodes) p.nodes = spec.nodes;
   if (spec.ports) p.ports = spec.ports;
   return p;
 }
