@@ -92,7 +92,34 @@ export function programKind(section: string): { type: ProgramType; attach: Progr
 
 const DATA_SECTION = /^\.(rodata|data|bss)(\..*)?$/;
 
+/**
+ * Parse an object in the order cilium/ebpf's ELF reader does: sections, symbols, license and BTF,
+ * maps (BTF `.maps` and data sections), then programs with their relocations.
+ */
 export function parseElf(object: Buffer): CollectionSpec {
+  const elf = readSections(object);
+  const symbols = readSymbols(elf);
+  const licSec = elf.byName("license");
+  const license = licSec ? elf.cstr(licSec.offset, 0) : "";
+  const btf = readBtf(elf);
+  const maps = loadMaps(elf, btf);
+  const programs = loadPrograms(elf, symbols, maps, license);
+  return { programs, maps, license };
+}
+
+/** An ELF file read as far as its section headers, with helpers over its bytes. */
+interface ElfFile {
+  object: Buffer;
+  sections: Section[];
+  /** NUL-terminated string at `off` bytes into the table at file offset `base`. */
+  cstr(base: number, off: number): string;
+  /** A section's bytes (zeros for SHT_NOBITS). */
+  data(s: Section): Buffer;
+  byName(name: string): Section | undefined;
+}
+
+/** Phase 1: the ELF header and the section headers, with names. */
+function readSections(object: Buffer): ElfFile {
   if (object.length < 64 || object.readUInt32BE(0) !== 0x7f454c46) throw new ElfError("not an ELF file");
   if (object[4] !== 2) throw new ElfError("not ELF64");
   if (object[5] !== 1) throw new ElfError("not little-endian");
@@ -127,14 +154,22 @@ export function parseElf(object: Buffer): CollectionSpec {
     return object.toString("latin1", base + off, end < 0 ? object.length : end);
   };
   const sections: Section[] = raw.map((s, i) => ({ ...s, name: cstr(shstr.offset, nameOffs[i]!) }));
-  const data = (s: Section): Buffer => {
-    if (s.type === SHT_NOBITS) return Buffer.alloc(s.size);
-    if (s.offset + s.size > object.length) throw new ElfError(`section ${s.name} past end of file`);
-    return object.subarray(s.offset, s.offset + s.size);
+  return {
+    object,
+    sections,
+    cstr,
+    data(s) {
+      if (s.type === SHT_NOBITS) return Buffer.alloc(s.size);
+      if (s.offset + s.size > object.length) throw new ElfError(`section ${s.name} past end of file`);
+      return object.subarray(s.offset, s.offset + s.size);
+    },
+    byName: (name) => sections.find((s) => s.name === name),
   };
-  const byName = (name: string): Section | undefined => sections.find((s) => s.name === name);
+}
 
-  // Symbols.
+/** Phase 2: the symbol table, in its order (relocations refer to symbols by index). */
+function readSymbols(elf: ElfFile): Symbol[] {
+  const { object, sections } = elf;
   const symtab = sections.find((s) => s.type === SHT_SYMTAB);
   if (!symtab) throw new ElfError("no symbol table");
   const strtab = sections[symtab.link];
@@ -143,38 +178,39 @@ export function parseElf(object: Buffer): CollectionSpec {
   for (let p = symtab.offset; p + 24 <= symtab.offset + symtab.size; p += 24) {
     const info = object[p + 4]!;
     symbols.push({
-      name: cstr(strtab.offset, object.readUInt32LE(p)),
+      name: elf.cstr(strtab.offset, object.readUInt32LE(p)),
       type: info & 0xf,
       shndx: object.readUInt16LE(p + 6),
       value: Number(object.readBigUInt64LE(p + 8)),
       size: Number(object.readBigUInt64LE(p + 16)),
     });
   }
+  return symbols;
+}
 
-  // License.
-  const licSec = byName("license");
-  const license = licSec ? cstr(licSec.offset, 0) : "";
-
-  // BTF.
-  const btfSec = byName(".BTF");
-  const btf = btfSec ? parseBtf(Buffer.from(data(btfSec))) : undefined;
-  const btfExt = byName(".BTF.ext");
-  if (btfExt && btfExtCoreReloCount(data(btfExt)) > 0) {
+/** The object's BTF, if any; CO-RE relocations in .BTF.ext are refused. */
+function readBtf(elf: ElfFile): Btf | undefined {
+  const btfSec = elf.byName(".BTF");
+  const btf = btfSec ? parseBtf(Buffer.from(elf.data(btfSec))) : undefined;
+  const btfExt = elf.byName(".BTF.ext");
+  if (btfExt && btfExtCoreReloCount(elf.data(btfExt)) > 0) {
     throw new ElfError("CO-RE relocations (.BTF.ext core_relo) are not supported by this loader");
   }
+  return btf;
+}
 
-  // Maps.
+/** Phase 3: maps, from the BTF `.maps` section and then one array map per non-empty data section. */
+function loadMaps(elf: ElfFile, btf: Btf | undefined): Map<string, MapSpec> {
   const maps = new Map<string, MapSpec>();
-  const mapsSec = byName(".maps");
-  if (mapsSec) {
+  if (elf.byName(".maps")) {
     if (!btf) throw new ElfError(".maps needs BTF (compile with -g)");
     for (const spec of parseBtfMaps(btf)) maps.set(spec.name, spec);
-    if (byName(".rel.maps")) {
+    if (elf.byName(".rel.maps")) {
       throw new ElfError("static initialisation of map-of-maps / prog_array slots (.rel.maps) is not supported");
     }
   }
-  if (byName("maps")) throw new ElfError('legacy "maps" section (struct bpf_map_def) is not supported; use BTF-style .maps');
-  for (const s of sections) {
+  if (elf.byName("maps")) throw new ElfError('legacy "maps" section (struct bpf_map_def) is not supported; use BTF-style .maps');
+  for (const s of elf.sections) {
     if (!DATA_SECTION.test(s.name) || s.size === 0 || (s.type !== SHT_PROGBITS && s.type !== SHT_NOBITS)) continue;
     const rodata = s.name.startsWith(".rodata");
     maps.set(s.name, {
@@ -184,48 +220,64 @@ export function parseElf(object: Buffer): CollectionSpec {
       valueSize: s.size,
       maxEntries: 1,
       flags: rodata ? BPF_F_RDONLY_PROG : 0,
-      initial: Buffer.from(data(s)),
+      initial: Buffer.from(elf.data(s)),
       freeze: rodata,
     });
   }
+  return maps;
+}
 
-  // Programs.
+/** Phase 4: programs, one per function symbol in each executable section, in section order. */
+function loadPrograms(elf: ElfFile, symbols: Symbol[], maps: Map<string, MapSpec>, license: string): Map<string, ProgramSpec> {
   const programs = new Map<string, ProgramSpec>();
-  for (const s of sections) {
+  for (const s of elf.sections) {
     if (s.type !== SHT_PROGBITS || (s.flags & BigInt(SHF_EXECINSTR)) === 0n || s.size === 0) continue;
-    const kind = programKind(s.name);
-    if (!kind) {
-      if (s.name === ".text") {
-        throw new ElfError(".text has code: bpf-to-bpf calls to non-inlined functions are not supported (use __always_inline)");
-      }
-      throw new ElfError(`section ${s.name}: unsupported program section (supported: tc, tcx/ingress, tcx/egress, classifier, socket)`);
-    }
-    const insns = data(s);
-    const funcs = symbols
-      .filter((y) => y.shndx === s.index && y.type === STT_FUNC)
-      .sort((a, b) => a.value - b.value);
-    if (funcs.length === 0) throw new ElfError(`section ${s.name}: no function symbol`);
-    const rel = sections.find((r) => r.type === SHT_REL && r.info === s.index);
-    const relocs = rel ? readRelocations(object, rel, symbols, sections, s, insns, maps) : [];
-    for (const f of funcs) {
-      if (f.value % 8 !== 0 || f.value + f.size > insns.length) throw new ElfError(`function ${f.name}: bad bounds`);
-      const progInsns = Buffer.from(insns.subarray(f.value, f.value + f.size));
-      checkNoCalls(progInsns, f.name);
-      if (programs.has(f.name)) throw new ElfError(`duplicate program name ${f.name}`);
-      programs.set(f.name, {
-        name: f.name,
-        section: s.name,
-        type: kind.type,
-        attach: kind.attach,
-        insns: progInsns,
-        license,
-        relocations: relocs
-          .filter((r) => r.byteOffset >= f.value && r.byteOffset < f.value + f.size)
-          .map((r) => ({ insn: (r.byteOffset - f.value) / 8, kind: r.kind, map: r.map, offset: r.offset })),
-      });
+    for (const p of sectionPrograms(elf, s, symbols, maps, license)) {
+      if (programs.has(p.name)) throw new ElfError(`duplicate program name ${p.name}`);
+      programs.set(p.name, p);
     }
   }
-  return { programs, maps, license };
+  return programs;
+}
+
+/** The programs of one executable section, each with the relocations that fall inside it. */
+function* sectionPrograms(
+  elf: ElfFile,
+  s: Section,
+  symbols: Symbol[],
+  maps: Map<string, MapSpec>,
+  license: string,
+): Generator<ProgramSpec> {
+  const kind = programKind(s.name);
+  if (!kind) {
+    if (s.name === ".text") {
+      throw new ElfError(".text has code: bpf-to-bpf calls to non-inlined functions are not supported (use __always_inline)");
+    }
+    throw new ElfError(`section ${s.name}: unsupported program section (supported: tc, tcx/ingress, tcx/egress, classifier, socket)`);
+  }
+  const insns = elf.data(s);
+  const funcs = symbols
+    .filter((y) => y.shndx === s.index && y.type === STT_FUNC)
+    .sort((a, b) => a.value - b.value);
+  if (funcs.length === 0) throw new ElfError(`section ${s.name}: no function symbol`);
+  const rel = elf.sections.find((r) => r.type === SHT_REL && r.info === s.index);
+  const relocs = rel ? readRelocations(elf, rel, symbols, s, insns, maps) : [];
+  for (const f of funcs) {
+    if (f.value % 8 !== 0 || f.value + f.size > insns.length) throw new ElfError(`function ${f.name}: bad bounds`);
+    const progInsns = Buffer.from(insns.subarray(f.value, f.value + f.size));
+    checkNoCalls(progInsns, f.name);
+    yield {
+      name: f.name,
+      section: s.name,
+      type: kind.type,
+      attach: kind.attach,
+      insns: progInsns,
+      license,
+      relocations: relocs
+        .filter((r) => r.byteOffset >= f.value && r.byteOffset < f.value + f.size)
+        .map((r) => ({ insn: (r.byteOffset - f.value) / 8, kind: r.kind, map: r.map, offset: r.offset })),
+    };
+  }
 }
 
 function checkNoCalls(insns: Buffer, name: string): void {
@@ -236,15 +288,16 @@ function checkNoCalls(insns: Buffer, name: string): void {
   }
 }
 
+/** Phase 5: the ld_imm64 map and data-section references of one program section. */
 function readRelocations(
-  object: Buffer,
+  elf: ElfFile,
   rel: Section,
   symbols: Symbol[],
-  sections: Section[],
   target: Section,
   insns: Buffer,
   maps: Map<string, MapSpec>,
 ): Array<{ byteOffset: number; kind: "map" | "data"; map: string; offset: number }> {
+  const { object, sections } = elf;
   const out: Array<{ byteOffset: number; kind: "map" | "data"; map: string; offset: number }> = [];
   for (let p = rel.offset; p + 16 <= rel.offset + rel.size; p += 16) {
     const byteOffset = Number(object.readBigUInt64LE(p));

@@ -1,9 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // Public API of the eBPF loader: maps, ELF objects, programs, tcx links, feature probes, pins.
-export { BpfError, numPossibleCpus, parsePossibleCpus } from "./sys.js";
+export {
+  BpfError,
+  KeyNotFoundError,
+  PinNotFoundError,
+  UnsupportedArchitectureError,
+  CpuListError,
+  numPossibleCpus,
+  parsePossibleCpus,
+} from "./sys.js";
 export {
   BpfMap,
   MapMismatchError,
+  UnsupportedMapTypeError,
   type MapSpec,
   type MapType,
   BPF_F_NO_PREALLOC,
@@ -25,7 +34,7 @@ export {
 export { Btf, BtfError, BtfKind, parseBtf, type BtfType, type BtfMember } from "./btf.js";
 export { BpfProgram, VerifierError, patchInstructions, progTypeNumbers, type ProgramInfo } from "./program.js";
 export { Collection, loadCollection, type LoadOptions } from "./collection.js";
-export { TcxLink, queryTcx, type TcxHook, type TcxLinkInfo, type TcxPosition } from "./tcx.js";
+export { TcxLink, TcxLinkError, queryTcx, type TcxHook, type TcxLinkInfo, type TcxPosition } from "./tcx.js";
 export { probeFeatures, requireFeature, FeatureError, minKernel, type Features } from "./features.js";
-export { unpin } from "./pin.js";
+export { unpin, UnpinError } from "./pin.js";
 export { programTag, programTags } from "./tag.js";

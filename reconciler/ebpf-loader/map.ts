@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // BPF maps: create, pin/open, element and batch operations, iteration, map-of-maps.
 import * as sys from "./sys.js";
-import { BpfError, Errno } from "./sys.js";
+import { Errno, KeyNotFoundError } from "./sys.js";
 
 export type MapType =
   | "hash"
@@ -87,6 +87,17 @@ export class MapMismatchError extends Error {
   }
 }
 
+/** An existing map (pinned, or found by id) is of a type this loader does not handle. */
+export class UnsupportedMapTypeError extends Error {
+  /** The enum bpf_map_type number the kernel reported. */
+  readonly type: number;
+  constructor(op: string, type: number) {
+    super(`${op}: unsupported map type ${type}`);
+    this.name = "UnsupportedMapTypeError";
+    this.type = type;
+  }
+}
+
 interface MapInfo {
   type: number;
   id: number;
@@ -155,7 +166,7 @@ export class BpfMap {
     let template = inner;
     let ownTemplate = false;
     if (isMapOfMaps(spec.type) && !template) {
-      if (!spec.innerMap) throw new Error(`${op}: ${spec.type} needs an inner map template (innerMap or inner)`);
+      if (!spec.innerMap) throw new TypeError(`${op}: ${spec.type} needs an inner map template (innerMap or inner)`);
       template = BpfMap.create(spec.innerMap);
       ownTemplate = true;
     }
@@ -233,7 +244,7 @@ export class BpfMap {
   private static fromFd(fd: number, op: string): BpfMap {
     const info = mapInfo(fd, op);
     const type = mapTypeFromNumber(info.type);
-    if (!type) throw new Error(`${op}: unsupported map type ${info.type}`);
+    if (!type) throw new UnsupportedMapTypeError(op, info.type);
     const spec: MapSpec = {
       name: info.name,
       type,
@@ -296,7 +307,7 @@ export class BpfMap {
     const ks = this.spec.keySize;
     for (let i = 0; i < count; i++) {
       if (!this.delete(keys.subarray(i * ks, (i + 1) * ks))) {
-        throw new BpfError(this.op("delete"), "bpf(BPF_MAP_DELETE_ELEM)", Errno.ENOENT);
+        throw new KeyNotFoundError(this.op("delete"), "bpf(BPF_MAP_DELETE_ELEM)");
       }
     }
   }
@@ -408,7 +419,7 @@ export class BpfMap {
   }
 
   private requireMapOfMaps(what: string): void {
-    if (!isMapOfMaps(this.spec.type)) throw new Error(`${this.op(what)}: not a map-of-maps (${this.spec.type})`);
+    if (!isMapOfMaps(this.spec.type)) throw new TypeError(`${this.op(what)}: not a map-of-maps (${this.spec.type})`);
   }
 
   private checkValue(v: Buffer, what: string): void {

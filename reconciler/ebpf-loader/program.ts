@@ -38,7 +38,7 @@ export function patchInstructions(spec: ProgramSpec, maps: ReadonlyMap<string, {
   const insns = Buffer.from(spec.insns);
   for (const r of spec.relocations) {
     const m = maps.get(r.map);
-    if (!m) throw new Error(`load program ${spec.name}: map ${r.map} is not in the collection`);
+    if (!m) throw new TypeError(`load program ${spec.name}: map ${r.map} is not in the collection`);
     const at = r.insn * 8;
     const src = r.kind === "map" ? BPF_PSEUDO_MAP_FD : BPF_PSEUDO_MAP_VALUE;
     insns[at + 1] = (insns[at + 1]! & 0x0f) | (src << 4);

@@ -92,12 +92,67 @@ export class BpfError extends Error {
   }
 }
 
+/**
+ * A map element command met ENOENT: the key is not in the map (or, for an update with "exist",
+ * not there to replace). Still a BpfError with code "ENOENT".
+ */
+export class KeyNotFoundError extends BpfError {
+  constructor(op: string, syscall: string, options?: { cause?: unknown }) {
+    super(op, syscall, Errno.ENOENT, options);
+    this.name = "KeyNotFoundError";
+  }
+}
+
+/** BPF_OBJ_GET met ENOENT: nothing is pinned at that path. Still a BpfError with code "ENOENT". */
+export class PinNotFoundError extends BpfError {
+  constructor(op: string, syscall: string, options?: { cause?: unknown }) {
+    super(op, syscall, Errno.ENOENT, options);
+    this.name = "PinNotFoundError";
+  }
+}
+
+/** This machine's architecture has no known bpf(2) syscall number. */
+export class UnsupportedArchitectureError extends Error {
+  readonly arch: string;
+  constructor(arch: string) {
+    super(`ebpf-loader: unsupported architecture ${arch}`);
+    this.name = "UnsupportedArchitectureError";
+    this.arch = arch;
+  }
+}
+
+/** A kernel CPU list (`/sys/devices/system/cpu/possible`) that does not parse. */
+export class CpuListError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CpuListError";
+  }
+}
+
+/** Commands whose ENOENT means "no such key" (as cilium/ebpf's ErrKeyNotExist). */
+const keyCommands = new Set<string>([
+  "BPF_MAP_LOOKUP_ELEM",
+  "BPF_MAP_UPDATE_ELEM",
+  "BPF_MAP_DELETE_ELEM",
+  "BPF_MAP_GET_NEXT_KEY",
+  "BPF_MAP_UPDATE_BATCH",
+  "BPF_MAP_DELETE_BATCH",
+]);
+
+/** The error for a failed bpf command: KeyNotFoundError or PinNotFoundError for their ENOENT, else BpfError. */
+export function bpfError(op: string, command: string, errno: number): BpfError {
+  const syscall = `bpf(${command})`;
+  if (errno === Errno.ENOENT && keyCommands.has(command)) return new KeyNotFoundError(op, syscall);
+  if (errno === Errno.ENOENT && command === "BPF_OBJ_GET") return new PinNotFoundError(op, syscall);
+  return new BpfError(op, syscall, errno);
+}
+
 // ---- libc bindings -------------------------------------------------------------------------
 
 function sysBpfNumber(): number {
   if (process.arch === "x64") return 321;
   if (process.arch === "arm64") return 280;
-  throw new Error(`ebpf-loader: unsupported architecture ${process.arch}`);
+  throw new UnsupportedArchitectureError(process.arch);
 }
 const SYS_bpf = sysBpfNumber();
 
@@ -144,7 +199,7 @@ function bpfRaw(cmd: CmdNumber, attr: Attr): number {
 /** Run bpf(cmd); throws BpfError naming `op` on failure. */
 function bpf(cmd: CmdNumber, attr: Attr, op: string): number {
   const r = rawSyscall(SYS_bpf, cmd, attr.addr, attr.size);
-  if (r < 0) throw new BpfError(op, `bpf(${cmdNames.get(cmd)})`, koffi.errno());
+  if (r < 0) throw bpfError(op, cmdNames.get(cmd)!, koffi.errno());
   return r;
 }
 
@@ -245,7 +300,7 @@ export function mapLookupElem(fd: number, key: Buffer, value: Buffer, op: string
   fillElem(fd, key, value, 0);
   const r = bpfRaw(Cmd.MAP_LOOKUP_ELEM, elemAttr);
   if (r === -Errno.ENOENT) return false;
-  if (r < 0) throw new BpfError(op, "bpf(BPF_MAP_LOOKUP_ELEM)", -r);
+  if (r < 0) throw bpfError(op, "BPF_MAP_LOOKUP_ELEM", -r);
   return true;
 }
 
@@ -259,7 +314,7 @@ export function mapDeleteElem(fd: number, key: Buffer, op: string): boolean {
   fillElem(fd, key, null, 0);
   const r = bpfRaw(Cmd.MAP_DELETE_ELEM, elemAttr);
   if (r === -Errno.ENOENT) return false;
-  if (r < 0) throw new BpfError(op, "bpf(BPF_MAP_DELETE_ELEM)", -r);
+  if (r < 0) throw bpfError(op, "BPF_MAP_DELETE_ELEM", -r);
   return true;
 }
 
@@ -268,7 +323,7 @@ export function mapGetNextKey(fd: number, key: Buffer | null, nextKey: Buffer, o
   fillElem(fd, key, nextKey, 0);
   const r = bpfRaw(Cmd.MAP_GET_NEXT_KEY, elemAttr);
   if (r === -Errno.ENOENT) return false;
-  if (r < 0) throw new BpfError(op, "bpf(BPF_MAP_GET_NEXT_KEY)", -r);
+  if (r < 0) throw bpfError(op, "BPF_MAP_GET_NEXT_KEY", -r);
   return true;
 }
 
@@ -330,7 +385,7 @@ export function mapLookupBatch(
 }
 
 export function batchError(op: string, cmd: "UPDATE" | "LOOKUP" | "DELETE", errno: number): BpfError {
-  return new BpfError(op, `bpf(BPF_MAP_${cmd}_BATCH)`, errno);
+  return bpfError(op, `BPF_MAP_${cmd}_BATCH`, errno);
 }
 
 // ---- programs ------------------------------------------------------------------------------
@@ -501,9 +556,9 @@ export function parsePossibleCpus(text: string): number {
     if (part === "") continue;
     const [lo, hi] = part.split("-");
     const n = Number(hi ?? lo);
-    if (!Number.isInteger(n)) throw new Error(`parse cpu list ${JSON.stringify(text)}: bad part ${part}`);
+    if (!Number.isInteger(n)) throw new CpuListError(`parse cpu list ${JSON.stringify(text)}: bad part ${part}`);
     max = Math.max(max, n);
   }
-  if (max < 0) throw new Error(`parse cpu list ${JSON.stringify(text)}: empty`);
+  if (max < 0) throw new CpuListError(`parse cpu list ${JSON.stringify(text)}: empty`);
   return max + 1;
 }

@@ -22,6 +22,14 @@ export interface TcxLinkInfo {
   hook: TcxHook;
 }
 
+/** A link that is not a usable tcx link: another link type, an unknown attach type, or unreadable. */
+export class TcxLinkError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "TcxLinkError";
+  }
+}
+
 export class TcxLink {
   readonly fd: number;
   private closed = false;
@@ -62,7 +70,7 @@ export class TcxLink {
       l.info(); // throws when it is not a tcx link
     } catch (err) {
       l.close();
-      throw new Error(`${op}: ${(err as Error).message}`, { cause: err });
+      throw new TcxLinkError(`${op}: ${(err as Error).message}`, { cause: err });
     }
     return l;
   }
@@ -72,10 +80,10 @@ export class TcxLink {
     const b = Buffer.alloc(64);
     sys.objGetInfoByFd(this.fd, b, "info tcx link");
     const type = b.readUInt32LE(0);
-    if (type !== BPF_LINK_TYPE_TCX) throw new Error(`link ${b.readUInt32LE(4)} is of type ${type}, not tcx (${BPF_LINK_TYPE_TCX})`);
+    if (type !== BPF_LINK_TYPE_TCX) throw new TcxLinkError(`link ${b.readUInt32LE(4)} is of type ${type}, not tcx (${BPF_LINK_TYPE_TCX})`);
     const at = b.readUInt32LE(20);
     const hook: TcxHook | undefined = at === attachTypes.ingress ? "ingress" : at === attachTypes.egress ? "egress" : undefined;
-    if (!hook) throw new Error(`tcx link ${b.readUInt32LE(4)} has attach type ${at}`);
+    if (!hook) throw new TcxLinkError(`tcx link ${b.readUInt32LE(4)} has attach type ${at}`);
     // A detached link reports ifindex 0.
     return { id: b.readUInt32LE(4), progId: b.readUInt32LE(8), ifindex: b.readUInt32LE(16), hook };
   }

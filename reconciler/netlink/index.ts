@@ -1,7 +1,7 @@
 // Public API of the netlink package: rtnetlink over raw AF_NETLINK sockets (via koffi), named
 // network namespaces, sysctls and the legacy clsact/cls_bpf attach path. Everything is synchronous
 // except event subscriptions, which poll a non-blocking socket from a timer (see events.ts).
-export { NetlinkSocket, NetlinkError, rtmName, type SocketOptions, type Request } from "./socket.js";
+export { NetlinkSocket, NetlinkError, SocketClosedError, rtmName, type SocketOptions, type Request } from "./socket.js";
 export { SyscallError, errnoName } from "./libc.js";
 export {
   withNetns, openRoute, openRouteIdentified, netnsIdentity, createNetns, deleteNetns, netnsExists, netnsPath, netnsInode, currentNetnsInode,
@@ -32,7 +32,7 @@ export {
   subscribe, Subscription, decodeEvent, ALL_EVENT_GROUPS, type NetlinkEvent, type EventGroup, type SubscribeOptions,
 } from "./events.js";
 export {
-  parsePrefix, formatPrefix, ipToBytes, bytesToIp, macToBytes, bytesToMac, MessageFormatError, AddressParseError,
+  parsePrefix, formatPrefix, ipToBytes, bytesToIp, macToBytes, bytesToMac, MessageFormatError, AddressParseError, UnsupportedHostError,
   type Prefix,
 } from "./message.js";
 export * as constants from "./constants.js";

@@ -229,7 +229,7 @@ export function buildCreateLink(spec: LinkSpec, fds: NsFds = {}, indexes: { pare
       break;
     }
     case "macvlan": {
-      if (indexes.parent === undefined) throw new Error(`create macvlan ${spec.name}: parent index not resolved`);
+      if (indexes.parent === undefined) throw new TypeError(`create macvlan ${spec.name}: parent index not resolved`);
       attrs.push(attrU32(IFLA_LINK, indexes.parent));
       info.push(attrNested(IFLA_INFO_DATA, [attrU32(IFLA_MACVLAN_MODE, MACVLAN_MODES[spec.mode ?? "bridge"])]));
       break;

@@ -11,7 +11,12 @@ import {
   NLM_F_CAPPED, AF_INET, AF_INET6,
 } from "./constants.js";
 
-if (endianness() !== "LE") throw new Error("reconciler/netlink supports little-endian hosts only");
+/** This host is big-endian; netlink messages are built and parsed in little-endian order here. */
+export class UnsupportedHostError extends Error {
+  override readonly name = "UnsupportedHostError";
+}
+
+if (endianness() !== "LE") throw new UnsupportedHostError("reconciler/netlink supports little-endian hosts only");
 
 export function align4(n: number): number {
   return (n + 3) & ~3;

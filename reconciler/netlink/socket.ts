@@ -2,6 +2,7 @@
 // extended ack. All calls are synchronous on the calling (main) thread: rtnetlink handles a request
 // inside sendto() and builds dump parts inside recv(), so a blocking recv here never waits for
 // anything external. Event subscriptions use a non-blocking socket instead (events.ts).
+import { constants as osConstants } from "node:os";
 import { getSystemErrorMap } from "node:util";
 import * as libc from "./libc.js";
 import {
@@ -9,7 +10,7 @@ import {
   NLM_F_DUMP_INTR, NLM_F_MULTI, NLM_F_REQUEST, RTM_NAMES, SOL_NETLINK, NETLINK_EXT_ACK,
   NETLINK_CAP_ACK, NETLINK_GET_STRICT_CHK, NETLINK_ADD_MEMBERSHIP,
 } from "./constants.js";
-import { encodeMessage, parseDone, parseError, parseMessages, type NlMsg } from "./message.js";
+import { MessageFormatError, encodeMessage, parseDone, parseError, parseMessages, type NlMsg } from "./message.js";
 
 const MSG_TRUNC = 0x20;
 
@@ -39,6 +40,11 @@ export class NetlinkError extends Error {
   get code(): string {
     return libc.errnoName(this.errno);
   }
+}
+
+/** The socket was used after close() (a bug in the caller). */
+export class SocketClosedError extends Error {
+  override readonly name = "SocketClosedError";
 }
 
 /** Options for opening a netlink socket. */
@@ -169,7 +175,7 @@ export class NetlinkSocket {
     for (;;) {
       const n = libc.recv(this.fd, this.rbuf, libc.MSG_DONTWAIT | MSG_TRUNC, "receive netlink events");
       if (n < 0) return out;
-      if (n > this.rbuf.length) throw new Error(`netlink datagram of ${n} bytes exceeds the ${this.rbuf.length}-byte buffer`);
+      if (n > this.rbuf.length) throw new MessageFormatError(`netlink datagram of ${n} bytes exceeds the ${this.rbuf.length}-byte buffer`);
       out.push(...parseMessages(this.rbuf, n));
     }
   }
@@ -194,13 +200,14 @@ export class NetlinkSocket {
 
   private receive(op: string): NlMsg[] {
     const n = libc.recv(this.fd, this.rbuf, MSG_TRUNC, `${op}: receive`);
-    if (n < 0) throw new Error(`${op}: receive: unexpected EAGAIN on a blocking netlink socket`);
-    if (n > this.rbuf.length) throw new Error(`${op}: netlink datagram of ${n} bytes exceeds the ${this.rbuf.length}-byte buffer`);
+    // recv answers -1 only for EAGAIN, which a blocking socket should never see.
+    if (n < 0) throw new libc.SyscallError("recv", osConstants.errno.EAGAIN, `${op}: receive`);
+    if (n > this.rbuf.length) throw new MessageFormatError(`${op}: netlink datagram of ${n} bytes exceeds the ${this.rbuf.length}-byte buffer`);
     return parseMessages(this.rbuf, n);
   }
 
   private assertOpen(what: string): void {
-    if (this.closed) throw new Error(`netlink socket: ${what} after close`);
+    if (this.closed) throw new SocketClosedError(`netlink socket: ${what} after close`);
   }
 }
 

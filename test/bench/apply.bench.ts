@@ -32,7 +32,8 @@ import { diff, type Change } from "../../reconciler/plan/diff.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
 import { tuneHeap } from "../../reconciler/cli/heap.js";
-import { Cleanups } from "./cleanups.js";
+import { Cleanups, runBench } from "./cleanups.js";
+import { Results } from "./table.js";
 
 // The heap growth policy of the binary, so the figures are those of the product.
 tuneHeap();
@@ -161,14 +162,8 @@ const cleanups = new Cleanups();
 
 // ---- the run ---------------------------------------------------------------------------------
 
-interface Row {
-  what: string;
-  value: string;
-  target?: string;
-  met?: boolean;
-}
-const rows: Row[] = [];
-const row = (what: string, value: string, target?: string, met?: boolean): void => void rows.push({ what, value, ...(target ? { target } : {}), ...(met !== undefined ? { met } : {}) });
+const results = new Results();
+const row = results.row;
 
 async function main(): Promise<void> {
   mkdirSync(pinRoot);
@@ -388,12 +383,7 @@ async function main(): Promise<void> {
   row("(g) peak RSS up to the end of the cold apply", `${(coldPeakRss / 2 ** 20).toFixed(0)} MiB`, "<= 400 MiB", coldPeakRss <= 400 * 2 ** 20);
   row("(g) peak RSS of the process", `${(peakRss / 2 ** 20).toFixed(0)} MiB (RSS/heap MiB at: ${checkpoints.join(", ")})`, "<= 400 MiB", peakRss <= 400 * 2 ** 20);
 
-  const w1 = Math.max(...rows.map((r) => r.what.length));
-  const w2 = Math.max(...rows.map((r) => r.value.length));
-  for (const r of rows) {
-    const verdict = r.met === undefined ? (r.target ?? "") : `${r.target}  ${r.met ? "MET" : "MISSED"}`;
-    console.log(`  ${r.what.padEnd(w1)}  ${r.value.padEnd(w2)}  ${verdict}`);
-  }
+  results.print();
 }
 
 /** Loads a set of `n` policy-like elements with `nft -f` in a private netns; returns the time. */
@@ -426,12 +416,5 @@ function nftLoad(desired: DesiredState, n: number): { ms: number; elements: numb
   return { ms, elements: elements.length };
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(`apply benchmark failed: ${(err as Error).stack ?? String(err)}`);
-  process.exitCode = 1;
-} finally {
-  cleanups.run();
-}
+await runBench("apply", main, cleanups);
 

@@ -28,3 +28,15 @@ export class Cleanups {
     }
   }
 }
+
+/** Runs a benchmark's main; a failure is printed and sets exit code 1; the cleanups run either way. */
+export async function runBench(name: string, main: () => Promise<void>, cleanups: Cleanups): Promise<void> {
+  try {
+    await main();
+  } catch (err) {
+    console.error(`${name} benchmark failed: ${(err as Error).stack ?? String(err)}`);
+    process.exitCode = 1;
+  } finally {
+    cleanups.run();
+  }
+}

@@ -11,6 +11,7 @@ import { compile } from "../../reconciler/policy/compile.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
 import { tuneHeap } from "../../reconciler/cli/heap.js";
+import { printTable } from "./table.js";
 
 // The heap growth policy of the binary, so the figures are those of the product.
 tuneHeap();
@@ -63,9 +64,12 @@ for (let run = 0; run < RUNS; run++) {
 
 const base = median(stages.baseline!);
 console.log(`compile+plan benchmark: ${scale.endpoints} local endpoints, ${scale.rules} rules, ${entries} policy entries, ${ipcache} ipcache prefixes, ${RUNS} runs`);
-for (const [stage, xs] of Object.entries(stages)) {
-  const m = median(xs);
-  console.log(`  ${stage.padEnd(10)} ${m.toFixed(0).padStart(6)} ms  ${(m / base).toFixed(2).padStart(6)}× baseline`);
-}
+printTable(
+  [{}, { align: "right" }, { align: "right" }],
+  Object.entries(stages).map(([stage, xs]) => {
+    const m = median(xs);
+    return [stage, `${m.toFixed(0)} ms`, `${(m / base).toFixed(2)}× baseline`];
+  }),
+);
 const total = median(stages.compile!) + median(stages.desired!) + median(stages["diff-cold"]!);
 console.log(`  compile + desired + cold diff: ${total.toFixed(0)} ms; peak RSS ${(peakRss / 2 ** 20).toFixed(0)} MiB`);

@@ -37,7 +37,8 @@ import type { EndpointManifest, Label, Model, RuleManifest, Selector } from "../
 import { contentRevision, readDirSnapshot } from "../../reconciler/source/dir.js";
 import type { SnapshotFile } from "../../reconciler/source/snapshot.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
-import { Cleanups } from "./cleanups.js";
+import { Cleanups, runBench } from "./cleanups.js";
+import { Results } from "./table.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const argValue = (name: string): string | undefined => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -321,14 +322,8 @@ function kernelPorts(epId: number): Set<number> {
 
 // ---- the run ---------------------------------------------------------------------------------
 
-interface Row {
-  what: string;
-  value: string;
-  target?: string;
-  met?: boolean;
-}
-const rows: Row[] = [];
-const row = (what: string, value: string, target?: string, met?: boolean): void => void rows.push({ what, value, ...(target ? { target } : {}), ...(met !== undefined ? { met } : {}) });
+const results = new Results();
+const row = results.row;
 
 function binary(): string {
   if (process.env.RECONCILE_BIN) return resolve(REPO, process.env.RECONCILE_BIN);
@@ -486,12 +481,7 @@ async function main(): Promise<void> {
   if (log.problems.length) console.log(`  warnings/errors in the daemon's log (${log.problems.length}):\n    ${log.problems.slice(0, 10).join("\n    ")}`);
   row("runs in the log (trigger:changes/ms)", `${log.runs.length}: ${log.runs.map((r) => `${r.trigger}:${r.changes}/${r.ms}`).join(" ").slice(0, 300)}`);
 
-  const w1 = Math.max(...rows.map((r) => r.what.length));
-  const w2 = Math.max(...rows.map((r) => r.value.length));
-  for (const r of rows) {
-    const verdict = r.met === undefined ? (r.target ?? "") : `${r.target}  ${r.met ? "MET" : "MISSED"}`;
-    console.log(`  ${r.what.padEnd(w1)}  ${r.value.padEnd(w2)}  ${verdict}`);
-  }
+  results.print();
   console.log(`  load at the end ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
 }
 
@@ -528,11 +518,4 @@ function timeMaxRss(bin: string, args: readonly string[]): number {
   return Number(kb) * 1024;
 }
 
-try {
-  await main();
-} catch (err) {
-  console.error(`daemon benchmark failed: ${(err as Error).stack ?? String(err)}`);
-  process.exitCode = 1;
-} finally {
-  cleanups.run();
-}
+await runBench("daemon", main, cleanups);

@@ -19,6 +19,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { queryTcx } from "../../reconciler/ebpf-loader/index.js";
 import { withNetns } from "../../reconciler/netlink/index.js";
+import { Results } from "./table.js";
 
 const ROUNDS = Number(process.argv[2] ?? 5);
 const SECONDS = Number(process.argv[3] ?? 5);
@@ -194,11 +195,13 @@ try {
   }
   const m = (c: Config): number => median(results[c]);
   const ratio = m("bpf") / m("bare");
-  console.log(`  median bare ${(m("bare") / 1e9).toFixed(2)} Gbit/s, bpf ${(m("bpf") / 1e9).toFixed(2)} Gbit/s, nft (${NFT_ELEMENTS} elements, per-packet lookup) ${(m("nft") / 1e9).toFixed(2)} Gbit/s`);
   // Rounds are pairs: the ratio within each round is less exposed to the machine's load drifting.
   const paired = (c: Config): number => median(results[c].map((x, i) => x / results.bare[i]!));
-  console.log(`  bpf/bare = ${(ratio * 100).toFixed(1)}% (ratio of medians; median of per-round ratios ${(paired("bpf") * 100).toFixed(1)}%)   target >= 95%  ${ratio >= 0.95 ? "MET" : "MISSED"}`);
-  console.log(`  nft/bare = ${((m("nft") / m("bare")) * 100).toFixed(1)}% (median of per-round ratios ${(paired("nft") * 100).toFixed(1)}%)   (comparison point)`);
+  const summary = new Results();
+  summary.row("median throughput", `bare ${(m("bare") / 1e9).toFixed(2)} Gbit/s, bpf ${(m("bpf") / 1e9).toFixed(2)} Gbit/s, nft (${NFT_ELEMENTS} elements, per-packet lookup) ${(m("nft") / 1e9).toFixed(2)} Gbit/s`);
+  summary.row("bpf/bare", `${(ratio * 100).toFixed(1)}% (ratio of medians; median of per-round ratios ${(paired("bpf") * 100).toFixed(1)}%)`, ">= 95%", ratio >= 0.95);
+  summary.row("nft/bare", `${((m("nft") / m("bare")) * 100).toFixed(1)}% (median of per-round ratios ${(paired("nft") * 100).toFixed(1)}%)`, "(comparison point)");
+  summary.print();
   console.log(`  load at the end: ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
 } catch (err) {
   console.error(`datapath benchmark failed: ${(err as Error).stack ?? String(err)}`);

@@ -28,6 +28,7 @@ import { watchDir } from "../../reconciler/source/dir.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
 import { tuneHeap } from "../../reconciler/cli/heap.js";
+import { printTable } from "./table.js";
 
 // The heap growth policy of the binary, so the figures are those of the product.
 tuneHeap();
@@ -218,19 +219,23 @@ try {
     incInForce = i.desired;
   }
 
-  const row = (name: string, pick: (s: Stages) => number): void => {
+  const row = (name: string, pick: (s: Stages) => number): string[] => {
     const fm = median(full.map(pick));
     const im = median(inc.map(pick));
-    console.log(`  ${name.padEnd(28)} ${fm.toFixed(1).padStart(8)} ms ${im.toFixed(1).padStart(8)} ms ${(fm / Math.max(im, 0.01)).toFixed(1).padStart(7)}×`);
+    return [name, `${fm.toFixed(1)} ms`, `${im.toFixed(1)} ms`, `${(fm / Math.max(im, 0.01)).toFixed(1)}×`];
   };
   console.log(`  planned per round: ${changes}; incremental: ${[...notes].join("; ")}`);
-  console.log(`  ${"stage (median)".padEnd(28)} ${"full".padStart(11)} ${"incremental".padStart(11)} ${"speed-up".padStart(8)}`);
-  row("load (parse + validate)", (s) => s.load);
-  row("compile", (s) => s.compile);
-  row("desired state", (s) => s.desired);
-  row("diff against state in force", (s) => s.diff);
   const total = (s: Stages): number => s.load + s.compile + s.desired + s.diff;
-  row("snapshot → plan", total);
+  printTable(
+    [{ title: "stage (median)" }, { title: "full", align: "right" }, { title: "incremental", align: "right" }, { title: "speed-up", align: "right" }],
+    [
+      row("load (parse + validate)", (s) => s.load),
+      row("compile", (s) => s.compile),
+      row("desired state", (s) => s.desired),
+      row("diff against state in force", (s) => s.diff),
+      row("snapshot → plan", total),
+    ],
+  );
   const incTotal = median(inc.map(total));
   console.log(
     `  one-rule change, snapshot → plan: ${incTotal.toFixed(0)} ms incremental vs ${median(full.map(total)).toFixed(0)} ms full: ` +

@@ -6,6 +6,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { BpfMap, type MapSpec } from "../../reconciler/ebpf-loader/index.js";
 import * as sys from "../../reconciler/ebpf-loader/sys.js";
+import { formatRow, type Column } from "./table.js";
 
 const N = Number(process.argv[2] ?? 1_000_000);
 const BPFTOOL_N = Math.min(N, 100_000);
@@ -22,12 +23,15 @@ for (let i = 0; i < N; i++) {
 }
 const spec: MapSpec = { name: "bench_policy", type: "hash", keySize: KEY, valueSize: VAL, maxEntries: N, flags: 0 };
 
+/** Rows print as each measurement ends, so the widths are fixed. */
+const COLUMNS: Column[] = [{ width: 44 }, { align: "right", width: 16 }, { align: "right", width: 10 }, { align: "right", width: 22 }];
+
 function timed(label: string, n: number, fn: () => void): number {
   const m0 = process.hrtime.bigint();
   fn();
   const s = Number(process.hrtime.bigint() - m0) / 1e9;
   const rate = n / s;
-  console.log(`${label.padEnd(44)} ${n.toString().padStart(8)} entries  ${s.toFixed(3).padStart(8)} s  ${Math.round(rate).toLocaleString("en").padStart(12)} entries/s`);
+  console.log(formatRow(COLUMNS, [label, `${n} entries`, `${s.toFixed(3)} s`, `${Math.round(rate).toLocaleString("en")} entries/s`]));
   return rate;
 }
 

@@ -13,6 +13,7 @@ import { randomBytes } from "node:crypto";
 import {
   addrAdd, createNetns, deleteNetns, linkCreate, linkIndex, linkList, linkSetUp, openRoute, routeAdd, routeList, constants as C,
 } from "../../reconciler/netlink/index.js";
+import { formatRow, type Column } from "./table.js";
 
 const PAIRS = Number(process.argv[2] ?? 200);
 const ROUTES = Number(process.argv[3] ?? 10_000);
@@ -32,8 +33,11 @@ function median(fn: () => void, runs = 5): number {
   return xs[Math.floor(runs / 2)]!;
 }
 
+/** Rows print as each measurement ends, so the widths are fixed. */
+const COLUMNS: Column[] = [{ width: 34 }, { align: "right", width: 15 }, { align: "right", width: 14 }, { align: "right", width: 14 }];
+
 function row(label: string, ours: number, theirs: number, unit: string): void {
-  console.log(`${label.padEnd(34)} api ${ours.toFixed(1).padStart(8)} ms   ip ${theirs.toFixed(1).padStart(8)} ms   ip/api ${(theirs / ours).toFixed(2).padStart(6)}x   (${unit})`);
+  console.log(formatRow(COLUMNS, [label, `api ${ours.toFixed(1)} ms`, `ip ${theirs.toFixed(1)} ms`, `ip/api ${(theirs / ours).toFixed(2)}x`, `(${unit})`]));
 }
 
 function ipBatch(ns: string, lines: string[]): void {

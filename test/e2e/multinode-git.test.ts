@@ -8,16 +8,13 @@
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { decodeEndpointInfo, decodeEndpointKey, decodeIpcacheKey, decodeIpcacheValue, decodePolicyKey } from "../../reconciler/datapath/layouts.js";
+import { decodeEndpointInfo, decodeEndpointKey, decodePolicyKey } from "../../reconciler/datapath/layouts.js";
 import {
   REPO,
   cliCommand,
   cliEnv,
-  reconcileIn,
   connect,
   daemonStatus,
   killAndWait,
@@ -26,8 +23,8 @@ import {
   spawnSyncOk,
   waitFor,
   type ConnectResult,
-  type RunResult,
 } from "./helpers/reconcile.js";
+import { makeCluster as makeNodes, startServer, ipcache as nodeIpcache, type Cluster as Nodes } from "./helpers/cluster.js";
 import { git } from "./helpers/git.js";
 
 const SEED = path.join(REPO, "examples/seed");
@@ -52,13 +49,7 @@ interface Daemon {
   log: () => string;
 }
 
-interface Cluster {
-  sfx: string;
-  tmp: string;
-  hostNs: Record<NodeName, string>;
-  switchNs: string;
-  pinBase: string;
-  pin: Record<NodeName, string>;
+interface Cluster extends Nodes<NodeName> {
   /** Bare repository the daemons fetch from, and a work clone the test commits and pushes from. */
   bare: string;
   work: string;
@@ -67,78 +58,25 @@ interface Cluster {
   /** Host-side interface names (the same on whichever node hosts the endpoint). */
   ifname: { app1: string; app2: string; app3: string };
   daemons: Partial<Record<NodeName, Daemon>>;
-  /** Long-running helpers (http servers) killed at cleanup. */
-  procs: ChildProcess[];
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
-/** `reconcile ARGS --node NODE --bpffs-root PIN` run to completion inside NODE's host namespace. */
-function run(c: Cluster, node: NodeName, args: string[]): Promise<RunResult> {
-  return reconcileIn(c.hostNs[node], [...args, "--node", node, "--bpffs-root", c.pin[node]], c);
 }
 
 /**
- * Namespaces, underlay, pin roots and the git repository. The cleanup is registered first: it
- * stops the daemons and servers, runs `reconcile teardown` on each node, then deletes every
- * namespace carrying this test's suffix, the pin roots and the scratch directory.
+ * Three nodes on a switch (a bridge in a fourth namespace) and the git repository. The daemons are
+ * stopped first at cleanup; then the servers; then the nodes are torn down and deleted.
  */
 function makeCluster(t: TestContext): Cluster {
-  const sfx = randomBytes(2).toString("hex");
-  const tmp = mkdtempSync(path.join(tmpdir(), "rc-e2e-mngit-"));
-  const pinBase = `/sys/fs/bpf/mg-${sfx}`;
-  const c: Cluster = {
-    sfx,
-    tmp,
-    hostNs: { n1: `mgh1-${sfx}`, n2: `mgh2-${sfx}`, n3: `mgh3-${sfx}` },
-    switchNs: `mgsw-${sfx}`,
-    pinBase,
-    pin: { n1: `${pinBase}/n1`, n2: `${pinBase}/n2`, n3: `${pinBase}/n3` },
-    bare: path.join(tmp, "remote.git"),
-    work: path.join(tmp, "work"),
-    ns: { app1: `mga1-${sfx}`, app2: `mga2-${sfx}`, app3: `mga3-${sfx}`, app2b: `mgb2-${sfx}` },
+  const nodes = makeNodes(t, { prefix: "mg", topic: "mngit", nodes: NODES, underlay: "switch", address: (n) => [`${ADDR[n]}/24`] });
+  const sfx = nodes.sfx;
+  const c: Cluster = Object.assign(nodes, {
+    bare: path.join(nodes.tmp, "remote.git"),
+    work: path.join(nodes.tmp, "work"),
+    ns: { app1: nodes.name("a1"), app2: nodes.name("a2"), app3: nodes.name("a3"), app2b: nodes.name("b2") },
     ifname: { app1: `mx1-${sfx}`, app2: `mx2-${sfx}`, app3: `mx3-${sfx}` },
     daemons: {},
-    procs: [],
-  };
-  t.after(async () => {
-    await Promise.all(Object.values(c.daemons).map((d) => killAndWait(d.child, "SIGTERM", 15_000).then(() => killAndWait(d.child)).catch(() => undefined)));
-    for (const p of c.procs) await killAndWait(p).catch(() => undefined);
-    for (const node of NODES) {
-      if (existsSync(`/run/netns/${c.hostNs[node]}`) && existsSync(c.pin[node])) await run(c, node, ["teardown"]).catch(() => undefined);
-    }
-    for (const name of safeReaddir("/run/netns")) {
-      if (name.startsWith("mg") && name.endsWith(`-${sfx}`)) spawnSync("ip", ["netns", "delete", name], { stdio: "ignore" });
-    }
-    rmSync(pinBase, { recursive: true, force: true });
-    rmSync(tmp, { recursive: true, force: true });
   });
-
-  // The switch: a bridge with one port per node.
-  spawnSyncOk("ip", ["netns", "add", c.switchNs]);
-  spawnSyncOk("ip", ["-n", c.switchNs, "link", "add", `mgbr-${sfx}`, "type", "bridge"]);
-  spawnSyncOk("ip", ["-n", c.switchNs, "link", "set", `mgbr-${sfx}`, "up"]);
-  for (const [i, node] of NODES.entries()) {
-    const ns = c.hostNs[node];
-    spawnSyncOk("ip", ["netns", "add", ns]);
-    spawnSyncOk("ip", ["-n", ns, "link", "set", "lo", "up"]);
-    const port = `mgs${i + 1}-${sfx}`;
-    const up = `mgu${i + 1}-${sfx}`;
-    spawnSyncOk("ip", ["-n", c.switchNs, "link", "add", port, "type", "veth", "peer", "name", up, "netns", ns]);
-    spawnSyncOk("ip", ["-n", c.switchNs, "link", "set", port, "master", `mgbr-${sfx}`, "up"]);
-    spawnSyncOk("ip", ["-n", ns, "addr", "add", `${ADDR[node]}/24`, "dev", up]);
-    spawnSyncOk("ip", ["-n", ns, "link", "set", up, "up"]);
-  }
-  mkdirSync(pinBase);
-
-  git(tmp, "init", "-q", "--bare", "-b", "main", c.bare);
-  git(tmp, "init", "-q", "-b", "main", c.work);
+  c.defer(() => Promise.all(Object.values(c.daemons).map((d) => killAndWait(d.child, "SIGTERM", 15_000).then(() => killAndWait(d.child)).catch(() => undefined))));
+  git(c.tmp, "init", "-q", "--bare", "-b", "main", c.bare);
+  git(c.tmp, "init", "-q", "-b", "main", c.work);
   git(c.work, "remote", "add", "origin", c.bare);
   return c;
 }
@@ -237,16 +175,6 @@ async function converged(c: Cluster, revision: string, since: number, timeoutMs 
   return { all: Math.max(...Object.values(each)), each: each as Record<NodeName, number> };
 }
 
-async function startServer(c: Cluster, netns: string, ip: string, port: number): Promise<ChildProcess> {
-  const child = spawn("ip", ["netns", "exec", netns, "python3", "-m", "http.server", String(port), "--bind", ip], { cwd: c.tmp, stdio: "ignore" });
-  c.procs.push(child);
-  await waitFor(`http server ${ip}:${port}`, () => {
-    if (child.exitCode !== null) throw new Error(`http server in ${netns} exited with ${child.exitCode}`);
-    return spawnSync("ip", ["netns", "exec", netns, "ss", "-ltnH", `sport = :${port}`], { encoding: "utf8" }).stdout.includes(`${ip}:${port}`);
-  }, 15_000, 50);
-  return child;
-}
-
 interface Flow {
   /** What the flow is, for messages: "app2@n2 → app1@n1:80". */
   name: string;
@@ -271,14 +199,7 @@ async function expectFlows(flows: Flow[], timeoutMs = 20_000): Promise<void> {
 
 /** A node's pinned ipcache, endpoint prefixes only: prefix → "identity[ via tunnel endpoint]". */
 function ipcache(c: Cluster, node: NodeName): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const e of mapDump(path.join(c.pin[node], "ipcache"))) {
-    const { prefix } = decodeIpcacheKey(e.key, 0);
-    if (!prefix.startsWith("10.11.")) continue;
-    const v = decodeIpcacheValue(e.value, 0);
-    out.set(prefix, `${v.identity}${v.tunnelEndpoint ? ` via ${v.tunnelEndpoint}` : ""}`);
-  }
-  return out;
+  return nodeIpcache(c, node, ["10.11."]);
 }
 
 /** A node's local endpoints (pinned endpoints map): address → endpoint number. */

@@ -7,13 +7,11 @@
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { decodeIpcacheKey, decodeIpcacheValue } from "../../reconciler/datapath/layouts.js";
 import { eui64LinkLocal, vxlanMac } from "../../reconciler/datapath/desired.js";
-import { REPO, connect, killAndWait, mapDump, reconcileIn, requireTools, show, spawnSyncOk, waitFor, type PlanJson, type RunResult } from "./helpers/reconcile.js";
+import { REPO, connect, requireTools, show, spawnSyncOk, waitFor, type PlanJson } from "./helpers/reconcile.js";
+import { ipJson, makeCluster as makeNodes, noPolicyDrops, once, run, ipcache as nodeIpcache, type Cluster as Nodes } from "./helpers/cluster.js";
 
 const SEED = path.join(REPO, "examples/seed");
 
@@ -31,68 +29,33 @@ const IP = {
 } as const;
 type App = keyof typeof IP;
 
-interface Cluster {
-  sfx: string;
+interface Cluster extends Nodes<NodeName> {
   underlay: Underlay;
-  hostNs: Record<NodeName, string>;
-  pin: Record<NodeName, string>;
   dir: string;
-  tmp: string;
   ns: Record<App, string>;
-  servers: Array<ReturnType<typeof spawn>>;
 }
 
-/** Namespaces, underlay and pin roots; cleanup (teardown on each node, then delete) registered first. */
+/** Two nodes joined by a veth underlay of the given family, then the shared manifests; the cleanup comes with the nodes. */
 function makeCluster(t: TestContext, underlay: Underlay): Cluster {
-  const sfx = randomBytes(2).toString("hex");
-  const tmp = mkdtempSync(path.join(tmpdir(), "rc-e2e-multinode-ipv6-"));
-  const pinBase = `/sys/fs/bpf/m6-${sfx}`;
-  const c: Cluster = {
-    sfx,
-    underlay,
-    hostNs: { n1: `m6h1-${sfx}`, n2: `m6h2-${sfx}` },
-    pin: { n1: `${pinBase}/n1`, n2: `${pinBase}/n2` },
-    dir: path.join(tmp, "manifests"),
-    tmp,
-    ns: { app1: `m6a1-${sfx}`, app2: `m6a2-${sfx}`, app3: `m6a3-${sfx}` },
-    servers: [],
-  };
-  t.after(async () => {
-    for (const s of c.servers) await killAndWait(s).catch(() => undefined);
-    for (const node of ["n1", "n2"] as const) {
-      if (existsSync(`/run/netns/${c.hostNs[node]}`) && existsSync(c.pin[node])) await reconcile(c, node, ["teardown"]).catch(() => undefined);
-    }
-    for (const name of safeReaddir("/run/netns")) {
-      if (name.startsWith("m6") && name.endsWith(`-${sfx}`)) spawnSync("ip", ["netns", "delete", name], { stdio: "ignore" });
-    }
-    rmSync(pinBase, { recursive: true, force: true });
-    rmSync(tmp, { recursive: true, force: true });
-  });
-  for (const node of ["n1", "n2"] as const) {
-    spawnSyncOk("ip", ["netns", "add", c.hostNs[node]]);
-    spawnSyncOk("ip", ["-n", c.hostNs[node], "link", "set", "lo", "up"]);
-  }
-  // n1's new devices default to random link-locals (as with stable-privacy setups): reconcile must
-  // still give rc-vxlan exactly the EUI-64 link-local n2's NDP entry names, and no other.
-  spawnSyncOk("ip", ["netns", "exec", c.hostNs.n1, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=3"]);
-  spawnSyncOk("ip", ["-n", c.hostNs.n1, "link", "add", `m6u1-${sfx}`, "type", "veth", "peer", "name", `m6u2-${sfx}`, "netns", c.hostNs.n2]);
-  for (const [node, dev] of [["n1", `m6u1-${sfx}`], ["n2", `m6u2-${sfx}`]] as const) {
+  const nodes = makeNodes(t, {
+    prefix: "m6",
+    topic: "multinode-ipv6",
+    nodes: ["n1", "n2"],
+    underlay: "pair",
     // nodad: the vxlan device binds its local address at once, before DAD would have finished.
-    const addr = underlay === "v4" ? [`${ADDR.v4[node]}/24`] : [`${ADDR.v6[node]}/64`, "nodad"];
-    spawnSyncOk("ip", ["-n", c.hostNs[node], "addr", "add", addr[0]!, "dev", dev, ...addr.slice(1)]);
-    spawnSyncOk("ip", ["-n", c.hostNs[node], "link", "set", dev, "up"]);
-  }
-  mkdirSync(pinBase);
+    address: (n) => (underlay === "v4" ? [`${ADDR.v4[n]}/24`] : [`${ADDR.v6[n]}/64`, "nodad"]),
+    // n1's new devices default to random link-locals (as with stable-privacy setups): reconcile must
+    // still give rc-vxlan exactly the EUI-64 link-local n2's NDP entry names, and no other.
+    beforeUnderlay: (n) => void spawnSyncOk("ip", ["netns", "exec", n.hostNs.n1, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=3"]),
+  });
+  const c: Cluster = Object.assign(nodes, {
+    underlay,
+    dir: path.join(nodes.tmp, "manifests"),
+    ns: { app1: nodes.name("a1"), app2: nodes.name("a2"), app3: nodes.name("a3") },
+  });
+  c.args = ["--source", c.dir]; // every run (teardown at cleanup too) reads the shared manifests
   writeManifests(c);
   return c;
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
 }
 
 function writeManifests(c: Cluster): void {
@@ -106,31 +69,9 @@ function writeManifests(c: Cluster): void {
   for (const f of ["identities.yaml", "l3-rule.json"]) writeFileSync(path.join(c.dir, f), readFileSync(path.join(SEED, f), "utf8"));
 }
 
-/** `reconcile ARGS --source DIR --node NODE --bpffs-root PIN` inside NODE's host namespace. */
-function reconcile(c: Cluster, node: NodeName, args: string[]): Promise<RunResult> {
-  return reconcileIn(c.hostNs[node], [...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[node]], c);
-}
-
-async function once(c: Cluster, node: NodeName): Promise<RunResult> {
-  const r = await reconcile(c, node, ["--once"]);
-  assert.equal(r.code, 0, `${node}: ${show(r)}`);
-  return r;
-}
-
 /** The pinned ipcache of a node, endpoint entries only: prefix → "identity[ via tunnel endpoint]". */
 function ipcache(c: Cluster, node: NodeName): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const e of mapDump(path.join(c.pin[node], "ipcache"))) {
-    const { prefix } = decodeIpcacheKey(e.key, 0);
-    if (!prefix.startsWith("10.11.") && !prefix.startsWith("fd00:a:")) continue;
-    const v = decodeIpcacheValue(e.value, 0);
-    out.set(prefix, `${v.identity}${v.tunnelEndpoint ? ` via ${v.tunnelEndpoint}` : ""}`);
-  }
-  return out;
-}
-
-function ipJson<T>(netns: string, args: string[]): T {
-  return JSON.parse(spawnSyncOk("ip", ["-n", netns, "-j", ...args]) || "[]") as T;
+  return nodeIpcache(c, node, ["10.11.", "fd00:a:"]);
 }
 
 function sysctl(netns: string, key: string): string {
@@ -141,7 +82,7 @@ function sysctl(netns: string, key: string): string {
 async function startServers(c: Cluster): Promise<void> {
   for (const [ip, shown] of [[IP.app1.v4, `${IP.app1.v4}:80`], [IP.app1.v6, `[${IP.app1.v6}]:80`]] as const) {
     const child = spawn("ip", ["netns", "exec", c.ns.app1, "python3", "-m", "http.server", "80", "--bind", ip], { cwd: c.tmp, stdio: "ignore" });
-    c.servers.push(child);
+    c.procs.push(child);
     await waitFor(`http server ${shown}`, () => {
       if (child.exitCode !== null) throw new Error(`http server ${shown} in ${c.ns.app1} exited with ${child.exitCode}`);
       return spawnSync("ip", ["netns", "exec", c.ns.app1, "ss", "-ltnH", "sport = :80"], { encoding: "utf8" }).stdout.includes(shown);
@@ -160,13 +101,6 @@ async function expectPolicy(c: Cluster, family: "v4" | "v6"): Promise<void> {
   } catch {
     throw new Error(`expected app2 → ${IP.app1[family]}:80 "ok" and app3 → it "timeout", got ${JSON.stringify(last)}`);
   }
-}
-
-async function noPolicyDrops(c: Cluster): Promise<number> {
-  const r = await reconcile(c, "n1", ["inspect", "policy", "app1", "--output", "json"]);
-  assert.equal(r.code, 0, show(r));
-  const rows = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
-  return rows.filter((x) => x.drops === "NO_POLICY" && x.direction === "ingress").reduce((n, x) => n + (x.packets as number), 0);
 }
 
 /** A reply larger than one segment from app1 to app2 over IPv6: the overlay MTU on the veths holds. */
@@ -201,9 +135,9 @@ function checkIpv6Overlay(c: Cluster, mtu: number): void {
 
 async function trafficAndConvergence(c: Cluster, t: TestContext): Promise<void> {
   await startServers(c);
-  const dropsBefore = await noPolicyDrops(c);
+  const dropsBefore = await noPolicyDrops(c, "n1", "app1");
   await expectPolicy(c, "v6");
-  assert.ok((await noPolicyDrops(c)) > dropsBefore, "n1 counted no NO_POLICY ingress drop for app3's IPv6 SYN");
+  assert.ok((await noPolicyDrops(c, "n1", "app1")) > dropsBefore, "n1 counted no NO_POLICY ingress drop for app3's IPv6 SYN");
   await expectPolicy(c, "v4");
   bigTransfer(c);
   // Observed as applied (the NDP entry next to the ARP entry of the same MAC, RTA_VIA routes): a
@@ -215,7 +149,7 @@ async function trafficAndConvergence(c: Cluster, t: TestContext): Promise<void> 
   // Drift: the link-local NDP entry removed by hand is written again, and traffic flows again.
   const ll2 = eui64LinkLocal(vxlanMac("n2"));
   spawnSyncOk("ip", ["-n", c.hostNs.n1, "-6", "neigh", "del", ll2, "dev", "rc-vxlan"]);
-  const preview = await reconcile(c, "n1", ["--dry-run", "--output", "json"]);
+  const preview = await run(c, "n1", ["--dry-run", "--output", "json"]);
   assert.equal(preview.code, 2, show(preview));
   const ops = (JSON.parse(preview.stdout) as PlanJson).changes.map((x) => `${x.op} ${x.resource} ${x.id}`);
   // On an IPv6 underlay the FDB entry rode with the NDP entry: observed alone, it is pruned and
@@ -229,7 +163,7 @@ async function trafficAndConvergence(c: Cluster, t: TestContext): Promise<void> 
   assert.deepEqual(fdb.map((f) => [f.mac, f.dst]), [[vxlanMac("n2"), ADDR[c.underlay].n2]], "the FDB entry survives the repair");
   await expectPolicy(c, "v6");
   assert.match((await once(c, "n1")).stdout, /^No changes\./);
-  const down = await reconcile(c, "n1", ["teardown"]);
+  const down = await run(c, "n1", ["teardown"]);
   assert.equal(down.code, 0, show(down));
   assert.equal(spawnSync("ip", ["-n", c.hostNs.n1, "link", "show", "rc-vxlan"], { stdio: "ignore" }).status, 1, "rc-vxlan is gone");
   t.diagnostic(`teardown n1: ${down.ms} ms`);

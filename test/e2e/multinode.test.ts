@@ -5,23 +5,12 @@
 // Then app3 moves to n1, and both nodes converge.
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { decodeIpcacheKey, decodeIpcacheValue } from "../../reconciler/datapath/layouts.js";
 import { vxlanMac } from "../../reconciler/datapath/desired.js";
-import {
-  REPO,
-  connect,
-  killAndWait,
-  mapDump,
-  requireTools,
-  show,
-  spawnSyncOk,
-  waitFor,
-  type RunResult, reconcileIn } from "./helpers/reconcile.js";
+import { REPO, connect, requireTools, show, spawnSyncOk, waitFor } from "./helpers/reconcile.js";
+import { ipJson, makeCluster as makeNodes, noPolicyDrops, once, run, startServer, ipcache as nodeIpcache, type Cluster as Nodes } from "./helpers/cluster.js";
 
 const SEED = path.join(REPO, "examples/seed");
 
@@ -29,68 +18,23 @@ type NodeName = "n1" | "n2";
 const ADDR: Record<NodeName, string> = { n1: "192.0.2.11", n2: "192.0.2.12" };
 const IP = { app1: "10.11.255.104", app2: "10.11.90.17", app3: "10.11.33.3", app3OnN1: "10.11.255.33" } as const;
 
-interface Cluster {
-  sfx: string;
-  hostNs: Record<NodeName, string>;
-  pin: Record<NodeName, string>;
-  pinBase: string;
+interface Cluster extends Nodes<NodeName> {
   dir: string;
-  tmp: string;
   /** Endpoint namespaces; app3 gets a new one when it moves (namespace names are per machine in
    *  real life, but these "machines" share /run/netns). */
   ns: { app1: string; app2: string; app3: string; app3b: string };
-  servers: Array<ReturnType<typeof spawn>>;
 }
 
-/** Namespaces, underlay and pin roots; cleanup (teardown on each node, then delete) registered first. */
+/** Two nodes joined by a veth underlay, then the shared manifests; the cleanup comes with the nodes. */
 function makeCluster(t: TestContext): Cluster {
-  const sfx = randomBytes(2).toString("hex");
-  const tmp = mkdtempSync(path.join(tmpdir(), "rc-e2e-multinode-"));
-  const pinBase = `/sys/fs/bpf/mn-${sfx}`;
-  const c: Cluster = {
-    sfx,
-    hostNs: { n1: `mnh1-${sfx}`, n2: `mnh2-${sfx}` },
-    pin: { n1: `${pinBase}/n1`, n2: `${pinBase}/n2` },
-    pinBase,
-    dir: path.join(tmp, "manifests"),
-    tmp,
-    ns: { app1: `mna1-${sfx}`, app2: `mna2-${sfx}`, app3: `mna3-${sfx}`, app3b: `mnb3-${sfx}` },
-    servers: [],
-  };
-  t.after(async () => {
-    for (const s of c.servers) await killAndWait(s).catch(() => undefined);
-    for (const node of ["n1", "n2"] as const) {
-      if (existsSync(`/run/netns/${c.hostNs[node]}`) && existsSync(c.pin[node])) {
-        await reconcile(c, node, ["teardown"]).catch(() => undefined);
-      }
-    }
-    for (const name of safeReaddir("/run/netns")) {
-      if (name.startsWith("mn") && name.endsWith(`-${sfx}`)) spawnSync("ip", ["netns", "delete", name], { stdio: "ignore" });
-    }
-    rmSync(pinBase, { recursive: true, force: true });
-    rmSync(tmp, { recursive: true, force: true });
+  const nodes = makeNodes(t, { prefix: "mn", topic: "multinode", nodes: ["n1", "n2"], underlay: "pair", address: (n) => [`${ADDR[n]}/24`] });
+  const c: Cluster = Object.assign(nodes, {
+    dir: path.join(nodes.tmp, "manifests"),
+    ns: { app1: nodes.name("a1"), app2: nodes.name("a2"), app3: nodes.name("a3"), app3b: nodes.name("b3") },
   });
-  for (const node of ["n1", "n2"] as const) {
-    spawnSyncOk("ip", ["netns", "add", c.hostNs[node]]);
-    spawnSyncOk("ip", ["-n", c.hostNs[node], "link", "set", "lo", "up"]);
-  }
-  // The underlay: one veth pair between the two host namespaces.
-  spawnSyncOk("ip", ["-n", c.hostNs.n1, "link", "add", `mu1-${sfx}`, "type", "veth", "peer", "name", `mu2-${sfx}`, "netns", c.hostNs.n2]);
-  for (const [node, dev] of [["n1", `mu1-${sfx}`], ["n2", `mu2-${sfx}`]] as const) {
-    spawnSyncOk("ip", ["-n", c.hostNs[node], "addr", "add", `${ADDR[node]}/24`, "dev", dev]);
-    spawnSyncOk("ip", ["-n", c.hostNs[node], "link", "set", dev, "up"]);
-  }
-  mkdirSync(pinBase);
+  c.args = ["--source", c.dir]; // every run (teardown at cleanup too) reads the shared manifests
   writeManifests(c, "n2");
   return c;
-}
-
-function safeReaddir(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
 }
 
 function nodeYaml(name: NodeName, podCIDRs: string[]): string {
@@ -114,40 +58,9 @@ function writeManifests(c: Cluster, app3On: NodeName): void {
   for (const f of ["identities.yaml", "l3-rule.json"]) writeFileSync(path.join(c.dir, f), readFileSync(path.join(SEED, f), "utf8"));
 }
 
-/** `reconcile ARGS --source DIR --node NODE --bpffs-root PIN`, run inside NODE's host namespace (as `where`'s, if given). */
-function reconcile(c: Cluster, node: NodeName, args: string[], where: NodeName = node): Promise<RunResult> {
-  return reconcileIn(c.hostNs[where], [...args, "--source", c.dir, "--node", node, "--bpffs-root", c.pin[where]], c);
-}
-
-async function once(c: Cluster, node: NodeName): Promise<RunResult> {
-  const r = await reconcile(c, node, ["--once"]);
-  assert.equal(r.code, 0, `${node}: ${show(r)}`);
-  return r;
-}
-
 /** The pinned ipcache of a node: prefix → identity and tunnel endpoint (endpoint /32s only). */
 function ipcache(c: Cluster, node: NodeName): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const e of mapDump(path.join(c.pin[node], "ipcache"))) {
-    const { prefix } = decodeIpcacheKey(e.key, 0);
-    if (!prefix.startsWith("10.11.")) continue;
-    const v = decodeIpcacheValue(e.value, 0);
-    out.set(prefix, `${v.identity}${v.tunnelEndpoint ? ` via ${v.tunnelEndpoint}` : ""}`);
-  }
-  return out;
-}
-
-function ipJson<T>(node: string, args: string[]): T {
-  return JSON.parse(spawnSyncOk("ip", ["-n", node, "-j", ...args]) || "[]") as T;
-}
-
-async function startServer(c: Cluster, netns: string, ip: string, port: number): Promise<void> {
-  const child = spawn("ip", ["netns", "exec", netns, "python3", "-m", "http.server", String(port), "--bind", ip], { cwd: c.tmp, stdio: "ignore" });
-  c.servers.push(child);
-  await waitFor(`http server ${ip}:${port}`, () => {
-    if (child.exitCode !== null) throw new Error(`http server in ${netns} exited with ${child.exitCode}`);
-    return spawnSync("ip", ["netns", "exec", netns, "ss", "-ltnH", `sport = :${port}`], { encoding: "utf8" }).stdout.includes(`${ip}:${port}`);
-  }, 15_000, 50);
+  return nodeIpcache(c, node, ["10.11."]);
 }
 
 /** app2 → app1:80 (allowed) and app3 → app1:80 (no policy), until both are as expected. */
@@ -161,13 +74,6 @@ async function expectPolicy(c: Cluster, app3Ns: string): Promise<void> {
   } catch {
     throw new Error(`expected app2 → app1:80 "ok" and app3 → app1:80 "timeout", got ${JSON.stringify(last)}`);
   }
-}
-
-async function noPolicyDrops(c: Cluster): Promise<number> {
-  const r = await reconcile(c, "n1", ["inspect", "policy", "app1", "--output", "json"]);
-  assert.equal(r.code, 0, show(r));
-  const rows = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
-  return rows.filter((x) => x.drops === "NO_POLICY" && x.direction === "ingress").reduce((n, x) => n + (x.packets as number), 0);
 }
 
 test("multinode: two nodes over a vxlan overlay enforce the seed policy across nodes and converge when app3 moves", async (t) => {
@@ -214,9 +120,9 @@ test("multinode: two nodes over a vxlan overlay enforce the seed policy across n
   // Traffic across the overlay: app2 (n2) → app1 (n1):80 connects and the reply comes back;
   // app3 (n2) → app1:80 is dropped on n1 by app1's ingress policy.
   await startServer(c, c.ns.app1, IP.app1, 80);
-  const dropsBefore = await noPolicyDrops(c);
+  const dropsBefore = await noPolicyDrops(c, "n1", "app1");
   await expectPolicy(c, c.ns.app3);
-  assert.ok((await noPolicyDrops(c)) > dropsBefore, "n1 counted no NO_POLICY ingress drop for app3's SYN");
+  assert.ok((await noPolicyDrops(c, "n1", "app1")) > dropsBefore, "n1 counted no NO_POLICY ingress drop for app3's SYN");
   // A transfer larger than one segment (the directory listing is small; a 20 kB file is not).
   writeFileSync(path.join(c.tmp, "big.bin"), Buffer.alloc(20_000, 7));
   const big = spawnSync("ip", ["netns", "exec", c.ns.app2, "python3", "-c",
@@ -225,12 +131,12 @@ test("multinode: two nodes over a vxlan overlay enforce the seed policy across n
 
   // Nothing to do on a second run; n2's plan previewed from n1 is against nothing and not applied.
   for (const node of ["n1", "n2"] as const) assert.match((await once(c, node)).stdout, /^No changes\./, node);
-  const preview = await reconcile(c, "n2", ["--dry-run", "--output", "json"], "n1");
+  const preview = await run(c, "n2", ["--dry-run", "--output", "json"], "n1");
   assert.equal(preview.code, 2, show(preview));
   const plan = JSON.parse(preview.stdout) as { summary: { create: number; delete: number }; notes?: string[] };
   assert.equal(plan.summary.delete, 0, "a preview of another node deletes nothing of this one");
   assert.match(preview.stdout + preview.stderr, /node n2 is not this machine/);
-  const refused = await reconcile(c, "n2", ["--once"], "n1");
+  const refused = await run(c, "n2", ["--once"], "n1");
   assert.equal(refused.code, 1, show(refused));
   assert.match(refused.stderr, /refusing to apply: node n2 is not this machine/);
 
@@ -254,7 +160,7 @@ test("multinode: two nodes over a vxlan overlay enforce the seed policy across n
   for (const node of ["n1", "n2"] as const) assert.match((await once(c, node)).stdout, /^No changes\./, node);
 
   // Teardown removes the overlay with the rest (the cleanup runs it again; it is idempotent).
-  const down = await reconcile(c, "n1", ["teardown"]);
+  const down = await run(c, "n1", ["teardown"]);
   assert.equal(down.code, 0, show(down));
   assert.equal(spawnSync("ip", ["-n", c.hostNs.n1, "link", "show", "rc-vxlan"], { stdio: "ignore" }).status, 1, "rc-vxlan is gone");
   assert.equal(spawnSync("ip", ["-n", c.hostNs.n1, "route", "get", IP.app2], { encoding: "utf8" }).stdout.includes("rc-vxlan"), false);
