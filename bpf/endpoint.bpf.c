@@ -34,6 +34,7 @@
  *   endpoint may send freely pass its enforced other direction.
  */
 #include "maps.h"
+#include "parse.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 

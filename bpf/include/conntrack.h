@@ -6,6 +6,7 @@
 #define RECONCILE_CONNTRACK_H
 
 #include <linux/types.h>
+#include <bpf/bpf_helpers.h> /* its __always_inline forces inlining; linux/types.h brings a plain inline */
 
 #define CT_MAX_ENTRIES 262144
 
@@ -40,5 +41,16 @@ struct ct_value {
 	__u32 flags;        /* CT_F_* */
 	__u32 pad;          /* zero */
 };
+
+/* The tuple a reply to k would carry. */
+static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r)
+{
+	__builtin_memcpy(r->saddr, k->daddr, 16);
+	__builtin_memcpy(r->daddr, k->saddr, 16);
+	r->sport = k->dport;
+	r->dport = k->sport;
+	r->protocol = k->protocol;
+	r->family = k->family;
+}
 
 #endif /* RECONCILE_CONNTRACK_H */
