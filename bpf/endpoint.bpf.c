@@ -38,18 +38,37 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* The value of the per-CPU counter maps: drop_stats and policy_stats share this layout. */
+struct packet_count {
+	__u64 packets; /* packets counted */
+	__u64 bytes;   /* their bytes (skb->len) */
+};
+_Static_assert(sizeof(struct drop_stats) == sizeof(struct packet_count) &&
+	       __builtin_offsetof(struct drop_stats, bytes) == __builtin_offsetof(struct packet_count, bytes),
+	       "drop_stats is a packet_count");
+_Static_assert(sizeof(struct policy_stats) == sizeof(struct packet_count) &&
+	       __builtin_offsetof(struct policy_stats, bytes) == __builtin_offsetof(struct packet_count, bytes),
+	       "policy_stats is a packet_count");
+
+/* Counts skb on the per-CPU counter at key in map (drops or policy_stats), creating it if absent. */
+static __always_inline void count_packet(void *map, const void *key, struct __sk_buff *skb)
+{
+	struct packet_count *c = bpf_map_lookup_elem(map, key);
+
+	if (c) {
+		c->packets += 1; /* per-CPU value: no atomics needed */
+		c->bytes += skb->len;
+	} else {
+		struct packet_count init = { .packets = 1, .bytes = skb->len };
+		bpf_map_update_elem(map, key, &init, BPF_NOEXIST);
+	}
+}
+
 static __always_inline int drop(struct __sk_buff *skb, __u32 ep_id, __u8 reason, __u8 dir)
 {
 	struct drop_key key = { .ep_id = ep_id, .reason = reason, .direction = dir };
-	struct drop_stats *s = bpf_map_lookup_elem(&drops, &key);
 
-	if (s) {
-		s->packets += 1; /* per-CPU value: no atomics needed */
-		s->bytes += skb->len;
-	} else {
-		struct drop_stats init = { .packets = 1, .bytes = skb->len };
-		bpf_map_update_elem(&drops, &key, &init, BPF_NOEXIST);
-	}
+	count_packet(&drops, &key, skb);
 	return TC_ACT_SHOT;
 }
 
@@ -125,15 +144,7 @@ static __always_inline void count_allow(struct __sk_buff *skb, __u32 ep_id,
 		key.key.protocol = pkt->protocol;
 		key.key.dport = bpf_htons(bpf_ntohs(pkt->dport) & mask);
 	}
-
-	struct policy_stats *s = bpf_map_lookup_elem(&policy_stats, &key);
-	if (s) {
-		s->packets += 1;
-		s->bytes += skb->len;
-	} else {
-		struct policy_stats init = { .packets = 1, .bytes = skb->len };
-		bpf_map_update_elem(&policy_stats, &key, &init, BPF_NOEXIST);
-	}
+	count_packet(&policy_stats, &key, skb);
 }
 
 /* Policy verdict for a forward packet: 0 = allow (counted), else a DROP_* reason. */
