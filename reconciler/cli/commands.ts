@@ -15,7 +15,7 @@ import { readSourceOnce } from "../source/open.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";
-import { ReconcileError } from "./errors.js";
+import { knowKernelErrors, ReconcileError } from "./errors.js";
 import type { Io } from "./io.js";
 import { renderVersion, versionInfo } from "./version.js";
 
@@ -54,7 +54,9 @@ export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
  * use them: --help, version, validate and explain never touch the kernel.
  */
 async function openKernel(opts: GlobalOptions): Promise<KernelPort> {
-  return (await import("../apply/kernel/open.js")).openKernel({ pinRoot: opts.bpffsRoot, attachMode: opts.attachMode, attachPosition: opts.attachPosition, readObject: readAsset });
+  const kernel = await import("../apply/kernel/open.js");
+  knowKernelErrors(kernel.KERNEL_ERRORS);
+  return kernel.openKernel({ pinRoot: opts.bpffsRoot, attachMode: opts.attachMode, attachPosition: opts.attachPosition, readObject: readAsset });
 }
 
 async function withKernel<T>(opts: GlobalOptions, fn: (kernel: KernelPort) => Promise<T>): Promise<T> {

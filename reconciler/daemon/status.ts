@@ -5,16 +5,12 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 import { connect } from "node:net";
 import path from "node:path";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { StatusServerError } from "./errors.js";
 import type { LoopStatus, RunRecord } from "./loop.js";
 
 export const DEFAULT_STATUS_SOCKET = "/run/reconcile/reconcile.sock";
 
-export class StatusServerError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "StatusServerError";
-  }
-}
+export { StatusServerError } from "./errors.js";
 
 export interface RunningServer {
   /** Unix socket path or "host:port". */

@@ -148,3 +148,5 @@ function prunePinRoot(ctx: KernelContext, pinRoot: string): void {
     /* not empty (foreign pins stay) or already gone */
   }
 }
+
+export { KERNEL_ERRORS } from "../errors.js";
