@@ -2,7 +2,7 @@
 // reported per object, never hidden, and a later run (the daemon's retry with backoff) re-plans
 // from what the kernel really holds, so a failed object is simply planned again.
 
-import { emptyState, RESOURCE_KINDS, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
+import { emptyState, isUndecodable, RESOURCE_KINDS, RESOURCES, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
 import { diff, type Change, type Plan } from "../plan/diff.js";
 import { errorText, failure, type ObjectResult, type Target } from "./target.js";
 
@@ -42,7 +42,8 @@ export class Targets {
     for (const kind of kinds) {
       const t = this.byKind.get(kind);
       if (!t) continue;
-      (actual[t.field] as Map<string, unknown>) = await t.observe(desired);
+      // Each target fills its own kind's field (RESOURCES); assigned generically over the kinds.
+      (actual as unknown as Record<string, unknown>)[RESOURCES[kind].field] = await t.observe(desired);
     }
     return actual;
   }
@@ -93,7 +94,7 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
  * Read from the kernel, the slot is named by its number and the target removes it.
  */
 export function canPlanAgainst(known: ActualState, desired: DesiredState): boolean {
-  const numberIn = (state: ActualState): Map<string, number> => new Map([...state.endpoints.values()].map((e) => [e.endpoint, e.endpointId]));
+  const numberIn = (state: ActualState): Map<string, number> => new Map([...state.endpoints.values()].flatMap((e) => (isUndecodable(e) ? [] : [[e.endpoint, e.endpointId] as const])));
   const before = numberIn(known);
   const after = numberIn(desired);
   for (const endpoint of known.policy.keys()) {

@@ -3,35 +3,32 @@
 // planned changes of that kind and says, per object, whether it worked. The real targets use
 // ebpf-loader and netlink; the unit tests use the in-memory one below.
 
-import { policyEntryKey, PolicyEntrySet, type DatapathState, type DesiredState, type PolicyMapEntry, type ResourceKind } from "../datapath/state.js";
+import { policyEntryKey, PolicyEntrySet, type DesiredState, type PolicyMapEntry, type ResourceKind, type StateOf } from "../datapath/state.js";
 import { packEntry } from "../policy/entry-set.js";
 import type { Change } from "../plan/diff.js";
 
-/** Outcome of one planned change. */
+/** A planned change that failed. */
 export interface ObjectResult {
   resource: ResourceKind;
   id: string;
-  ok: boolean;
-  /** Error text when !ok: what failed and why (e.g. "attach tcx egress lxc1: bpf(BPF_LINK_CREATE): ENODEV"). */
-  error?: string;
+  /** What failed and why (e.g. "attach tcx egress lxc1: bpf(BPF_LINK_CREATE): ENODEV"). */
+  error: string;
 }
 
-export interface Target {
-  kind: ResourceKind;
-  /** Field of DatapathState this target fills. */
-  field: keyof DatapathState;
-  /** Reads the current objects of this kind, keyed like the desired state. */
-  observe(desired: DesiredState): Promise<Map<string, unknown>>;
+export interface Target<K extends ResourceKind = ResourceKind> {
+  kind: K;
+  /** Reads the current objects of this kind, keyed like the desired state (its RESOURCES field). */
+  observe(desired: DesiredState): Promise<StateOf<K>>;
   /** Applies changes of this kind, in the given order, and returns the ones that failed (every
    *  other change succeeded: at a million entries, successes are counted, not listed). Must not
    *  throw for a single object's failure: it reports it and goes on with the others (a failure
    *  that makes the rest pointless may fail them all). */
-  apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]>;
+  apply(changes: readonly Change<K>[], desired: DesiredState): Promise<ObjectResult[]>;
 }
 
 /** A change that failed, and why. */
 export function failure(c: Change, error: string): ObjectResult {
-  return { resource: c.resource, id: c.id, ok: false, error };
+  return { resource: c.resource, id: c.id, error };
 }
 
 /** Every change of a batch failed with the same error. */
@@ -48,20 +45,18 @@ export function errorText(err: unknown): string {
  * An in-memory target: the kernel of the unit tests. Holds objects in a Map, counts writes, and can
  * be told to fail given ids.
  */
-export class MemoryTarget implements Target {
+export class MemoryTarget<K extends ResourceKind = ResourceKind> implements Target<K> {
   readonly objects = new Map<string, unknown>();
   /** Number of objects written or deleted so far. */
   writes = 0;
   /** Ids whose next apply fails with this message. */
   readonly failNext = new Map<string, string>();
 
-  constructor(
-    readonly kind: ResourceKind,
-    readonly field: keyof DatapathState,
-  ) {}
+  constructor(readonly kind: K) {}
 
-  async observe(): Promise<Map<string, unknown>> {
-    if (this.kind !== "policy") return new Map(this.objects);
+  async observe(): Promise<StateOf<K>> {
+    // One generic store for every kind: what it hands back is what apply() was given for this kind.
+    if (this.kind !== "policy") return new Map(this.objects) as StateOf<K>;
     // Policy entries are held per endpoint as packed sets, like the real target reports them.
     const byEndpoint = new Map<string, PolicyMapEntry[]>();
     for (const v of this.objects.values()) {
@@ -71,10 +66,10 @@ export class MemoryTarget implements Target {
       else byEndpoint.set(e.endpoint, [e]);
     }
     // The kernel keeps no provenance: only keys and decisions.
-    return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision)))]));
+    return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision)))])) as StateOf<K>;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<K>[]): Promise<ObjectResult[]> {
     const failures: ObjectResult[] = [];
     for (const c of changes) {
       const error = this.failNext.get(c.id);

@@ -2,7 +2,7 @@
 
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
 import { foreignPrograms, type KernelPort } from "../apply/port.js";
-import { emptyDesired, emptyState } from "../datapath/state.js";
+import { emptyDesired, emptyState, type ActualState } from "../datapath/state.js";
 import { DEFAULT_UNDERLAY_MTU } from "../datapath/desired.js";
 import { ReconcileService } from "../daemon/service.js";
 import { formatProblem } from "../manifest/load.js";
@@ -104,7 +104,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
   try {
     const compiled = await compileFor(opts, kernel);
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
-    let actual = emptyState();
+    let actual: ActualState = emptyState();
     // Another node's plan (previewed from here) is made against nothing: this kernel is not its.
     if (compiled.facts?.local === false) {
       notes.push(`${compiled.facts.note}: previewed from the manifests alone (no host addresses of this machine, underlay MTU ${DEFAULT_UNDERLAY_MTU}), against an empty datapath`);

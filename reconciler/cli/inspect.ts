@@ -2,7 +2,7 @@
 // uses. With --source, names and provenance from the manifests are added (which rule, which file).
 
 import type { KernelPort } from "../apply/port.js";
-import { emptyDesired, emptyState, PolicyEntrySet, type DesiredState } from "../datapath/state.js";
+import { emptyDesired, isUndecodable, PolicyEntrySet, type ActualState, type DesiredState } from "../datapath/state.js";
 import type { Compiled } from "../plan/pipeline.js";
 import type { Command, GlobalOptions } from "./args.js";
 import type { Io } from "./io.js";
@@ -22,7 +22,7 @@ export async function inspect(
   switch (command.what) {
     case "endpoints": {
       const names = new Map([...desired.endpoints.values()].map((e) => [e.address, e.endpoint]));
-      rows = [...actual.endpoints.values()].map((e) => ({ ...e, endpoint: names.get(e.address) ?? "" }));
+      rows = [...actual.endpoints.values()].map((e) => (isUndecodable(e) ? { ...e } : { ...e, endpoint: names.get(e.address) ?? "" }));
       break;
     }
     case "ipcache":
@@ -49,7 +49,7 @@ export async function inspect(
  * never touched; one ahead of ours that returns pass bypasses the policy). tc-mode attachments
  * (cls_bpf filters) are listed as they are, without an order.
  */
-function links(actual: ReturnType<typeof emptyState>, kernel: KernelPort): Array<Record<string, unknown>> {
+function links(actual: ActualState, kernel: KernelPort): Array<Record<string, unknown>> {
   const rows: Array<Record<string, unknown>> = [];
   const ours = new Map([...actual.attachments.values()].map((a) => [`${a.netns ?? ""}/${a.device}/${a.hook}`, a]));
   for (const c of kernel.tcxChains()) {
@@ -72,7 +72,7 @@ function links(actual: ReturnType<typeof emptyState>, kernel: KernelPort): Array
   return rows;
 }
 
-function policyRows(endpoint: string, entries: DesiredState["policy"] | ReturnType<typeof emptyState>["policy"], desired: DesiredState, kernel: KernelPort): Array<Record<string, unknown>> {
+function policyRows(endpoint: string, entries: DesiredState["policy"] | ActualState["policy"], desired: DesiredState, kernel: KernelPort): Array<Record<string, unknown>> {
   const epId = [...desired.endpoints.values()].find((e) => e.endpoint === endpoint)?.endpointId;
   const stats = epId === undefined ? new Map<number, { packets: bigint; bytes: bigint }>() : kernel.policyStats(epId);
   const drops = epId === undefined ? [] : kernel.drops(epId).map((d) => ({ drops: d.reason, direction: d.direction, packets: Number(d.packets), bytes: Number(d.bytes) }));

@@ -89,7 +89,7 @@ export class ReconcileService {
     // What is still planned did not stick; it is drift still there, retried with backoff, not "ok".
     if (drift && report.failed.length === 0 && report.plan.changes.length > 0) {
       for (const c of await unconfirmed(this.kernel.targets, compiled.desired, report.plan)) {
-        report.failed.push({ resource: c.resource, id: c.id, ok: false, error: `repaired, but the kernel does not show it afterwards (${c.op}: ${c.reason})` });
+        report.failed.push({ resource: c.resource, id: c.id, error: `repaired, but the kernel does not show it afterwards (${c.op}: ${c.reason})` });
       }
     }
     this.inForce = report.failed.length === 0 ? compiled.desired : undefined;

@@ -145,8 +145,6 @@ export interface EndpointEntry {
   endpointId: number;
   /** Security identity of the endpoint. */
   identity: number;
-  /** ifindex of the device the programs run on (0 until the device exists). */
-  ifindex: number;
   enforceIngress: boolean;
   enforceEgress: boolean;
   /** Endpoint name (not stored in the kernel; observe/ reports "" for entries it cannot name). */
@@ -191,6 +189,75 @@ export interface DatapathState {
   policy: Map<string, PolicyEntrySet>;
 }
 
+/** The spec of one object of each kind (a policy change's spec is one entry of an endpoint's map). */
+export interface ResourceSpecs {
+  netns: NetnsSpec;
+  device: DeviceSpec;
+  address: AddressSpec;
+  route: RouteSpec;
+  neighbour: NeighbourSpec;
+  sysctl: SysctlSpec;
+  map: MapSpec;
+  endpoint: EndpointEntry;
+  ipcache: IpcacheMapEntry;
+  policy: PolicyMapEntry;
+  attachment: AttachmentSpec;
+}
+
+/** The state field holding each kind. */
+export interface ResourceFields {
+  netns: "namespaces";
+  device: "devices";
+  address: "addresses";
+  route: "routes";
+  neighbour: "neighbours";
+  sysctl: "sysctls";
+  map: "maps";
+  endpoint: "endpoints";
+  ipcache: "ipcache";
+  policy: "policy";
+  attachment: "attachments";
+}
+
+/** What an observation holds for kind K: a Map from id to spec (for policy: endpoint to its entry set). */
+export type StateOf<K extends ResourceKind> = ActualState[ResourceFields[K]];
+
+/** The desired spec of an object of kind K. */
+export type DesiredSpec<K extends ResourceKind> = K extends "policy" ? DesiredPolicyEntry : ResourceSpecs[K];
+
+/** The observed spec of an object of kind K: the kernel may hold endpoints and ipcache keys no id names. */
+export type ObservedSpec<K extends ResourceKind> = K extends "endpoint" | "ipcache" ? ResourceSpecs[K] | UndecodableEntry : ResourceSpecs[K];
+
+interface ResourceInfo<K extends ResourceKind> {
+  field: ResourceFields[K];
+  /**
+   * The fields that live in the kernel. A difference in any of them is an update; other fields
+   * (names, provenance) are bookkeeping.
+   */
+  compared: ReadonlyArray<keyof ResourceSpecs[K] & string>;
+}
+
+/**
+ * The resource registry: what diff and the targets need to know of each kind. A new kind is a
+ * spec interface, its entry in ResourceSpecs/ResourceFields and its line here (and a target).
+ */
+export const RESOURCES: { readonly [K in ResourceKind]: ResourceInfo<K> } = {
+  // A namespace is there or not; a foreign one the desired state names is used as it is.
+  netns: { field: "namespaces", compared: [] },
+  // A veth's peer is observed only when both ends are seen paired where the desired state puts them.
+  device: { field: "devices", compared: ["kind", "mac", "mtu", "up", "vxlan", "peer"] },
+  address: { field: "addresses", compared: [] },
+  // Scope follows from the gateway (link without one, universe with one), as `ip route` does.
+  route: { field: "routes", compared: ["device", "gateway", "onlink"] },
+  neighbour: { field: "neighbours", compared: ["mac", "fdbDst"] },
+  sysctl: { field: "sysctls", compared: ["value"] },
+  map: { field: "maps", compared: ["type", "keySize", "valueSize", "maxEntries", "flags"] },
+  endpoint: { field: "endpoints", compared: ["endpointId", "identity", "enforceIngress", "enforceEgress"] },
+  ipcache: { field: "ipcache", compared: ["identity", "tunnelEndpoint"] },
+  policy: { field: "policy", compared: ["decision"] },
+  attachment: { field: "attachments", compared: ["program", "mode", "tag"] },
+};
+
 /** A desired policy entry also knows its port range and the rules that produced it (not stored in
  *  the kernel). */
 export interface DesiredPolicyEntry extends PolicyMapEntry {
@@ -207,7 +274,10 @@ export interface DesiredState extends DatapathState {
  * What observe/ read from the kernel. Its endpoints and ipcache maps may also hold
  * UndecodableEntry values (see isUndecodable): kernel entries whose key no desired entry can name.
  */
-export type ActualState = DatapathState;
+export interface ActualState extends Omit<DatapathState, "endpoints" | "ipcache"> {
+  endpoints: Map<string, EndpointEntry | UndecodableEntry>;
+  ipcache: Map<string, IpcacheMapEntry | UndecodableEntry>;
+}
 
 /**
  * A kernel map entry whose key does not decode to an id the desired state could have (a family

@@ -10,28 +10,36 @@ import {
   policyEntryId,
   PolicyEntrySet,
   RESOURCE_KINDS,
+  RESOURCES,
   type DesiredPolicyEntry,
   type ActualState,
   type PolicyMapEntry,
-  type DatapathState,
+  type DesiredSpec,
   type DesiredState,
+  type ObservedSpec,
   type ResourceKind,
 } from "../datapath/state.js";
 
 export type Op = "create" | "update" | "delete";
 
-export interface Change {
-  op: Op;
-  resource: ResourceKind;
-  /** Resource id, unique within its kind (e.g. "app1/ingress/36895/6/80/16", "10.11.90.17/32"). */
+/** A planned change of one object of kind K: a create has only `after`, a delete only `before`. */
+type SpecChange<K extends ResourceKind> = {
+  resource: K;
+  /** Resource id, unique within its kind (e.g. "10.11.90.17/32", "app1/ingress/36895/6/80/16"). */
   id: string;
-  /** Actual spec (update, delete). */
-  before?: unknown;
-  /** Desired spec (create, update). */
-  after?: unknown;
   /** Why: "missing", "identity 5 → 36895", "no longer desired". */
   reason: string;
-}
+} & (
+  | { op: "create"; before?: undefined; after: DesiredSpec<K> }
+  | { op: "update"; before: ObservedSpec<K>; after: DesiredSpec<K> }
+  | { op: "delete"; before: ObservedSpec<K>; after?: undefined }
+);
+
+/**
+ * A planned change, typed by its kind: narrowing on `resource` gives its specs. A policy change is
+ * a PolicyChange (made lazily from the packed entry sets).
+ */
+export type Change<K extends ResourceKind = ResourceKind> = K extends "policy" ? PolicyChange : K extends ResourceKind ? SpecChange<K> : never;
 
 export interface Plan {
   revision: string;
@@ -39,44 +47,6 @@ export interface Plan {
   changes: Change[];
   summary: { create: number; update: number; delete: number };
 }
-
-type Kind = keyof DatapathState;
-
-/** Which state field holds each resource kind. */
-const FIELD: Record<ResourceKind, Kind> = {
-  netns: "namespaces",
-  device: "devices",
-  address: "addresses",
-  route: "routes",
-  neighbour: "neighbours",
-  sysctl: "sysctls",
-  map: "maps",
-  endpoint: "endpoints",
-  ipcache: "ipcache",
-  policy: "policy",
-  attachment: "attachments",
-};
-
-/**
- * The fields of each kind that live in the kernel. A difference in any of them is an update; other
- * fields (names, provenance) are bookkeeping.
- */
-const COMPARED: Record<ResourceKind, readonly string[]> = {
-  // A namespace is there or not; a foreign one the desired state names is used as it is.
-  netns: [],
-  // A veth's peer is observed only when both ends are seen paired where the desired state puts them.
-  device: ["kind", "mac", "mtu", "up", "vxlan", "peer"],
-  address: [],
-  // Scope follows from the gateway (link without one, universe with one), as `ip route` does.
-  route: ["device", "gateway", "onlink"],
-  neighbour: ["mac", "fdbDst"],
-  sysctl: ["value"],
-  map: ["type", "keySize", "valueSize", "maxEntries", "flags"],
-  endpoint: ["endpointId", "identity", "enforceIngress", "enforceEgress"],
-  ipcache: ["identity", "tunnelEndpoint"],
-  policy: ["decision"],
-  attachment: ["program", "mode", "tag"],
-};
 
 /** Fields the manifests may leave open: `undefined` on the desired side means "whatever it is". */
 const OPTIONAL = new Set(["mac", "mtu", "tag", "up"]);
@@ -107,7 +77,7 @@ function replacedMaps(desired: DesiredState, actual: ActualState): string[] {
   const names: string[] = [];
   for (const [name, want] of desired.maps) {
     const have = actual.maps.get(name);
-    if (have !== undefined && differing(COMPARED.map, want, have)) names.push(name);
+    if (have !== undefined && differing(RESOURCES.map.compared, want, have)) names.push(name);
   }
   return names;
 }
@@ -132,35 +102,36 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
       diffPolicy(desired.policy, actual.policy, creates, deletes);
       continue;
     }
-    const want = desired[FIELD[resource]] as Map<string, unknown>;
-    const have = actual[FIELD[resource]] as Map<string, unknown>;
+    // Planned generically over the kinds: each change is typed by the kind it is made for.
+    const want = desired[RESOURCES[resource].field] as Map<string, object>;
+    const have = actual[RESOURCES[resource].field] as Map<string, object>;
     if (want === have) continue; // the observation found exactly the desired entries
-    const fields = COMPARED[resource];
+    const fields: readonly string[] = RESOURCES[resource].compared;
     for (const [id, after] of want) {
       if (isAdopted(resource, after)) continue;
       const before = have.get(id);
       if (before === undefined) {
-        creates.push({ op: "create", resource, id, after, reason: "missing" });
+        creates.push(change({ op: "create", resource, id, after, reason: "missing" }));
         continue;
       }
       const differences = differing(fields, after, before);
       if (differences) {
-        creates.push({ op: "update", resource, id, before, after, reason: differences });
+        creates.push(change({ op: "update", resource, id, before, after, reason: differences }));
         if (resource === "device" && differing(REPLACING, after, before)) replaced.add(deviceKey(after));
       } else if ((ON_DEVICE.has(resource) || resource === "attachment") && replaced.size > 0 && replaced.has(deviceKey(after))) {
         const device = (after as { device: string }).device;
         // A program attached to the old device is attached to nothing once it is gone: attach anew.
-        if (resource === "attachment") creates.push({ op: "create", resource, id, after, reason: `device ${device} is replaced` });
-        else creates.push({ op: "update", resource, id, before, after, reason: `device ${device} is replaced` });
+        if (resource === "attachment") creates.push(change({ op: "create", resource, id, after, reason: `device ${device} is replaced` }));
+        else creates.push(change({ op: "update", resource, id, before, after, reason: `device ${device} is replaced` }));
       } else if (resource === "attachment" && newMaps.length > 0) {
-        creates.push({ op: "update", resource, id, before, after, reason: `programs move onto the new ${newMaps.join(", ")} map` });
+        creates.push(change({ op: "update", resource, id, before, after, reason: `programs move onto the new ${newMaps.join(", ")} map` }));
       }
     }
     for (const [id, before] of have) {
       if (want.has(id)) continue;
       // An entry whose key cannot be decoded is no desired entry's: drift, deleted by its bytes.
       const reason = isUndecodable(before) ? `undecodable key (${before.undecodable}): no desired entry names it` : "no longer desired";
-      deletes.push({ op: "delete", resource, id, before, reason });
+      deletes.push(change({ op: "delete", resource, id, before, reason }));
     }
   }
   deletes.reverse();
@@ -170,12 +141,17 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
   return { revision: desired.revision, node: desired.node, changes, summary };
 }
 
+/** A change the generic walk made: its specs come from the state field of its own kind. */
+function change(c: { op: Op; resource: Exclude<ResourceKind, "policy">; id: string; before?: object; after?: object; reason: string }): Change {
+  return c as Change;
+}
+
 /**
  * One policy entry to create, update or delete. It points into the packed sets it was planned from
  * and makes its id and entry objects only when asked: a cold plan holds a million of them, so each
  * kind keeps only the fields it needs.
  */
-export abstract class PolicyChange implements Change {
+export abstract class PolicyChange {
   abstract readonly op: Op;
   abstract readonly endpoint: string;
   /** The entry's key (policyEntryKey). */
@@ -414,8 +390,4 @@ function sameObject(x: unknown, y: unknown): boolean {
 
 function show(v: unknown): string {
   return typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
-}
-
-export function isEmpty(plan: Plan): boolean {
-  return plan.changes.length === 0;
 }

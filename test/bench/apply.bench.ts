@@ -77,10 +77,7 @@ class TimedTarget implements Target {
   get kind(): ResourceKind {
     return this.inner.kind;
   }
-  get field(): Target["field"] {
-    return this.inner.field;
-  }
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): ReturnType<Target["observe"]> {
     const t0 = now();
     const out = await this.inner.observe(desired);
     this.times.observeMs += now() - t0;

@@ -6,9 +6,9 @@ import { emptyDesired, PolicyEntrySet, type DesiredState, type DesiredPolicyEntr
 import type { Change } from "../../reconciler/plan/diff.js";
 
 function fakeKernel() {
-  const ipcache = new MemoryTarget("ipcache", "ipcache");
-  const policy = new MemoryTarget("policy", "policy");
-  const attachments = new MemoryTarget("attachment", "attachments");
+  const ipcache = new MemoryTarget("ipcache");
+  const policy = new MemoryTarget("policy");
+  const attachments = new MemoryTarget("attachment");
   return { ipcache, policy, attachments, targets: new Targets([ipcache, policy, attachments]) };
 }
 
@@ -56,7 +56,7 @@ test("a failing object is reported with its error, the others are applied, and t
   const first = await reconcileOnce(k.targets, desired());
   status.record(first);
   assert.deepEqual(first.failed, [
-    { resource: "attachment", id: "lxc-app1/egress", ok: false, error: "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV" },
+    { resource: "attachment", id: "lxc-app1/egress", error: "attach tcx egress lxc-app1: bpf(BPF_LINK_CREATE): ENODEV" },
   ]);
   assert.equal(k.policy.objects.size, 1);
   assert.deepEqual(status.errors(), [
@@ -81,7 +81,7 @@ test("a target that throws fails its whole batch without stopping later kinds", 
 });
 
 test("batches group consecutive changes of one kind, deletes apart from creates", () => {
-  const c = (op: Change["op"], resource: Change["resource"], id: string): Change => ({ op, resource, id, reason: "" });
+  const c = (op: Change["op"], resource: Change["resource"], id: string) => ({ op, resource, id, reason: "" }) as Change;
   const groups = [...batches([c("create", "ipcache", "a"), c("update", "ipcache", "b"), c("create", "policy", "p"), c("delete", "policy", "q"), c("delete", "ipcache", "z")])];
   assert.deepEqual(groups.map((g) => g.map((x) => x.id)), [["a", "b"], ["p"], ["q"], ["z"]]);
 });
@@ -90,7 +90,7 @@ test("with a known kernel state nothing is read back: only the difference to it 
   const k = fakeKernel();
   await reconcileOnce(k.targets, desired());
   let reads = 0;
-  for (const t of [k.ipcache, k.policy, k.attachments]) {
+  for (const t of [k.ipcache, k.policy, k.attachments] as MemoryTarget[]) {
     const observe = t.observe.bind(t);
     t.observe = async () => {
       reads++;
@@ -107,7 +107,7 @@ test("with a known kernel state nothing is read back: only the difference to it 
 
 test("a replaced map is filled from the desired state in the same run: the rest is planned after the maps", async () => {
   const k = fakeKernel();
-  const maps = new MemoryTarget("map", "maps");
+  const maps = new MemoryTarget("map");
   const targets = new Targets([maps, k.ipcache, k.policy, k.attachments]);
   const want = desired();
   want.maps.set("ipcache", { name: "ipcache", type: "lpm_trie", keySize: 24, valueSize: 12, maxEntries: 512000, flags: 1 });
@@ -134,7 +134,7 @@ test("a known state is not planned against when an endpoint with a policy leaves
     d.policy.clear();
     for (const [name, endpointId] of Object.entries(names)) {
       const address = `10.11.0.${endpointId}`;
-      d.endpoints.set(address, { address, endpointId, identity: 300 + endpointId, ifindex: 0, enforceIngress: true, enforceEgress: false, endpoint: name });
+      d.endpoints.set(address, { address, endpointId, identity: 300 + endpointId, enforceIngress: true, enforceEgress: false, endpoint: name });
       const e: DesiredPolicyEntry = { endpoint: name, direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow", endPort: 80, rules: [] };
       d.policy.set(name, PolicyEntrySet.fromEntries([e]));
     }
@@ -168,12 +168,12 @@ test("unconfirmed: a change the next observation does not show is reported; one 
 
   // A target whose writes land somewhere its reads do not look (a socket on a namespace that is no
   // longer the one the name binds): apply reports success, observation shows nothing.
-  class Ghost extends MemoryTarget {
+  class Ghost extends MemoryTarget<"ipcache"> {
     override async observe() {
-      return new Map<string, unknown>();
+      return new Map();
     }
   }
-  const ghost = new Ghost("ipcache", "ipcache");
+  const ghost = new Ghost("ipcache");
   const targets = new Targets([ghost, k.policy, k.attachments]);
   const again = await reconcileOnce(targets, desired());
   assert.deepEqual(again.failed, []);

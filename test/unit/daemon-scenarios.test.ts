@@ -9,21 +9,17 @@ import assert from "node:assert/strict";
 import { Targets } from "../../reconciler/apply/executor.js";
 import type { KernelPort } from "../../reconciler/apply/port.js";
 import { MemoryTarget } from "../../reconciler/apply/target.js";
-import { RESOURCE_KINDS, type DatapathState, type ResourceKind } from "../../reconciler/datapath/state.js";
+import { RESOURCE_KINDS, type ResourceKind } from "../../reconciler/datapath/state.js";
 import { Logger } from "../../reconciler/daemon/log.js";
 import { createDaemonCore } from "../../reconciler/daemon/run.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 import { FakeTimers } from "./helpers/fake-timers.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
-const FIELD: Record<ResourceKind, keyof DatapathState> = {
-  netns: "namespaces", device: "devices", address: "addresses", route: "routes", neighbour: "neighbours", sysctl: "sysctls",
-  map: "maps", endpoint: "endpoints", ipcache: "ipcache", policy: "policy", attachment: "attachments",
-};
 
 /** A kernel port over one in-memory target per kind, whose netlink watches the test fires. */
 function memoryKernel(pins: { revision?: string } = {}) {
-  const target = new Map(RESOURCE_KINDS.map((k) => [k, new MemoryTarget(k, FIELD[k])]));
+  const target = new Map(RESOURCE_KINDS.map((k) => [k, new MemoryTarget(k)]));
   const watchers = new Map<string, () => void>();
   const kernel: KernelPort = {
     targets: new Targets([...target.values()]),

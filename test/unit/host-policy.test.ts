@@ -202,7 +202,6 @@ test("desired: the host endpoint has an endpoints entry per host address, its po
       address,
       endpointId: HOST_ENDPOINT_ID,
       identity: 1,
-      ifindex: 0,
       enforceIngress: true,
       enforceEgress: true,
       endpoint: HOST_ENDPOINT,

@@ -2,7 +2,7 @@
 // plan's merge walk agreeing with a plain per-key comparison over random sets.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { emptyDesired, emptyState, policyEntryId } from "../../reconciler/datapath/state.js";
+import { emptyDesired, emptyState, policyEntryId, type PolicyMapEntry } from "../../reconciler/datapath/state.js";
 import { decodePolicyEntryKey, packEntry, PolicyEntrySet, policyEntryKey, type PolicyEntryFields } from "../../reconciler/policy/entry-set.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import type { RuleRef } from "../../reconciler/policy/types.js";
@@ -148,7 +148,7 @@ test("a policy change shows its entry with provenance on the desired side only",
   assert.equal(change!.id, "app1/ingress/36895/6/80/16");
   assert.equal(change!.reason, "decision allow → deny");
   assert.deepEqual(change!.after, { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, endPort: 80, portPrefixLen: 16, decision: "deny", rules: RULES[0] });
-  assert.deepEqual((change!.before as { rules: RuleRef[] }).rules, []);
+  assert.deepEqual((change!.before as PolicyMapEntry & { rules?: RuleRef[] }).rules, []);
   assert.equal((change!.before as { decision: string }).decision, "allow");
 });
 

@@ -2,20 +2,19 @@
 // are not ours and are ignored; any other address on an owned device is ours to keep or remove.
 
 import { addressId } from "../../datapath/desired.js";
-import type { AddressSpec, DesiredState } from "../../datapath/state.js";
+import type { AddressSpec, DesiredState, StateOf } from "../../datapath/state.js";
 import { addrDelete, addrList, addrReplace, constants } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
-export class AddressTarget implements Target {
+export class AddressTarget implements Target<"address"> {
   readonly kind = "address" as const;
-  readonly field = "addresses" as const;
 
   constructor(private readonly ctx: KernelContext) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"address">> {
     const out = new Map<string, AddressSpec>();
     for (const netns of this.ctx.namespaces(desired)) {
       const sock = this.ctx.route(netns);
@@ -33,9 +32,9 @@ export class AddressTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"address">[]): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
-      const a = (c.after ?? c.before) as AddressSpec;
+      const a = c.after ?? c.before;
       const sock = this.ctx.route(a.netns);
       if (c.op === "delete") addrDelete(sock, a.device, a.address);
       // Endpoint addresses must work at once: no duplicate address detection delay for IPv6.

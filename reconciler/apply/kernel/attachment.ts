@@ -5,7 +5,7 @@
 import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
-import type { AttachmentSpec, DesiredState } from "../../datapath/state.js";
+import type { AttachmentSpec, DesiredState, StateOf } from "../../datapath/state.js";
 import { BpfProgram, TcxLink, loadCollection, programTags, queryTcx, unpin, type Collection, type TcxPosition } from "../../ebpf-loader/index.js";
 import { filterDelete, filterList, filterReplaceBpf, linkIndex, linkList, qdiscEnsureClsact, qdiscList, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
@@ -27,9 +27,8 @@ export function linkPinPath(pinRoot: string, a: Pick<AttachmentSpec, "device" | 
   return join(pinRoot, "links", a.netns ?? HOST_DIR, a.device, a.hook);
 }
 
-export class AttachmentTarget implements Target {
+export class AttachmentTarget implements Target<"attachment"> {
   readonly kind = "attachment" as const;
-  readonly field = "attachments" as const;
 
   /** `position`: where a fresh tcx link goes among the programs already on the hook ("first": at
    *  the head, ahead of foreign programs). A link that exists is updated in place, never moved. */
@@ -38,7 +37,7 @@ export class AttachmentTarget implements Target {
     private readonly position: TcxPosition = "first",
   ) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"attachment">> {
     const out = new Map<string, AttachmentSpec>();
     // Thousands of links run the same two programs: each program is looked at once per observation.
     const programs = new Map<number, Pick<AttachmentSpec, "program" | "tag">>();
@@ -54,7 +53,7 @@ export class AttachmentTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"attachment">[]): Promise<ObjectResult[]> {
     let programs: Collection | undefined;
     const program = (name: string): BpfProgram => {
       programs ??= this.loadPrograms();
@@ -64,8 +63,8 @@ export class AttachmentTarget implements Target {
     };
     try {
       return eachChange(changes, (c) => {
-        const before = c.before as AttachmentSpec | undefined;
-        const after = c.after as AttachmentSpec | undefined;
+        const before = c.before;
+        const after = c.after;
         if (before && (!after || after.mode !== before.mode)) this.detach(before);
         if (!after) return;
         if (after.mode === "tc") this.attachTc(after, program(after.program));

@@ -2,7 +2,7 @@
 // "reconcile:<endpoint>", and the node's vxlan overlay device (alias "reconcile:"). Only marked devices are ever observed as ours, changed or deleted.
 
 import { deviceId } from "../../datapath/desired.js";
-import type { DesiredState, DeviceSpec, VxlanSettings } from "../../datapath/state.js";
+import type { DesiredState, DeviceSpec, VxlanSettings, StateOf } from "../../datapath/state.js";
 import {
   linkCreate,
   linkDelete,
@@ -19,13 +19,12 @@ import type { ObjectResult, Target } from "../target.js";
 import { eachChange } from "./per-object.js";
 import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
 
-export class DeviceTarget implements Target {
+export class DeviceTarget implements Target<"device"> {
   readonly kind = "device" as const;
-  readonly field = "devices" as const;
 
   constructor(private readonly ctx: KernelContext) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"device">> {
     const out = new Map<string, DeviceSpec>();
     const seen: Array<{ link: Link; netns: string | undefined; spec: DeviceSpec }> = [];
     for (const netns of this.ctx.namespaces(desired)) {
@@ -47,11 +46,11 @@ export class DeviceTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"device">[], desired: DesiredState): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
-      if (c.op === "delete") this.remove(c.before as DeviceSpec);
-      else if (c.op === "create") this.create(c.after as DeviceSpec, desired);
-      else this.update(c.after as DeviceSpec, c.before as DeviceSpec, desired);
+      if (c.op === "delete") this.remove(c.before);
+      else if (c.op === "create") this.create(c.after, desired);
+      else this.update(c.after, c.before, desired);
     });
   }
 

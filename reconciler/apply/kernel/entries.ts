@@ -15,7 +15,7 @@ import {
   encodeIpcacheKey,
   encodeIpcacheValue,
 } from "../../datapath/layouts.js";
-import { isUndecodable, type DatapathState, type DesiredState, type EndpointEntry, type IpcacheMapEntry, type ResourceKind, type UndecodableEntry } from "../../datapath/state.js";
+import { isUndecodable, RESOURCES, type DesiredState, type EndpointEntry, type IpcacheMapEntry, type ResourceSpecs, type UndecodableEntry } from "../../datapath/state.js";
 import type { Change } from "../../plan/diff.js";
 import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
@@ -50,12 +50,13 @@ const endpointCodec: Codec<EndpointEntry> = {
   valueSize: ENDPOINT_INFO.size,
   encodeKey: (id, _s, out, off) => void encodeEndpointKey(id, out, off),
   encodeValue: (s, out, off) =>
-    encodeEndpointInfo({ ifindex: s.ifindex, epId: s.endpointId, identity: s.identity, enforceIngress: s.enforceIngress, enforceEgress: s.enforceEgress }, out, off),
+    // The programs never read endpoint_info.ifindex: reconcile writes 0 and does not compare it.
+    encodeEndpointInfo({ ifindex: 0, epId: s.endpointId, identity: s.identity, enforceIngress: s.enforceIngress, enforceEgress: s.enforceEgress }, out, off),
   decode: (keys, values, i) => {
     const address = decodeEndpointKey(keys, i * ENDPOINT_KEY.size);
     const v = decodeEndpointInfo(values, i * ENDPOINT_INFO.size);
     // The kernel does not know endpoint names; the planner does not compare them.
-    return [address, { address, endpointId: v.epId, identity: v.identity, ifindex: v.ifindex, enforceIngress: v.enforceIngress, enforceEgress: v.enforceEgress, endpoint: "" }];
+    return [address, { address, endpointId: v.epId, identity: v.identity, enforceIngress: v.enforceIngress, enforceEgress: v.enforceEgress, endpoint: "" }];
   },
   // A hash map: every byte of the key counts (padding and an IPv4 address's unused 12 bytes too).
   sameKey: (key, encoded) => key.equals(encoded),
@@ -78,28 +79,31 @@ function hex(b: Buffer, from: number, to: number): string {
   return b.toString("hex", from, to);
 }
 
-class MapEntriesTarget<T> implements Target {
+/** The kinds kept as entries of a hash map or LPM trie reconcile owns. */
+type EntryKind = "endpoint" | "ipcache";
+
+/** A Target<K> (checked where each is made, with K and T concrete). */
+class MapEntriesTarget<K extends EntryKind, T extends ResourceSpecs[K]> {
   /** The kernel's bytes when they last matched a desired entry map: the next resync that reads the
    *  same bytes (an unchanged map is walked in the same order) recognises them with one compare. */
   private verified: { wanted: Map<string, T>; keys: Buffer; values: Buffer } | undefined;
 
   constructor(
-    readonly kind: ResourceKind,
-    readonly field: keyof DatapathState,
+    readonly kind: K,
     private readonly mapName: string,
     private readonly codec: Codec<T>,
     private readonly ctx: KernelContext,
   ) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
-    const out = new Map<string, T>();
+  async observe(desired: DesiredState): Promise<Map<string, T | UndecodableEntry>> {
+    const out = new Map<string, T | UndecodableEntry>();
     const m = this.ctx.map(this.mapName);
     if (!m) return out;
     const { keys, values, count } = m.lookupBatch();
     // A resync usually finds the map exactly as it was left: when the kernel's bytes are the
     // desired entries' bytes, hand back the desired entries themselves (the plan then skips them)
     // instead of decoding 100,000 prefixes into objects and comparing them field by field.
-    const wanted = desired[this.field] as Map<string, T>;
+    const wanted = desired[RESOURCES[this.kind].field] as Map<string, T>;
     if (count === wanted.size) {
       const k = keys.subarray(0, count * this.codec.keySize);
       const v = values.subarray(0, count * this.codec.valueSize);
@@ -113,7 +117,7 @@ class MapEntriesTarget<T> implements Target {
     const scratch = Buffer.alloc(this.codec.keySize);
     for (let i = 0; i < count; i++) {
       const [id, spec] = this.decodeRecord(keys, values, i, scratch);
-      out.set(id, spec as T);
+      out.set(id, spec);
     }
     return out;
   }
@@ -171,7 +175,7 @@ class MapEntriesTarget<T> implements Target {
     return records;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<K>[]): Promise<ObjectResult[]> {
     const m = this.ctx.map(this.mapName);
     if (!m) return failuresOf(changes, new Error(`map ${this.mapName} is not pinned at ${this.ctx.mapPath(this.mapName)}`));
     const { keySize, valueSize } = this.codec;
@@ -180,6 +184,7 @@ class MapEntriesTarget<T> implements Target {
       if (changes[0]!.op === "delete") {
         changes.forEach((c, i) => {
           // An undecodable entry is deleted by its own bytes.
+          if (c.op !== "delete") throw new Error(`a ${c.op} in a batch of deletes`);
           if (isUndecodable(c.before)) Buffer.from(c.before.key, "hex").copy(keys, i * keySize);
           else this.codec.encodeKey(c.id, c.before as T, keys, i * keySize);
         });
@@ -187,6 +192,7 @@ class MapEntriesTarget<T> implements Target {
       } else {
         const values = Buffer.alloc(changes.length * valueSize);
         changes.forEach((c, i) => {
+          if (c.op === "delete") throw new Error("a delete in a batch of writes");
           this.codec.encodeKey(c.id, c.after as T, keys, i * keySize);
           this.codec.encodeValue(c.after as T, values, i * valueSize);
         });
@@ -199,10 +205,10 @@ class MapEntriesTarget<T> implements Target {
   }
 }
 
-export function endpointsTarget(ctx: KernelContext): Target {
-  return new MapEntriesTarget("endpoint", "endpoints", "endpoints", endpointCodec, ctx);
+export function endpointsTarget(ctx: KernelContext): Target<"endpoint"> {
+  return new MapEntriesTarget<"endpoint", EndpointEntry>("endpoint", "endpoints", endpointCodec, ctx);
 }
 
-export function ipcacheTarget(ctx: KernelContext): Target {
-  return new MapEntriesTarget("ipcache", "ipcache", "ipcache", ipcacheCodec, ctx);
+export function ipcacheTarget(ctx: KernelContext): Target<"ipcache"> {
+  return new MapEntriesTarget<"ipcache", IpcacheMapEntry>("ipcache", "ipcache", ipcacheCodec, ctx);
 }

@@ -38,7 +38,6 @@ class KernelTargets extends Targets {
 function freshHandles(ctx: KernelContext, target: Target): Target {
   return {
     kind: target.kind,
-    field: target.field,
     observe: (desired) => target.observe(desired),
     apply: (changes, desired) => {
       ctx.revalidate();

@@ -5,20 +5,19 @@
 // map, are updated in place onto programs that use the new one. Until that update the old programs
 // keep their old map, which they hold themselves, so no packet meets a half-filled map.
 
-import type { DesiredState, MapSpec } from "../../datapath/state.js";
+import type { DesiredState, MapSpec, StateOf } from "../../datapath/state.js";
 import { BpfMap, unpin, type MapSpec as LoaderMapSpec } from "../../ebpf-loader/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
-export class MapTarget implements Target {
+export class MapTarget implements Target<"map"> {
   readonly kind = "map" as const;
-  readonly field = "maps" as const;
 
   constructor(private readonly ctx: KernelContext) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"map">> {
     const out = new Map<string, MapSpec>();
     for (const name of desired.maps.keys()) {
       const m = this.ctx.map(name);
@@ -29,7 +28,7 @@ export class MapTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"map">[]): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
       if (c.op === "delete") return; // only desired maps are observed; nothing to delete
       const name = c.id;

@@ -5,7 +5,7 @@
 // ours; the kernel's own (learned, multicast NOARP) entries are never observed or touched.
 
 import { deviceId, neighbourId } from "../../datapath/desired.js";
-import type { DesiredState, NeighbourSpec } from "../../datapath/state.js";
+import type { DesiredState, NeighbourSpec, StateOf } from "../../datapath/state.js";
 import {
   constants,
   fdbDelete,
@@ -22,13 +22,12 @@ import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
-export class NeighbourTarget implements Target {
+export class NeighbourTarget implements Target<"neighbour"> {
   readonly kind = "neighbour" as const;
-  readonly field = "neighbours" as const;
 
   constructor(private readonly ctx: KernelContext) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"neighbour">> {
     const out = new Map<string, NeighbourSpec>();
     for (const netns of this.ctx.namespaces(desired)) {
       const sock = this.ctx.route(netns);
@@ -63,20 +62,20 @@ export class NeighbourTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"neighbour">[], desired: DesiredState): Promise<ObjectResult[]> {
     // MACs whose FDB entry the desired state keeps, per device: an orphan FDB entry of such a MAC
     // (its neighbour entry was removed by hand) is rewritten with its pair, not deleted.
     const keptFdb = new Set([...desired.neighbours.values()].filter((n) => n.fdbDst !== undefined).map((n) => `${deviceId(n.device, n.netns)}/${n.mac}`));
     return eachChange(changes, (c) => {
-      const n = (c.after ?? c.before) as NeighbourSpec;
+      const n = c.after ?? c.before;
       const sock = this.ctx.route(n.netns);
       if (c.op === "delete") {
-        const before = c.before as NeighbourSpec;
+        const before = c.before;
         const orphanKept = before.address.startsWith("fdb:") && keptFdb.has(`${deviceId(before.device, before.netns)}/${before.mac}`);
         if (!orphanKept) remove(before, sock);
         return;
       }
-      const before = c.before as NeighbourSpec | undefined;
+      const before = c.before;
       // A changed MAC leaves the old MAC's FDB entry behind unless it is removed.
       if (before?.fdbDst !== undefined && before.mac !== n.mac) fdbDelete(sock, { dev: n.device, mac: before.mac });
       if (n.fdbDst !== undefined) fdbReplace(sock, { dev: n.device, mac: n.mac, dst: n.fdbDst });

@@ -2,16 +2,15 @@
 // created and marked as reconcile's (a directory <pin root>/netns/<name>); only a marked one is ever
 // deleted, and only once no device is left in it. One that existed already is used, never claimed.
 
-import type { DesiredState, NetnsSpec } from "../../datapath/state.js";
+import type { DesiredState, NetnsSpec, StateOf } from "../../datapath/state.js";
 import { createNetns, deleteNetns, linkList, linkSetUp, netnsExists } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
-export class NetnsTarget implements Target {
+export class NetnsTarget implements Target<"netns"> {
   readonly kind = "netns" as const;
-  readonly field = "namespaces" as const;
 
   constructor(private readonly ctx: KernelContext) {}
 
@@ -21,7 +20,7 @@ export class NetnsTarget implements Target {
    * present, so the plan removes it: a namespace made later under that name by someone else must
    * not be taken for reconcile's.
    */
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"netns">> {
     const out = new Map<string, NetnsSpec>();
     for (const name of this.ctx.ownedNetns()) {
       if (netnsExists(name)) out.set(name, { name, owned: true });
@@ -33,10 +32,10 @@ export class NetnsTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"netns">[]): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
-      if (c.op === "delete") this.remove(c.before as NetnsSpec);
-      else if (c.op === "create") this.create(c.after as NetnsSpec);
+      if (c.op === "delete") this.remove(c.before);
+      else if (c.op === "create") this.create(c.after);
       // no update: a namespace has nothing to change in place
     });
   }

@@ -4,7 +4,7 @@ import type { Change } from "../../plan/diff.js";
 import { errorText, failure, type ObjectResult } from "../target.js";
 
 /** Runs every change; returns the ones that failed. */
-export function eachChange(changes: readonly Change[], fn: (c: Change) => void): ObjectResult[] {
+export function eachChange<C extends Change>(changes: readonly C[], fn: (c: C) => void): ObjectResult[] {
   const failures: ObjectResult[] = [];
   for (const c of changes) {
     try {

@@ -6,11 +6,11 @@
 // one, never a mix. Counters live in policy_stats, keyed by entry, so they survive the swap.
 
 import { DIR_EGRESS, POLICY_KEY, POLICY_VALUE, decodePolicyKey, decodePolicyValue, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
-import { decodePolicyEntryKey, policyEntryKey, PolicyEntrySet, type DesiredState, type PolicyMapEntry } from "../../datapath/state.js";
+import { decodePolicyEntryKey, policyEntryKey, PolicyEntrySet, type DesiredState, type StateOf } from "../../datapath/state.js";
 import { keyableIdentity, packEntry } from "../../policy/entry-set.js";
 import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
-import { PolicyChange, type Change } from "../../plan/diff.js";
+import { PolicyChange } from "../../plan/diff.js";
 import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { sameLpmKey } from "./entries.js";
@@ -32,13 +32,12 @@ function endpointNumbers(desired: DesiredState): Map<string, number> {
   return ids;
 }
 
-export class PolicyTarget implements Target {
+export class PolicyTarget implements Target<"policy"> {
   readonly kind = "policy" as const;
-  readonly field = "policy" as const;
 
   constructor(private readonly ctx: KernelContext) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"policy">> {
     const out = new Map<string, PolicyEntrySet>();
     const outer = this.ctx.map("policy");
     if (!outer) return out;
@@ -63,7 +62,7 @@ export class PolicyTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[], desired: DesiredState): Promise<ObjectResult[]> {
+  async apply(changes: readonly PolicyChange[], desired: DesiredState): Promise<ObjectResult[]> {
     const outer = this.ctx.map("policy");
     if (!outer) return failuresOf(changes, new Error(`map policy is not pinned at ${this.ctx.mapPath("policy")}`));
     const numbers = endpointNumbers(desired);
@@ -97,13 +96,13 @@ export class PolicyTarget implements Target {
 
   /** Writes a monotonic change in place (returns undefined), or returns a new inner map filled
    *  with the endpoint's complete policy, for the caller to swap in. */
-  private applyEndpoint(outer: BpfMap, epId: number, group: Change[], wanted: PolicyEntrySet): BpfMap | undefined {
+  private applyEndpoint(outer: BpfMap, epId: number, group: PolicyChange[], wanted: PolicyEntrySet): BpfMap | undefined {
     const innerId = outer.innerId(epKey(epId));
     if (innerId !== undefined && isMonotonic(group)) {
       const inner = BpfMap.fromId(innerId);
       try {
-        const creates = group.filter((c) => c.op === "create").map(changedEntry);
-        const deletes = group.filter((c) => c.op === "delete").map(changedEntry);
+        const creates = group.filter((c) => c.op === "create");
+        const deletes = group.filter((c) => c.op === "delete");
         if (creates.length) writeEntries(inner, packedOf(creates));
         if (deletes.length) deleteEntries(inner, packedOf(deletes));
       } finally {
@@ -126,7 +125,7 @@ export class PolicyTarget implements Target {
 interface Slot {
   endpoint: string;
   epId: number;
-  group: Change[];
+  group: PolicyChange[];
   /** The filled inner map to swap in (closed once the outer map holds it). */
   fresh?: BpfMap;
 }
@@ -182,23 +181,15 @@ function remove(outer: BpfMap, slots: readonly Slot[], failures: ObjectResult[])
   }
 }
 
-function groupByEndpoint(changes: readonly Change[]): Map<string, Change[]> {
-  const groups = new Map<string, Change[]>();
+function groupByEndpoint(changes: readonly PolicyChange[]): Map<string, PolicyChange[]> {
+  const groups = new Map<string, PolicyChange[]>();
   for (const c of changes) {
-    const endpoint = changedEntry(c).endpoint;
+    const endpoint = c.endpoint;
     let g = groups.get(endpoint);
     if (!g) groups.set(endpoint, (g = []));
     g.push(c);
   }
   return groups;
-}
-
-/** The endpoint, key and decision a change is about, without making entry objects for the
- *  changes the plan made (PolicyChange); other changes carry their entry. */
-function changedEntry(c: Change): { endpoint: string; key: number; decision: Decision } {
-  if (c instanceof PolicyChange) return c;
-  const e = (c.after ?? c.before) as PolicyMapEntry;
-  return { endpoint: e.endpoint, key: policyEntryKey(e), decision: e.decision };
 }
 
 function packedOf(entries: ReadonlyArray<{ key: number; decision: Decision }>): Float64Array {
@@ -208,12 +199,12 @@ function packedOf(entries: ReadonlyArray<{ key: number; decision: Decision }>): 
 }
 
 /** True when every change widens the policy, or every change narrows it. */
-export function isMonotonic(group: readonly Change[]): boolean {
+export function isMonotonic(group: readonly PolicyChange[]): boolean {
   let widens = false;
   let narrows = false;
   for (const c of group) {
     if (c.op === "update") return false;
-    const widening = (c.op === "create") === (changedEntry(c).decision === "allow");
+    const widening = (c.op === "create") === (c.decision === "allow");
     if (widening) widens = true;
     else narrows = true;
   }

@@ -2,20 +2,19 @@
 // routes inside endpoint namespaces, and remote pod CIDRs via the vxlan device (onlink). Routes the kernel makes (connected prefixes) are not ours.
 
 import { routeId } from "../../datapath/desired.js";
-import type { DesiredState, RouteSpec } from "../../datapath/state.js";
+import type { DesiredState, RouteSpec, StateOf } from "../../datapath/state.js";
 import { routeDelete, routeList, routeReplace, constants, type Route } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
 
-export class RouteTarget implements Target {
+export class RouteTarget implements Target<"route"> {
   readonly kind = "route" as const;
-  readonly field = "routes" as const;
 
   constructor(private readonly ctx: KernelContext) {}
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"route">> {
     const out = new Map<string, RouteSpec>();
     for (const netns of this.ctx.namespaces(desired)) {
       const sock = this.ctx.route(netns);
@@ -32,9 +31,9 @@ export class RouteTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"route">[]): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
-      const r = (c.after ?? c.before) as RouteSpec;
+      const r = c.after ?? c.before;
       const sock = this.ctx.route(r.netns);
       const spec = {
         dst: r.destination === "::/0" ? "default6" : r.destination,

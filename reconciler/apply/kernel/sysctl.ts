@@ -2,17 +2,16 @@
 // set, never "deleted": a sysctl no longer desired keeps its value.
 
 import { sysctlId } from "../../datapath/desired.js";
-import type { DesiredState, SysctlSpec } from "../../datapath/state.js";
+import type { DesiredState, SysctlSpec, StateOf } from "../../datapath/state.js";
 import { sysctlRead, sysctlWrite } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, Target } from "../target.js";
 import { eachChange } from "./per-object.js";
 
-export class SysctlTarget implements Target {
+export class SysctlTarget implements Target<"sysctl"> {
   readonly kind = "sysctl" as const;
-  readonly field = "sysctls" as const;
 
-  async observe(desired: DesiredState): Promise<Map<string, unknown>> {
+  async observe(desired: DesiredState): Promise<StateOf<"sysctl">> {
     const out = new Map<string, SysctlSpec>();
     for (const s of desired.sysctls.values()) {
       let value: string;
@@ -26,10 +25,10 @@ export class SysctlTarget implements Target {
     return out;
   }
 
-  async apply(changes: readonly Change[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"sysctl">[]): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
       if (c.op === "delete") return;
-      const s = c.after as SysctlSpec;
+      const s = c.after;
       sysctlWrite(s.key, s.value, s.netns);
     });
   }
