@@ -49,7 +49,6 @@ export const DropReason = {
   MALFORMED: 4,
   UNSUPPORTED_L3: 5,
 } as const;
-export type DropReasonName = keyof typeof DropReason;
 
 // ---- Struct layouts (C member name → byte offset) ----------------------------------------------
 

@@ -415,7 +415,3 @@ function sameObject(x: unknown, y: unknown): boolean {
 function show(v: unknown): string {
   return typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
 }
-
-export function isEmpty(plan: Plan): boolean {
-  return plan.changes.length === 0;
-}
