@@ -6,7 +6,12 @@
 // endian, as on every machine reconcile targets) except ports and the tunnel endpoint (network
 // order). Addresses take 16 bytes: IPv4 in the first 4, the rest zero.
 
+import { DIR_EGRESS, DIR_INGRESS, directionNumber, POLICY_KEY, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO, writePolicyKey, type PolicyKey } from "../policy/key.js";
 import type { Decision, Direction } from "../policy/types.js";
+
+// The policy key's layout and its packed form are policy/key.ts's; re-exported here with the
+// other maps' layouts, which this file mirrors from bpf/include/.
+export { DIR_EGRESS, DIR_INGRESS, POLICY_KEY, POLICY_PREFIX_FULL, POLICY_PREFIX_L3, POLICY_PREFIX_PROTO, type PolicyKey } from "../policy/key.js";
 
 // ---- Constants shared with the C headers ------------------------------------------------------
 
@@ -15,21 +20,12 @@ export const FAMILY_IPV4 = 4;
 export const FAMILY_IPV6 = 6;
 export type Family = typeof FAMILY_IPV4 | typeof FAMILY_IPV6;
 
-/** Direction numbers in policy and drop keys. */
-export const DIR_INGRESS = 0;
-export const DIR_EGRESS = 1;
-
 /** endpoint_info.flags */
 export const EP_ENFORCE_INGRESS = 1;
 export const EP_ENFORCE_EGRESS = 2;
 
 /** policy_value.flags */
 export const POLICY_DENY = 1;
-
-/** Policy key prefix lengths (bits after the prefixlen field). */
-export const POLICY_PREFIX_L3 = 40;
-export const POLICY_PREFIX_PROTO = 48;
-export const POLICY_PREFIX_FULL = 64;
 
 /** ct_value.flags */
 export const CT_F_INGRESS = 1;
@@ -63,7 +59,6 @@ export const IPCACHE_KEY = { name: "ipcache_key", size: 24, offsets: { prefixlen
 export const IPCACHE_VALUE = { name: "ipcache_value", size: 12, offsets: { identity: 0, tunnel_endpoint: 4, flags: 8, pad: 9 } } as const;
 export const ENDPOINT_KEY = { name: "endpoint_key", size: 20, offsets: { addr: 0, family: 16, pad: 17 } } as const;
 export const ENDPOINT_INFO = { name: "endpoint_info", size: 16, offsets: { ifindex: 0, ep_id: 4, identity: 8, flags: 12 } } as const;
-export const POLICY_KEY = { name: "policy_key", size: 12, offsets: { prefixlen: 0, identity: 4, direction: 8, protocol: 9, dport: 10 } } as const;
 export const POLICY_VALUE = { name: "policy_value", size: 8, offsets: { flags: 0, prefixlen_hint: 1, pad: 2, pad2: 4 } } as const;
 export const POLICY_STATS_KEY = { name: "policy_stats_key", size: 16, offsets: { ep_id: 0, key: 4 } } as const;
 export const POLICY_STATS = { name: "policy_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
@@ -361,34 +356,14 @@ export function decodeEndpointInfo(buf: Buffer, offset: number): EndpointInfo {
 
 // ---- policy ------------------------------------------------------------------------------------
 
-export interface PolicyKey {
-  /** Peer identity; 0 = any. */
-  identity: number;
-  direction: Direction;
-  /** IANA protocol; 0 = any (then port and portPrefixLen must be 0). */
-  protocol: number;
-  /** First port of the block. */
-  port: number;
-  /** Significant leading port bits: 16 = exactly `port`, 0 = every port. */
-  portPrefixLen: number;
-}
-
-/** LPM prefix length of a policy key: 40, or 48 + portPrefixLen when protocol != 0. */
-export function policyPrefixLen(protocol: number, portPrefixLen: number): number {
-  return protocol === 0 ? POLICY_PREFIX_L3 : POLICY_PREFIX_PROTO + portPrefixLen;
-}
-
-export function directionNumber(d: Direction): number {
-  return d === "ingress" ? DIR_INGRESS : DIR_EGRESS;
-}
-
 function directionName(n: number): Direction {
   if (n === DIR_INGRESS) return "ingress";
   if (n === DIR_EGRESS) return "egress";
   throw new LayoutError("direction", "0 or 1", n);
 }
 
-/** Writes the 12-byte policy key body (prefixlen + fields) at out[offset]; returns the prefixlen. */
+/** Writes the 12-byte policy key (prefixlen + fields) at out[offset], checking every field (any
+ *  32-bit identity); returns the prefixlen. Packed keys are written by policy/key.ts. */
 export function encodePolicyKey(k: PolicyKey, out: Buffer, offset: number): number {
   checkUint("policy identity", k.identity, 0xffffffff);
   checkUint("policy protocol", k.protocol, 255);
@@ -402,24 +377,18 @@ export function encodePolicyKey(k: PolicyKey, out: Buffer, offset: number): numb
   if (hostBits > 0 && (k.port & ((1 << hostBits) - 1)) !== 0) {
     throw new LayoutError("policy port", `a port aligned to /${k.portPrefixLen}`, k.port);
   }
-  const prefixlen = policyPrefixLen(k.protocol, k.portPrefixLen);
-  out.writeUInt32LE(prefixlen, offset);
-  out.writeUInt32LE(k.identity, offset + 4);
-  out[offset + 8] = directionNumber(k.direction);
-  out[offset + 9] = k.protocol;
-  out.writeUInt16BE(k.port, offset + 10);
-  return prefixlen;
+  return writePolicyKey(k, out, offset);
 }
 
 export function decodePolicyKey(buf: Buffer, offset: number): PolicyKey & { prefixlen: number } {
   const prefixlen = buf.readUInt32LE(offset);
-  const protocol = buf[offset + 9];
+  const protocol = buf[offset + POLICY_KEY.offsets.protocol];
   return {
     prefixlen,
-    identity: buf.readUInt32LE(offset + 4),
-    direction: directionName(buf[offset + 8]),
+    identity: buf.readUInt32LE(offset + POLICY_KEY.offsets.identity),
+    direction: directionName(buf[offset + POLICY_KEY.offsets.direction]),
     protocol,
-    port: buf.readUInt16BE(offset + 10),
+    port: buf.readUInt16BE(offset + POLICY_KEY.offsets.dport),
     portPrefixLen: protocol === 0 ? 0 : Math.max(0, Math.min(16, prefixlen - POLICY_PREFIX_PROTO)),
   };
 }
