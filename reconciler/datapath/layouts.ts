@@ -7,6 +7,7 @@
 // order). Addresses take 16 bytes: IPv4 in the first 4, the rest zero.
 
 import { DIR_EGRESS, DIR_INGRESS, directionNumber, POLICY_KEY, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO, writePolicyKey, type PolicyKey } from "../policy/key.js";
+import { formatAddress, maskAddress, parseAddressInto, parseIPv4Into, parsePrefixLength } from "../manifest/ip.js";
 import type { Decision, Direction } from "../policy/types.js";
 
 // The policy key's layout and its packed form are policy/key.ts's; re-exported here with the
@@ -94,114 +95,16 @@ function checkUint(field: string, v: number, max: number): void {
 
 // ---- Addresses ---------------------------------------------------------------------------------
 
-const COLON = 58;
-const DOT = 46;
-
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  if (c >= 65 && c <= 70) return c - 55;
-  return -1;
-}
-
-/** Parses dotted-quad text[start, end) into out[offset..offset+4). Returns false when invalid. */
-function parseIPv4Into(text: string, start: number, end: number, out: Buffer, offset: number): boolean {
-  let octet = 0;
-  let digits = 0;
-  let index = 0;
-  for (let i = start; i < end; i++) {
-    const c = text.charCodeAt(i);
-    if (c === DOT) {
-      if (digits === 0 || index === 3) return false;
-      out[offset + index++] = octet;
-      octet = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57) {
-      if (digits > 0 && octet === 0) return false; // leading zero ("01") is ambiguous
-      octet = octet * 10 + (c - 48);
-      if (++digits > 3 || octet > 255) return false;
-    } else {
-      return false;
-    }
-  }
-  if (digits === 0 || index !== 3) return false;
-  out[offset + 3] = octet;
-  return true;
-}
-
-/** Parses IPv6 text[start, end) (with "::" and an embedded IPv4 tail) into 16 bytes at offset. */
-function parseIPv6Into(text: string, start: number, end: number, out: Buffer, offset: number): boolean {
-  let group = 0; // next 16-bit group to write
-  let gap = -1; // group index where "::" was
-  let i = start;
-  if (end - start >= 2 && text.charCodeAt(i) === COLON && text.charCodeAt(i + 1) === COLON) {
-    gap = 0;
-    i += 2;
-  }
-  while (i < end) {
-    if (group >= 8) return false;
-    // One group: hex digits, or a dotted IPv4 tail.
-    let value = 0;
-    let digits = 0;
-    const groupStart = i;
-    while (i < end) {
-      const d = hexDigit(text.charCodeAt(i));
-      if (d < 0) break;
-      value = (value << 4) | d;
-      if (++digits > 4) return false;
-      i++;
-    }
-    if (i < end && text.charCodeAt(i) === DOT) {
-      if (group > 6) return false;
-      if (!parseIPv4Into(text, groupStart, end, out, offset + group * 2)) return false;
-      group += 2;
-      i = end;
-      break;
-    }
-    if (digits === 0) return false;
-    out[offset + group * 2] = value >> 8;
-    out[offset + group * 2 + 1] = value & 0xff;
-    group++;
-    if (i === end) break;
-    if (text.charCodeAt(i) !== COLON) return false;
-    i++;
-    if (i < end && text.charCodeAt(i) === COLON) {
-      if (gap >= 0) return false;
-      gap = group;
-      i++;
-    } else if (i === end) {
-      return false; // trailing single colon
-    }
-  }
-  if (gap < 0) return group === 8;
-  if (group === 8) return false; // "::" must stand for at least one group
-  // Move the groups after the gap to the end, zero the gap.
-  const tail = group - gap;
-  for (let k = tail - 1; k >= 0; k--) {
-    out[offset + (8 - tail + k) * 2] = out[offset + (gap + k) * 2];
-    out[offset + (8 - tail + k) * 2 + 1] = out[offset + (gap + k) * 2 + 1];
-  }
-  out.fill(0, offset + gap * 2, offset + (8 - tail) * 2);
-  return true;
-}
-
 /** Writes the 16-byte form of an IPv4 or IPv6 address (text[start, end)) at out[offset];
  *  returns its family. Throws LayoutError on invalid text. */
 function parseAddressRange(text: string, start: number, end: number, out: Buffer, offset: number, field: string): Family {
-  let isV6 = false;
-  for (let i = start; i < end; i++) {
-    if (text.charCodeAt(i) === COLON) {
-      isV6 = true;
-      break;
-    }
+  const family = parseAddressInto(text, start, end, out, offset);
+  if (family === undefined) {
+    const v6 = end > start && text.lastIndexOf(":", end - 1) >= start;
+    throw new LayoutError(field, v6 ? "an IPv6 address" : "an IPv4 address", text);
   }
-  if (isV6) {
-    if (!parseIPv6Into(text, start, end, out, offset)) throw new LayoutError(field, "an IPv6 address", text);
-    return FAMILY_IPV6;
-  }
-  if (!parseIPv4Into(text, start, end, out, offset)) throw new LayoutError(field, "an IPv4 address", text);
-  out.fill(0, offset + 4, offset + 16);
-  return FAMILY_IPV4;
+  if (family === FAMILY_IPV4) out.fill(0, offset + 4, offset + 16);
+  return family;
 }
 
 /** Writes the 16-byte form of `address` ("10.11.90.17", "f00d::1") at out[offset]; returns 4 or 6. */
@@ -211,45 +114,8 @@ export function encodeAddress(address: string, out: Buffer, offset: number): Fam
 
 /** Text of the address stored at buf[offset..offset+16). */
 export function decodeAddress(buf: Buffer, offset: number, family: number): string {
-  if (family === FAMILY_IPV4) return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
-  if (family !== FAMILY_IPV6) throw new LayoutError("family", "4 or 6", family);
-  // RFC 5952: lower case, no leading zeros, longest run (>= 2) of zero groups as "::".
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let g = 0; g < 8; ) {
-    if (buf.readUInt16BE(offset + g * 2) !== 0) {
-      g++;
-      continue;
-    }
-    let e = g;
-    while (e < 8 && buf.readUInt16BE(offset + e * 2) === 0) e++;
-    if (e - g > bestLen) {
-      bestStart = g;
-      bestLen = e - g;
-    }
-    g = e;
-  }
-  if (bestLen < 2) bestStart = -1;
-  let s = "";
-  for (let g = 0; g < 8; g++) {
-    if (g === bestStart) {
-      s += "::";
-      g += bestLen - 1;
-      continue;
-    }
-    if (s.length > 0 && !s.endsWith(":")) s += ":";
-    s += buf.readUInt16BE(offset + g * 2).toString(16);
-  }
-  return s;
-}
-
-/** Zeroes the bits after the first `bits` of the 16 bytes at buf[offset]. */
-function maskAddress(buf: Buffer, offset: number, bits: number): void {
-  for (let i = 0; i < 16; i++) {
-    const keep = bits - i * 8;
-    if (keep >= 8) continue;
-    buf[offset + i] = keep <= 0 ? 0 : buf[offset + i] & ((0xff << (8 - keep)) & 0xff);
-  }
+  if (family !== FAMILY_IPV4 && family !== FAMILY_IPV6) throw new LayoutError("family", "4 or 6", family);
+  return formatAddress(buf, offset, family);
 }
 
 // ---- ipcache -----------------------------------------------------------------------------------
@@ -261,17 +127,8 @@ export function encodeIpcacheKey(prefix: string, out: Buffer, offset: number): n
   const end = slash < 0 ? prefix.length : slash;
   const family = parseAddressRange(prefix, 0, end, out, offset + IPCACHE_KEY.offsets.addr, "ipcache prefix");
   const max = family === FAMILY_IPV4 ? 32 : 128;
-  let bits = max;
-  if (slash >= 0) {
-    bits = 0;
-    if (slash + 1 === prefix.length || prefix.length - slash > 4) throw new LayoutError("ipcache prefix", "a prefix length", prefix);
-    for (let i = slash + 1; i < prefix.length; i++) {
-      const c = prefix.charCodeAt(i);
-      if (c < 48 || c > 57) throw new LayoutError("ipcache prefix", "a prefix length", prefix);
-      bits = bits * 10 + (c - 48);
-    }
-    if (bits > max) throw new LayoutError("ipcache prefix", `a prefix length <= ${max}`, prefix);
-  }
+  const bits = slash < 0 ? max : parsePrefixLength(prefix, slash + 1, prefix.length, max);
+  if (bits < 0) throw new LayoutError("ipcache prefix", `a prefix length in 0..${max}`, prefix);
   maskAddress(out, offset + IPCACHE_KEY.offsets.addr, bits);
   out.writeUInt32LE(32 + bits, offset);
   out[offset + IPCACHE_KEY.offsets.family] = family;

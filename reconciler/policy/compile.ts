@@ -9,7 +9,7 @@
 // - policy keys are packed into one number while merging, RuleRefs are interned per rule.
 
 import type { ManifestProblem, Model, NamedPort, PeerRule, RuleManifest, Selector } from "../manifest/model.js";
-import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "./cidr.js";
+import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "../manifest/ip.js";
 import {
   buildContext,
   ENTITY_RESERVED,
