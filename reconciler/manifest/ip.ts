@@ -23,7 +23,7 @@ export interface Prefix {
   text: string;
 }
 
-export function familyBits(family: Family): number {
+function familyBits(family: Family): number {
   return family === 4 ? 32 : 128;
 }
 
@@ -267,7 +267,7 @@ export function parsePrefix(text: string): Prefix {
 }
 
 /** Last address of a prefix. */
-export function prefixEnd(p: Prefix): bigint {
+function prefixEnd(p: Prefix): bigint {
   return p.addr | ((1n << BigInt(familyBits(p.family) - p.len)) - 1n);
 }
 

@@ -171,7 +171,7 @@ export function readPackedPolicyKey(buf: Buffer, offset: number): number {
   const direction = buf[offset + POLICY_KEY.offsets.direction]!;
   const protocol = buf[offset + POLICY_KEY.offsets.protocol]!;
   const port = buf.readUInt16BE(offset + POLICY_KEY.offsets.dport);
-  if (direction > DIR_EGRESS || identity >= IDENTITY_LIMIT) return -1;
+  if (direction > DIR_EGRESS || !keyableIdentity(identity)) return -1;
   let portPrefixLen = 0;
   if (protocol === 0) {
     if (prefixlen !== POLICY_PREFIX_L3 || port !== 0) return -1;
