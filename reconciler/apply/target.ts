@@ -3,8 +3,8 @@
 // planned changes of that kind and says, per object, whether it worked. The real targets use
 // ebpf-loader and netlink; the unit tests use the in-memory one below.
 
-import { policyEntryKey, PolicyEntrySet, type DesiredState, type PolicyMapEntry, type ResourceKind, type StateOf } from "../datapath/state.js";
-import { packEntry } from "../policy/entry-set.js";
+import { PolicyEntrySet, type DesiredState, type PolicyMapEntry, type ResourceKind, type StateOf } from "../datapath/state.js";
+import { packEntry, policyEntryKey } from "../policy/key.js";
 import type { Change } from "../plan/diff.js";
 
 /** A planned change that failed. */

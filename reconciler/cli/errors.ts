@@ -5,7 +5,7 @@ import { ManifestError, formatProblem } from "../manifest/load.js";
 import { CapacityError, EmptySnapshotError, NotThisNodeError } from "../plan/pipeline.js";
 import { ExplainQueryError } from "../policy/explain.js";
 import { IdentityRangeExhaustedError } from "../policy/identity.js";
-import { PrefixParseError } from "../policy/cidr.js";
+import { PrefixParseError } from "../manifest/ip.js";
 import { SourceError } from "../source/errors.js";
 import { OneShotGitError } from "../source/open.js";
 import { UsageError } from "./args.js";

@@ -3,7 +3,8 @@
 
 import { createHash } from "node:crypto";
 import type { EndpointManifest, ManifestProblem, Model, NodeManifest } from "../manifest/model.js";
-import { HOST_ENDPOINT } from "../policy/host.js";
+import { formatAddress } from "../manifest/ip.js";
+import { GATEWAY_V4, GATEWAY_V6, HOST_ENDPOINT } from "../policy/host.js";
 import { ReservedIdentity, type CompiledPolicy, type EndpointPolicy } from "../policy/types.js";
 import { MAP_SPECS } from "./maps.js";
 import {
@@ -15,11 +16,6 @@ import {
   type RouteSpec,
   type SysctlSpec,
 } from "./state.js";
-
-/** IPv4 gateway every created endpoint routes through: an address of every host-side veth. */
-export const GATEWAY_V4 = "169.254.1.1";
-/** IPv6 gateway: a link-local address on every host-side veth. */
-export const GATEWAY_V6 = "fe80::1";
 
 /** The program that enforces an endpoint's ingress policy and the one for its egress policy. */
 export const PROGRAM_TO_ENDPOINT = "to_endpoint";
@@ -110,15 +106,13 @@ export function vxlanMac(nodeName: string): string {
  * The IPv6 link-local address the kernel gives a device with this MAC (modified EUI-64, RFC 4291
  * appendix A: flip the universal/local bit, put ff:fe in the middle), in canonical text form.
  * A node's rc-vxlan MAC is vxlanMac(name), so this is every node's overlay next hop, known from the
- * manifests alone. The middle groups (xxff, fexx) are never zero, so only the first interface-id
- * group can join the run of zeros after fe80.
+ * manifests alone.
  */
 export function eui64LinkLocal(mac: string): string {
   const m = mac.split(":").map((x) => parseInt(x, 16));
   if (m.length !== 6 || m.some((b) => !(b >= 0 && b <= 255))) throw new RangeError(`link-local of MAC: expected aa:bb:cc:dd:ee:ff, got ${mac}`);
-  const groups = [((m[0]! ^ 0x02) << 8) | m[1]!, (m[2]! << 8) | 0xff, 0xfe00 | m[3]!, (m[4]! << 8) | m[5]!];
-  const hex = groups.map((g) => g.toString(16));
-  return `fe80::${(groups[0] === 0 ? hex.slice(1) : hex).join(":")}`;
+  const bytes = Uint8Array.of(0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0]! ^ 0x02, m[1]!, m[2]!, 0xff, 0xfe, m[3]!, m[4]!, m[5]!);
+  return formatAddress(bytes, 0, 6);
 }
 
 function fnv1a(text: string): number {

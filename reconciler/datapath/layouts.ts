@@ -6,7 +6,13 @@
 // endian, as on every machine reconcile targets) except ports and the tunnel endpoint (network
 // order). Addresses take 16 bytes: IPv4 in the first 4, the rest zero.
 
+import { DIR_EGRESS, DIR_INGRESS, directionNumber, POLICY_KEY, POLICY_PREFIX_FULL, POLICY_PREFIX_PROTO, writePolicyKey, type PolicyKey } from "../policy/key.js";
+import { formatAddress, maskAddress, parseAddressInto, parseIPv4Into, parsePrefixLength } from "../manifest/ip.js";
 import type { Decision, Direction } from "../policy/types.js";
+
+// The policy key's layout and its packed form are policy/key.ts's; re-exported here with the
+// other maps' layouts, which this file mirrors from bpf/include/.
+export { DIR_EGRESS, DIR_INGRESS, POLICY_KEY, POLICY_PREFIX_FULL, POLICY_PREFIX_L3, POLICY_PREFIX_PROTO, type PolicyKey } from "../policy/key.js";
 
 // ---- Constants shared with the C headers ------------------------------------------------------
 
@@ -15,21 +21,12 @@ export const FAMILY_IPV4 = 4;
 export const FAMILY_IPV6 = 6;
 export type Family = typeof FAMILY_IPV4 | typeof FAMILY_IPV6;
 
-/** Direction numbers in policy and drop keys. */
-export const DIR_INGRESS = 0;
-export const DIR_EGRESS = 1;
-
 /** endpoint_info.flags */
 export const EP_ENFORCE_INGRESS = 1;
 export const EP_ENFORCE_EGRESS = 2;
 
 /** policy_value.flags */
 export const POLICY_DENY = 1;
-
-/** Policy key prefix lengths (bits after the prefixlen field). */
-export const POLICY_PREFIX_L3 = 40;
-export const POLICY_PREFIX_PROTO = 48;
-export const POLICY_PREFIX_FULL = 64;
 
 /** ct_value.flags */
 export const CT_F_INGRESS = 1;
@@ -49,7 +46,6 @@ export const DropReason = {
   MALFORMED: 4,
   UNSUPPORTED_L3: 5,
 } as const;
-export type DropReasonName = keyof typeof DropReason;
 
 // ---- Struct layouts (C member name → byte offset) ----------------------------------------------
 
@@ -64,7 +60,6 @@ export const IPCACHE_KEY = { name: "ipcache_key", size: 24, offsets: { prefixlen
 export const IPCACHE_VALUE = { name: "ipcache_value", size: 12, offsets: { identity: 0, tunnel_endpoint: 4, flags: 8, pad: 9 } } as const;
 export const ENDPOINT_KEY = { name: "endpoint_key", size: 20, offsets: { addr: 0, family: 16, pad: 17 } } as const;
 export const ENDPOINT_INFO = { name: "endpoint_info", size: 16, offsets: { ifindex: 0, ep_id: 4, identity: 8, flags: 12 } } as const;
-export const POLICY_KEY = { name: "policy_key", size: 12, offsets: { prefixlen: 0, identity: 4, direction: 8, protocol: 9, dport: 10 } } as const;
 export const POLICY_VALUE = { name: "policy_value", size: 8, offsets: { flags: 0, prefixlen_hint: 1, pad: 2, pad2: 4 } } as const;
 export const POLICY_STATS_KEY = { name: "policy_stats_key", size: 16, offsets: { ep_id: 0, key: 4 } } as const;
 export const POLICY_STATS = { name: "policy_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
@@ -100,114 +95,16 @@ function checkUint(field: string, v: number, max: number): void {
 
 // ---- Addresses ---------------------------------------------------------------------------------
 
-const COLON = 58;
-const DOT = 46;
-
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  if (c >= 65 && c <= 70) return c - 55;
-  return -1;
-}
-
-/** Parses dotted-quad text[start, end) into out[offset..offset+4). Returns false when invalid. */
-function parseIPv4Into(text: string, start: number, end: number, out: Buffer, offset: number): boolean {
-  let octet = 0;
-  let digits = 0;
-  let index = 0;
-  for (let i = start; i < end; i++) {
-    const c = text.charCodeAt(i);
-    if (c === DOT) {
-      if (digits === 0 || index === 3) return false;
-      out[offset + index++] = octet;
-      octet = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57) {
-      if (digits > 0 && octet === 0) return false; // leading zero ("01") is ambiguous
-      octet = octet * 10 + (c - 48);
-      if (++digits > 3 || octet > 255) return false;
-    } else {
-      return false;
-    }
-  }
-  if (digits === 0 || index !== 3) return false;
-  out[offset + 3] = octet;
-  return true;
-}
-
-/** Parses IPv6 text[start, end) (with "::" and an embedded IPv4 tail) into 16 bytes at offset. */
-function parseIPv6Into(text: string, start: number, end: number, out: Buffer, offset: number): boolean {
-  let group = 0; // next 16-bit group to write
-  let gap = -1; // group index where "::" was
-  let i = start;
-  if (end - start >= 2 && text.charCodeAt(i) === COLON && text.charCodeAt(i + 1) === COLON) {
-    gap = 0;
-    i += 2;
-  }
-  while (i < end) {
-    if (group >= 8) return false;
-    // One group: hex digits, or a dotted IPv4 tail.
-    let value = 0;
-    let digits = 0;
-    const groupStart = i;
-    while (i < end) {
-      const d = hexDigit(text.charCodeAt(i));
-      if (d < 0) break;
-      value = (value << 4) | d;
-      if (++digits > 4) return false;
-      i++;
-    }
-    if (i < end && text.charCodeAt(i) === DOT) {
-      if (group > 6) return false;
-      if (!parseIPv4Into(text, groupStart, end, out, offset + group * 2)) return false;
-      group += 2;
-      i = end;
-      break;
-    }
-    if (digits === 0) return false;
-    out[offset + group * 2] = value >> 8;
-    out[offset + group * 2 + 1] = value & 0xff;
-    group++;
-    if (i === end) break;
-    if (text.charCodeAt(i) !== COLON) return false;
-    i++;
-    if (i < end && text.charCodeAt(i) === COLON) {
-      if (gap >= 0) return false;
-      gap = group;
-      i++;
-    } else if (i === end) {
-      return false; // trailing single colon
-    }
-  }
-  if (gap < 0) return group === 8;
-  if (group === 8) return false; // "::" must stand for at least one group
-  // Move the groups after the gap to the end, zero the gap.
-  const tail = group - gap;
-  for (let k = tail - 1; k >= 0; k--) {
-    out[offset + (8 - tail + k) * 2] = out[offset + (gap + k) * 2];
-    out[offset + (8 - tail + k) * 2 + 1] = out[offset + (gap + k) * 2 + 1];
-  }
-  out.fill(0, offset + gap * 2, offset + (8 - tail) * 2);
-  return true;
-}
-
 /** Writes the 16-byte form of an IPv4 or IPv6 address (text[start, end)) at out[offset];
  *  returns its family. Throws LayoutError on invalid text. */
 function parseAddressRange(text: string, start: number, end: number, out: Buffer, offset: number, field: string): Family {
-  let isV6 = false;
-  for (let i = start; i < end; i++) {
-    if (text.charCodeAt(i) === COLON) {
-      isV6 = true;
-      break;
-    }
+  const family = parseAddressInto(text, start, end, out, offset);
+  if (family === undefined) {
+    const v6 = end > start && text.lastIndexOf(":", end - 1) >= start;
+    throw new LayoutError(field, v6 ? "an IPv6 address" : "an IPv4 address", text);
   }
-  if (isV6) {
-    if (!parseIPv6Into(text, start, end, out, offset)) throw new LayoutError(field, "an IPv6 address", text);
-    return FAMILY_IPV6;
-  }
-  if (!parseIPv4Into(text, start, end, out, offset)) throw new LayoutError(field, "an IPv4 address", text);
-  out.fill(0, offset + 4, offset + 16);
-  return FAMILY_IPV4;
+  if (family === FAMILY_IPV4) out.fill(0, offset + 4, offset + 16);
+  return family;
 }
 
 /** Writes the 16-byte form of `address` ("10.11.90.17", "f00d::1") at out[offset]; returns 4 or 6. */
@@ -217,45 +114,8 @@ export function encodeAddress(address: string, out: Buffer, offset: number): Fam
 
 /** Text of the address stored at buf[offset..offset+16). */
 export function decodeAddress(buf: Buffer, offset: number, family: number): string {
-  if (family === FAMILY_IPV4) return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
-  if (family !== FAMILY_IPV6) throw new LayoutError("family", "4 or 6", family);
-  // RFC 5952: lower case, no leading zeros, longest run (>= 2) of zero groups as "::".
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let g = 0; g < 8; ) {
-    if (buf.readUInt16BE(offset + g * 2) !== 0) {
-      g++;
-      continue;
-    }
-    let e = g;
-    while (e < 8 && buf.readUInt16BE(offset + e * 2) === 0) e++;
-    if (e - g > bestLen) {
-      bestStart = g;
-      bestLen = e - g;
-    }
-    g = e;
-  }
-  if (bestLen < 2) bestStart = -1;
-  let s = "";
-  for (let g = 0; g < 8; g++) {
-    if (g === bestStart) {
-      s += "::";
-      g += bestLen - 1;
-      continue;
-    }
-    if (s.length > 0 && !s.endsWith(":")) s += ":";
-    s += buf.readUInt16BE(offset + g * 2).toString(16);
-  }
-  return s;
-}
-
-/** Zeroes the bits after the first `bits` of the 16 bytes at buf[offset]. */
-function maskAddress(buf: Buffer, offset: number, bits: number): void {
-  for (let i = 0; i < 16; i++) {
-    const keep = bits - i * 8;
-    if (keep >= 8) continue;
-    buf[offset + i] = keep <= 0 ? 0 : buf[offset + i] & ((0xff << (8 - keep)) & 0xff);
-  }
+  if (family !== FAMILY_IPV4 && family !== FAMILY_IPV6) throw new LayoutError("family", "4 or 6", family);
+  return formatAddress(buf, offset, family);
 }
 
 // ---- ipcache -----------------------------------------------------------------------------------
@@ -267,17 +127,8 @@ export function encodeIpcacheKey(prefix: string, out: Buffer, offset: number): n
   const end = slash < 0 ? prefix.length : slash;
   const family = parseAddressRange(prefix, 0, end, out, offset + IPCACHE_KEY.offsets.addr, "ipcache prefix");
   const max = family === FAMILY_IPV4 ? 32 : 128;
-  let bits = max;
-  if (slash >= 0) {
-    bits = 0;
-    if (slash + 1 === prefix.length || prefix.length - slash > 4) throw new LayoutError("ipcache prefix", "a prefix length", prefix);
-    for (let i = slash + 1; i < prefix.length; i++) {
-      const c = prefix.charCodeAt(i);
-      if (c < 48 || c > 57) throw new LayoutError("ipcache prefix", "a prefix length", prefix);
-      bits = bits * 10 + (c - 48);
-    }
-    if (bits > max) throw new LayoutError("ipcache prefix", `a prefix length <= ${max}`, prefix);
-  }
+  const bits = slash < 0 ? max : parsePrefixLength(prefix, slash + 1, prefix.length, max);
+  if (bits < 0) throw new LayoutError("ipcache prefix", `a prefix length in 0..${max}`, prefix);
   maskAddress(out, offset + IPCACHE_KEY.offsets.addr, bits);
   out.writeUInt32LE(32 + bits, offset);
   out[offset + IPCACHE_KEY.offsets.family] = family;
@@ -362,34 +213,14 @@ export function decodeEndpointInfo(buf: Buffer, offset: number): EndpointInfo {
 
 // ---- policy ------------------------------------------------------------------------------------
 
-export interface PolicyKey {
-  /** Peer identity; 0 = any. */
-  identity: number;
-  direction: Direction;
-  /** IANA protocol; 0 = any (then port and portPrefixLen must be 0). */
-  protocol: number;
-  /** First port of the block. */
-  port: number;
-  /** Significant leading port bits: 16 = exactly `port`, 0 = every port. */
-  portPrefixLen: number;
-}
-
-/** LPM prefix length of a policy key: 40, or 48 + portPrefixLen when protocol != 0. */
-export function policyPrefixLen(protocol: number, portPrefixLen: number): number {
-  return protocol === 0 ? POLICY_PREFIX_L3 : POLICY_PREFIX_PROTO + portPrefixLen;
-}
-
-export function directionNumber(d: Direction): number {
-  return d === "ingress" ? DIR_INGRESS : DIR_EGRESS;
-}
-
 function directionName(n: number): Direction {
   if (n === DIR_INGRESS) return "ingress";
   if (n === DIR_EGRESS) return "egress";
   throw new LayoutError("direction", "0 or 1", n);
 }
 
-/** Writes the 12-byte policy key body (prefixlen + fields) at out[offset]; returns the prefixlen. */
+/** Writes the 12-byte policy key (prefixlen + fields) at out[offset], checking every field (any
+ *  32-bit identity); returns the prefixlen. Packed keys are written by policy/key.ts. */
 export function encodePolicyKey(k: PolicyKey, out: Buffer, offset: number): number {
   checkUint("policy identity", k.identity, 0xffffffff);
   checkUint("policy protocol", k.protocol, 255);
@@ -403,24 +234,18 @@ export function encodePolicyKey(k: PolicyKey, out: Buffer, offset: number): numb
   if (hostBits > 0 && (k.port & ((1 << hostBits) - 1)) !== 0) {
     throw new LayoutError("policy port", `a port aligned to /${k.portPrefixLen}`, k.port);
   }
-  const prefixlen = policyPrefixLen(k.protocol, k.portPrefixLen);
-  out.writeUInt32LE(prefixlen, offset);
-  out.writeUInt32LE(k.identity, offset + 4);
-  out[offset + 8] = directionNumber(k.direction);
-  out[offset + 9] = k.protocol;
-  out.writeUInt16BE(k.port, offset + 10);
-  return prefixlen;
+  return writePolicyKey(k, out, offset);
 }
 
 export function decodePolicyKey(buf: Buffer, offset: number): PolicyKey & { prefixlen: number } {
   const prefixlen = buf.readUInt32LE(offset);
-  const protocol = buf[offset + 9];
+  const protocol = buf[offset + POLICY_KEY.offsets.protocol];
   return {
     prefixlen,
-    identity: buf.readUInt32LE(offset + 4),
-    direction: directionName(buf[offset + 8]),
+    identity: buf.readUInt32LE(offset + POLICY_KEY.offsets.identity),
+    direction: directionName(buf[offset + POLICY_KEY.offsets.direction]),
     protocol,
-    port: buf.readUInt16BE(offset + 10),
+    port: buf.readUInt16BE(offset + POLICY_KEY.offsets.dport),
     portPrefixLen: protocol === 0 ? 0 : Math.max(0, Math.min(16, prefixlen - POLICY_PREFIX_PROTO)),
   };
 }

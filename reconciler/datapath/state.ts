@@ -298,7 +298,7 @@ export function isUndecodable(spec: unknown): spec is UndecodableEntry {
   return typeof spec === "object" && spec !== null && typeof (spec as UndecodableEntry).undecodable === "string";
 }
 
-export { policyEntryKey, decodePolicyEntryKey, PolicyEntrySet } from "../policy/entry-set.js";
+export { PolicyEntrySet } from "../policy/entry-set.js";
 
 /** Stable id of a policy entry: "app1/ingress/36895/6/80/16". */
 export function policyEntryId(e: Pick<PolicyMapEntry, "endpoint" | "direction" | "identity" | "protocol" | "port" | "portPrefixLen">): string {

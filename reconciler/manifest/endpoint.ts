@@ -2,7 +2,8 @@
 
 import type { EndpointManifest, InterfaceCreate, NamedPort } from "./model.js";
 import { isServiceName, NAMED_PORT_PROTOCOLS } from "./rule.js";
-import { isIfName, parseIPv4, parseIPv6, parseMac, type Field, type Reader } from "./fields.js";
+import { isIfName, parseMac, type Field, type Reader } from "./fields.js";
+import { parseIPv4, parseIPv6 } from "./ip.js";
 
 /** Label sources an endpoint may not carry: they are selector wildcards or assigned by the system. */
 export const FORBIDDEN_ENDPOINT_SOURCES = ["any", "reserved", "cidr", "fqdn"] as const;

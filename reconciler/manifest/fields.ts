@@ -2,6 +2,7 @@
 // file, line and dotted path and returns undefined instead of throwing, so one pass collects every
 // problem of a document.
 
+import { canonicalIP, formatAddress, parseIPv4, parseIPv6, readPrefix, type Prefix } from "./ip.js";
 import type { Label, ManifestProblem } from "./model.js";
 import type { LineIndex } from "./yaml.js";
 
@@ -191,7 +192,7 @@ export class Reader {
       this.error(f, `invalid IPv6 address (expected an address like fd00::1, got ${describe(s)})`);
       return undefined;
     }
-    return formatIPv6(b);
+    return formatAddress(b, 0, 6);
   }
 
   /** An IPv4 or IPv6 address, canonical. */
@@ -342,145 +343,15 @@ export function isIfName(s: string): boolean {
   return s.length > 0 && s.length <= 15 && s !== "." && s !== ".." && /^[\x21-\x7e]+$/.test(s) && !/[/:]/.test(s);
 }
 
-export function parseIPv4(s: string): number[] | undefined {
-  const parts = s.split(".");
-  if (parts.length !== 4) return undefined;
-  const out: number[] = [];
-  for (const p of parts) {
-    // No leading zeros: "010" is octal to some parsers and decimal to others.
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    out.push(n);
-  }
-  return out;
-}
-
-/** Parse IPv6 text into 16 bytes. No zone index, no prefix. */
-export function parseIPv6(s: string): number[] | undefined {
-  if (s.length > 45 || !/^[0-9A-Fa-f:.]+$/.test(s)) return undefined;
-  let head = s;
-  let tail4: number[] = [];
-  const lastColon = s.lastIndexOf(":");
-  if (s.slice(lastColon + 1).includes(".")) {
-    const v4 = parseIPv4(s.slice(lastColon + 1));
-    if (v4 === undefined) return undefined;
-    tail4 = v4;
-    head = s.slice(0, lastColon + 1) + "0:0";
-  }
-  const halves = head.split("::");
-  if (halves.length > 2) return undefined;
-  const parseGroups = (t: string): number[] | undefined => {
-    if (t === "") return [];
-    const gs = t.split(":");
-    const out: number[] = [];
-    for (const g of gs) {
-      if (!/^[0-9A-Fa-f]{1,4}$/.test(g)) return undefined;
-      out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const a = parseGroups(halves[0]!);
-  const b = halves.length === 2 ? parseGroups(halves[1]!) : [];
-  if (a === undefined || b === undefined) return undefined;
-  let groups: number[];
-  if (halves.length === 2) {
-    const fill = 8 - a.length - b.length;
-    if (fill < 1) return undefined;
-    groups = [...a, ...new Array<number>(fill).fill(0), ...b];
-  } else {
-    if (a.length !== 8) return undefined;
-    groups = a;
-  }
-  const bytes: number[] = [];
-  for (const g of groups) bytes.push(g >> 8, g & 0xff);
-  if (tail4.length === 4) bytes.splice(12, 4, ...tail4);
-  return bytes;
-}
-
-/** RFC 5952 text: lower-case, no leading zeros, the longest run (>= 2) of zero groups as "::". */
-export function formatIPv6(bytes: readonly number[]): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (g: number[]): string => g.map((x) => x.toString(16)).join(":");
-  if (bestLen < 2) return hex(groups);
-  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
-}
-
-/** Canonical text of an IPv4 or IPv6 address, or undefined. */
-export function canonicalIP(s: string): string | undefined {
-  const v4 = parseIPv4(s);
-  if (v4 !== undefined) return v4.join(".");
-  const v6 = parseIPv6(s);
-  return v6 === undefined ? undefined : formatIPv6(v6);
-}
-
-/** A parsed, canonical CIDR prefix. */
-export interface Prefix {
-  family: 4 | 6;
-  /** Address bytes (4 or 16). */
-  bytes: number[];
-  /** Prefix length. */
-  bits: number;
-  /** Canonical text "a.b.c.d/n" or "x::/n". */
-  text: string;
-}
-
 /** Parse a CIDR; returns an error message string when invalid. */
 export function parseCIDR(s: string): Prefix | string {
-  const slash = s.indexOf("/");
-  const addr = slash >= 0 ? s.slice(0, slash) : s;
-  const lenText = slash >= 0 ? s.slice(slash + 1) : undefined;
-  const v4 = parseIPv4(addr);
-  const v6 = v4 === undefined ? parseIPv6(addr) : undefined;
-  const bytes = v4 ?? v6;
-  if (bytes === undefined) {
-    return `invalid CIDR (expected a prefix like 192.0.2.0/24 or fd00::/64, got ${describe(s)})`;
+  const r = readPrefix(s);
+  if (!r.ok) {
+    if (r.reason === "address") return `invalid CIDR (expected a prefix like 192.0.2.0/24 or fd00::/64, got ${describe(s)})`;
+    return `invalid prefix length (expected 0..${r.family === 4 ? 32 : 128}, got ${describe(s)})`;
   }
-  const family: 4 | 6 = v4 !== undefined ? 4 : 6;
-  const max = family === 4 ? 32 : 128;
-  let bits = max;
-  if (lenText !== undefined) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(lenText) || Number(lenText) > max) {
-      return `invalid prefix length (expected 0..${max}, got ${describe(s)})`;
-    }
-    bits = Number(lenText);
-  }
-  const masked = maskBytes(bytes, bits);
-  const addrText = family === 4 ? masked.join(".") : formatIPv6(masked);
-  if (masked.some((b, i) => b !== bytes[i])) {
-    return `host bits set (expected a network address, got ${describe(s)}; did you mean ${addrText}/${bits}?)`;
-  }
-  return { family, bytes: masked, bits, text: `${addrText}/${bits}` };
-}
-
-export function maskBytes(bytes: readonly number[], bits: number): number[] {
-  return bytes.map((b, i) => {
-    const keep = Math.max(0, Math.min(8, bits - i * 8));
-    return keep === 0 ? 0 : b & ((0xff << (8 - keep)) & 0xff);
-  });
-}
-
-/** True when `inner` lies within `outer` (same family, not shorter, same network bits). */
-export function prefixContains(outer: Prefix, inner: Prefix): boolean {
-  if (outer.family !== inner.family || inner.bits < outer.bits) return false;
-  const a = maskBytes(inner.bytes, outer.bits);
-  return a.every((b, i) => b === outer.bytes[i]);
+  if (r.hostBits) return `host bits set (expected a network address, got ${describe(s)}; did you mean ${r.prefix.text}?)`;
+  return r.prefix;
 }
 
 /** A MAC address "aa:bb:cc:dd:ee:ff" (any case), returned lower-case; must be unicast and non-zero. */
@@ -497,16 +368,8 @@ export function parseMac(s: string): string | undefined {
  * their network (`hostBits` tells the caller to warn). A bare address is a host prefix.
  */
 export function parseCIDRLoose(s: string): { prefix: Prefix; hostBits: boolean } | string {
+  const r = readPrefix(s);
+  if (r.ok && r.hostBits) return { prefix: r.prefix, hostBits: true };
   const strict = parseCIDR(s);
-  if (typeof strict !== "string") return { prefix: strict, hostBits: false };
-  if (!strict.startsWith("host bits set")) return strict;
-  const slash = s.indexOf("/");
-  const addr = s.slice(0, slash);
-  const bits = Number(s.slice(slash + 1));
-  const v4 = parseIPv4(addr);
-  const bytes = v4 ?? parseIPv6(addr)!;
-  const masked = maskBytes(bytes, bits);
-  const family: 4 | 6 = v4 !== undefined ? 4 : 6;
-  const text = `${family === 4 ? masked.join(".") : formatIPv6(masked)}/${bits}`;
-  return { prefix: { family, bytes: masked, bits, text }, hostBits: true };
+  return typeof strict === "string" ? strict : { prefix: strict, hostBits: false };
 }

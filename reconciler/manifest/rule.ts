@@ -16,7 +16,8 @@ import type {
   SelectorOperator,
   SelectorRequirement,
 } from "./model.js";
-import { describe, parseCIDRLoose, parseLabelKey, prefixContains, type Field, type Prefix, type Reader } from "./fields.js";
+import { describe, parseCIDRLoose, parseLabelKey, type Field, type Reader } from "./fields.js";
+import { prefixContains, type Prefix } from "./ip.js";
 
 const NOT_SUPPORTED = "not supported by reconcile";
 

@@ -38,12 +38,6 @@ export function attrU8(type: number, v: number): Buffer {
   return attr(type, Buffer.from([v & 0xff]));
 }
 
-export function attrU16(type: number, v: number): Buffer {
-  const b = Buffer.alloc(2);
-  b.writeUInt16LE(v, 0);
-  return attr(type, b);
-}
-
 /** A __be16 attribute (e.g. IFLA_VXLAN_PORT). */
 export function attrU16BE(type: number, v: number): Buffer {
   const b = Buffer.alloc(2);

@@ -3,9 +3,9 @@
 // the programs that read them); deletes go in reverse, after all creates and updates, so a program is
 // never left pointing at state that is already gone (make before break).
 
+import { decodePolicyEntryKey, entryKey } from "../policy/key.js";
 import type { Decision } from "../policy/types.js";
 import {
-  decodePolicyEntryKey,
   isUndecodable,
   policyEntryId,
   PolicyEntrySet,
@@ -154,7 +154,7 @@ function change(c: { op: Op; resource: Exclude<ResourceKind, "policy">; id: stri
 export abstract class PolicyChange {
   abstract readonly op: Op;
   abstract readonly endpoint: string;
-  /** The entry's key (policyEntryKey). */
+  /** The entry's key (policy/key.ts policyEntryKey). */
   abstract readonly key: number;
   /** The decision the entry has after the change (create, update) or had (delete). */
   abstract readonly decision: Decision;
@@ -346,8 +346,8 @@ function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, crea
   let i = 0;
   let j = 0;
   while (i < a.length || j < b.length) {
-    const ka = i < a.length ? Math.floor(a[i]! / 2) : Infinity;
-    const kb = j < b.length ? Math.floor(b[j]! / 2) : Infinity;
+    const ka = i < a.length ? entryKey(a[i]!) : Infinity;
+    const kb = j < b.length ? entryKey(b[j]!) : Infinity;
     if (ka < kb) {
       creates.push(new PolicyCreate(endpoint, want, i++));
     } else if (kb < ka) {

@@ -9,7 +9,7 @@
 // - policy keys are packed into one number while merging, RuleRefs are interned per rule.
 
 import type { ManifestProblem, Model, NamedPort, PeerRule, RuleManifest, Selector } from "../manifest/model.js";
-import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "./cidr.js";
+import { parsePrefix, prefixContains, PrefixSet, type Prefix } from "../manifest/ip.js";
 import {
   buildContext,
   ENTITY_RESERVED,
@@ -25,7 +25,8 @@ import type { IdentityAllocatorOptions } from "./identity.js";
 import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.js";
 import { ANY_PORT_KEY, hasNamedPorts, type PortKey, portKeys } from "./ports.js";
 import { expandCidr, nodeSelectorIdentities } from "./peers.js";
-import { packEntry, policyEntryKey, PolicyEntrySet } from "./entry-set.js";
+import { PolicyEntrySet } from "./entry-set.js";
+import { packEntry, policyKeyBase, policyKeyPortPart, portPartContains, sameKeyBase } from "./key.js";
 import {
   type CompiledPolicy,
   type CompileOptions,
@@ -37,26 +38,11 @@ import {
   type RuleRef,
 } from "./types.js";
 
-// ---- packed policy keys ----
-// key = dir·2^49 + identity·2^24 + protoIndex·2^21 + port·2^5 + portPrefixLen  (< 2^50, exact in
-// a double). Numeric order equals the documented entry order (direction, identity, protocol,
-// port, portPrefixLen) because protoIndex follows protocol number order. For ICMP and ICMPv6 the
-// "port" is the ICMP type (Cilium's policy key).
-const DIR_MUL = 2 ** 49;
-const ID_MUL = 2 ** 24;
-const PROTOS = [0, 1, 6, 17, 58, 132] as const;
+// Keys are packed into one number while merging (policy/key.ts): policyKeyBase(direction,
+// identity) + policyKeyPortPart(protocol, port block), the form the entry sets hold.
 
-class UnsupportedProtocolError extends Error {
-  constructor(protocol: number) {
-    super(`policy key protocol ${protocol} is not supported (expected one of ${PROTOS.join(", ")})`);
-    this.name = "UnsupportedProtocolError";
-  }
-}
-
-function lowKey(pk: PortKey): number {
-  const idx = PROTOS.indexOf(pk.protocol as (typeof PROTOS)[number]);
-  if (idx < 0) throw new UnsupportedProtocolError(pk.protocol);
-  return idx * 2 ** 21 + pk.port * 32 + pk.portPrefixLen;
+function portPart(pk: PortKey): number {
+  return policyKeyPortPart(pk.protocol, pk.port, pk.portPrefixLen);
 }
 
 function compareRefs(a: RuleRef, b: RuleRef): number {
@@ -83,38 +69,15 @@ function dropShadowedAllows(keys: Float64Array, deny: Map<number, RuleRef[]>): n
   const out: number[] = [];
   let i = 0;
   while (i < keys.length) {
-    const group = Math.floor(keys[i]! / ID_MUL);
     let j = i;
     const denies: number[] = [];
-    while (j < keys.length && Math.floor(keys[j]! / ID_MUL) === group) {
-      if (deny.has(keys[j]!)) denies.push(keys[j]! - group * ID_MUL);
+    while (j < keys.length && sameKeyBase(keys[j]!, keys[i]!)) {
+      if (deny.has(keys[j]!)) denies.push(keys[j]!);
       j++;
     }
     for (let k = i; k < j; k++) {
       const key = keys[k]!;
-      if (denies.length > 0 && !deny.has(key)) {
-        const low = key - group * ID_MUL;
-        const proto = low >>> 21;
-        const port = (low >>> 5) & 0xffff;
-        const plen = low & 31;
-        let covered = false;
-        for (const d of denies) {
-          const dProto = d >>> 21;
-          if (dProto === 0) {
-            covered = true;
-            break;
-          }
-          if (dProto !== proto) continue;
-          const dPlen = d & 31;
-          if (dPlen > plen) continue;
-          const shift = 16 - dPlen;
-          if (port >>> shift === ((d >>> 5) & 0xffff) >>> shift) {
-            covered = true;
-            break;
-          }
-        }
-        if (covered) continue;
-      }
+      if (denies.length > 0 && !deny.has(key) && coveredBy(denies, key)) continue;
       out.push(key);
     }
     i = j;
@@ -122,24 +85,18 @@ function dropShadowedAllows(keys: Float64Array, deny: Map<number, RuleRef[]>): n
   return out;
 }
 
+function coveredBy(denies: readonly number[], key: number): boolean {
+  for (const d of denies) if (portPartContains(d, key)) return true;
+  return false;
+}
+
 /** An identity's policy as the packed set its endpoints share (see entry-set.ts). */
 function entrySetOf(pol: IdentityPolicy): PolicyEntrySet {
   const packed = new Float64Array(pol.keys.length);
   const rules: RuleRef[][] = new Array(pol.keys.length);
   pol.keys.forEach((key, i) => {
-    const dir = Math.floor(key / DIR_MUL);
-    const rest = key - dir * DIR_MUL;
-    const identity = Math.floor(rest / ID_MUL);
-    const low = rest - identity * ID_MUL;
     const denied = pol.deny.get(key);
-    const entryKey = policyEntryKey({
-      direction: dir === 0 ? "ingress" : "egress",
-      identity,
-      protocol: PROTOS[low >>> 21]!,
-      port: (low >>> 5) & 0xffff,
-      portPrefixLen: low & 31,
-    });
-    packed[i] = packEntry(entryKey, denied ? "deny" : "allow");
+    packed[i] = packEntry(key, denied ? "deny" : "allow");
     rules[i] = denied ?? pol.allow.get(key)!;
   });
   return PolicyEntrySet.fromPackedWithRules(packed, rules);
@@ -249,13 +206,13 @@ export class PeerResolver {
   lows(peer: PeerRule, declared?: readonly NamedPort[]): number[] {
     if (!hasNamedPorts(peer.ports)) {
       let lows = this.lowCache.get(peer);
-      if (!lows) this.lowCache.set(peer, (lows = portKeys(peer.ports).map(lowKey)));
+      if (!lows) this.lowCache.set(peer, (lows = portKeys(peer.ports).map(portPart)));
       return lows;
     }
     let byDeclared = this.namedLowCache.get(peer);
     if (byDeclared === undefined) this.namedLowCache.set(peer, (byDeclared = new Map()));
     let lows = byDeclared.get(declared);
-    if (!lows) byDeclared.set(declared, (lows = portKeys(peer.ports, declared).map(lowKey)));
+    if (!lows) byDeclared.set(declared, (lows = portKeys(peer.ports, declared).map(portPart)));
     return lows;
   }
 
@@ -295,7 +252,6 @@ export function policyForIdentity(
   const enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] } = { ingress: [], egress: [] };
   for (let d = 0; d < 2; d++) {
     const dir = DIRECTIONS[d]!;
-    const base = d * DIR_MUL;
     const denyRules: RuleRef[] = [];
     const allowOnly: RuleRef[] = [];
     for (const r of rules) {
@@ -312,7 +268,7 @@ export function policyForIdentity(
           // identity on egress.
           const fixed = !named || dir === "ingress" ? resolver.lows(peer, subjectPorts) : undefined;
           for (const id of ids) {
-            const b = base + id * ID_MUL;
+            const b = policyKeyBase(dir, id);
             const lows = fixed ?? resolver.lows(peer, resolver.declaredFor(id));
             for (const low of lows) addEntry(target, b + low, single);
           }
@@ -329,7 +285,7 @@ export function policyForIdentity(
       if (enabled && denyRules.length === 0) {
         // Cilium: only enableDefaultDeny=false rules select the endpoint in this direction. The
         // direction is still enforced (so denies apply), with an allow-all entry from those rules.
-        const wild = base + lowKey(ANY_PORT_KEY);
+        const wild = policyKeyBase(dir, ReservedIdentity.unknown) + portPart(ANY_PORT_KEY);
         for (const ref of allowOnly) addEntry(allowMap, wild, singles.get(ref)!);
       }
     }

@@ -5,57 +5,13 @@
 // sorted by key, and two sets are compared by one merge walk. Entry objects are made only for the
 // few entries a plan renders or `inspect` prints.
 
-import type { Decision, Direction, PolicyEntry, RuleRef } from "./types.js";
-
-/** The fields that identify an entry within its endpoint's policy (the kernel's LPM key). */
-export interface PolicyKeyFields {
-  direction: Direction;
-  identity: number;
-  protocol: number;
-  port: number;
-  portPrefixLen: number;
-}
-
-const IDENTITY_BITS = 2 ** 25;
-const PROTOCOL_MUL = 2 ** 17;
-const HIGH_MUL = 2 ** 25; // (direction, identity) above (protocol, port node)
-
-/**
- * An entry's key within its endpoint as one exact integer (< 2^51), ordered by direction, identity,
- * protocol, then port prefix: direction (1 bit), identity (25 bits: local-scope identities are below
- * 2^25), protocol (8 bits) and the port prefix as a binary-trie node number (17 bits:
- * (1 << prefixLen) | port >> (16 - prefixLen)). The order follows the compiler's, so its output is
- * nearly sorted already.
- */
-export function policyEntryKey(e: PolicyKeyFields): number {
-  const portNode = (1 << e.portPrefixLen) | (e.port >>> (16 - e.portPrefixLen));
-  return ((e.direction === "egress" ? IDENTITY_BITS : 0) + e.identity) * HIGH_MUL + e.protocol * PROTOCOL_MUL + portNode;
-}
-
-/** The fields of a key made by policyEntryKey(). */
-export function decodePolicyEntryKey(key: number): PolicyKeyFields {
-  const portNode = key % PROTOCOL_MUL;
-  const protocol = Math.floor(key / PROTOCOL_MUL) % 256;
-  const high = Math.floor(key / HIGH_MUL);
-  const portPrefixLen = 31 - Math.clz32(portNode);
-  return {
-    direction: high >= IDENTITY_BITS ? "egress" : "ingress",
-    identity: high % IDENTITY_BITS,
-    protocol,
-    port: (portNode - (1 << portPrefixLen)) * 2 ** (16 - portPrefixLen),
-    portPrefixLen,
-  };
-}
-
-/** Whether an identity fits the key (local-scope identities do; a foreign kernel entry may not). */
-export function keyableIdentity(identity: number): boolean {
-  return Number.isInteger(identity) && identity >= 0 && identity < IDENTITY_BITS;
-}
+import { decodePolicyEntryKey, entryDecision, entryKey, packEntry, policyEntryKey, type PolicyKey } from "./key.js";
+import type { Decision, PolicyEntry, RuleRef } from "./types.js";
 
 const NO_RULES: RuleRef[] = Object.freeze([]) as unknown as RuleRef[];
 
 /** An entry with its decision and, when known, the rules that produced it. */
-export interface PolicyEntryFields extends PolicyKeyFields {
+export interface PolicyEntryFields extends PolicyKey {
   decision: Decision;
   rules?: RuleRef[];
 }
@@ -64,7 +20,7 @@ export class PolicyEntrySet {
   static readonly EMPTY = new PolicyEntrySet(new Float64Array(0), undefined);
 
   private constructor(
-    /** Entry i as key·2 + (deny ? 1 : 0), ascending: the key order, one decision per key. */
+    /** Entry i as packEntry(key, decision) (key.ts), ascending: the key order, one decision per key. */
     readonly packed: Float64Array,
     /** The rules of entry i (desired sets; entries read from the kernel have none). */
     readonly rules: readonly RuleRef[][] | undefined,
@@ -79,8 +35,8 @@ export class PolicyEntrySet {
   }
 
   /**
-   * From packed values and their rules, in nearly sorted order (the compiler's). Sorted in place;
-   * an input already in order (the usual case) costs one pass.
+   * From packed values and their rules, in any order. Sorted in place; an input already in order
+   * (the compiler's output, whose keys are the same packed keys) costs one pass.
    */
   static fromPackedWithRules(packed: Float64Array, rules: RuleRef[][]): PolicyEntrySet {
     if (!isSorted(packed)) {
@@ -107,11 +63,11 @@ export class PolicyEntrySet {
   }
 
   key(i: number): number {
-    return Math.floor(this.packed[i]! / 2);
+    return entryKey(this.packed[i]!);
   }
 
   decision(i: number): Decision {
-    return this.packed[i]! % 2 === 1 ? "deny" : "allow";
+    return entryDecision(this.packed[i]!);
   }
 
   /** Index of the entry with this key, or -1. */
@@ -120,7 +76,7 @@ export class PolicyEntrySet {
     let hi = this.packed.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      const k = Math.floor(this.packed[mid]! / 2);
+      const k = entryKey(this.packed[mid]!);
       if (k === key) return mid;
       if (k < key) lo = mid + 1;
       else hi = mid - 1;
@@ -161,11 +117,6 @@ export class PolicyEntrySet {
     for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
     return true;
   }
-}
-
-/** key·2 + (deny ? 1 : 0): exact, since keys are below 2^51. */
-export function packEntry(key: number, decision: Decision): number {
-  return key * 2 + (decision === "deny" ? 1 : 0);
 }
 
 function isSorted(a: Float64Array): boolean {

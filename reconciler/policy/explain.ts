@@ -3,7 +3,7 @@
 // a differential test compares the two, and the kernel.
 
 import type { EndpointManifest, LabelSet, Model, NamedPort, PeerRule } from "../manifest/model.js";
-import { parseAddress, parsePrefix, type Prefix, prefixContains, prefixContainsAddress } from "./cidr.js";
+import { parseAddress, parsePrefix, type Prefix, prefixContains, prefixContainsAddress } from "../manifest/ip.js";
 import {
   buildContext,
   ENTITY_RESERVED,

@@ -16,11 +16,15 @@ import { matches, selectorString } from "./selector.js";
  */
 export const HOST_ENDPOINT = "reserved:host";
 
-/** The gateway addresses every created veth endpoint routes through (datapath/desired.ts
- *  GATEWAY_V4 and GATEWAY_V6; a unit test keeps them equal). They belong to the host: where host
- *  policy applies, traffic between an endpoint and them is judged by the host's policy, although
- *  their identity (not in the ipcache) is world. */
-export const HOST_GATEWAYS: readonly string[] = ["169.254.1.1", "fe80::1"];
+/** IPv4 gateway every created endpoint routes through: an address of every host-side veth. */
+export const GATEWAY_V4 = "169.254.1.1";
+/** IPv6 gateway: a link-local address on every host-side veth. */
+export const GATEWAY_V6 = "fe80::1";
+
+/** The gateway addresses. They belong to the host: where host policy applies, traffic between an
+ *  endpoint and them is judged by the host's policy, although their identity (not in the ipcache)
+ *  is world. */
+export const HOST_GATEWAYS: readonly string[] = [GATEWAY_V4, GATEWAY_V6];
 
 /** The local node's host endpoint, when host policy applies to it. */
 export interface LocalHost {

@@ -18,7 +18,7 @@
 
 import type { IdentityManifest, LabelSet, ManifestProblem, Model } from "../manifest/model.js";
 import { cidrLabels, labelSetKey } from "./labels.js";
-import { parsePrefix } from "./cidr.js";
+import { parsePrefix } from "../manifest/ip.js";
 import { expandCidr } from "./peers.js";
 import { type IdentityInfo, LOCAL_IDENTITY_SCOPE, ReservedIdentity } from "./types.js";
 

@@ -99,11 +99,6 @@ export function parseLabel(text: string, defaultSource = "any"): Label {
   return { source, key, value };
 }
 
-/** Parse several label strings into a canonical set. */
-export function parseLabels(texts: Iterable<string>, defaultSource = "any"): LabelSet {
-  return canonicalLabels([...texts].map((t) => parseLabel(t, defaultSource)));
-}
-
 /** The label set of a CIDR identity: `cidr:<prefix>`. */
 export function cidrLabels(prefix: string): LabelSet {
   return [{ source: "cidr", key: prefix, value: "" }];

@@ -3,7 +3,7 @@
 // through these (data resolution, not evaluation: each still decides verdicts its own way).
 
 import type { CIDRSelector, Model, Selector } from "../manifest/model.js";
-import { parsePrefix, prefixContains } from "./cidr.js";
+import { parsePrefix, prefixContains } from "../manifest/ip.js";
 import { matches } from "./selector.js";
 import { type CompileOptions, ReservedIdentity } from "./types.js";
 

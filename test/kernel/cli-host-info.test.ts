@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readHostInfo } from "../../reconciler/apply/kernel/open.js";
-import { GATEWAY_V4 } from "../../reconciler/datapath/desired.js";
+import { GATEWAY_V4 } from "../../reconciler/policy/host.js";
 import { openRoute } from "../../reconciler/netlink/index.js";
 import { makeNetns } from "./helpers/netlink.js";
 

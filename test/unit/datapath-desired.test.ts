@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { buildDesiredState, endpointIds, GATEWAY_V4 } from "../../reconciler/datapath/desired.js";
+import { buildDesiredState, endpointIds } from "../../reconciler/datapath/desired.js";
+import { GATEWAY_V4 } from "../../reconciler/policy/host.js";
 import type { EndpointManifest, Model } from "../../reconciler/manifest/model.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { policyEntryId } from "../../reconciler/datapath/state.js";

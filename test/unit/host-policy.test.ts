@@ -3,12 +3,12 @@
 // its policy map, host firewall attachments).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { GATEWAY_V4, GATEWAY_V6, HOST_ENDPOINT_ID, PROGRAM_FROM_NETDEV, PROGRAM_TO_NETDEV, VXLAN_DEVICE } from "../../reconciler/datapath/desired.js";
+import { HOST_ENDPOINT_ID, PROGRAM_FROM_NETDEV, PROGRAM_TO_NETDEV, VXLAN_DEVICE } from "../../reconciler/datapath/desired.js";
 import { formatProblem, loadSnapshot } from "../../reconciler/manifest/load.js";
 import type { Model } from "../../reconciler/manifest/model.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { explain } from "../../reconciler/policy/explain.js";
-import { HOST_ENDPOINT, HOST_GATEWAYS } from "../../reconciler/policy/host.js";
+import { GATEWAY_V4, GATEWAY_V6, HOST_ENDPOINT, HOST_GATEWAYS } from "../../reconciler/policy/host.js";
 import type { CompileOptions } from "../../reconciler/policy/types.js";
 import { compileModel } from "../../reconciler/plan/pipeline.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";

@@ -2,7 +2,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { canonicalIP, isIfName, parseCIDR, parseLabelKey, parseMac, prefixContains, type Prefix } from "../../reconciler/manifest/fields.js";
+import { isIfName, parseCIDR, parseLabelKey, parseMac } from "../../reconciler/manifest/fields.js";
+import { canonicalIP, prefixContains, type Prefix } from "../../reconciler/manifest/ip.js";
 
 test("IPv6 addresses are canonicalized (RFC 5952)", () => {
   const cases: [string, string][] = [

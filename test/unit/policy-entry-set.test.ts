@@ -3,7 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { emptyDesired, emptyState, policyEntryId, type PolicyMapEntry } from "../../reconciler/datapath/state.js";
-import { decodePolicyEntryKey, packEntry, PolicyEntrySet, policyEntryKey, type PolicyEntryFields } from "../../reconciler/policy/entry-set.js";
+import { PolicyEntrySet, type PolicyEntryFields } from "../../reconciler/policy/entry-set.js";
+import { decodePolicyEntryKey, packEntry, policyEntryKey } from "../../reconciler/policy/key.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import type { RuleRef } from "../../reconciler/policy/types.js";
 

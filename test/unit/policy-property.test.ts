@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { compile } from "../../reconciler/policy/compile.js";
 import { explain, policyVerdict } from "../../reconciler/policy/explain.js";
-import { parseAddress, parsePrefix, prefixContainsAddress } from "../../reconciler/policy/cidr.js";
+import { parseAddress, parsePrefix, prefixContainsAddress } from "../../reconciler/manifest/ip.js";
 import type { CompiledPolicy, CompileOptions, Direction } from "../../reconciler/policy/types.js";
 import type { CIDRSelector, Entity, Model, PortRule, Selector } from "../../reconciler/manifest/model.js";
 import { cidrGroup, endpoint, icmp, identity, model, named, node, port, rule, sel, type PeerSpec } from "./helpers/policy-model.js";

@@ -12,11 +12,10 @@ import {
   isIfName,
   isLabelValue,
   parseCIDR,
-  parseIPv4,
-  parseIPv6,
   parseLabelKey,
   parseMac,
 } from "../../reconciler/manifest/fields.js";
+import { parseIPv4, parseIPv6 } from "../../reconciler/manifest/ip.js";
 import { formatProblem, loadSnapshot } from "../../reconciler/manifest/load.js";
 import type { ManifestProblem } from "../../reconciler/manifest/model.js";
 import { parseYamlWithLines } from "../../reconciler/manifest/yaml.js";

@@ -6,13 +6,13 @@ import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { linkPinPath, programTag, KernelContext, kernelTargets, REVISION_DIR, tcxChains } from "./index.js";
 import type { Counter, DropCounter, KernelPort } from "../port.js";
-import { GATEWAY_V4 } from "../../datapath/desired.js";
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../../datapath/layouts.js";
 import { MAP_SPECS } from "../../datapath/maps.js";
-import { policyEntryKey } from "../../datapath/state.js";
 import { numPossibleCpus, parseElf, probeFeatures, programTags, unpin, type Features } from "../../ebpf-loader/index.js";
 import { addrList, constants, linkGet, netnsIdentity, subscribe, type NetlinkSocket } from "../../netlink/index.js";
 import type { HostInfo } from "../../plan/facts.js";
+import { GATEWAY_V4 } from "../../policy/host.js";
+import { policyEntryKey } from "../../policy/key.js";
 
 export type { Features };
 

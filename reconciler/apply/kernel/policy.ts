@@ -5,15 +5,14 @@
 // complete new policy and swaps it in with one map update, so a packet sees the old policy or the new
 // one, never a mix. Counters live in policy_stats, keyed by entry, so they survive the swap.
 
-import { DIR_EGRESS, POLICY_KEY, POLICY_VALUE, decodePolicyKey, decodePolicyValue, encodePolicyKey, encodePolicyValue } from "../../datapath/layouts.js";
-import { decodePolicyEntryKey, policyEntryKey, PolicyEntrySet, type DesiredState, type StateOf } from "../../datapath/state.js";
-import { keyableIdentity, packEntry } from "../../policy/entry-set.js";
+import { POLICY_VALUE, decodePolicyValue, encodePolicyValue } from "../../datapath/layouts.js";
+import { PolicyEntrySet, type DesiredState, type StateOf } from "../../datapath/state.js";
+import { entryDecision, entryKey, packEntry, POLICY_KEY, readPackedPolicyKey, writePackedPolicyKey } from "../../policy/key.js";
 import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
 import { PolicyChange } from "../../plan/diff.js";
 import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
-import { sameLpmKey } from "./entries.js";
 import { createInnerPolicyMap } from "./maps.js";
 
 /** Name used for entries of an endpoint number the desired state no longer has. */
@@ -214,22 +213,11 @@ export function isMonotonic(group: readonly PolicyChange[]): boolean {
 /** The kernel's entries of one inner map as a packed set; entries no key can name are counted. */
 function readEntries(keys: Buffer, values: Buffer, count: number): PolicyEntrySet {
   const packed = new Float64Array(count);
-  const scratch = Buffer.alloc(POLICY_KEY.size);
   let n = 0;
   for (let i = 0; i < count; i++) {
-    const at = i * POLICY_KEY.size;
-    // Checked before decoding: decodePolicyKey() throws on a direction it cannot name.
-    if (keys[at + POLICY_KEY.offsets.direction]! > DIR_EGRESS || !keyableIdentity(keys.readUInt32LE(at + POLICY_KEY.offsets.identity))) continue;
-    const k = decodePolicyKey(keys, at);
-    // A key whose fields encode to another LPM key (a prefix length no entry has, a port not
-    // aligned to its prefix, protocol bits beyond an L3 prefix) is not the entry it reads as.
-    try {
-      encodePolicyKey(k, scratch, 0);
-    } catch {
-      continue;
-    }
-    if (!sameLpmKey(keys.subarray(at, at + POLICY_KEY.size), scratch)) continue;
-    packed[n++] = packEntry(policyEntryKey(k), decodePolicyValue(values, i * POLICY_VALUE.size).decision);
+    const key = readPackedPolicyKey(keys, i * POLICY_KEY.size);
+    if (key < 0) continue;
+    packed[n++] = packEntry(key, decodePolicyValue(values, i * POLICY_VALUE.size).decision);
   }
   return PolicyEntrySet.fromPacked(n === count ? packed : packed.slice(0, n), count - n);
 }
@@ -239,9 +227,8 @@ function encode(packed: Float64Array, withValues: boolean): { keys: Buffer; valu
   const keys = Buffer.alloc(packed.length * POLICY_KEY.size);
   const values = Buffer.alloc(withValues ? packed.length * POLICY_VALUE.size : 0);
   for (let i = 0; i < packed.length; i++) {
-    const k = decodePolicyEntryKey(Math.floor(packed[i]! / 2));
-    const prefixlen = encodePolicyKey(k, keys, i * POLICY_KEY.size);
-    if (withValues) encodePolicyValue(packed[i]! % 2 === 1 ? "deny" : "allow", prefixlen, values, i * POLICY_VALUE.size);
+    const prefixlen = writePackedPolicyKey(entryKey(packed[i]!), keys, i * POLICY_KEY.size);
+    if (withValues) encodePolicyValue(entryDecision(packed[i]!), prefixlen, values, i * POLICY_VALUE.size);
   }
   return { keys, values };
 }

@@ -14,7 +14,7 @@ import * as L from "../../../reconciler/datapath/layouts.js";
 import type { DesiredState } from "../../../reconciler/datapath/state.js";
 import { BpfMap, loadCollection, numPossibleCpus, type Collection } from "../../../reconciler/ebpf-loader/index.js";
 import type { CIDRSelector, Entity, Model, PeerRule, PortRule, Selector } from "../../../reconciler/manifest/model.js";
-import { parsePrefix, prefixContains } from "../../../reconciler/policy/cidr.js";
+import { parsePrefix, prefixContains } from "../../../reconciler/manifest/ip.js";
 import { compile } from "../../../reconciler/policy/compile.js";
 import { selectorString } from "../../../reconciler/policy/selector.js";
 import type { CompileOptions } from "../../../reconciler/policy/types.js";
