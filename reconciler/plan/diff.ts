@@ -31,7 +31,13 @@ type SpecChange<K extends ResourceKind> = {
   reason: string;
 } & (
   | { op: "create"; before?: undefined; after: DesiredSpec<K> }
-  | { op: "update"; before: ObservedSpec<K>; after: DesiredSpec<K> }
+  | {
+      op: "update";
+      before: ObservedSpec<K>;
+      after: DesiredSpec<K>;
+      /** Devices: the kernel cannot change this in place (REPLACING); the device is deleted and made again. */
+      replace?: true;
+    }
   | { op: "delete"; before: ObservedSpec<K>; after?: undefined }
 );
 
@@ -116,8 +122,9 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
       }
       const differences = differing(fields, after, before);
       if (differences) {
-        creates.push(change({ op: "update", resource, id, before, after, reason: differences }));
-        if (resource === "device" && differing(REPLACING, after, before)) replaced.add(deviceKey(after));
+        const replace = resource === "device" && differing(REPLACING, after, before) !== "";
+        creates.push(change({ op: "update", resource, id, before, after, reason: differences, ...(replace ? { replace: true } : {}) }));
+        if (replace) replaced.add(deviceKey(after));
       } else if ((ON_DEVICE.has(resource) || resource === "attachment") && replaced.size > 0 && replaced.has(deviceKey(after))) {
         const device = (after as { device: string }).device;
         // A program attached to the old device is attached to nothing once it is gone: attach anew.
@@ -142,7 +149,7 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
 }
 
 /** A change the generic walk made: its specs come from the state field of its own kind. */
-function change(c: { op: Op; resource: Exclude<ResourceKind, "policy">; id: string; before?: object; after?: object; reason: string }): Change {
+function change(c: { op: Op; resource: Exclude<ResourceKind, "policy">; id: string; before?: object; after?: object; reason: string; replace?: true }): Change {
   return c as Change;
 }
 

@@ -14,7 +14,8 @@ export interface PlanDocument {
   node: string;
   notes: string[];
   summary: Plan["summary"];
-  changes: Array<{ op: Change["op"]; resource: Change["resource"]; id: string; before: unknown; after: unknown; reason: string }>;
+  /** `replace: true` on an update that deletes and makes the object again (a device the kernel cannot change in place). */
+  changes: Array<{ op: Change["op"]; resource: Change["resource"]; id: string; before: unknown; after: unknown; reason: string; replace?: true }>;
 }
 
 /** The JSON document for `--dry-run --output json`. */
@@ -31,6 +32,7 @@ export function planDocument(plan: Plan, ctx: RenderContext): PlanDocument {
       before: c.resource === "policy" ? policyView(c.before) : (c.before ?? null),
       after: c.resource === "policy" ? policyView(c.after) : (c.after ?? null),
       reason: c.reason,
+      ...("replace" in c && c.replace ? { replace: true } : {}),
     })),
   };
 }
@@ -96,7 +98,9 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
       continue;
     }
     shown.set(c.resource, n + 1);
-    const sign = opts.colour ? `${COLOUR[c.op]}${SIGN[c.op]}${RESET}` : SIGN[c.op];
+    // A device the kernel cannot change in place is deleted and made again: Terraform's "-/+".
+    const mark = "replace" in c && c.replace ? "-/+" : SIGN[c.op];
+    const sign = opts.colour ? `${COLOUR[c.op]}${mark}${RESET}` : mark;
     lines.push(`  ${sign} ${c.resource} ${c.id}${describe(c)}`);
   }
   for (const [resource, n] of hidden) lines.push(`  … ${n} more ${resource} changes (use --output json to see all)`);

@@ -158,3 +158,30 @@ test("a map of another layout is replaced: its entries are planned into the new 
     ],
   );
 });
+
+test("a device the kernel cannot change in place is planned as a replacement (-/+, replace: true); an MTU change is not", () => {
+  const vxlan = { vni: 7, port: 8472, local: "192.0.2.11", learning: false };
+  const d = desired();
+  d.devices.set("rc-vxlan", { name: "rc-vxlan", kind: "vxlan", vxlan: { ...vxlan, vni: 9 }, mtu: 1450, owned: true });
+  d.devices.set("lxc1", { name: "lxc1", kind: "veth", mtu: 1400, owned: true, peer: { name: "eth0", netns: "ns1" } });
+  d.addresses.set("rc-vxlan/10.0.0.1/32", { device: "rc-vxlan", address: "10.0.0.1/32" });
+  const a = emptyState();
+  a.devices.set("rc-vxlan", { name: "rc-vxlan", kind: "vxlan", vxlan, mtu: 1450, owned: true });
+  a.devices.set("lxc1", { name: "lxc1", kind: "veth", mtu: 1500, owned: true, peer: { name: "eth0", netns: "ns1" } });
+  a.addresses.set("rc-vxlan/10.0.0.1/32", { device: "rc-vxlan", address: "10.0.0.1/32" });
+  const plan = diff(d, a);
+  const byId = new Map(plan.changes.map((c) => [`${c.resource} ${c.id}`, c]));
+  const vx = byId.get("device rc-vxlan")!;
+  assert.equal(vx.op, "update");
+  assert.equal("replace" in vx && vx.replace, true);
+  const veth = byId.get("device lxc1")!;
+  assert.equal(veth.op, "update");
+  assert.equal("replace" in veth ? veth.replace : undefined, undefined);
+  // What sits on the replaced device is written again.
+  assert.equal(byId.get("address rc-vxlan/10.0.0.1/32")?.reason, "device rc-vxlan is replaced");
+  const text = renderPlanText(plan, { notes: [] }, { colour: false });
+  assert.match(text, /^ {2}-\/\+ device rc-vxlan \[vxlan /m);
+  assert.match(text, /^ {2}~ device lxc1 \[mtu 1500 → 1400\]/m);
+  const doc = planDocument(plan, { notes: [] });
+  assert.deepEqual(doc.changes.filter((c) => c.replace).map((c) => c.id), ["rc-vxlan"]);
+});

@@ -2,7 +2,7 @@
 // "reconcile:<endpoint>", and the node's vxlan overlay device (alias "reconcile:"). Only marked devices are ever observed as ours, changed or deleted.
 
 import { deviceId } from "../../datapath/desired.js";
-import type { DesiredState, DeviceSpec, VxlanSettings, StateOf } from "../../datapath/state.js";
+import type { DesiredState, DeviceSpec, StateOf } from "../../datapath/state.js";
 import {
   linkCreate,
   linkDelete,
@@ -50,7 +50,12 @@ export class DeviceTarget implements Target<"device"> {
     return eachChange(changes, (c) => {
       if (c.op === "delete") this.remove(c.before);
       else if (c.op === "create") this.create(c.after, desired);
-      else this.update(c.after, c.before, desired);
+      else if (c.replace) {
+        // The plan decided it (REPLACING): the kernel cannot change a vxlan device's VNI or port
+        // in place, nor re-pair a veth; what sits on the device was planned again too.
+        this.remove(c.before);
+        this.create(c.after, desired);
+      } else this.update(c.after, c.before);
     });
   }
 
@@ -109,14 +114,8 @@ export class DeviceTarget implements Target<"device"> {
     linkSetUp(sock, d.name);
   }
 
-  private update(d: DeviceSpec, before: DeviceSpec, desired: DesiredState): void {
-    // The kernel cannot change a vxlan device's VNI or port in place, nor re-pair a veth: make it
-    // again (the plan marked it replaced and planned what sits on it again).
-    if (d.kind !== before.kind || (d.kind === "vxlan" && !sameVxlan(d.vxlan, before.vxlan)) || (d.kind === "veth" && !samePeer(d.peer, before.peer))) {
-      this.remove(before);
-      this.create(d, desired);
-      return;
-    }
+  /** What a device changes in place: MTU, MAC, up. */
+  private update(d: DeviceSpec, before: DeviceSpec): void {
     const sock = this.ctx.route(d.netns);
     if (d.mtu !== undefined && d.mtu !== before.mtu) linkSetMtu(sock, d.name, d.mtu);
     if (d.mac !== undefined && d.mac !== before.mac) linkSetMac(sock, d.name, d.mac);
@@ -141,14 +140,6 @@ function writeOwnSysctls(d: DeviceSpec, desired: DesiredState): void {
   for (const s of desired.sysctls.values()) {
     if (s.key.startsWith(prefix) && s.netns === d.netns) sysctlWrite(s.key, s.value, d.netns);
   }
-}
-
-function samePeer(a: DeviceSpec["peer"], b: DeviceSpec["peer"]): boolean {
-  return a?.name === b?.name && a?.netns === b?.netns;
-}
-
-function sameVxlan(a: VxlanSettings | undefined, b: VxlanSettings | undefined): boolean {
-  return a?.vni === b?.vni && a?.port === b?.port && a?.local === b?.local && a?.learning === b?.learning;
 }
 
 function observed(link: Link, netns: string | undefined): DeviceSpec {
