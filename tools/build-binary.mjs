@@ -169,6 +169,9 @@ async function bundle(file, objects) {
   return { commit, version: pkg.version };
 }
 
+/** Objects in bpf/build that only the tests load. */
+const TEST_OBJECTS = new Set(["counter.o"]);
+
 async function main() {
   const started = process.hrtime.bigint();
   mkdirSync(work, { recursive: true });
@@ -177,7 +180,9 @@ async function main() {
   const configFile = join(work, "sea-config.json");
 
   const buildDir = join(root, "bpf", "build");
-  const objects = existsSync(buildDir) ? readdirSync(buildDir).filter((f) => f.endsWith(".o")).sort() : [];
+  // The objects the reconciler loads; bpf/build also holds test fixtures (counter.o), which the
+  // binary does not ship.
+  const objects = existsSync(buildDir) ? readdirSync(buildDir).filter((f) => f.endsWith(".o") && !TEST_OBJECTS.has(f)).sort() : [];
   const assets = Object.fromEntries(objects.map((o) => [o, join(buildDir, o)]));
   assets[KOFFI_ASSET] = koffiNativePath();
 
