@@ -22,6 +22,9 @@ export interface GlobalOptions {
   bpffsRoot: string;
   /** Where git checkouts and other state live. */
   stateDir: string;
+  /** --state-dir (or RECONCILE_STATE_DIR) was given: one-shot commands fetch git sources under it
+   *  (else under the system's temporary directory). */
+  stateDirGiven?: boolean;
   /** Periodic resync in milliseconds. */
   resyncIntervalMs: number;
   attachMode: "auto" | "tcx" | "tc";
@@ -127,7 +130,9 @@ export const USAGE = `Usage:
   reconcile teardown                           remove everything reconcile owns
   reconcile version
 
-Without --once or --dry-run, reconcile runs as a daemon. Every option may also be set as an
+One-shot commands (--dry-run, --once, validate, explain, diff) read a git source by a shallow
+fetch of --ref into a private temporary directory (under --state-dir when given), removed
+afterwards; its revision reads git:<sha>. Without --once or --dry-run, reconcile runs as a daemon. Every option may also be set as an
 environment variable RECONCILE_<OPTION> (e.g. RECONCILE_SOURCE=/etc/reconcile/manifests).
 
 Exit codes: 0 success and nothing to change, 2 --dry-run found changes, 1 error.
@@ -217,6 +222,7 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     output,
     bpffsRoot: str(values.bpffsRoot) ?? "/sys/fs/bpf/reconcile",
     stateDir: str(values.stateDir) ?? "/var/lib/reconcile",
+    stateDirGiven: str(values.stateDir) !== undefined,
     resyncIntervalMs: parseDuration(str(values.resyncInterval) ?? "30s", "--resync-interval"),
     attachMode,
     attachPosition,

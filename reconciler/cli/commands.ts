@@ -11,7 +11,7 @@ import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
 import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import { readSourceOnce } from "../source/open.js";
+import { readSourceOnce, type OnceOptions } from "../source/open.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";
@@ -44,9 +44,21 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
   }
 }
 
-/** Reads the manifests named by --source once. */
+/** Reads the manifests named by --source once (a git source at --ref, fetched and removed again). */
 export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
-  return readSourceOnce({ source: opts.source!, ...(opts.path ? { path: opts.path } : {}), ...(opts.sourceType ? { sourceType: opts.sourceType } : {}) });
+  return readSourceOnce(onceOptions(opts, opts.source!, opts.ref));
+}
+
+/** The one-shot source options of `source` at `ref`, with the git settings the daemon would use. */
+export function onceOptions(opts: GlobalOptions, source: string, ref: string | undefined, sourceType = opts.sourceType): OnceOptions {
+  const o: OnceOptions = { source };
+  if (ref !== undefined) o.ref = ref;
+  if (sourceType) o.sourceType = sourceType;
+  if (opts.stateDirGiven) o.tempParent = opts.stateDir;
+  for (const key of ["path", "verifySignatures", "gitToken", "gitTokenFile", "gitSshKeyFile"] as const) {
+    if (opts[key] !== undefined) o[key] = opts[key];
+  }
+  return o;
 }
 
 /**
