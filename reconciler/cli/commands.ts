@@ -11,10 +11,9 @@ import { HOST_ENDPOINT } from "../policy/host.js";
 import { diff } from "../plan/diff.js";
 import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import { readSourceOnce, type OnceOptions } from "../source/open.js";
-import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";
+import { readSource } from "./source.js";
 import { ReconcileError } from "./errors.js";
 import type { Io } from "./io.js";
 import { renderVersion, versionInfo } from "./version.js";
@@ -31,6 +30,8 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       return validate(command.opts, io);
     case "explain":
       return explainCommand(command, io);
+    case "diff":
+      return (await import("./diff.js")).diffCommand(command, io);
     case "run":
       if (command.mode === "dry-run") return dryRun(command.opts, io);
       if (command.mode === "once") return once(command.opts, io);
@@ -42,23 +43,6 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
     case "status":
       return status(command.opts, io);
   }
-}
-
-/** Reads the manifests named by --source once (a git source at --ref, fetched and removed again). */
-export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
-  return readSourceOnce(onceOptions(opts, opts.source!, opts.ref));
-}
-
-/** The one-shot source options of `source` at `ref`, with the git settings the daemon would use. */
-export function onceOptions(opts: GlobalOptions, source: string, ref: string | undefined, sourceType = opts.sourceType): OnceOptions {
-  const o: OnceOptions = { source };
-  if (ref !== undefined) o.ref = ref;
-  if (sourceType) o.sourceType = sourceType;
-  if (opts.stateDirGiven) o.tempParent = opts.stateDir;
-  for (const key of ["path", "verifySignatures", "gitToken", "gitTokenFile", "gitSshKeyFile"] as const) {
-    if (opts[key] !== undefined) o[key] = opts[key];
-  }
-  return o;
 }
 
 /**
