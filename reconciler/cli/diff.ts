@@ -17,8 +17,9 @@ export async function diffCommand(command: Extract<Command, { name: "diff" }>, i
   const { opts } = command;
   const base = await readSide(opts, command.base, "--base", io);
   const ref = await readSide(opts, command.ref, "--ref", io);
-  const nodes = command.allNodes ? manifestNodes(base.model, ref.model) : [opts.node!];
-  if (nodes.length === 0) throw new ReconcileError("diff --all-nodes: neither revision has Node manifests; name the node with --node");
+  // Without any node named, every endpoint is on the one node there is: --node (the host name).
+  const named = command.allNodes ? manifestNodes(base.model, ref.model) : [];
+  const nodes = named.length ? named : [opts.node!];
   const previews = previewNodes(base, ref, nodes, { enforcement: opts.enforcement, attachMode: opts.attachMode === "auto" ? "tcx" : opts.attachMode });
   if (command.format === "json") io.stdout.write(JSON.stringify(previewDocument(base, ref, previews), null, 2) + "\n");
   else if (command.format === "markdown") io.stdout.write(renderPreviewMarkdown(base, ref, previews));

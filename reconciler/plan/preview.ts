@@ -36,9 +36,10 @@ export function planBetween(base: DesiredState, ref: DesiredState): Plan {
   return diff(ref, inForce);
 }
 
-/** The nodes named by Node manifests of either side, sorted. */
+/** The nodes named by Node manifests (or an Endpoint's spec.node) of either side, sorted. */
 export function manifestNodes(...models: Model[]): string[] {
-  return [...new Set(models.flatMap((m) => m.nodes.map((n) => n.name)))].sort();
+  const named = models.flatMap((m) => [...m.nodes.map((n) => n.name), ...m.endpoints.flatMap((e) => (e.node === undefined ? [] : [e.node]))]);
+  return [...new Set(named)].sort();
 }
 
 /** Each node's plan and policy impact from `base` to `ref`. Throws CapacityError as compiling does. */

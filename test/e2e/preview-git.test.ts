@@ -5,9 +5,11 @@
 //   and markdown, with exit codes 2 and 0;
 // - a three-node repository: `diff --all-nodes` gives each node its own plan;
 // - saved plans against the kernel: a plan is refused after a manual map edit and after a new
-//   commit (nothing written), and a fresh one applies, after which a dry-run exits 0.
+//   commit (nothing written), and a fresh one applies, after which a dry-run exits 0;
+// - the CI example (examples/ci/preview.sh) on a clone with a pull request's commit.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { loadModel } from "../../reconciler/plan/pipeline.js";
@@ -15,7 +17,10 @@ import { explain } from "../../reconciler/policy/explain.js";
 import { readSourceOnce } from "../../reconciler/source/open.js";
 import { git } from "./helpers/git.js";
 import {
+  REPO,
   app1Allows,
+  cliCommand,
+  cliEnv,
   kernelIpcache,
   makeEnv,
   mapDelete,
@@ -282,4 +287,32 @@ test("saved plans: refused after a manual map edit and after a new commit, nothi
   assert.equal(junk.code, 1);
   assert.match(junk.stderr, /not a saved plan/);
   assert.ok(existsSync(env.pinRoot));
+});
+
+test("examples/ci/preview.sh: validates the checkout and writes the pull request's preview as markdown", async (t) => {
+  requireTools("git");
+  const env = makeEnv(t, "pci");
+  const r = repo(env, "repo", seedFiles(env));
+  // The CI checkout: a clone (origin/main is the target branch) with the pull request's commit.
+  const checkout = path.join(env.tmp, "checkout");
+  git(env.tmp, "clone", "-q", r.url, checkout);
+  writeFileSync(path.join(checkout, "l3-rule.json"), seedRuleWithPort(8080));
+  git(checkout, "commit", "-qam", "serve on 8080");
+  const reconcileCmd = cliCommand().map((a) => (a === "tsx" ? import.meta.resolve("tsx") : a)).join(" ");
+  const script = path.join(REPO, "examples", "ci", "preview.sh");
+  const out = path.join(env.tmp, "preview.md");
+  const run = (cwd: string) => spawnSync(script, [], { cwd, encoding: "utf8", env: { ...cliEnv(env), RECONCILE: reconcileCmd, OUT: out } });
+  const ok = run(checkout);
+  assert.equal(ok.status, 0, `${ok.stdout}\n${ok.stderr}`);
+  assert.match(ok.stdout, /^valid: 3 files/m);
+  assert.match(ok.stdout, /HEAD changes the datapath/);
+  const md = readFileSync(out, "utf8");
+  assert.match(md, /^### reconcile diff: `origin\/main` → `HEAD`/);
+  assert.match(md, /- app1 ingress: \*\*newly DENIED\*\* from \{id=app2\} TCP\/80 \(rule l3-rule, l3-rule\.json:2 no longer allows it\)/);
+  assert.match(md, /- app1 ingress: \*\*newly ALLOWED\*\* from \{id=app2\} TCP\/8080/);
+  // An invalid branch fails the job at validate, with file:line.
+  writeFileSync(path.join(checkout, "broken.yaml"), "apiVersion: reconcile/v1\nkind: Endpoint\nmetadata:\n  name: bad\nspec:\n  ipv4: 10.11.300.1\n");
+  const bad = run(checkout);
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /broken\.yaml:\d+: Endpoint\/bad/);
 });

@@ -76,10 +76,10 @@ test("diff: two directories; exit 0 for no change, 2 with the impact in text, js
   assert.match(md.stdout, /^### reconcile diff/);
   assert.match(md.stdout, /\| n1 \| 1 \| 0 \| 1 \| 1 \| 1 \|/);
   assert.match(md.stdout, /\*\*newly DENIED\*\*/);
-  // --all-nodes without Node manifests: an error naming the fix.
-  const all = await run(["diff", "--base", base, "--ref", ref, "--all-nodes"]);
-  assert.equal(all.code, 1);
-  assert.match(all.stderr, /neither revision has Node manifests; name the node with --node/);
+  // --all-nodes without any node named: the one node there is (--node).
+  const all = await run(["diff", "--base", base, "--ref", ref, "--all-nodes", "--output", "json"]);
+  assert.equal(all.code, 2, all.stderr);
+  assert.deepEqual(JSON.parse(all.stdout).nodes.map((n: { node: string }) => n.node), ["n"]);
   // A side that is neither a directory nor, without --source, a git ref.
   const bad = await run(["diff", "--base", "no-such-dir", "--ref", ref]);
   assert.equal(bad.code, 1);
