@@ -22,6 +22,9 @@ export interface GlobalOptions {
   bpffsRoot: string;
   /** Where git checkouts and other state live. */
   stateDir: string;
+  /** --state-dir (or RECONCILE_STATE_DIR) was given: one-shot commands fetch git sources under it
+   *  (else under the system's temporary directory). */
+  stateDirGiven?: boolean;
   /** Periodic resync in milliseconds. */
   resyncIntervalMs: number;
   attachMode: "auto" | "tcx" | "tc";
@@ -66,10 +69,11 @@ const ENV_ONLY = {
 } as const;
 
 export type Command =
-  | { name: "run"; mode: "dry-run" | "once" | "daemon"; opts: GlobalOptions }
+  | { name: "run"; mode: "dry-run" | "once" | "daemon"; opts: GlobalOptions; plan?: { out?: string; apply?: string } }
   | { name: "validate"; opts: GlobalOptions }
   | { name: "explain"; opts: GlobalOptions; from: string; to: string; port: number; protocol: number; protocolName: string }
   | { name: "inspect"; opts: GlobalOptions; what: "endpoints" | "ipcache" | "policy" | "devices" | "links"; endpoint?: string }
+  | { name: "diff"; opts: GlobalOptions; base: string; ref: string; allNodes: boolean; format: OutputFormat | "markdown" }
   | { name: "status"; opts: GlobalOptions }
   | { name: "teardown"; opts: GlobalOptions }
   | { name: "version"; opts: GlobalOptions }
@@ -107,11 +111,15 @@ const FLAGS: Record<string, FlagDef> = {
   "--from": { key: "from", value: true },
   "--to": { key: "to", value: true },
   "--port": { key: "port", value: true },
+  "--base": { key: "base", value: true },
+  "--all-nodes": { key: "allNodes", value: false },
+  "--out": { key: "out", value: true },
+  "--plan": { key: "plan", value: true },
   "--help": { key: "help", value: false },
   "-h": { key: "help", value: false },
 };
 
-const SUBCOMMANDS = ["validate", "explain", "inspect", "status", "teardown", "version", "help"] as const;
+const SUBCOMMANDS = ["validate", "explain", "diff", "inspect", "status", "teardown", "version", "help"] as const;
 
 export const USAGE = `Usage:
   reconcile [--source DIR|GIT-URL] [--ref BRANCH|TAG|SHA] [--path SUBDIR] [--node NAME]
@@ -122,15 +130,22 @@ export const USAGE = `Usage:
             [--verify-signatures ALLOWED-SIGNERS-FILE] [--allow-empty]
   reconcile validate --source ...              validate manifests only
   reconcile explain --source ... --from EP|IP|host --to EP|IP|host --port 80/TCP [--output json]
+  reconcile diff [--source GIT-URL] --base REF|DIR --ref REF|DIR [--node NAME | --all-nodes]
+                 [--output text|json|markdown]   plan and policy impact between two revisions,
+                                                 from the manifests alone (no kernel, no root)
+  reconcile --dry-run --out PLAN-FILE          save the plan (with the revision and observed state)
+  reconcile --once --plan PLAN-FILE            apply exactly that plan; refused if either changed
   reconcile inspect endpoints|ipcache|policy ENDPOINT|devices|links [--output json]
   reconcile status [--output json]             ask the running daemon
   reconcile teardown                           remove everything reconcile owns
   reconcile version
 
-Without --once or --dry-run, reconcile runs as a daemon. Every option may also be set as an
+One-shot commands (--dry-run, --once, validate, explain, diff) read a git source by a shallow
+fetch of --ref into a private temporary directory (under --state-dir when given), removed
+afterwards; its revision reads git:<sha>. Without --once or --dry-run, reconcile runs as a daemon. Every option may also be set as an
 environment variable RECONCILE_<OPTION> (e.g. RECONCILE_SOURCE=/etc/reconcile/manifests).
 
-Exit codes: 0 success and nothing to change, 2 --dry-run found changes, 1 error.
+Exit codes: 0 success and nothing to change, 2 --dry-run (or diff) found changes, 1 error.
 `;
 
 const PROTOCOLS: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132, ICMP: 1, ICMPV6: 58, ANY: 0 };
@@ -163,6 +178,9 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
   if (values.help || sub === "help") return { name: "help", text: USAGE };
   if (sub !== undefined && !SUBCOMMANDS.includes(sub)) throw new UsageError(`unknown command "${sub}" (expected one of ${SUBCOMMANDS.join(", ")})`);
 
+  // Markdown is diff's alone (a pull-request comment); the other commands print text or json.
+  const markdown = sub === "diff" && values.output === "markdown";
+  if (markdown) delete values.output;
   const opts = globalOptions(values, defaults);
   for (const [key, name] of Object.entries(ENV_ONLY) as Array<[keyof typeof ENV_ONLY, string]>) {
     if (env[name]) opts[key] = env[name];
@@ -174,7 +192,10 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       if (values.dryRun && values.once) throw new UsageError("--dry-run and --once exclude each other");
       const mode = values.dryRun ? "dry-run" : values.once ? "once" : "daemon";
       requireSource(opts, "reconcile");
-      return { name: "run", mode, opts };
+      if (values.out !== undefined && mode !== "dry-run") throw new UsageError("--out PLAN-FILE saves the plan of a --dry-run");
+      if (values.plan !== undefined && mode !== "once") throw new UsageError("--plan PLAN-FILE is applied by --once");
+      const plan = { ...(str(values.out) ? { out: str(values.out)! } : {}), ...(str(values.plan) ? { apply: str(values.plan)! } : {}) };
+      return { name: "run", mode, opts, ...(plan.out || plan.apply ? { plan } : {}) };
     }
     case "validate":
       requireSource(opts, "validate");
@@ -186,6 +207,12 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       const portText = stringValue(values, "port", "explain needs --port PORT/PROTOCOL (e.g. 80/TCP)");
       const { port, protocol, protocolName } = parsePort(portText);
       return { name: "explain", opts, from, to, port, protocol, protocolName };
+    }
+    case "diff": {
+      const base = stringValue(values, "base", "diff needs --base REF|DIR (the revision in force, e.g. origin/main)");
+      const ref = opts.ref;
+      if (ref === undefined) throw new UsageError("diff needs --ref REF|DIR (the revision to preview, e.g. HEAD)");
+      return { name: "diff", opts, base, ref, allNodes: values.allNodes === true, format: markdown ? "markdown" : opts.output };
     }
     case "inspect": {
       const what = positional[1];
@@ -217,6 +244,7 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     output,
     bpffsRoot: str(values.bpffsRoot) ?? "/sys/fs/bpf/reconcile",
     stateDir: str(values.stateDir) ?? "/var/lib/reconcile",
+    stateDirGiven: str(values.stateDir) !== undefined,
     resyncIntervalMs: parseDuration(str(values.resyncInterval) ?? "30s", "--resync-interval"),
     attachMode,
     attachPosition,

@@ -1,5 +1,6 @@
 // Each command is a short chain: read → plan → (apply) → render. Output goes to the streams passed in.
 
+import { readFile, writeFile } from "node:fs/promises";
 import { reconcileOnce, type ApplyReport } from "../apply/executor.js";
 import { foreignPrograms, type KernelPort } from "../apply/port.js";
 import { emptyDesired, emptyState, type ActualState } from "../datapath/state.js";
@@ -8,13 +9,13 @@ import { ReconcileService } from "../daemon/service.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
-import { diff } from "../plan/diff.js";
+import { diff, type Plan } from "../plan/diff.js";
+import { checkSavedPlan, parseSavedPlan, savePlan } from "../plan/saved.js";
 import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import { readSourceOnce } from "../source/open.js";
-import type { Snapshot } from "../source/snapshot.js";
 import type { Command, GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";
+import { readSource } from "./source.js";
 import { knowKernelErrors, ReconcileError } from "./errors.js";
 import type { Io } from "./io.js";
 import { renderVersion, versionInfo } from "./version.js";
@@ -31,9 +32,11 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       return validate(command.opts, io);
     case "explain":
       return explainCommand(command, io);
+    case "diff":
+      return (await import("./diff.js")).diffCommand(command, io);
     case "run":
-      if (command.mode === "dry-run") return dryRun(command.opts, io);
-      if (command.mode === "once") return once(command.opts, io);
+      if (command.mode === "dry-run") return dryRun(command.opts, io, command.plan?.out);
+      if (command.mode === "once") return once(command.opts, io, command.plan?.apply);
       return daemon(command.opts, io);
     case "teardown":
       return teardown(command.opts, io);
@@ -42,11 +45,6 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
     case "status":
       return status(command.opts, io);
   }
-}
-
-/** Reads the manifests named by --source once. */
-export async function readSource(opts: GlobalOptions): Promise<Snapshot> {
-  return readSourceOnce({ source: opts.source!, ...(opts.path ? { path: opts.path } : {}), ...(opts.sourceType ? { sourceType: opts.sourceType } : {}) });
 }
 
 /**
@@ -93,8 +91,10 @@ async function validate(opts: GlobalOptions, io: Io): Promise<number> {
   return 0;
 }
 
-async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
+/** --dry-run; with `out`, the plan is saved there for --once --plan (only a plan against this kernel). */
+async function dryRun(opts: GlobalOptions, io: Io, out?: string): Promise<number> {
   const notes: string[] = [];
+  let observed = false;
   let kernel: KernelPort | undefined;
   try {
     kernel = await openKernel(opts);
@@ -112,6 +112,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
     if (kernel && compiled.facts?.local !== false) {
       try {
         actual = await kernel.targets.observe(compiled.desired);
+        observed = true;
       } catch (err) {
         notes.push(`the kernel could not be read (${(err as Error).message}): the plan is against an empty datapath`);
       }
@@ -119,6 +120,11 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
     refuseEmpty(opts.allowEmpty, compiled, actual.endpoints.size);
     if (kernel && compiled.facts?.local !== false && kernel.attachMode === "tcx") notes.push(...foreignAheadNotes(kernel, opts));
     const plan = diff(compiled.desired, actual);
+    if (out !== undefined) {
+      if (!observed) throw new ReconcileError(`--out ${out}: the plan is not against this node's datapath (${notes.join("; ")}); no plan was saved`);
+      await writeFile(out, JSON.stringify(savePlan(plan, actual, new Date()), null, 2) + "\n");
+      io.stderr.write(`Saved the plan to ${out}. To apply exactly these changes: reconcile --once --plan ${out} (with the same --source, --ref and --node).\n`);
+    }
     const ctx = { notes };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
     else io.stdout.write(renderPlanText(plan, ctx, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
@@ -152,11 +158,13 @@ function foreignAheadNotes(kernel: KernelPort, opts: GlobalOptions): string[] {
     });
 }
 
-/** One run of the daemon's reconcile service. */
-async function once(opts: GlobalOptions, io: Io): Promise<number> {
+/** One run of the daemon's reconcile service; with `planFile`, only if it applies exactly that saved plan. */
+async function once(opts: GlobalOptions, io: Io, planFile?: string): Promise<number> {
+  const saved = planFile === undefined ? undefined : parseSavedPlan(await readFile(planFile, "utf8"), planFile);
   const snapshot = await readSource(opts);
+  const expect = saved && ((plan: Plan, observed: ActualState) => checkSavedPlan(saved, planFile!, plan, observed));
   return withKernel(opts, async (kernel) => {
-    const { report, compiled } = await new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual");
+    const { report, compiled } = await new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual", expect);
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
     writeReport(report, opts, io);
     return report.failed.length ? 1 : 0;

@@ -7,7 +7,6 @@ import { ExplainQueryError } from "../policy/explain.js";
 import { IdentityRangeExhaustedError } from "../policy/identity.js";
 import { PrefixParseError } from "../manifest/ip.js";
 import { SourceError } from "../source/errors.js";
-import { OneShotGitError } from "../source/open.js";
 import { UsageError } from "./args.js";
 import { AssetNotFoundError, NativeModuleError, UnsafePathError } from "./assets.js";
 
@@ -39,7 +38,6 @@ const USER_ERRORS: readonly ErrorClass[] = [
   ReconcileError,
   UsageError,
   SourceError, // and its kinds: path escapes, size limits, git, signatures
-  OneShotGitError,
   CapacityError,
   EmptySnapshotError,
   NotThisNodeError,

@@ -6,9 +6,9 @@
 import { reconcileOnce, StatusTable, unconfirmed, type ApplyReport } from "../apply/executor.js";
 import { foreignPrograms, type ForeignProgram, type KernelPort } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
-import type { DesiredState } from "../datapath/state.js";
+import type { ActualState, DesiredState } from "../datapath/state.js";
 import { formatProblem, ManifestError } from "../manifest/load.js";
-import type { Change } from "../plan/diff.js";
+import { diff, type Change, type Plan } from "../plan/diff.js";
 import { CapacityError, compileForNode, EmptySnapshotError, IncrementalPipeline, isEmptyModel, NotThisNodeError, refuseEmpty, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/pipeline.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Logger } from "./log.js";
@@ -21,6 +21,12 @@ export interface ServiceOptions extends NodeCompileOptions {
   log?: Logger;
   metrics?: DaemonMetrics;
 }
+
+/**
+ * Checks the plan a run is about to apply, made against `observed` (what the kernel holds now);
+ * throws to refuse it before anything is written (a stale saved plan).
+ */
+export type PlanCheck = (plan: Plan, observed: ActualState) => void;
 
 /** One applied run: the plan and its results, the compiled revision, and whether it corrected drift. */
 export interface RunReport {
@@ -73,7 +79,7 @@ export class ReconcileService {
    * before anything is written, NotThisNodeError for another node's revision, and
    * EmptySnapshotError for a revision without manifests while endpoints are in force.
    */
-  async run(snapshot: Snapshot, trigger: Trigger): Promise<RunReport> {
+  async run(snapshot: Snapshot, trigger: Trigger, expect?: PlanCheck): Promise<RunReport> {
     const compiled = this.compile(snapshot);
     requireLocal(compiled);
     if (!this.opts.allowEmpty && isEmptyModel(compiled.model)) {
@@ -81,7 +87,13 @@ export class ReconcileService {
       const inForce = this.inForce?.endpoints.size ?? (await this.kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0;
       refuseEmpty(false, compiled, inForce);
     }
-    const known = trigger === "source" ? this.inForce : undefined;
+    let known: ActualState | undefined = trigger === "source" ? this.inForce : undefined;
+    if (expect) {
+      // A saved plan: planned against the kernel as it is now, checked before anything is written.
+      const observed = await this.kernel.targets.observe(compiled.desired);
+      expect(diff(compiled.desired, observed), observed);
+      known = observed;
+    }
     const report = await reconcileOnce(this.kernel.targets, compiled.desired, known);
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
     const drift = snapshot.revision === this.lastApplied && trigger !== "source";

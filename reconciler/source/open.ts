@@ -2,8 +2,11 @@
 // one-shot commands) or to follow it (the daemon).
 
 import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { readDirSnapshot, resolveDirSource, watchDir } from "./dir.js";
-import type { SourceError } from "./errors.js";
+import { GitSourceError, type SourceError } from "./errors.js";
 import { GitSource, type GitSourceStatus } from "./git.js";
 import type { Snapshot } from "./snapshot.js";
 import { createWebhookHandler } from "./webhook.js";
@@ -82,15 +85,51 @@ export async function followSource(opts: SourceOptions, cb: FollowCallbacks): Pr
   return { close: () => git.close(), status: () => git.status(), ...(webhook ? { webhook } : {}) };
 }
 
-/** Reads the source once. */
-export async function readSourceOnce(opts: Pick<SourceOptions, "source" | "path" | "sourceType">): Promise<Snapshot> {
-  if (isGitSource(opts)) {
-    throw new OneShotGitError(`--source ${opts.source} is a git repository: one-shot commands read a directory; run the daemon for git sources, or clone it and pass the directory`);
-  }
+/** What a one-shot read needs: the source, and for git sources the ref, auth and checks of the daemon. */
+export type OnceOptions = Pick<SourceOptions, "source" | "path" | "sourceType" | "ref" | "verifySignatures" | "gitToken" | "gitTokenFile" | "gitSshKeyFile"> & {
+  /** Directory under which a git source's private temporary checkout is made (default: the system's). */
+  tempParent?: string;
+};
+
+/**
+ * Reads the source once. A git source is fetched (shallow, one ref) into a private temporary
+ * directory that is removed afterwards, with the daemon's GitSource (same auth, same signature
+ * check); its revision reads `git:<sha>`.
+ */
+export async function readSourceOnce(opts: OnceOptions): Promise<Snapshot> {
+  if (isGitSource(opts)) return readGitOnce(opts);
   const { root, boundary } = await resolveDirSource(opts.source, opts.path);
   return readDirSnapshot(root, { boundary });
 }
 
-export class OneShotGitError extends Error {
-  override name = "OneShotGitError";
+async function readGitOnce(opts: OnceOptions): Promise<Snapshot> {
+  // The checkout runs git in its own directory: a local repository path must not be relative.
+  const url = isGitUrl(opts.source) ? opts.source : path.resolve(opts.source);
+  if (opts.tempParent) await mkdir(opts.tempParent, { recursive: true, mode: 0o700 });
+  const tmp = await mkdtemp(path.join(opts.tempParent ?? tmpdir(), "reconcile-git-")); // mode 0700
+  try {
+    let snapshot: Snapshot | undefined;
+    const git = new GitSource({
+      url,
+      stateDir: tmp,
+      intervalMs: 0,
+      ...(opts.ref ? { ref: opts.ref } : {}),
+      ...(opts.path ? { path: opts.path } : {}),
+      ...(opts.gitToken ? { token: opts.gitToken } : {}),
+      ...(opts.gitTokenFile ? { tokenFile: opts.gitTokenFile } : {}),
+      ...(opts.gitSshKeyFile ? { sshKeyFile: opts.gitSshKeyFile } : {}),
+      ...(opts.verifySignatures ? { verifySignatures: { allowedSignersFile: opts.verifySignatures } } : {}),
+      onSnapshot: (s) => (snapshot = s),
+    });
+    const result = await git.sync();
+    await git.close();
+    if (result.error) throw result.error;
+    if (!snapshot) throw new GitSourceError("sync", `${opts.ref ?? "HEAD"} from ${opts.source}: no snapshot was read`);
+    return { revision: `${GIT_REVISION_PREFIX}${snapshot.revision}`, files: snapshot.files };
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
 }
+
+/** One-shot revisions of git sources read `git:<sha>` (directories read `sha256:<hex>`). */
+export const GIT_REVISION_PREFIX = "git:";

@@ -1,0 +1,56 @@
+// `reconcile diff --base A --ref B`: reads both revisions (each a directory, or a git ref of
+// --source fetched into a private temporary directory), previews every node asked for, prints.
+// No kernel, no root: the plan is between the two desired states.
+
+import { stat } from "node:fs/promises";
+import { formatProblem, ManifestError } from "../manifest/load.js";
+import { loadModel } from "../plan/pipeline.js";
+import { hasChanges, manifestNodes, previewDocument, previewNodes, type PreviewSide } from "../plan/preview.js";
+import { renderPreviewMarkdown, renderPreviewText } from "../plan/render-preview.js";
+import { readSourceOnce } from "../source/open.js";
+import type { Command, GlobalOptions } from "./args.js";
+import { onceOptions } from "./source.js";
+import { ReconcileError } from "./errors.js";
+import type { Io } from "./io.js";
+
+export async function diffCommand(command: Extract<Command, { name: "diff" }>, io: Io): Promise<number> {
+  const { opts } = command;
+  const base = await readSide(opts, command.base, "--base", io);
+  const ref = await readSide(opts, command.ref, "--ref", io);
+  // Without any node named, every endpoint is on the one node there is: --node (the host name).
+  const named = command.allNodes ? manifestNodes(base.model, ref.model) : [];
+  const nodes = named.length ? named : [opts.node!];
+  const previews = previewNodes(base, ref, nodes, { enforcement: opts.enforcement, attachMode: opts.attachMode === "auto" ? "tcx" : opts.attachMode });
+  if (command.format === "json") io.stdout.write(JSON.stringify(previewDocument(base, ref, previews), null, 2) + "\n");
+  else if (command.format === "markdown") io.stdout.write(renderPreviewMarkdown(base, ref, previews));
+  else io.stdout.write(renderPreviewText(base, ref, previews, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
+  return hasChanges(previews) ? 2 : 0;
+}
+
+/** A side named by a directory that exists is that directory; anything else is a git ref of --source. */
+async function readSide(opts: GlobalOptions, value: string, flag: string, io: Io): Promise<PreviewSide> {
+  let snapshot;
+  if (await isDirectory(value)) {
+    snapshot = await readSourceOnce(onceOptions(opts, value, undefined, undefined));
+  } else {
+    if (!opts.source) throw new ReconcileError(`diff ${flag} ${value}: not a directory, and no --source (RECONCILE_SOURCE) to read it from as a git ref`);
+    // A local repository path counts as a git source here: the side names a ref of it.
+    snapshot = await readSourceOnce(onceOptions(opts, opts.source, value, "git"));
+  }
+  try {
+    const { model, warnings } = loadModel(snapshot);
+    for (const w of warnings) io.stderr.write(`${flag} ${value}: ${formatProblem(w)}\n`);
+    return { name: value, model, warnings };
+  } catch (err) {
+    if (err instanceof ManifestError) io.stderr.write(`reconcile: diff ${flag} ${value} (revision ${snapshot.revision}) is invalid:\n`);
+    throw err;
+  }
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
+}
