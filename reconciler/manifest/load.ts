@@ -431,31 +431,18 @@ function endpointFields(r: Reader, doc: Field): Record<string, Field> {
 
 // ---- cross-object checks ----
 
-function crossCheck(got: Collected, problems: ManifestProblem[], cache?: LoadCache): void {
-  // Where push() writes: `problems`, or one group of the endpoint checks while it runs.
-  let out = problems;
-  const push = (file: string, f: Field, object: string, message: string, severity: "error" | "warning" = "error"): void => {
+/** Where the cross-object checks report: `problems`, or one group of the endpoint checks. */
+class ProblemSink {
+  constructor(private readonly out: ManifestProblem[]) {}
+
+  push(file: string, f: Field, object: string, message: string, severity: "error" | "warning" = "error"): void {
     const p: ManifestProblem = { file, line: f.line, object, message, severity };
     if (f.path !== "") p.path = f.path;
-    out.push(p);
-  };
-  // The endpoint checks cost the most (five passes over every endpoint) and depend only on the
-  // endpoints (and the nodes, for the last): reused from the last load while both are the same
-  // objects. Run in three groups to keep the order of the problems what it is without a cache.
-  const reused = cache?.endpointChecks(got.endpoints, got.nodes);
-  const groups: ManifestProblem[][] = reused ?? [[], [], []];
-  const endpointChecks = (group: number, checks: () => void): void => {
-    if (reused === undefined) {
-      out = groups[group]!;
-      checks();
-      out = problems;
-    }
-    for (const p of groups[group]!) problems.push(p);
-  };
-  const where = (s: { at: { file: string; line: number } }): string => `${s.at.file}:${s.at.line}`;
+    this.out.push(p);
+  }
 
   /** Report every item whose key was already used by an earlier item. */
-  function unique<T extends { at: { file: string; line: number } }>(
+  unique<T extends { at: { file: string; line: number } }>(
     items: Seen<T>[],
     key: (s: Seen<T>) => string | undefined,
     field: string,
@@ -471,17 +458,50 @@ function crossCheck(got: Collected, problems: ManifestProblem[], cache?: LoadCac
         first.set(k, s.item);
         continue;
       }
-      push(s.item.at.file, fieldOf(s, field) ?? fieldOf(s, "name")!, object(s.item), `${what(s.item)} (first used by ${object(prev)} at ${where(prev)})`);
+      const where = `${prev.at.file}:${prev.at.line}`;
+      this.push(s.item.at.file, fieldOf(s, field) ?? fieldOf(s, "name")!, object(s.item), `${what(s.item)} (first used by ${object(prev)} at ${where})`);
     }
   }
+}
 
-  const epObj = (e: EndpointManifest): string => `Endpoint/${e.name}`;
-  endpointChecks(0, () => unique(got.endpoints, (s) => s.item.name, "name", epObj, () => "duplicate Endpoint name"));
-  unique(got.identities, (s) => s.item.name, "name", (i) => `Identity/${i.name}`, () => "duplicate Identity name");
-  unique(got.nodes, (s) => s.item.name, "name", (n) => `Node/${n.name}`, () => "duplicate Node name");
-  unique(got.cidrGroups, (s) => s.item.name, "name", (g) => `CiliumCIDRGroup/${g.name}`, () => "duplicate CiliumCIDRGroup name");
-  // cidrGroupRef naming no CiliumCIDRGroup: Cilium keeps the rule and the reference selects no
-  // address until the group exists; say so.
+const epObj = (e: EndpointManifest): string => `Endpoint/${e.name}`;
+const idObj = (i: IdentityManifest): string => `Identity/${i.name}`;
+const nodeOf = (e: EndpointManifest): string => e.node ?? "";
+
+function crossCheck(got: Collected, problems: ManifestProblem[], cache?: LoadCache): void {
+  const sink = new ProblemSink(problems);
+  // The endpoint checks cost the most (five passes over every endpoint) and depend only on the
+  // endpoints (and the nodes, for the last): reused from the last load while both are the same
+  // objects. Run in three groups to keep the order of the problems what it is without a cache.
+  const reused = cache?.endpointChecks(got.endpoints, got.nodes);
+  const groups: ManifestProblem[][] = reused ?? [[], [], []];
+  const endpointChecks = (group: number, checks: (sink: ProblemSink) => void): void => {
+    if (reused === undefined) checks(new ProblemSink(groups[group]!));
+    for (const p of groups[group]!) problems.push(p);
+  };
+
+  endpointChecks(0, (s) => s.unique(got.endpoints, (e) => e.item.name, "name", epObj, () => "duplicate Endpoint name"));
+  sink.unique(got.identities, (s) => s.item.name, "name", idObj, () => "duplicate Identity name");
+  sink.unique(got.nodes, (s) => s.item.name, "name", (n) => `Node/${n.name}`, () => "duplicate Node name");
+  sink.unique(got.cidrGroups, (s) => s.item.name, "name", (g) => `CiliumCIDRGroup/${g.name}`, () => "duplicate CiliumCIDRGroup name");
+  checkGroupRefs(sink, got);
+  sink.unique(
+    got.rules,
+    (s) => `${s.item.namespace ?? ""}/${s.item.name}`,
+    "name",
+    (r) => `Rule/${r.namespace !== undefined ? `${r.namespace}/` : ""}${r.name}`,
+    () => "duplicate rule name",
+  );
+  endpointChecks(1, (s) => checkEndpointAddresses(s, got));
+  sink.unique(got.identities, (s) => String(s.item.id), "id", idObj, (i) => `duplicate identity number ${i.id}`);
+  sink.unique(got.identities, (s) => JSON.stringify(s.item.labels), "labels", idObj, () => "duplicate label set (one label set has one identity)");
+  endpointChecks(2, (s) => checkEndpointNodes(s, got));
+  cache?.rememberEndpointChecks(got.endpoints, got.nodes, groups);
+}
+
+/** cidrGroupRef naming no CiliumCIDRGroup: Cilium keeps the rule and the reference selects no
+ *  address until the group exists; say so. */
+function checkGroupRefs(sink: ProblemSink, got: Collected): void {
   const groupNames = new Set(got.cidrGroups.map((g) => g.item.name));
   for (const s of got.rules) {
     const r = s.item.rule;
@@ -489,60 +509,48 @@ function crossCheck(got: Collected, problems: ManifestProblem[], cache?: LoadCac
       for (const p of sec) {
         for (const c of p.cidrs ?? []) {
           if (c.groupRef !== undefined && !groupNames.has(c.groupRef)) {
-            push(p.at.file, { value: undefined, path: "", line: p.at.line }, `Rule/${s.item.name}`, `cidrGroupRef ${JSON.stringify(c.groupRef)} names no CiliumCIDRGroup, so it selects no address`, "warning");
+            sink.push(p.at.file, { value: undefined, path: "", line: p.at.line }, `Rule/${s.item.name}`, `cidrGroupRef ${JSON.stringify(c.groupRef)} names no CiliumCIDRGroup, so it selects no address`, "warning");
           }
         }
       }
     }
   }
-  unique(
-    got.rules,
-    (s) => `${s.item.namespace ?? ""}/${s.item.name}`,
-    "name",
-    (r) => `Rule/${r.namespace !== undefined ? `${r.namespace}/` : ""}${r.name}`,
-    () => "duplicate rule name",
+}
+
+/** Addresses and interfaces two endpoints of one node claim. */
+function checkEndpointAddresses(sink: ProblemSink, got: Collected): void {
+  sink.unique(got.endpoints, (s) => (s.item.ipv4 !== undefined ? `${nodeOf(s.item)}|${s.item.ipv4}` : undefined), "ipv4", epObj, (e) => `duplicate IPv4 address ${e.ipv4} on the same node`);
+  sink.unique(got.endpoints, (s) => (s.item.ipv6 !== undefined ? `${nodeOf(s.item)}|${s.item.ipv6}` : undefined), "ipv6", epObj, (e) => `duplicate IPv6 address ${e.ipv6} on the same node`);
+  // A macvlan's interface name lives inside its own namespace; a veth's host side shares the host's.
+  sink.unique(
+    got.endpoints,
+    (s) => `${nodeOf(s.item)}|${s.item.create?.kind === "macvlan" ? `netns:${s.item.create.netns}/` : ""}${s.item.interfaceName}`,
+    "interface",
+    epObj,
+    (e) => `duplicate interface name ${e.interfaceName} on the same node`,
   );
+  sink.unique(
+    got.endpoints,
+    (s) => (s.item.create !== undefined ? `${nodeOf(s.item)}|${s.item.create.netns}|${s.item.create.ifname}` : undefined),
+    "create",
+    epObj,
+    (e) => `interface ${e.create!.ifname} in netns ${e.create!.netns} is also created by another endpoint`,
+  );
+}
 
-  const node = (e: EndpointManifest): string => e.node ?? "";
-  endpointChecks(1, () => {
-    unique(got.endpoints, (s) => (s.item.ipv4 !== undefined ? `${node(s.item)}|${s.item.ipv4}` : undefined), "ipv4", epObj, (e) => `duplicate IPv4 address ${e.ipv4} on the same node`);
-    unique(got.endpoints, (s) => (s.item.ipv6 !== undefined ? `${node(s.item)}|${s.item.ipv6}` : undefined), "ipv6", epObj, (e) => `duplicate IPv6 address ${e.ipv6} on the same node`);
-    // A macvlan's interface name lives inside its own namespace; a veth's host side shares the host's.
-    unique(
-      got.endpoints,
-      (s) => `${node(s.item)}|${s.item.create?.kind === "macvlan" ? `netns:${s.item.create.netns}/` : ""}${s.item.interfaceName}`,
-      "interface",
-      epObj,
-      (e) => `duplicate interface name ${e.interfaceName} on the same node`,
-    );
-    unique(
-      got.endpoints,
-      (s) => (s.item.create !== undefined ? `${node(s.item)}|${s.item.create.netns}|${s.item.create.ifname}` : undefined),
-      "create",
-      epObj,
-      (e) => `interface ${e.create!.ifname} in netns ${e.create!.netns} is also created by another endpoint`,
-    );
-  });
-
-  const idObj = (i: IdentityManifest): string => `Identity/${i.name}`;
-  unique(got.identities, (s) => String(s.item.id), "id", idObj, (i) => `duplicate identity number ${i.id}`);
-  unique(got.identities, (s) => JSON.stringify(s.item.labels), "labels", idObj, () => "duplicate label set (one label set has one identity)");
-
-  endpointChecks(2, () => {
-    if (got.nodes.length > 0) {
-      const names = new Set(got.nodes.map((n) => n.item.name));
-      for (const s of got.endpoints) {
-        if (s.item.node !== undefined && !names.has(s.item.node)) {
-          push(
-            s.item.at.file,
-            fieldOf(s, "node")!,
-            epObj(s.item),
-            `no Node manifest with this name (expected one of ${[...names].sort().join(", ")}, got "${s.item.node}")`,
-            "warning",
-          );
-        }
-      }
+/** Endpoints on a node no Node manifest names (only when there are Node manifests). */
+function checkEndpointNodes(sink: ProblemSink, got: Collected): void {
+  if (got.nodes.length === 0) return;
+  const names = new Set(got.nodes.map((n) => n.item.name));
+  for (const s of got.endpoints) {
+    if (s.item.node !== undefined && !names.has(s.item.node)) {
+      sink.push(
+        s.item.at.file,
+        fieldOf(s, "node")!,
+        epObj(s.item),
+        `no Node manifest with this name (expected one of ${[...names].sort().join(", ")}, got "${s.item.node}")`,
+        "warning",
+      );
     }
-  });
-  cache?.rememberEndpointChecks(got.endpoints, got.nodes, groups);
+  }
 }

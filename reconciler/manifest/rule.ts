@@ -191,6 +191,32 @@ function readPeerRule(r: Reader, f: Field, spec: SectionSpec): PeerRule | undefi
   if (r.mapping(f, true) === undefined) return undefined;
   const before = r.errorCount();
   const dir = spec.direction === "ingress" ? "from" : "to";
+  checkPeerKeys(r, f, spec, dir);
+
+  const peer: PeerRule = { at: { file: r.file, line: f.line } };
+  const endpoints = readSelectors(r, r.child(f, `${dir}Endpoints`));
+  if (endpoints !== undefined) peer.endpoints = endpoints;
+  const cidrs = readPeerCidrs(r, f, dir);
+  if (cidrs !== undefined) peer.cidrs = cidrs;
+  const entities = readEntities(r, r.child(f, `${dir}Entities`));
+  if (entities !== undefined) peer.entities = entities;
+  const nodes = readSelectors(r, r.child(f, `${dir}Nodes`));
+  if (nodes !== undefined) peer.nodes = nodes;
+  const ports = readPeerPorts(r, f, spec);
+  if (ports !== undefined) peer.ports = ports;
+
+  if (r.errorCount() > before) return undefined;
+  // Cilium: a nil peer list with toPorts is a wildcard (L4-only); with neither peers nor ports the
+  // rule element selects nothing (`ingress: [{}]` is Cilium's "default deny, allow nothing").
+  // Say "nothing" explicitly so that consumers cannot read it as "everything on all ports".
+  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined && peer.nodes === undefined && peer.ports === undefined) {
+    peer.endpoints = [];
+  }
+  return peer;
+}
+
+/** The keys a rule element may have, why the others are refused, and Cilium's one-peer-kind rule. */
+function checkPeerKeys(r: Reader, f: Field, spec: SectionSpec, dir: "from" | "to"): void {
   const allowed = [`${dir}Endpoints`, `${dir}CIDR`, `${dir}CIDRSet`, `${dir}Entities`, `${dir}Nodes`, "toPorts", "icmps"];
   const unsupported: Record<string, string> = {
     [`${dir}Requires`]: `${dir}Requires was removed from Cilium (deprecated in 1.17, then dropped from the policy API); put the required labels into each ${dir}Endpoints selector instead`,
@@ -211,19 +237,22 @@ function readPeerRule(r: Reader, f: Field, spec: SectionSpec): PeerRule | undefi
       r.error(r.child(f, present[1]!), `Combining ${capitalized(present[0]!)} and ${capitalized(present[1]!)} is not supported yet (Cilium refuses it too: write one element per peer kind)`);
     }
   }
+}
 
-  const peer: PeerRule = { at: { file: r.file, line: f.line } };
-  const epField = r.child(f, `${dir}Endpoints`);
-  const eps = r.list(epField);
-  if (eps !== undefined) {
-    const sels: Selector[] = [];
-    for (const e of eps) {
-      const s = readSelector(r, e);
-      if (s !== undefined) sels.push(s);
-    }
-    peer.endpoints = sels;
+/** A list of label selectors (fromEndpoints, toNodes, …); undefined when the field is absent. */
+function readSelectors(r: Reader, f: Field): Selector[] | undefined {
+  const items = r.list(f);
+  if (items === undefined) return undefined;
+  const sels: Selector[] = [];
+  for (const e of items) {
+    const s = readSelector(r, e);
+    if (s !== undefined) sels.push(s);
   }
+  return sels;
+}
 
+/** fromCIDR/toCIDR and fromCIDRSet/toCIDRSet together; undefined when both are absent. */
+function readPeerCidrs(r: Reader, f: Field, dir: "from" | "to"): CIDRSelector[] | undefined {
   const cidrs: CIDRSelector[] = [];
   let hasCidr = false;
   const plain = r.list(r.child(f, `${dir}CIDR`));
@@ -243,62 +272,47 @@ function readPeerRule(r: Reader, f: Field, spec: SectionSpec): PeerRule | undefi
       if (c !== undefined) cidrs.push(c);
     }
   }
-  if (hasCidr) peer.cidrs = cidrs;
+  return hasCidr ? cidrs : undefined;
+}
 
-  const ents = r.list(r.child(f, `${dir}Entities`));
-  if (ents !== undefined) {
-    const list: Entity[] = [];
-    for (const e of ents) {
-      const s = r.string(e, true);
-      if (s === undefined) continue;
-      if ((ENTITIES as readonly string[]).includes(s)) {
-        list.push(s as Entity);
-      } else if (s === "none") {
-        r.error(e, `entity "none" is ${NOT_SUPPORTED} (expected one of ${ENTITIES.join(", ")})`);
-      } else {
-        r.error(e, `unsupported entity: ${s} (expected one of ${ENTITIES.join(", ")})`);
-      }
+function readEntities(r: Reader, f: Field): Entity[] | undefined {
+  const ents = r.list(f);
+  if (ents === undefined) return undefined;
+  const list: Entity[] = [];
+  for (const e of ents) {
+    const s = r.string(e, true);
+    if (s === undefined) continue;
+    if ((ENTITIES as readonly string[]).includes(s)) {
+      list.push(s as Entity);
+    } else if (s === "none") {
+      r.error(e, `entity "none" is ${NOT_SUPPORTED} (expected one of ${ENTITIES.join(", ")})`);
+    } else {
+      r.error(e, `unsupported entity: ${s} (expected one of ${ENTITIES.join(", ")})`);
     }
-    peer.entities = list;
   }
+  return list;
+}
 
-  const nodesList = r.list(r.child(f, `${dir}Nodes`));
-  if (nodesList !== undefined) {
-    const sels: Selector[] = [];
-    for (const n of nodesList) {
-      const s = readSelector(r, n);
-      if (s !== undefined) sels.push(s);
-    }
-    peer.nodes = sels;
-  }
-
+/** toPorts, then icmps, as one list of port rules; undefined when both are absent. */
+function readPeerPorts(r: Reader, f: Field, spec: SectionSpec): PortRule[] | undefined {
   const tpField = r.child(f, "toPorts");
   const icmpField = r.child(f, "icmps");
   // Cilium: "The ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts."
   if (!spec.deny && hasItems(tpField.value) && hasItems(icmpField.value)) {
     r.error(icmpField, "The ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts.");
   }
+  let ports: PortRule[] | undefined;
   const tp = r.list(tpField);
   if (tp !== undefined) {
-    const ports: PortRule[] = [];
+    ports = [];
     for (const t of tp) ports.push(...readPortRule(r, t, spec));
-    peer.ports = ports;
   }
   const icmps = r.list(icmpField);
   if (icmps !== undefined) {
-    const ports: PortRule[] = peer.ports ?? [];
+    ports ??= [];
     for (const ic of icmps) ports.push(...readICMPRule(r, ic));
-    peer.ports = ports;
   }
-
-  if (r.errorCount() > before) return undefined;
-  // Cilium: a nil peer list with toPorts is a wildcard (L4-only); with neither peers nor ports the
-  // rule element selects nothing (`ingress: [{}]` is Cilium's "default deny, allow nothing").
-  // Say "nothing" explicitly so that consumers cannot read it as "everything on all ports".
-  if (peer.endpoints === undefined && peer.cidrs === undefined && peer.entities === undefined && peer.nodes === undefined && peer.ports === undefined) {
-    peer.endpoints = [];
-  }
-  return peer;
+  return ports;
 }
 
 /** A prefix or bare address, as Cilium's CIDR.sanitize takes it; host bits are cleared with a warning. */

@@ -402,9 +402,10 @@ export function buildIpcache(ctx: PolicyContext, warnings: ManifestProblem[], fi
   return [...byPrefix.values()];
 }
 
-/** Compile a model for one node. Pure. `idOpts` exists for tests (injected hash / ranges). */
+/** Compile a model for one node: the one compile path with nothing to reuse. Pure. `idOpts`
+ *  exists for tests (injected hash / ranges). */
 export function compile(model: Model, opts: CompileOptions, idOpts: IdentityAllocatorOptions = {}): CompiledPolicy {
-  return compileWithMemo(model, opts, idOpts).policy;
+  return compileFrom(model, opts, idOpts).policy;
 }
 
 /**
@@ -522,60 +523,179 @@ export function byFileLine(a: ManifestProblem, b: ManifestProblem): number {
   return a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line;
 }
 
-/** compile(), also returning what an incremental compile of the next snapshot can reuse. */
-export function compileWithMemo(model: Model, opts: CompileOptions, idOpts: IdentityAllocatorOptions = {}): { policy: CompiledPolicy; memo: CompileMemo } {
-  const ctx = buildContext(model, opts, idOpts);
-  const warnings: ManifestProblem[] = [...ctx.alloc.problems];
-  const resolver = new PeerResolver(ctx);
-  const singles = internRefs(ctx.rules);
+/**
+ * Where a compile starts: the model's context and evaluated rules and, for an incremental compile,
+ * the previous compile whose identity universe the model shares (policy/incremental.ts decides
+ * when that holds and matches the rules).
+ */
+export interface CompileStart {
+  /** The previous compile: its universe part (allocation, resolver, subject selection, per-rule
+   *  facts) is used as is, its endpoint policies and ipcache are kept where still valid. */
+  previous?: CompileMemo;
+  /** Identity allocation, endpoint identities and evaluated rules of the model. */
+  ctx: PolicyContext;
+  /** The evaluated form of each rule manifest of the model. */
+  effective: Map<RuleManifest, EffectiveRule>;
+  /** Rules added, removed or changed since `previous` (every rule without one). */
+  changed: EffectiveRule[];
+}
 
+/** What a compile recomputed, for logs and benchmarks (policy/incremental.ts reports it). */
+export interface CompileWork {
+  /** Rules added, removed or changed. */
+  changedRules: number;
+  /** Identities whose policy was recomputed. */
+  recomputedIdentities: number;
+  /** Local endpoints (the host endpoint included) whose EndpointPolicy was recomputed. */
+  recomputedEndpoints: number;
+  /** Whether the ipcache array is the previous one. */
+  ipcacheReused: boolean;
+}
+
+/** The part of a memo that depends only on the identity universe and the options. */
+type Universe = Pick<CompileMemo, "opts" | "idOpts" | "resolver" | "subjectIndex" | "subjectCache" | "localByIdentity" | "perRule">;
+
+/** A start with nothing to reuse: every rule is new. */
+function fullStart(model: Model, opts: CompileOptions, idOpts: IdentityAllocatorOptions): CompileStart {
+  const ctx = buildContext(model, opts, idOpts);
+  const all = [...ctx.rules, ...ctx.hostRules];
+  return { ctx, effective: new Map(all.map((r) => [r.manifest, r])), changed: all };
+}
+
+/**
+ * The one compile path: compile(), and compileIncremental() both with and without a previous
+ * compile, come here. Without `start.previous` every local identity's policy is computed; with it,
+ * only those of the identities a changed rule selects, and the rest is the previous objects. The
+ * result is the same either way (a property test checks it). Pure.
+ */
+export function compileFrom(
+  model: Model,
+  opts: CompileOptions,
+  idOpts: IdentityAllocatorOptions = {},
+  start: CompileStart = fullStart(model, opts, idOpts),
+): { policy: CompiledPolicy; memo: CompileMemo; work: CompileWork } {
+  const { previous, ctx, effective, changed } = start;
+  const universe = previous ?? newUniverse(ctx, opts, idOpts);
+  const facts = (r: EffectiveRule): RuleFacts => {
+    let f = universe.perRule.get(r);
+    if (f === undefined) universe.perRule.set(r, (f = ruleFacts(r, universe.subjectIndex, universe.subjectCache, universe.resolver)));
+    return f;
+  };
+  const dirty = previous === undefined ? new Set(universe.localByIdentity.keys()) : selectedLocals(changed, facts, universe.localByIdentity);
+
+  // Warnings in this order: allocation, rules (model order), host rules, sorted; then the ipcache's.
+  const warnings: ManifestProblem[] = [...ctx.alloc.problems];
+  const rulesFor = rulesByIdentity(ctx.rules, facts, dirty, warnings);
+  const recomputed = recomputePolicies(dirty, universe, rulesFor, ctx.rules, opts);
+  // The host endpoint's policy: the previous one while the host policies are the same rules (the
+  // nodes, whose labels they select, are part of the universe).
+  const prevHost = previous?.policy.endpoints.find((p) => p.endpoint === HOST_ENDPOINT);
+  const host = previous !== undefined && sameItems(ctx.hostRules, previous.ctx.hostRules) ? prevHost : hostPolicy(ctx, universe.resolver);
+  warnings.push(...hostRuleWarnings(ctx));
+  const endpoints = mergeEndpoints(previous?.policy.endpoints ?? [], prevHost, dirty, recomputed, host);
+  warnings.sort(byFileLine);
+
+  const cidrRefs = cidrRuleRefs(model);
+  const ipcacheReused = previous !== undefined && sameMap(cidrRefs, previous.cidrRefs);
+  const ipcacheWarnings: ManifestProblem[] = ipcacheReused ? previous.ipcacheWarnings : [];
+  const ipcache = ipcacheReused ? previous.policy.ipcache : buildIpcache(ctx, ipcacheWarnings, cidrRefs);
+  for (const w of ipcacheWarnings) warnings.push(w);
+
+  const policy: CompiledPolicy = { revision: model.revision, node: opts.node, identities: ctx.alloc.identities, endpoints, ipcache, warnings };
+  return {
+    policy,
+    memo: { ...universe, model, ctx, effective, cidrRefs, ipcacheWarnings, policy },
+    work: {
+      changedRules: changed.length,
+      recomputedIdentities: dirty.size,
+      recomputedEndpoints: recomputed.length + (host !== undefined && host !== prevHost ? 1 : 0),
+      ipcacheReused,
+    },
+  };
+}
+
+/** Peer resolution and subject selection over a new identity allocation. */
+function newUniverse(ctx: PolicyContext, opts: CompileOptions, idOpts: IdentityAllocatorOptions): Universe {
   // Subject selection over identities that endpoints or Identity manifests carry.
   const subjectIndex = new LabelIndex();
   for (const info of ctx.alloc.identities.values()) {
     if (info.origin === "pinned" || info.origin === "derived") subjectIndex.add(info.id, info.labels);
   }
   const localByIdentity = new Map<number, string[]>();
-  for (const ep of model.endpoints) {
+  for (const ep of ctx.model.endpoints) {
     if (!isLocal(ep, opts)) continue;
     const id = ctx.endpointIdentity.get(ep.name)!;
     const list = localByIdentity.get(id);
     if (list) list.push(ep.name);
     else localByIdentity.set(id, [ep.name]);
   }
+  return { opts, idOpts, resolver: new PeerResolver(ctx), subjectIndex, subjectCache: new Map(), localByIdentity, perRule: new WeakMap() };
+}
+
+/** The local identities the changed endpoint rules select (host policies are the host endpoint's). */
+function selectedLocals(changed: readonly EffectiveRule[], facts: (r: EffectiveRule) => RuleFacts, localByIdentity: ReadonlyMap<number, string[]>): Set<number> {
+  const dirty = new Set<number>();
+  for (const r of changed) {
+    if (r.manifest.rule.nodeSelector !== undefined) continue;
+    for (const id of facts(r).subjects) if (localByIdentity.has(id)) dirty.add(id);
+  }
+  return dirty;
+}
+
+/** The rules that select each dirty identity, in model order; appends every rule's warnings. */
+function rulesByIdentity(rules: readonly EffectiveRule[], facts: (r: EffectiveRule) => RuleFacts, dirty: ReadonlySet<number>, warnings: ManifestProblem[]): Map<number, EffectiveRule[]> {
   const rulesFor = new Map<number, EffectiveRule[]>();
-  const subjectCache = new Map<string, number[]>();
-  const perRule = new WeakMap<EffectiveRule, RuleFacts>();
-  for (const r of ctx.rules) {
-    const facts = ruleFacts(r, subjectIndex, subjectCache, resolver);
-    perRule.set(r, facts);
-    for (const w of facts.warnings) warnings.push(w);
-    for (const id of facts.subjects) {
-      if (!localByIdentity.has(id)) continue;
+  for (const r of rules) {
+    const f = facts(r);
+    for (const w of f.warnings) warnings.push(w);
+    if (dirty.size === 0) continue;
+    for (const id of f.subjects) {
+      if (!dirty.has(id)) continue;
       const list = rulesFor.get(id);
       if (list) list.push(r);
       else rulesFor.set(id, [r]);
     }
   }
+  return rulesFor;
+}
 
-  const endpoints: EndpointPolicy[] = [];
-  for (const [id, names] of localByIdentity) {
-    for (const p of endpointPolicies(id, names, rulesFor.get(id) ?? [], resolver, opts, singles)) endpoints.push(p);
+/** The policies of the local endpoints of the dirty identities. */
+function recomputePolicies(dirty: ReadonlySet<number>, universe: Universe, rulesFor: ReadonlyMap<number, EffectiveRule[]>, rules: readonly EffectiveRule[], opts: CompileOptions): EndpointPolicy[] {
+  const out: EndpointPolicy[] = [];
+  if (dirty.size === 0) return out;
+  const singles = internRefs(rules);
+  for (const id of dirty) {
+    for (const p of endpointPolicies(id, universe.localByIdentity.get(id)!, rulesFor.get(id) ?? [], universe.resolver, opts, singles)) out.push(p);
   }
-  const host = hostPolicy(ctx, resolver);
+  return out;
+}
+
+/** The previous endpoint policies of the identities not recomputed, the recomputed ones and the
+ *  host's, in name order; the previous array itself when nothing changed. */
+function mergeEndpoints(
+  before: EndpointPolicy[],
+  prevHost: EndpointPolicy | undefined,
+  dirty: ReadonlySet<number>,
+  recomputed: readonly EndpointPolicy[],
+  host: EndpointPolicy | undefined,
+): EndpointPolicy[] {
+  if (recomputed.length === 0 && host === prevHost) return before;
+  const endpoints: EndpointPolicy[] = [];
+  for (const p of before) if (p !== prevHost && !dirty.has(p.identity)) endpoints.push(p);
+  for (const p of recomputed) endpoints.push(p);
   if (host !== undefined) endpoints.push(host);
-  warnings.push(...hostRuleWarnings(ctx));
-  endpoints.sort(byEndpointName);
-  warnings.sort(byFileLine);
-  const cidrRefs = cidrRuleRefs(model);
-  const ipcacheWarnings: ManifestProblem[] = [];
-  const ipcache = buildIpcache(ctx, ipcacheWarnings, cidrRefs);
-  for (const w of ipcacheWarnings) warnings.push(w);
-  const policy: CompiledPolicy = { revision: model.revision, node: opts.node, identities: ctx.alloc.identities, endpoints, ipcache, warnings };
-  const effective = new Map([...ctx.rules, ...ctx.hostRules].map((r) => [r.manifest, r]));
-  return {
-    policy,
-    memo: { model, opts, idOpts, ctx, resolver, subjectIndex, subjectCache, localByIdentity, effective, perRule, cidrRefs, ipcacheWarnings, policy },
-  };
+  return endpoints.sort(byEndpointName);
+}
+
+/** The same objects in the same order. */
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function sameMap<K, V>(a: ReadonlyMap<K, V>, b: ReadonlyMap<K, V>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
 }
 
 /** The local host endpoint's policy (HOST_ENDPOINT, identity host) from the host policies that select

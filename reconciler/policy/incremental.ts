@@ -10,46 +10,27 @@
 // rule's subject selection are still valid, and an identity's policy is a function of the rules
 // that select it. Anything else falls back to a full compile, which is always correct.
 //
+// This file decides what can be reused and matches the rules; the compile itself is the one path of
+// policy/compile.ts (compileFrom), the same with or without a previous compile.
+//
 // A rule counts as changed when it was added or removed, or when its content OR provenance (file,
 // line, name: entries carry them) differs; a rule that moved lines is changed. Rules are matched by
 // object (the load cache hands out the same objects for unchanged files) and, failing that, by
 // their JSON text. Matching by object assumes what every caller does: a Model is never modified
 // after it was compiled (edit a copy instead).
 
-import type { CIDRGroupManifest, EndpointManifest, IdentityManifest, ManifestProblem, Model, NodeManifest, RuleManifest } from "../manifest/model.js";
-import {
-  buildIpcache,
-  byEndpointName,
-  byFileLine,
-  cidrRuleRefs,
-  compileWithMemo,
-  type CompileMemo,
-  type RuleFacts,
-  endpointPolicies,
-  hostPolicy,
-  internRefs,
-  ruleFacts,
-} from "./compile.js";
+import type { CIDRGroupManifest, EndpointManifest, IdentityManifest, Model, NodeManifest, RuleManifest } from "../manifest/model.js";
+import { compileFrom, type CompileMemo, type CompileStart, type CompileWork } from "./compile.js";
 import { effectiveRule, type EffectiveRule } from "./context.js";
-import { HOST_ENDPOINT, hostRuleWarnings } from "./host.js";
 import { type IdentityAllocatorOptions, modelCidrs } from "./identity.js";
-import type { CompiledPolicy, CompileOptions, EndpointPolicy } from "./types.js";
+import type { CompiledPolicy, CompileOptions } from "./types.js";
 
 /** What an incremental compile did, for logs and benchmarks. */
-export interface IncrementalReport {
+export interface IncrementalReport extends CompileWork {
   /** True when everything was recomputed. */
   full: boolean;
   /** Why a full compile was needed (when `full`). */
   reason?: string;
-  /** Rules added, removed or changed. */
-  changedRules: number;
-  /** Identities whose policy was recomputed. */
-  recomputedIdentities: number;
-  /** Local endpoints (the host endpoint included) whose EndpointPolicy was recomputed (the rest
-   *  are the previous objects). */
-  recomputedEndpoints: number;
-  /** Whether the ipcache array is the previous one. */
-  ipcacheReused: boolean;
 }
 
 export interface IncrementalResult {
@@ -59,7 +40,8 @@ export interface IncrementalResult {
   report: IncrementalReport;
 }
 
-/** Compile `model`, reusing what `previous` (the memo of an earlier compile) still makes valid. Pure. */
+/** Compile `model`, reusing what `previous` (the memo of an earlier compile) still makes valid;
+ *  without `previous`, or when nothing can be reused, this is the full compile. Pure. */
 export function compileIncremental(
   model: Model,
   opts: CompileOptions,
@@ -67,18 +49,15 @@ export function compileIncremental(
   idOpts: IdentityAllocatorOptions = {},
 ): IncrementalResult {
   const reason = previous === undefined ? "no previous compile" : (universeChange(previous, model, opts, idOpts) ?? repeatedRule(model));
-  if (previous === undefined || reason !== undefined) {
-    const { policy, memo } = compileWithMemo(model, opts, idOpts);
-    return {
-      policy,
-      memo,
-      report: { full: true, reason: reason ?? "no previous compile", changedRules: model.rules.length, recomputedIdentities: memo.localByIdentity.size, recomputedEndpoints: policy.endpoints.length, ipcacheReused: false },
-    };
-  }
-  const prev = previous;
+  const start = previous !== undefined && reason === undefined ? reuseStart(previous, model) : undefined;
+  const { policy, memo, work } = compileFrom(model, opts, idOpts, start);
+  return { policy, memo, report: reason === undefined ? { full: false, ...work } : { full: true, reason, ...work } };
+}
 
-  // Rules: the previous evaluated form for every manifest that is the same object or has the same
-  // JSON text as a previous one; the others are changed, as are previous rules left unmatched.
+/** The start of a compile of `model` over `prev`'s identity universe: the previous evaluated form
+ *  for every rule manifest that is the same object or has the same JSON text as a previous one; the
+ *  others are changed, as are previous rules left unmatched. */
+function reuseStart(prev: CompileMemo, model: Model): CompileStart {
   const effective = new Map<RuleManifest, EffectiveRule>();
   const fresh: RuleManifest[] = [];
   for (const m of model.rules) {
@@ -112,82 +91,7 @@ export function compileIncremental(
   const rules: EffectiveRule[] = [];
   const hostRules: EffectiveRule[] = [];
   for (const m of model.rules) (m.rule.nodeSelector === undefined ? rules : hostRules).push(effective.get(m)!);
-  const ctx = { ...prev.ctx, model, rules, hostRules };
-
-  // Per-rule facts (subject selection, selector warnings) are kept per evaluated rule.
-  const perRule = prev.perRule;
-  const facts = (r: EffectiveRule): RuleFacts => {
-    let f = perRule.get(r);
-    if (f === undefined) perRule.set(r, (f = ruleFacts(r, prev.subjectIndex, prev.subjectCache, prev.resolver)));
-    return f;
-  };
-  const dirty = new Set<number>();
-  for (const r of changed) {
-    if (r.manifest.rule.nodeSelector !== undefined) continue; // a host policy: the host endpoint's, below
-    for (const id of facts(r).subjects) if (prev.localByIdentity.has(id)) dirty.add(id);
-  }
-
-  // Warnings in the order compile() produces them: allocation, rules (model order), sorted; then the ipcache's.
-  const warnings: ManifestProblem[] = [...ctx.alloc.problems];
-  const rulesFor = new Map<number, EffectiveRule[]>();
-  for (const r of rules) {
-    const f = facts(r);
-    for (const w of f.warnings) warnings.push(w);
-    if (dirty.size === 0) continue;
-    for (const id of f.subjects) {
-      if (!dirty.has(id)) continue;
-      const list = rulesFor.get(id);
-      if (list) list.push(r);
-      else rulesFor.set(id, [r]);
-    }
-  }
-
-  const recomputed = new Map<string, EndpointPolicy>();
-  if (dirty.size > 0) {
-    const singles = internRefs(rules);
-    for (const id of dirty) {
-      for (const p of endpointPolicies(id, prev.localByIdentity.get(id)!, rulesFor.get(id) ?? [], prev.resolver, opts, singles)) recomputed.set(p.endpoint, p);
-    }
-  }
-  // The host endpoint's policy: the previous one while the host policies are the same rules (the
-  // nodes, whose labels they select, are part of the universe).
-  const prevHost = prev.policy.endpoints.find((p) => p.endpoint === HOST_ENDPOINT);
-  const host = sameItems(hostRules, prev.ctx.hostRules) ? prevHost : hostPolicy(ctx, prev.resolver);
-  warnings.push(...hostRuleWarnings(ctx));
-
-  // The same local endpoints as before, in the same (name) order.
-  let endpoints = prev.policy.endpoints;
-  if (recomputed.size > 0 || host !== prevHost) {
-    endpoints = [];
-    for (const p of prev.policy.endpoints) if (p !== prevHost) endpoints.push(recomputed.get(p.endpoint) ?? p);
-    if (host !== undefined) endpoints.push(host);
-    endpoints.sort(byEndpointName);
-  }
-
-  warnings.sort(byFileLine);
-  const cidrRefs = cidrRuleRefs(model);
-  const ipcacheReused = sameMap(cidrRefs, prev.cidrRefs);
-  let ipcache = prev.policy.ipcache;
-  let ipcacheWarnings = prev.ipcacheWarnings;
-  if (!ipcacheReused) {
-    ipcacheWarnings = [];
-    ipcache = buildIpcache(ctx, ipcacheWarnings, cidrRefs);
-  }
-  for (const w of ipcacheWarnings) warnings.push(w);
-
-  const policy: CompiledPolicy = { revision: model.revision, node: opts.node, identities: ctx.alloc.identities, endpoints, ipcache, warnings };
-  const memo: CompileMemo = { ...prev, model, ctx, effective, cidrRefs, ipcacheWarnings, policy };
-  return {
-    policy,
-    memo,
-    report: {
-      full: false,
-      changedRules: changed.length,
-      recomputedIdentities: dirty.size,
-      recomputedEndpoints: recomputed.size + (host !== undefined && host !== prevHost ? 1 : 0),
-      ipcacheReused,
-    },
-  };
+  return { previous: prev, ctx: { ...prev.ctx, model, rules, hostRules }, effective, changed };
 }
 
 /** Why the identity universe of `model` may differ from the memo's, or undefined when it is the same. */
@@ -222,16 +126,7 @@ function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
   return true;
 }
 
-function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
 function sameJson(a: unknown, b: unknown): boolean {
   return a === b || JSON.stringify(a) === JSON.stringify(b);
 }
 
-function sameMap<K, V>(a: ReadonlyMap<K, V>, b: ReadonlyMap<K, V>): boolean {
-  if (a.size !== b.size) return false;
-  for (const [k, v] of a) if (b.get(k) !== v) return false;
-  return true;
-}

@@ -10,7 +10,7 @@ import { constants as fsConstants, type BigIntStats } from "node:fs";
 import { createHash } from "node:crypto";
 import { open, readdir, readlink, realpath, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { watch as chokidarWatch } from "chokidar";
+import { watch as chokidarWatch, type FSWatcher } from "chokidar";
 import type { Snapshot, SnapshotFile } from "./snapshot.js";
 import { PathEscapeError, SizeLimitError, SourceError } from "./errors.js";
 
@@ -207,57 +207,54 @@ export async function resolveDirSource(source: string, subPath: string | undefin
  * only while they stay inside the boundary; one that escapes is an error naming it.
  */
 export async function readDirSnapshot(root: string, opts: DirSnapshotOptions = {}): Promise<Snapshot> {
-  const maxFile = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
-  const maxTotal = opts.maxTotalBytes ?? DEFAULT_MAX_TOTAL_BYTES;
+  const { realRoot, boundary } = await snapshotRoot(root, opts.boundary);
+  const tree = new TreeRead(realRoot, boundary, opts);
+  await tree.walk(realRoot, "");
+  return tree.finish();
+}
+
+/** The real path of `root`, which must be a directory inside the (real) boundary. */
+async function snapshotRoot(root: string, boundaryOpt: string | undefined): Promise<{ realRoot: string; boundary: string }> {
   let realRoot: string;
   try {
     realRoot = await realpath(root);
   } catch (err) {
     throw new SourceError(`source directory ${root}: cannot resolve it`, { cause: err });
   }
-  const boundary = opts.boundary === undefined ? realRoot : await realpath(opts.boundary);
+  const boundary = boundaryOpt === undefined ? realRoot : await realpath(boundaryOpt);
   if (!isWithin(boundary, realRoot)) {
     throw new PathEscapeError(root, realRoot, boundary);
   }
   const rootStat = await stat(realRoot);
   if (!rootStat.isDirectory()) throw new SourceError(`source ${root}: not a directory`);
+  return { realRoot, boundary };
+}
 
-  const files: Array<SnapshotFile & { digest: Buffer }> = [];
-  const cache = opts.cache;
-  const seen = new Set<string>();
-  let total = 0;
-  // Real paths of the directories on the current walk path: a symlink back into one is a loop, skipped.
-  const visiting = new Set<string>([realRoot]);
+/** One read of a manifest tree: the files found so far and the limits they count against. */
+class TreeRead {
+  private readonly files: Array<SnapshotFile & { digest: Buffer }> = [];
+  private readonly maxFile: number;
+  private readonly maxTotal: number;
+  private readonly cache: FileCache | undefined;
+  /** Absolute paths read this time: the cache forgets the others. */
+  private readonly seen = new Set<string>();
+  private total = 0;
+  /** Real paths of the directories on the current walk path: a symlink back into one is a loop, skipped. */
+  private readonly visiting: Set<string>;
 
-  async function addFile(rel: string, abs: string): Promise<void> {
-    const { handle, st } = await openManifestFile(rel, abs, boundary);
-    try {
-      if (st.size > maxFile) throw new SizeLimitError(rel, maxFile, Number(st.size));
-      const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-      const cached = cache?.get(abs);
-      seen.add(abs);
-      if (reusable(cached, stamp)) {
-        total += Number(st.size);
-        if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
-        files.push({ path: rel, content: cached.content, digest: cached.digest });
-        return;
-      }
-      const readAtNs = BigInt(Date.now()) * 1_000_000n; // before the read: errs on the racy side
-      // The file may have grown between fstat and read: read at most one byte past the limit.
-      const buf = await readBounded(handle, maxFile + 1, Number(st.size) + 1);
-      if (buf.length > maxFile) throw new SizeLimitError(rel, maxFile, buf.length);
-      total += buf.length;
-      if (total > maxTotal) throw new SizeLimitError("<total>", maxTotal, total);
-      const content = buf.toString("utf8");
-      const digest = digestOf(content); // of the decoded text, as contentRevision() hashes it
-      files.push({ path: rel, content, digest });
-      cache?.set(abs, { stamp, mtimeNs: st.mtimeNs, readAtNs, content, digest });
-    } finally {
-      await handle.close();
-    }
+  constructor(
+    realRoot: string,
+    private readonly boundary: string,
+    opts: DirSnapshotOptions,
+  ) {
+    this.maxFile = opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    this.maxTotal = opts.maxTotalBytes ?? DEFAULT_MAX_TOTAL_BYTES;
+    this.cache = opts.cache;
+    this.visiting = new Set([realRoot]);
   }
 
-  async function walk(absDir: string, relDir: string): Promise<void> {
+  /** Read the manifests under `absDir` (a real path), naming them from `relDir`. */
+  async walk(absDir: string, relDir: string): Promise<void> {
     let entries;
     try {
       entries = await readdir(absDir, { withFileTypes: true });
@@ -269,43 +266,81 @@ export async function readDirSnapshot(root: string, opts: DirSnapshotOptions = {
       const abs = path.join(absDir, e.name);
       const rel = relDir === "" ? e.name : `${relDir}/${e.name}`;
       if (e.isDirectory()) {
-        visiting.add(abs); // walk() paths are real paths: the root and symlink targets are resolved
-        await walk(abs, rel);
-        visiting.delete(abs);
+        this.visiting.add(abs); // walk() paths are real paths: the root and symlink targets are resolved
+        await this.walk(abs, rel);
+        this.visiting.delete(abs);
       } else if (e.isFile()) {
-        if (isManifestName(e.name)) await addFile(rel, abs);
+        if (isManifestName(e.name)) await this.addFile(rel, abs);
       } else if (e.isSymbolicLink()) {
-        let target: string;
-        try {
-          target = await realpath(abs);
-        } catch (err) {
-          if (isErrno(err, "ENOENT") || isErrno(err, "ELOOP")) {
-            if (isManifestName(e.name)) throw new SourceError(`${rel}: dangling symlink`, { cause: err });
-            continue;
-          }
-          throw err;
-        }
-        const tst = await stat(target);
-        const wouldFollow = tst.isDirectory() || (tst.isFile() && isManifestName(e.name));
-        if (!wouldFollow) continue;
-        if (!isWithin(boundary, target)) throw new PathEscapeError(rel, target, boundary);
-        if (tst.isDirectory()) {
-          if (visiting.has(target)) continue; // a loop: already being read through another path
-          visiting.add(target);
-          await walk(target, rel);
-          visiting.delete(target);
-        } else {
-          await addFile(rel, target);
-        }
+        await this.followLink(e.name, rel, abs);
       }
       // Sockets, fifos, devices: never manifests.
     }
   }
 
-  await walk(realRoot, "");
-  if (cache) for (const abs of cache.keys()) if (!seen.has(abs)) cache.delete(abs);
-  files.sort((a, b) => compareCodeUnits(a.path, b.path));
-  return { revision: revisionOf(files.map((f) => [f.path, f.digest] as const)), files: files.map(({ path: p, content }) => ({ path: p, content })) };
+  /** A symlink in the tree: followed to a directory or a manifest inside the boundary. */
+  private async followLink(name: string, rel: string, abs: string): Promise<void> {
+    let target: string;
+    try {
+      target = await realpath(abs);
+    } catch (err) {
+      if (isErrno(err, "ENOENT") || isErrno(err, "ELOOP")) {
+        if (isManifestName(name)) throw new SourceError(`${rel}: dangling symlink`, { cause: err });
+        return;
+      }
+      throw err;
+    }
+    const tst = await stat(target);
+    const wouldFollow = tst.isDirectory() || (tst.isFile() && isManifestName(name));
+    if (!wouldFollow) return;
+    if (!isWithin(this.boundary, target)) throw new PathEscapeError(rel, target, this.boundary);
+    if (tst.isDirectory()) {
+      if (this.visiting.has(target)) return; // a loop: already being read through another path
+      this.visiting.add(target);
+      await this.walk(target, rel);
+      this.visiting.delete(target);
+    } else {
+      await this.addFile(rel, target);
+    }
+  }
+
+  private async addFile(rel: string, abs: string): Promise<void> {
+    const { handle, st } = await openManifestFile(rel, abs, this.boundary);
+    try {
+      if (st.size > this.maxFile) throw new SizeLimitError(rel, this.maxFile, Number(st.size));
+      const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+      const cached = this.cache?.get(abs);
+      this.seen.add(abs);
+      if (reusable(cached, stamp)) {
+        this.count(Number(st.size));
+        this.files.push({ path: rel, content: cached.content, digest: cached.digest });
+        return;
+      }
+      const readAtNs = BigInt(Date.now()) * 1_000_000n; // before the read: errs on the racy side
+      // The file may have grown between fstat and read: read at most one byte past the limit.
+      const buf = await readBounded(handle, this.maxFile + 1, Number(st.size) + 1);
+      if (buf.length > this.maxFile) throw new SizeLimitError(rel, this.maxFile, buf.length);
+      this.count(buf.length);
+      const content = buf.toString("utf8");
+      const digest = digestOf(content); // of the decoded text, as contentRevision() hashes it
+      this.files.push({ path: rel, content, digest });
+      this.cache?.set(abs, { stamp, mtimeNs: st.mtimeNs, readAtNs, content, digest });
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private count(bytes: number): void {
+    this.total += bytes;
+    if (this.total > this.maxTotal) throw new SizeLimitError("<total>", this.maxTotal, this.total);
+  }
+
+  /** The snapshot of the files read, in byte-wise path order; the cache forgets files not seen. */
+  finish(): Snapshot {
+    if (this.cache) for (const abs of this.cache.keys()) if (!this.seen.has(abs)) this.cache.delete(abs);
+    const files = this.files.sort((a, b) => compareCodeUnits(a.path, b.path));
+    return { revision: revisionOf(files.map((f) => [f.path, f.digest] as const)), files: files.map(({ path: p, content }) => ({ path: p, content })) };
+  }
 }
 
 export interface WatchDirOptions extends DirSnapshotOptions {
@@ -359,19 +394,6 @@ export async function watchDir(
   let dirty = false; // events arrived while reading: read again afterwards
   let closed = false;
 
-  const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-  async function stableRead(): Promise<Snapshot> {
-    let prev = await readDirSnapshot(realRoot, readOpts);
-    for (let i = 0; i < MAX_SETTLE_ATTEMPTS; i++) {
-      await sleep(settleMs);
-      const next = await readDirSnapshot(realRoot, readOpts);
-      if (next.revision === prev.revision) return next;
-      prev = next;
-    }
-    throw new SourceError(`${root}: files kept changing over ${MAX_SETTLE_ATTEMPTS} reads; will retry on the next event`);
-  }
-
   async function rescan(): Promise<void> {
     if (closed) return;
     if (reading) {
@@ -383,7 +405,7 @@ export async function watchDir(
       do {
         dirty = false;
         try {
-          const snap = await stableRead();
+          const snap = await readSettled(root, realRoot, readOpts, settleMs);
           if (!closed && !dirty && snap.revision !== lastRevision) {
             lastRevision = snap.revision;
             onSnapshot(snap);
@@ -410,24 +432,7 @@ export async function watchDir(
     }, wait);
   }
 
-  const watcher = chokidarWatch(realRoot, {
-    ignoreInitial: true,
-    // We re-read the whole tree anyway; chokidar's own unlink/add merging would only add delay.
-    atomic: false,
-    ignored: (p: string) => {
-      const rel = path.relative(realRoot, p);
-      if (rel === "") return false;
-      return rel.split(path.sep).some((seg) => isIgnoredName(seg));
-    },
-  });
-  watcher.on("all", () => schedule());
-  // chokidar drops a file's "change" when its own stat of the file shows the mtime it saw before
-  // (a rewrite within one timestamp tick of an earlier event) and throttles events 5 ms apart: in a
-  // loop of 300 saves, 97 went unreported. Every raw inotify event schedules a read as well; the
-  // read is cheap (unchanged files are not read again) and emits only a new revision.
-  watcher.on("raw", () => schedule());
-  watcher.on("error", (err: unknown) => onError(err instanceof Error ? err : new Error(String(err))));
-  await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
+  const watcher = await watchTree(realRoot, schedule, onError);
 
   if (opts.emitInitial ?? true) await rescan();
   else {
@@ -443,4 +448,41 @@ export async function watchDir(
     if (timer) clearTimeout(timer);
     await watcher.close();
   };
+}
+
+/** Read the tree until two consecutive reads, `settleMs` apart, agree (a file caught mid-write
+ *  differs between them). */
+async function readSettled(root: string, realRoot: string, readOpts: DirSnapshotOptions, settleMs: number): Promise<Snapshot> {
+  let prev = await readDirSnapshot(realRoot, readOpts);
+  for (let i = 0; i < MAX_SETTLE_ATTEMPTS; i++) {
+    await new Promise<void>((r) => setTimeout(r, settleMs));
+    const next = await readDirSnapshot(realRoot, readOpts);
+    if (next.revision === prev.revision) return next;
+    prev = next;
+  }
+  throw new SourceError(`${root}: files kept changing over ${MAX_SETTLE_ATTEMPTS} reads; will retry on the next event`);
+}
+
+/** A chokidar watcher on the tree (ignored names left out) that calls `onEvent` for every file
+ *  event, resolved once it is ready. */
+async function watchTree(realRoot: string, onEvent: () => void, onError: (err: Error) => void): Promise<FSWatcher> {
+  const watcher = chokidarWatch(realRoot, {
+    ignoreInitial: true,
+    // We re-read the whole tree anyway; chokidar's own unlink/add merging would only add delay.
+    atomic: false,
+    ignored: (p: string) => {
+      const rel = path.relative(realRoot, p);
+      if (rel === "") return false;
+      return rel.split(path.sep).some((seg) => isIgnoredName(seg));
+    },
+  });
+  watcher.on("all", () => onEvent());
+  // chokidar drops a file's "change" when its own stat of the file shows the mtime it saw before
+  // (a rewrite within one timestamp tick of an earlier event) and throttles events 5 ms apart: in a
+  // loop of 300 saves, 97 went unreported. Every raw inotify event schedules a read as well; the
+  // read is cheap (unchanged files are not read again) and emits only a new revision.
+  watcher.on("raw", () => onEvent());
+  watcher.on("error", (err: unknown) => onError(err instanceof Error ? err : new Error(String(err))));
+  await new Promise<void>((resolve) => watcher.once("ready", () => resolve()));
+  return watcher;
 }
