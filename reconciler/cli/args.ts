@@ -3,7 +3,7 @@
 // variables and defaults are the table in flags.ts; the values are checked here.
 
 import { Command as CommanderCommand, CommanderError, Option } from "commander";
-import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, OUTPUTS, type CommandName, type FlagDef } from "./flags.js";
+import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, OUTPUTS, SHELLS, type CommandName, type FlagDef } from "./flags.js";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -77,6 +77,8 @@ export type Command =
   | { name: "status"; opts: GlobalOptions }
   | { name: "teardown"; opts: GlobalOptions }
   | { name: "version"; opts: GlobalOptions }
+  /** A completion script, or (shell "endpoints", what the scripts call) the endpoint names of --source. */
+  | { name: "completion"; opts: GlobalOptions; shell: (typeof SHELLS)[number] | "endpoints" }
   | { name: "help"; text: string };
 
 /** How a command's flags and arguments came out of argv (before the environment and the checks). */
@@ -128,6 +130,11 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       }
       if (what === "policy" && !endpoint) throw new UsageError("inspect policy needs an endpoint name");
       return { name: "inspect", opts, what: what as (typeof INSPECT_WHAT)[number], ...(endpoint !== undefined ? { endpoint } : {}) };
+    }
+    case "completion": {
+      const [shell] = positional;
+      if (shell === "endpoints" || (SHELLS as readonly string[]).includes(shell ?? "")) return { name: "completion", opts, shell: shell as (typeof SHELLS)[number] };
+      throw new UsageError(`completion needs one of ${SHELLS.join(", ")} (got ${shell ?? "nothing"})${suggestion(shell, SHELLS)}`);
     }
     case "status":
     case "teardown":

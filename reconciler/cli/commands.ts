@@ -41,6 +41,8 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       return withKernel(command.opts, async (kernel) => (await import("./inspect.js")).inspect(command, kernel, io, (opts) => compileFor(opts, kernel)));
     case "status":
       return status(command.opts, io);
+    case "completion":
+      return completion(command, io);
   }
 }
 
@@ -209,6 +211,23 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
   } else {
     io.stdout.write(`${answer.verdict.toUpperCase()}: ${command.from} → ${command.to} ${command.port}/${command.protocolName}\n  ${answer.reason}\n`);
     for (const r of answer.rules) io.stdout.write(`  rule ${r.name} at ${r.file}:${r.line}\n`);
+  }
+  return 0;
+}
+
+async function completion(command: Extract<Command, { name: "completion" }>, io: Io): Promise<number> {
+  const { completionScript, endpointNames } = await import("./completion.js");
+  if (command.shell !== "endpoints") {
+    io.stdout.write(completionScript(command.shell));
+    return 0;
+  }
+  // Asked by a completing shell: names if the source is a readable directory of valid manifests, else nothing.
+  if (!command.opts.source) return 0;
+  try {
+    const names = endpointNames(loadModel(await readSource(command.opts)).model);
+    io.stdout.write(names.map((n) => `${n}\n`).join(""));
+  } catch {
+    /* nothing to offer */
   }
   return 0;
 }

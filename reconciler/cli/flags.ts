@@ -9,9 +9,10 @@ export const ENFORCEMENTS = ["default", "always", "never"] as const;
 export const LOG_FORMATS = ["logfmt", "json"] as const;
 export const LOG_LEVELS = ["error", "warn", "notice", "info", "debug"] as const;
 export const INSPECT_WHAT = ["endpoints", "ipcache", "policy", "devices", "links"] as const;
+export const SHELLS = ["bash", "zsh", "fish"] as const;
 
 /** Commands by name; "run" is the bare `reconcile` (daemon, --dry-run, --once). */
-export const COMMAND_NAMES = ["run", "validate", "explain", "inspect", "status", "teardown", "version"] as const;
+export const COMMAND_NAMES = ["run", "validate", "explain", "inspect", "status", "teardown", "version", "completion"] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
 export interface FlagDef {
@@ -116,6 +117,13 @@ export const COMMANDS: Record<CommandName, CommandDef> = {
     summary: "print the version, the kernel's features and the programs this binary carries",
     usage: "[options]",
     examples: ["version", "version --output json"],
+  },
+  completion: {
+    summary: "print a shell completion script",
+    usage: "bash|zsh|fish",
+    args: "[shell]",
+    details: "Install it with, e.g.: reconcile completion bash > /etc/bash_completion.d/reconcile",
+    examples: ["completion bash > /etc/bash_completion.d/reconcile", "completion zsh > \"${fpath[1]}/_reconcile\"", "completion fish > ~/.config/fish/completions/reconcile.fish"],
   },
 };
 
