@@ -8,6 +8,7 @@ import { ReconcileService } from "../daemon/service.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
+import { peerNames, type PeerNames } from "../policy/peer-names.js";
 import { diff } from "../plan/diff.js";
 import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
@@ -119,7 +120,7 @@ async function dryRun(opts: GlobalOptions, io: Io): Promise<number> {
     refuseEmpty(opts.allowEmpty, compiled, actual.endpoints.size);
     if (kernel && compiled.facts?.local !== false && kernel.attachMode === "tcx") notes.push(...foreignAheadNotes(kernel, opts));
     const plan = diff(compiled.desired, actual);
-    const ctx = { notes };
+    const ctx = { notes, peers: peerNames(compiled.policy) };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
     else io.stdout.write(renderPlanText(plan, ctx, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
     return plan.changes.length ? 2 : 0;
@@ -158,7 +159,7 @@ async function once(opts: GlobalOptions, io: Io): Promise<number> {
   return withKernel(opts, async (kernel) => {
     const { report, compiled } = await new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual");
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
-    writeReport(report, opts, io);
+    writeReport(report, opts, io, peerNames(compiled.policy));
     return report.failed.length ? 1 : 0;
   });
 }
@@ -182,10 +183,10 @@ async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
   });
 }
 
-function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io): void {
+function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io, peers?: PeerNames): void {
   const ok = report.applied;
   if (opts.output === "json") {
-    const doc = planDocument(report.plan, { notes: [] });
+    const doc = planDocument(report.plan, { notes: [], ...(peers ? { peers } : {}) });
     io.stdout.write(JSON.stringify({ ...doc, applied: ok, failed: report.failed }, null, 2) + "\n");
     return;
   }

@@ -6,9 +6,11 @@
 import { reconcileOnce, StatusTable, unconfirmed, type ApplyReport } from "../apply/executor.js";
 import { foreignPrograms, type ForeignProgram, type KernelPort } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
-import type { DesiredState } from "../datapath/state.js";
+import type { DesiredState, PolicyMapEntry } from "../datapath/state.js";
 import { formatProblem, ManifestError } from "../manifest/load.js";
 import type { Change } from "../plan/diff.js";
+import { policyEntryText } from "../plan/render.js";
+import { peerNames, type PeerNames } from "../policy/peer-names.js";
 import { CapacityError, compileForNode, EmptySnapshotError, IncrementalPipeline, isEmptyModel, NotThisNodeError, refuseEmpty, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/pipeline.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Logger } from "./log.js";
@@ -130,7 +132,7 @@ export class ReconcileService {
       throw err;
     }
     const { report, drift } = run;
-    if (log) logChanges(log, report.plan.changes, drift);
+    if (log) logChanges(log, report.plan.changes, drift, peerNames(run.compiled.policy));
     for (const f of report.failed) log?.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
     return {
       ok: report.failed.length === 0,
@@ -194,8 +196,11 @@ export class ReconcileService {
  */
 export const CHANGE_LINES_MAX = 1000;
 
-/** One line per change (warn "drift corrected" for drift, else info "change"), or a summary past CHANGE_LINES_MAX. */
-export function logChanges(log: Logger, changes: readonly Change[], drift: boolean): void {
+/**
+ * One line per change (warn "drift corrected" for drift, else info "change"), or a summary past
+ * CHANGE_LINES_MAX. A policy change's line also says in words what the entry means (`entry=`).
+ */
+export function logChanges(log: Logger, changes: readonly Change[], drift: boolean, peers?: PeerNames): void {
   const detailed = changes.length <= CHANGE_LINES_MAX;
   const level = detailed ? (drift ? "warn" : "info") : "debug";
   // A change's id and entries are made only when asked (a cold plan holds a million): only for lines
@@ -204,7 +209,17 @@ export function logChanges(log: Logger, changes: readonly Change[], drift: boole
   const msg = drift ? "drift corrected" : "change";
   const counts: Record<string, number> = {};
   for (const c of changes) {
-    if (lines) log.log(level, msg, { op: c.op, resource: c.resource, id: c.id, reason: c.reason, ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}) });
+    if (lines) {
+      const entry = c.resource === "policy" ? (c.after ?? c.before) : undefined;
+      log.log(level, msg, {
+        op: c.op,
+        resource: c.resource,
+        id: c.id,
+        ...(entry ? { entry: policyEntryText(entry as PolicyMapEntry, peers) } : {}),
+        reason: c.reason,
+        ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}),
+      });
+    }
     if (detailed) continue;
     const k = `${c.resource}.${c.op}`;
     counts[k] = (counts[k] ?? 0) + 1;
