@@ -75,6 +75,8 @@ export type Command =
   | { name: "explain"; opts: GlobalOptions; from: string; to: string; port: number; protocol: number; protocolName: string }
   | { name: "inspect"; opts: GlobalOptions; what: "endpoints" | "ipcache" | "policy" | "devices" | "links"; endpoint?: string }
   | { name: "status"; opts: GlobalOptions }
+  | { name: "suspend"; opts: GlobalOptions; reason?: string }
+  | { name: "resume"; opts: GlobalOptions }
   | { name: "teardown"; opts: GlobalOptions }
   | { name: "version"; opts: GlobalOptions }
   /** A completion script, or (shell "endpoints", what the scripts call) the endpoint names of --source. */
@@ -136,6 +138,11 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       if (shell === "endpoints" || (SHELLS as readonly string[]).includes(shell ?? "")) return { name: "completion", opts, shell: shell as (typeof SHELLS)[number] };
       throw new UsageError(`completion needs one of ${SHELLS.join(", ")} (got ${shell ?? "nothing"})${suggestion(shell, SHELLS)}`);
     }
+    case "suspend": {
+      const reason = str(values.reason);
+      return { name: "suspend", opts, ...(reason !== undefined ? { reason } : {}) };
+    }
+    case "resume":
     case "status":
     case "teardown":
     case "version":

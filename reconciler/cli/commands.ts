@@ -44,6 +44,9 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       return status(command.opts, io);
     case "completion":
       return completion(command, io);
+    case "suspend":
+    case "resume":
+      return suspendOrResume(command, io);
   }
 }
 
@@ -157,6 +160,9 @@ function foreignAheadNotes(kernel: KernelPort, opts: GlobalOptions): string[] {
 async function once(opts: GlobalOptions, io: Io): Promise<number> {
   const snapshot = await readSource(opts);
   return withKernel(opts, async (kernel) => {
+    // The suspension is the daemon's: an operator who runs --once means it, and is told.
+    const suspended = kernel.recordedSuspension();
+    if (suspended) io.stderr.write(`reconcile: note: the daemon is suspended (since ${new Date(suspended.since).toISOString()}${suspended.reason ? `: ${suspended.reason}` : ""}); --once applies all the same, and the daemon stays suspended\n`);
     const { report, compiled } = await new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual");
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
     writeReport(report, opts, io, peerNames(compiled.policy));
@@ -229,6 +235,32 @@ async function completion(command: Extract<Command, { name: "completion" }>, io:
     io.stdout.write(names.map((n) => `${n}\n`).join(""));
   } catch {
     /* nothing to offer */
+  }
+  return 0;
+}
+
+/** Asks the daemon over its socket to suspend or resume, and says what it answered. */
+async function suspendOrResume(command: Extract<Command, { name: "suspend" | "resume" }>, io: Io): Promise<number> {
+  const { requestAction } = await import("../daemon/status.js");
+  let answer: { suspended?: { since: number; reason?: string } | null; alreadySuspended?: boolean; wasSuspended?: boolean };
+  try {
+    answer = (await requestAction(command.opts.socket, command.name, command.name === "suspend" && command.reason ? { reason: command.reason } : {})) as typeof answer;
+  } catch (err) {
+    throw new ReconcileError((err as Error).message);
+  }
+  if (command.opts.output === "json") {
+    io.stdout.write(JSON.stringify(answer, null, 2) + "\n");
+    return 0;
+  }
+  const s = answer.suspended;
+  if (command.name === "suspend") {
+    const since = s ? new Date(s.since).toISOString() : "?";
+    io.stdout.write(
+      `${answer.alreadySuspended ? "Already suspended" : "Suspended"} since ${since}${s?.reason ? ` (${s.reason})` : ""}: the daemon keeps fetching and observing, ` +
+        `reports drift and pending changes in reconcile status, and applies nothing until reconcile resume.\n`,
+    );
+  } else {
+    io.stdout.write(answer.wasSuspended ? "Resumed: the daemon applies the pending changes now.\n" : "Not suspended: nothing to resume.\n");
   }
   return 0;
 }

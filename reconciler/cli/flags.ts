@@ -12,7 +12,7 @@ export const INSPECT_WHAT = ["endpoints", "ipcache", "policy", "devices", "links
 export const SHELLS = ["bash", "zsh", "fish"] as const;
 
 /** Commands by name; "run" is the bare `reconcile` (daemon, --dry-run, --once). */
-export const COMMAND_NAMES = ["run", "validate", "explain", "inspect", "status", "teardown", "version", "completion"] as const;
+export const COMMAND_NAMES = ["run", "validate", "explain", "inspect", "status", "suspend", "resume", "teardown", "version", "completion"] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
 export interface FlagDef {
@@ -41,14 +41,14 @@ export const FLAGS: Record<string, FlagDef> = {
   "--ref": { key: "ref", value: true, env: "RECONCILE_REF", arg: "REF", help: "git branch, tag or full commit SHA", default: "the remote's default branch", commands: SOURCE_USERS },
   "--path": { key: "path", value: true, env: "RECONCILE_PATH", arg: "SUBDIR", help: "subdirectory of the source that holds the manifests", default: "the whole source", commands: SOURCE_USERS },
   "--node": { key: "node", value: true, env: "RECONCILE_NODE", arg: "NAME", help: "the node this host is", default: "the host name", commands: [...SOURCE_USERS, "teardown"] },
-  "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT", arg: "FORMAT", help: "output format", default: "text", choices: OUTPUTS, commands: ["run", "validate", "explain", "inspect", "status", "teardown", "version"] },
+  "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT", arg: "FORMAT", help: "output format", default: "text", choices: OUTPUTS, commands: ["run", "validate", "explain", "inspect", "status", "suspend", "resume", "teardown", "version"] },
   "--bpffs-root": { key: "bpffsRoot", value: true, env: "RECONCILE_BPFFS_ROOT", arg: "PATH", help: "bpffs directory of reconcile's pins", default: "/sys/fs/bpf/reconcile", commands: KERNEL_USERS },
   "--state-dir": { key: "stateDir", value: true, env: "RECONCILE_STATE_DIR", arg: "PATH", help: "git checkouts and other state", default: "/var/lib/reconcile" },
   "--resync-interval": { key: "resyncInterval", value: true, env: "RECONCILE_RESYNC_INTERVAL", arg: "DURATION", help: "period of the drift resync", default: "30s" },
   "--attach-mode": { key: "attachMode", value: true, env: "RECONCILE_ATTACH_MODE", arg: "MODE", help: "tcx links, tc filters, or tcx where the kernel has it", default: "auto", choices: ATTACH_MODES, commands: KERNEL_USERS },
   "--attach-position": { key: "attachPosition", value: true, env: "RECONCILE_ATTACH_POSITION", arg: "POS", help: "where a fresh tcx attachment goes among foreign programs", default: "first", choices: ATTACH_POSITIONS },
   "--enforcement": { key: "enforcement", value: true, env: "RECONCILE_ENFORCEMENT", arg: "MODE", help: "policy enforcement mode", default: "default", choices: ENFORCEMENTS, commands: SOURCE_USERS },
-  "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET", arg: "PATH", help: "the daemon's status socket", default: "/run/reconcile/reconcile.sock", commands: ["run", "status"] },
+  "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET", arg: "PATH", help: "the daemon's status socket", default: "/run/reconcile/reconcile.sock", commands: ["run", "status", "suspend", "resume"] },
   "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN", arg: "ADDR:PORT", help: "TCP address for /metrics, /healthz, /readyz and the git webhook", default: "off" },
   "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT", arg: "FORMAT", help: "daemon log line format", default: "logfmt", choices: LOG_FORMATS },
   "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL", arg: "LEVEL", help: "lowest level logged", default: "info", choices: LOG_LEVELS },
@@ -59,6 +59,7 @@ export const FLAGS: Record<string, FlagDef> = {
   "--once": { key: "once", value: false, help: "apply once and exit" },
   "--from": { key: "from", value: true, arg: "EP|IP|host", help: "source of the flow: endpoint name, IP address or host", commands: ["explain"] },
   "--to": { key: "to", value: true, arg: "EP|IP|host", help: "destination of the flow", commands: ["explain"] },
+  "--reason": { key: "reason", value: true, arg: "TEXT", help: "why, shown in status and the log", commands: ["suspend"] },
   "--port": { key: "port", value: true, arg: "PORT[/PROTO]", help: "destination port; PROTO is TCP, UDP, SCTP, ICMP, ICMPV6 or ANY (a bare port means TCP)", commands: ["explain"] },
 };
 
@@ -107,6 +108,17 @@ export const COMMANDS: Record<CommandName, CommandDef> = {
     summary: "ask the running daemon what it applied and how its last run went",
     usage: "[options]",
     examples: ["status", "status --output json --socket /run/reconcile/reconcile.sock"],
+  },
+  suspend: {
+    summary: "pause the daemon's applying (it still fetches, observes and reports drift)",
+    usage: "[--reason TEXT] [options]",
+    details: "The suspension is recorded under the pin root and survives a restart of the daemon.",
+    examples: ["suspend --reason 'NIC firmware upgrade'", "suspend --socket /run/reconcile/reconcile.sock"],
+  },
+  resume: {
+    summary: "end a suspension: the daemon applies what is pending at once",
+    usage: "[options]",
+    examples: ["resume", "resume --output json"],
   },
   teardown: {
     summary: "remove everything reconcile owns from this host",

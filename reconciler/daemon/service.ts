@@ -4,11 +4,11 @@
 // the same service; the daemon's loop (daemon/loop.ts) decides when runs happen.
 
 import { reconcileOnce, StatusTable, unconfirmed, type ApplyReport } from "../apply/executor.js";
-import { foreignPrograms, type ForeignProgram, type KernelPort } from "../apply/port.js";
+import { foreignPrograms, type ForeignProgram, type KernelPort, type Suspension } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { DesiredState, PolicyMapEntry } from "../datapath/state.js";
 import { formatProblem, ManifestError } from "../manifest/load.js";
-import type { Change } from "../plan/diff.js";
+import { diff, type Change } from "../plan/diff.js";
 import { policyEntryText } from "../plan/render.js";
 import { peerNames, type PeerNames } from "../policy/peer-names.js";
 import { CapacityError, compileForNode, EmptySnapshotError, IncrementalPipeline, isEmptyModel, NotThisNodeError, refuseEmpty, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/pipeline.js";
@@ -30,6 +30,18 @@ export interface RunReport {
   compiled: CompiledForNode;
   /** The revision was already in force: the changes made were drift corrections. */
   drift: boolean;
+  /** Suspended: the plan was made against the kernel and nothing of it applied. */
+  suspended?: boolean;
+}
+
+/** What a suspended daemon would do: the last plan it made and did not apply. */
+export interface Pending {
+  revision: string;
+  changes: number;
+  /** The revision is the one in force: the pending changes are drift. */
+  drift: boolean;
+  /** Changes by "resource.op". */
+  counts: Record<string, number>;
 }
 
 export class ReconcileService {
@@ -52,6 +64,10 @@ export class ReconcileService {
   private foreignSeen = new Set<string>();
   /** The revision recorded with the pins (the one in force before this process applied any). */
   recorded: string | undefined;
+  /** Set: runs plan and report, and apply nothing (suspend/resume). */
+  private suspension: Suspension | undefined;
+  /** The last plan a suspended run made. */
+  private pendingPlan: Pending | undefined;
 
   constructor(
     private readonly kernel: KernelPort,
@@ -70,6 +86,29 @@ export class ReconcileService {
     return this.lastApplied;
   }
 
+  /** The suspension in force (with what it holds back), or undefined. */
+  suspended(): (Suspension & { pending: Pending | null }) | undefined {
+    return this.suspension && { ...this.suspension, pending: this.pendingPlan ?? null };
+  }
+
+  /** Takes up the suspension recorded with the pins (a daemon restarted while suspended stays so). */
+  restoreSuspension(): Suspension | undefined {
+    this.suspension = this.kernel.recordedSuspension();
+    return this.suspension;
+  }
+
+  /** From now on runs apply nothing; recorded with the pins first, so it survives a restart. */
+  suspend(suspension: Suspension): void {
+    this.kernel.recordSuspension(suspension);
+    this.suspension = suspension;
+  }
+
+  resume(): void {
+    this.kernel.recordSuspension(undefined);
+    this.suspension = undefined;
+    this.pendingPlan = undefined;
+  }
+
   /**
    * One run. Throws ManifestError (invalid manifests) and CapacityError (the commit would not fit)
    * before anything is written, NotThisNodeError for another node's revision, and
@@ -83,6 +122,7 @@ export class ReconcileService {
       const inForce = this.inForce?.endpoints.size ?? (await this.kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0;
       refuseEmpty(false, compiled, inForce);
     }
+    if (this.suspension) return this.planOnly(snapshot, compiled);
     const known = trigger === "source" ? this.inForce : undefined;
     const report = await reconcileOnce(this.kernel.targets, compiled.desired, known);
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
@@ -105,6 +145,17 @@ export class ReconcileService {
       this.recordRevision(snapshot.revision);
     }
     return { report, compiled, drift };
+  }
+
+  /** A suspended run: the kernel is read and planned against, and nothing is written. */
+  private async planOnly(snapshot: Snapshot, compiled: CompiledForNode): Promise<RunReport> {
+    const plan = diff(compiled.desired, await this.kernel.targets.observe(compiled.desired));
+    const drift = snapshot.revision === (this.lastApplied ?? this.recorded);
+    const counts: Record<string, number> = {};
+    for (const c of plan.changes) counts[`${c.resource}.${c.op}`] = (counts[`${c.resource}.${c.op}`] ?? 0) + 1;
+    this.pendingPlan = { revision: snapshot.revision, changes: plan.changes.length, drift, counts };
+    this.inForce = undefined; // the kernel may differ from what the last run left: read it after resume
+    return { report: { plan, applied: 0, failed: [] }, compiled, drift, suspended: true };
   }
 
   /** run() as the daemon's loop wants it: every failure classified into an outcome, and logged. */
@@ -132,6 +183,12 @@ export class ReconcileService {
       throw err;
     }
     const { report, drift } = run;
+    if (run.suspended) {
+      const pending = this.pendingPlan!;
+      if (pending.changes) log?.warn(`suspended: ${drift ? "drift" : "changes"} pending, nothing applied`, { revision: pending.revision, pending: pending.changes, ...pending.counts });
+      if (log?.enabled("debug")) for (const c of report.plan.changes.slice(0, CHANGE_LINES_MAX)) log.debug("pending", { op: c.op, resource: c.resource, id: c.id, reason: c.reason });
+      return { ok: true, suspended: true, changes: pending.changes, drift: drift ? pending.changes : 0, errors: [] };
+    }
     if (log) logChanges(log, report.plan.changes, drift, peerNames(run.compiled.policy));
     for (const f of report.failed) log?.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
     return {

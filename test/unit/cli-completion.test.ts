@@ -37,7 +37,7 @@ function bashComplete(words: string[]): string[] {
 }
 
 test("bash completes commands, flags, fixed values and the endpoint names of a directory --source", () => {
-  assert.deepEqual(bashComplete(["reconcile", ""]), ["validate", "explain", "inspect", "status", "teardown", "version", "completion", "help"]);
+  assert.deepEqual(bashComplete(["reconcile", ""]), ["validate", "explain", "inspect", "status", "suspend", "resume", "teardown", "version", "completion", "help"]);
   assert.deepEqual(bashComplete(["reconcile", "ex"]), ["explain"]);
   assert.deepEqual(bashComplete(["reconcile", "--dry"]), ["--dry-run"]);
   assert.deepEqual(bashComplete(["reconcile", "explain", "--f"]), ["--from"]);
