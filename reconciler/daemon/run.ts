@@ -135,6 +135,19 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     status: (extra = {}) => ({ node: opts.node, suspended: service.suspended() ?? null, ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), ...extra }),
     ready: () => ready,
     watchNamespaces,
+    ...suspensionControls({ service, metrics, log, loop, timers, node: opts.node }),
+    closeWatches: () => {
+      timers.clearTimeout(eventTimer);
+      for (const s of subscriptions.values()) s.close();
+      subscriptions.clear();
+    },
+  };
+}
+
+/** suspend() and resume() of the daemon core: the service's state, the metric, the log line, and a run at once. */
+function suspensionControls(c: { service: ReconcileService; metrics: DaemonMetrics; log: Logger; loop: ReconcileLoop; timers: Timers; node: string }): Pick<DaemonCore, "suspend" | "resume"> {
+  const { service, metrics, log, loop, timers, node } = c;
+  return {
     suspend: (reason) => {
       const already = service.suspended();
       if (!already) {
@@ -144,7 +157,7 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
         log.notice("suspended: changes are planned and reported, nothing is applied until reconcile resume", suspensionFields(suspension));
         loop.trigger("manual"); // the pending changes show at once
       }
-      return { node: opts.node, suspended: service.suspended() ?? null, alreadySuspended: already !== undefined };
+      return { node, suspended: service.suspended() ?? null, alreadySuspended: already !== undefined };
     },
     resume: () => {
       const was = service.suspended();
@@ -154,12 +167,7 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
         log.notice("resumed: applying now", { suspendedFor: `${Math.round((timers.now() - was.since) / 1000)}s` });
         loop.trigger("manual");
       }
-      return { node: opts.node, suspended: null, wasSuspended: was !== undefined };
-    },
-    closeWatches: () => {
-      timers.clearTimeout(eventTimer);
-      for (const s of subscriptions.values()) s.close();
-      subscriptions.clear();
+      return { node, suspended: null, wasSuspended: was !== undefined };
     },
   };
 }
