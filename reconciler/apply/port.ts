@@ -24,6 +24,14 @@ export interface DropCounter extends Counter {
   direction: "ingress" | "egress";
 }
 
+/** The daemon is suspended: it plans and reports, and applies nothing (`reconcile suspend`). */
+export interface Suspension {
+  /** Epoch ms when it was suspended. */
+  since: number;
+  /** What the operator said, if anything. */
+  reason?: string;
+}
+
 /** MachineFacts: attach mode, program tags, and host() (this machine's addresses and device MTUs). */
 export interface KernelPort extends MachineFacts {
   /** observe() and apply(), one target per resource kind. */
@@ -38,6 +46,10 @@ export interface KernelPort extends MachineFacts {
   /** The revision the pinned datapath enforces, as the last fully successful apply (of any process) recorded it. */
   recordedRevision(): string | undefined;
   recordRevision(revision: string): void;
+  /** The suspension recorded with the pins (it outlives the daemon process), or undefined. */
+  recordedSuspension(): Suspension | undefined;
+  /** Records a suspension, or removes the record (undefined). */
+  recordSuspension(suspension: Suspension | undefined): void;
   /** Policy hit counters of endpoint `epId`, by policy-entry key. */
   policyStats(epId: number): Map<number, Counter>;
   /** Drop counters of endpoint `epId`. */

@@ -1,5 +1,9 @@
 // argv (+ RECONCILE_* environment) → a typed command. No I/O besides reading the environment map
-// passed in.
+// passed in. commander reads argv (flags anywhere, per-command --help, `help CMD`); the flags, their
+// variables and defaults are the table in flags.ts; the values are checked here.
+
+import { Command as CommanderCommand, CommanderError, Option } from "commander";
+import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, OUTPUTS, SHELLS, type CommandName, type FlagDef } from "./flags.js";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -75,108 +79,31 @@ export type Command =
   | { name: "inspect"; opts: GlobalOptions; what: "endpoints" | "ipcache" | "policy" | "devices" | "links"; endpoint?: string }
   | { name: "diff"; opts: GlobalOptions; base: string; ref: string; allNodes: boolean; format: OutputFormat | "markdown" }
   | { name: "status"; opts: GlobalOptions }
+  | { name: "suspend"; opts: GlobalOptions; reason?: string }
+  | { name: "resume"; opts: GlobalOptions }
   | { name: "teardown"; opts: GlobalOptions }
   | { name: "version"; opts: GlobalOptions }
+  /** A completion script, or (shell "endpoints", what the scripts call) the endpoint names of --source. */
+  | { name: "completion"; opts: GlobalOptions; shell: (typeof SHELLS)[number] | "endpoints" }
   | { name: "help"; text: string };
 
-interface FlagDef {
-  /** Property of GlobalOptions (or a command-local name). */
-  key: string;
-  /** Takes a value (else boolean). */
-  value: boolean;
-  env?: string;
+/** How a command's flags and arguments came out of argv (before the environment and the checks). */
+interface Parsed {
+  /** undefined: the bare `reconcile` (run). */
+  sub: Exclude<CommandName, "run"> | undefined;
+  values: Record<string, string | boolean>;
+  positional: string[];
 }
-
-const FLAGS: Record<string, FlagDef> = {
-  "--source": { key: "source", value: true, env: "RECONCILE_SOURCE" },
-  "--ref": { key: "ref", value: true, env: "RECONCILE_REF" },
-  "--path": { key: "path", value: true, env: "RECONCILE_PATH" },
-  "--node": { key: "node", value: true, env: "RECONCILE_NODE" },
-  "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT" },
-  "--bpffs-root": { key: "bpffsRoot", value: true, env: "RECONCILE_BPFFS_ROOT" },
-  "--state-dir": { key: "stateDir", value: true, env: "RECONCILE_STATE_DIR" },
-  "--resync-interval": { key: "resyncInterval", value: true, env: "RECONCILE_RESYNC_INTERVAL" },
-  "--attach-mode": { key: "attachMode", value: true, env: "RECONCILE_ATTACH_MODE" },
-  "--attach-position": { key: "attachPosition", value: true, env: "RECONCILE_ATTACH_POSITION" },
-  "--enforcement": { key: "enforcement", value: true, env: "RECONCILE_ENFORCEMENT" },
-  "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET" },
-  "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN" },
-  "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT" },
-  "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL" },
-  "--git-interval": { key: "gitInterval", value: true, env: "RECONCILE_GIT_INTERVAL" },
-  "--verify-signatures": { key: "verifySignatures", value: true, env: "RECONCILE_GIT_ALLOWED_SIGNERS_FILE" },
-  "--allow-empty": { key: "allowEmpty", value: false, env: "RECONCILE_ALLOW_EMPTY" },
-  "--dry-run": { key: "dryRun", value: false },
-  "--once": { key: "once", value: false },
-  "--from": { key: "from", value: true },
-  "--to": { key: "to", value: true },
-  "--port": { key: "port", value: true },
-  "--base": { key: "base", value: true },
-  "--all-nodes": { key: "allNodes", value: false },
-  "--out": { key: "out", value: true },
-  "--plan": { key: "plan", value: true },
-  "--help": { key: "help", value: false },
-  "-h": { key: "help", value: false },
-};
-
-const SUBCOMMANDS = ["validate", "explain", "diff", "inspect", "status", "teardown", "version", "help"] as const;
-
-export const USAGE = `Usage:
-  reconcile [--source DIR|GIT-URL] [--ref BRANCH|TAG|SHA] [--path SUBDIR] [--node NAME]
-            [--dry-run] [--once] [--output text|json] [--bpffs-root PATH] [--state-dir PATH]
-            [--resync-interval 30s] [--attach-mode auto|tcx|tc] [--attach-position first|last]
-            [--enforcement default|always|never] [--socket PATH] [--listen ADDR:PORT]
-            [--log-format logfmt|json] [--log-level error|warn|notice|info|debug] [--git-interval 30s]
-            [--verify-signatures ALLOWED-SIGNERS-FILE] [--allow-empty]
-  reconcile validate --source ...              validate manifests only
-  reconcile explain --source ... --from EP|IP|host --to EP|IP|host --port 80/TCP [--output json]
-  reconcile diff [--source GIT-URL] --base REF|DIR --ref REF|DIR [--node NAME | --all-nodes]
-                 [--output text|json|markdown]   plan and policy impact between two revisions,
-                                                 from the manifests alone (no kernel, no root)
-  reconcile --dry-run --out PLAN-FILE          save the plan (with the revision and observed state)
-  reconcile --once --plan PLAN-FILE            apply exactly that plan; refused if either changed
-  reconcile inspect endpoints|ipcache|policy ENDPOINT|devices|links [--output json]
-  reconcile status [--output json]             ask the running daemon
-  reconcile teardown                           remove everything reconcile owns
-  reconcile version
-
-One-shot commands (--dry-run, --once, validate, explain, diff) read a git source by a shallow
-fetch of --ref into a private temporary directory (under --state-dir when given), removed
-afterwards; its revision reads git:<sha>. Without --once or --dry-run, reconcile runs as a daemon. Every option may also be set as an
-environment variable RECONCILE_<OPTION> (e.g. RECONCILE_SOURCE=/etc/reconcile/manifests).
-
-Exit codes: 0 success and nothing to change, 2 --dry-run (or diff) found changes, 1 error.
-`;
 
 const PROTOCOLS: Record<string, number> = { TCP: 6, UDP: 17, SCTP: 132, ICMP: 1, ICMPV6: 58, ANY: 0 };
 
 export function parseArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>>, defaults: { node: string }): Command {
-  const values: Record<string, string | boolean> = {};
-  const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const [flag, inline] = arg.startsWith("--") && arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
-    const def = FLAGS[flag];
-    if (!def) {
-      if (arg.startsWith("-")) throw new UsageError(`unknown option ${arg} (see reconcile --help)`);
-      positional.push(arg);
-      continue;
-    }
-    if (!def.value) {
-      values[def.key] = true;
-      continue;
-    }
-    const value = inline ?? argv[++i];
-    if (value === undefined || (inline === undefined && value.startsWith("--"))) throw new UsageError(`option ${flag} needs a value`);
-    values[def.key] = value;
-  }
+  const parsed = readArgv(argv);
+  if ("help" in parsed) return { name: "help", text: parsed.help };
+  const { sub, values, positional } = parsed;
   for (const def of Object.values(FLAGS)) {
     if (def.env && values[def.key] === undefined && env[def.env] !== undefined && env[def.env] !== "") values[def.key] = env[def.env]!;
   }
-
-  const sub = positional[0] as (typeof SUBCOMMANDS)[number] | undefined;
-  if (values.help || sub === "help") return { name: "help", text: USAGE };
-  if (sub !== undefined && !SUBCOMMANDS.includes(sub)) throw new UsageError(`unknown command "${sub}" (expected one of ${SUBCOMMANDS.join(", ")})`);
 
   // Markdown is diff's alone (a pull-request comment); the other commands print text or json.
   const markdown = sub === "diff" && values.output === "markdown";
@@ -215,31 +142,191 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
       return { name: "diff", opts, base, ref, allNodes: values.allNodes === true, format: markdown ? "markdown" : opts.output };
     }
     case "inspect": {
-      const what = positional[1];
-      if (what !== "endpoints" && what !== "ipcache" && what !== "policy" && what !== "devices" && what !== "links") {
-        throw new UsageError(`inspect needs one of endpoints, ipcache, policy ENDPOINT, devices, links (got ${what ?? "nothing"})`);
+      const [what, endpoint] = positional;
+      if (!(INSPECT_WHAT as readonly string[]).includes(what ?? "")) {
+        throw new UsageError(`inspect needs one of endpoints, ipcache, policy ENDPOINT, devices, links (got ${what ?? "nothing"})${suggestion(what, INSPECT_WHAT)}`);
       }
-      if (what === "policy" && !positional[2]) throw new UsageError("inspect policy needs an endpoint name");
-      return { name: "inspect", opts, what, ...(positional[2] !== undefined ? { endpoint: positional[2] } : {}) };
+      if (what === "policy" && !endpoint) throw new UsageError("inspect policy needs an endpoint name");
+      return { name: "inspect", opts, what: what as (typeof INSPECT_WHAT)[number], ...(endpoint !== undefined ? { endpoint } : {}) };
     }
+    case "completion": {
+      const [shell] = positional;
+      if (shell === "endpoints" || (SHELLS as readonly string[]).includes(shell ?? "")) return { name: "completion", opts, shell: shell as (typeof SHELLS)[number] };
+      throw new UsageError(`completion needs one of ${SHELLS.join(", ")} (got ${shell ?? "nothing"})${suggestion(shell, SHELLS)}`);
+    }
+    case "suspend": {
+      const reason = str(values.reason);
+      return { name: "suspend", opts, ...(reason !== undefined ? { reason } : {}) };
+    }
+    case "resume":
     case "status":
-      return { name: "status", opts };
     case "teardown":
-      return { name: "teardown", opts };
     case "version":
-      return { name: "version", opts };
+      return { name: sub, opts };
     default:
-      throw new UsageError(`unknown command "${sub}"`);
+      throw new Error(`command ${String(sub satisfies never)} has no parser`);
   }
 }
 
+/**
+ * argv → the command it names, its flags and its arguments, or the help text it asks for. Every
+ * flag of the table is accepted by every command and anywhere on the line (as before commander);
+ * a command's --help lists its own (flagsOf).
+ */
+function readArgv(argv: readonly string[]): Parsed | { help: string } {
+  refuseFlagAsValue(argv);
+  let parsed: Parsed | undefined;
+  let out = "";
+  let failedIn: CommandName = "run";
+  const program = buildProgram({
+    onCommand: (sub, cmd, args) => {
+      parsed = { sub, values: valuesOf(cmd), positional: args.filter((a): a is string => typeof a === "string") };
+    },
+    write: (text) => (out += text),
+    onError: (name) => (failedIn = name),
+  });
+  try {
+    program.parse([...argv], { from: "user" });
+  } catch (err) {
+    if (!(err instanceof CommanderError)) throw err;
+    if (err.exitCode === 0) return { help: out }; // --help, -h, help [command]
+    if (err.code === "commander.help") {
+      // `help NAME` of a command that does not exist
+      const name = argv[argv.indexOf("help") + 1] ?? "";
+      const known = COMMAND_NAMES.filter((c) => c !== "run");
+      throw new UsageError(`unknown command "${name}"${suggestion(name, known)} (expected one of ${known.join(", ")})`);
+    }
+    throw new UsageError(usageMessage(err, failedIn));
+  }
+  return parsed!;
+}
+
+/** `--source --dry-run`: a flag where a value belongs is a mistake, not a value. */
+function refuseFlagAsValue(argv: readonly string[]): void {
+  argv.forEach((arg, i) => {
+    const next = argv[i + 1];
+    if (FLAGS[arg]?.value && (next === undefined || next.startsWith("--"))) throw new UsageError(`option ${arg} needs a value`);
+  });
+}
+
+/** Flag values by their key in the table, from the command and the program around it. */
+function valuesOf(cmd: CommanderCommand): Record<string, string | boolean> {
+  const byAttribute = new Map(Object.entries(FLAGS).map(([flag, def]) => [new Option(flag).attributeName(), def.key]));
+  const values: Record<string, string | boolean> = {};
+  for (const [attr, v] of Object.entries(cmd.optsWithGlobals())) {
+    const key = byAttribute.get(attr);
+    if (key !== undefined && (typeof v === "string" || typeof v === "boolean")) values[key] = v;
+  }
+  return values;
+}
+
+/** Commander's error → ours, with the nearest flag or command where one is near. */
+function usageMessage(err: CommanderError, command: CommandName): string {
+  const text = err.message.replace(/^error: /, "").split("\n")[0]!;
+  if (err.code === "commander.unknownOption") {
+    const flag = /'([^']+)'/.exec(text)?.[1] ?? text;
+    const flagName = flag.split("=")[0]!;
+    return `unknown flag ${flagName}${suggestion(flagName, Object.keys(FLAGS))} (see reconcile${command === "run" ? "" : ` ${command}`} --help)`;
+  }
+  if (err.code === "commander.optionMissingArgument") return `option ${/'(--[a-z-]+)/.exec(text)?.[1] ?? text} needs a value`;
+  return text;
+}
+
+interface ProgramHooks {
+  /** The command argv names, with its commander object (for the flag values) and its arguments. */
+  onCommand: (sub: Exclude<CommandName, "run"> | undefined, cmd: CommanderCommand, args: unknown[]) => void;
+  /** Where help text goes. */
+  write: (text: string) => void;
+  /** Which command's parsing failed (for the hint in the message). */
+  onError: (name: CommandName) => void;
+}
+
+/** The root program (run) and one subcommand per command, from the tables in flags.ts. */
+function buildProgram({ onCommand, write, onError }: ProgramHooks): CommanderCommand {
+  const root = configure(new CommanderCommand("reconcile"), "run", write, onError);
+  // Every flag, anywhere on the line; only run's are listed in `reconcile --help`.
+  for (const [flag, def] of Object.entries(FLAGS)) root.addOption(option(flag, def).hideHelp(!(def.commands ?? ["run"]).includes("run")));
+  root.argument("[command]").action((command: string | undefined) => {
+    const known = COMMAND_NAMES.filter((c) => c !== "run");
+    if (command !== undefined) throw new UsageError(`unknown command "${command}"${suggestion(command, known)} (expected one of ${known.join(", ")})`);
+    onCommand(undefined, root, []);
+  });
+  root.helpCommand("help [command]", "show the help of a command");
+  root.addHelpText("after", `Every flag may also be set as its environment variable (shown beside it), e.g.\nRECONCILE_SOURCE=/etc/reconcile/manifests; a flag wins over its variable.\n\nExit codes: 0 success and nothing to change, 2 --dry-run found changes, 1 error.\n`);
+  for (const name of COMMAND_NAMES) {
+    if (name === "run") continue;
+    const def = COMMANDS[name];
+    const cmd = configure(root.command(name), name, write, onError).summary(def.summary);
+    if (def.args) cmd.arguments(def.args);
+    for (const [flag, f] of flagsOf(name)) cmd.addOption(option(flag, f));
+    cmd.action((...args: unknown[]) => onCommand(name, cmd, args.slice(0, -2)));
+  }
+  return root;
+}
+
+/** What every command shares: the description, synopsis and examples, errors as exceptions, output captured. */
+function configure(cmd: CommanderCommand, name: CommandName, write: (text: string) => void, onError: (name: CommandName) => void): CommanderCommand {
+  const def = COMMANDS[name];
+  cmd
+    .description(def.details ? `${def.summary}.\n${def.details}` : `${def.summary}.`)
+    .usage(def.usage)
+    .helpOption("-h, --help", "show this help")
+    .configureHelp({ helpWidth: 100, sortOptions: false })
+    .configureOutput({ writeOut: write, writeErr: write, outputError: () => {} })
+    .exitOverride((err) => {
+      onError(name);
+      throw err;
+    })
+    .addHelpText("after", `\nExamples:\n${def.examples.map((e) => `  reconcile ${e}`).join("\n")}\n`);
+  if (name !== "run") cmd.helpCommand(false);
+  return cmd;
+}
+
+/** A commander option for a table entry; its help names the default, the choices and the variable. */
+function option(flag: string, def: FlagDef): Option {
+  const extra = [
+    def.choices ? `one of ${def.choices.join(", ")}` : "",
+    def.default ? `default: ${def.default}` : "",
+    def.env ? `env ${def.env}` : "",
+  ].filter(Boolean);
+  return new Option(def.value ? `${flag} <${def.arg ?? "VALUE"}>` : flag, `${def.help ?? ""}${extra.length ? ` (${extra.join("; ")})` : ""}`);
+}
+
+/** "; did you mean X?" for the candidate nearest to `word`, or "" when none is near. */
+export function suggestion(word: string | undefined, candidates: readonly string[]): string {
+  if (!word) return "";
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  // Near: at most a third of the word wrong, and never more than 3 edits.
+  return best !== undefined && bestDistance <= Math.min(3, Math.max(1, Math.floor(word.length / 3))) ? `; did you mean ${best}?` : "";
+}
+
+/** Edits (insert, delete, substitute, swap two neighbours) that turn a into b. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
 function globalOptions(values: Record<string, string | boolean>, defaults: { node: string }): GlobalOptions {
-  const output = oneOf(values.output, ["text", "json"] as const, "--output", "text");
-  const attachMode = oneOf(values.attachMode, ["auto", "tcx", "tc"] as const, "--attach-mode", "auto");
-  const attachPosition = oneOf(values.attachPosition, ["first", "last"] as const, "--attach-position", "first");
-  const enforcement = oneOf(values.enforcement, ["default", "always", "never"] as const, "--enforcement", "default");
-  const logFormat = oneOf(values.logFormat, ["logfmt", "json"] as const, "--log-format", "logfmt");
-  const logLevel = oneOf(values.logLevel, ["error", "warn", "notice", "info", "debug"] as const, "--log-level", "info");
+  const output = oneOf(values.output, OUTPUTS, "--output", "text");
+  const attachMode = oneOf(values.attachMode, ATTACH_MODES, "--attach-mode", "auto");
+  const attachPosition = oneOf(values.attachPosition, ATTACH_POSITIONS, "--attach-position", "first");
+  const enforcement = oneOf(values.enforcement, ENFORCEMENTS, "--enforcement", "default");
+  const logFormat = oneOf(values.logFormat, LOG_FORMATS, "--log-format", "logfmt");
+  const logLevel = oneOf(values.logLevel, LOG_LEVELS, "--log-level", "info");
   const opts: GlobalOptions = {
     output,
     bpffsRoot: str(values.bpffsRoot) ?? "/sys/fs/bpf/reconcile",
@@ -286,7 +373,7 @@ function stringValue(values: Record<string, string | boolean>, key: string, mess
 function oneOf<T extends string>(v: string | boolean | undefined, allowed: readonly T[], flag: string, fallback: T): T {
   if (v === undefined) return fallback;
   if (typeof v === "string" && (allowed as readonly string[]).includes(v)) return v as T;
-  throw new UsageError(`${flag}: expected one of ${allowed.join(", ")}, got ${String(v)}`);
+  throw new UsageError(`${flag}: expected one of ${allowed.join(", ")}, got ${String(v)}${suggestion(String(v), allowed)}`);
 }
 
 function requireSource(opts: GlobalOptions, command: string): void {

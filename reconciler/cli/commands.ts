@@ -9,6 +9,7 @@ import { ReconcileService } from "../daemon/service.js";
 import { formatProblem } from "../manifest/load.js";
 import { explain } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
+import { peerNames, type PeerNames } from "../policy/peer-names.js";
 import { diff, type Plan } from "../plan/diff.js";
 import { checkSavedPlan, parseSavedPlan, savePlan } from "../plan/saved.js";
 import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
@@ -44,6 +45,11 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       return withKernel(command.opts, async (kernel) => (await import("./inspect.js")).inspect(command, kernel, io, (opts) => compileFor(opts, kernel)));
     case "status":
       return status(command.opts, io);
+    case "completion":
+      return completion(command, io);
+    case "suspend":
+    case "resume":
+      return suspendOrResume(command, io);
   }
 }
 
@@ -125,7 +131,7 @@ async function dryRun(opts: GlobalOptions, io: Io, out?: string): Promise<number
       await writeFile(out, JSON.stringify(savePlan(plan, actual, new Date()), null, 2) + "\n");
       io.stderr.write(`Saved the plan to ${out}. To apply exactly these changes: reconcile --once --plan ${out} (with the same --source, --ref and --node).\n`);
     }
-    const ctx = { notes };
+    const ctx = { notes, peers: peerNames(compiled.policy) };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
     else io.stdout.write(renderPlanText(plan, ctx, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
     return plan.changes.length ? 2 : 0;
@@ -164,9 +170,12 @@ async function once(opts: GlobalOptions, io: Io, planFile?: string): Promise<num
   const snapshot = await readSource(opts);
   const expect = saved && ((plan: Plan, observed: ActualState) => checkSavedPlan(saved, planFile!, plan, observed));
   return withKernel(opts, async (kernel) => {
+    // The suspension is the daemon's: an operator who runs --once means it, and is told.
+    const suspended = kernel.recordedSuspension();
+    if (suspended) io.stderr.write(`reconcile: note: the daemon is suspended (since ${new Date(suspended.since).toISOString()}${suspended.reason ? `: ${suspended.reason}` : ""}); --once applies all the same, and the daemon stays suspended\n`);
     const { report, compiled } = await new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual", expect);
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
-    writeReport(report, opts, io);
+    writeReport(report, opts, io, peerNames(compiled.policy));
     return report.failed.length ? 1 : 0;
   });
 }
@@ -190,10 +199,10 @@ async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
   });
 }
 
-function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io): void {
+function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io, peers?: PeerNames): void {
   const ok = report.applied;
   if (opts.output === "json") {
-    const doc = planDocument(report.plan, { notes: [] });
+    const doc = planDocument(report.plan, { notes: [], ...(peers ? { peers } : {}) });
     io.stdout.write(JSON.stringify({ ...doc, applied: ok, failed: report.failed }, null, 2) + "\n");
     return;
   }
@@ -219,6 +228,49 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
   } else {
     io.stdout.write(`${answer.verdict.toUpperCase()}: ${command.from} → ${command.to} ${command.port}/${command.protocolName}\n  ${answer.reason}\n`);
     for (const r of answer.rules) io.stdout.write(`  rule ${r.name} at ${r.file}:${r.line}\n`);
+  }
+  return 0;
+}
+
+async function completion(command: Extract<Command, { name: "completion" }>, io: Io): Promise<number> {
+  const { completionScript, endpointNames } = await import("./completion.js");
+  if (command.shell !== "endpoints") {
+    io.stdout.write(completionScript(command.shell));
+    return 0;
+  }
+  // Asked by a completing shell: names if the source is a readable directory of valid manifests, else nothing.
+  if (!command.opts.source) return 0;
+  try {
+    const names = endpointNames(loadModel(await readSource(command.opts)).model);
+    io.stdout.write(names.map((n) => `${n}\n`).join(""));
+  } catch {
+    /* nothing to offer */
+  }
+  return 0;
+}
+
+/** Asks the daemon over its socket to suspend or resume, and says what it answered. */
+async function suspendOrResume(command: Extract<Command, { name: "suspend" | "resume" }>, io: Io): Promise<number> {
+  const { requestAction } = await import("../daemon/status.js");
+  let answer: { suspended?: { since: number; reason?: string } | null; alreadySuspended?: boolean; wasSuspended?: boolean };
+  try {
+    answer = (await requestAction(command.opts.socket, command.name, command.name === "suspend" && command.reason ? { reason: command.reason } : {})) as typeof answer;
+  } catch (err) {
+    throw new ReconcileError((err as Error).message);
+  }
+  if (command.opts.output === "json") {
+    io.stdout.write(JSON.stringify(answer, null, 2) + "\n");
+    return 0;
+  }
+  const s = answer.suspended;
+  if (command.name === "suspend") {
+    const since = s ? new Date(s.since).toISOString() : "?";
+    io.stdout.write(
+      `${answer.alreadySuspended ? "Already suspended" : "Suspended"} since ${since}${s?.reason ? ` (${s.reason})` : ""}: the daemon keeps fetching and observing, ` +
+        `reports drift and pending changes in reconcile status, and applies nothing until reconcile resume.\n`,
+    );
+  } else {
+    io.stdout.write(answer.wasSuspended ? "Resumed: the daemon applies the pending changes now.\n" : "Not suspended: nothing to resume.\n");
   }
   return 0;
 }

@@ -4,6 +4,8 @@
 import type { KernelPort } from "../apply/port.js";
 import { emptyDesired, isUndecodable, PolicyEntrySet, type ActualState, type DesiredState } from "../datapath/state.js";
 import type { Compiled } from "../plan/pipeline.js";
+import { portBlockEnd, portText, protocolName } from "../plan/render.js";
+import { peerNames, peerText, type Peer, type PeerNames } from "../policy/peer-names.js";
 import type { Command, GlobalOptions } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -16,7 +18,8 @@ export async function inspect(
   compile: (opts: GlobalOptions) => Promise<Compiled>,
 ): Promise<number> {
   const { opts } = command;
-  const desired: DesiredState = opts.source ? (await compile(opts)).desired : emptyDesired("", opts.node!);
+  const compiled = opts.source ? await compile(opts) : undefined;
+  const desired: DesiredState = compiled?.desired ?? emptyDesired("", opts.node!);
   const actual = await kernel.targets.observe(desired);
   let rows: Array<Record<string, unknown>>;
   switch (command.what) {
@@ -35,11 +38,11 @@ export async function inspect(
       rows = links(actual, kernel);
       break;
     case "policy":
-      rows = policyRows(command.endpoint!, actual.policy, desired, kernel);
+      rows = policyRows(command.endpoint!, actual.policy, desired, kernel, compiled && peerNames(compiled.policy));
       break;
   }
   if (opts.output === "json") io.stdout.write(JSON.stringify(rows, null, 2) + "\n");
-  else io.stdout.write(table(rows));
+  else io.stdout.write(table(command.what === "policy" ? rows.map(policyTextRow) : rows));
   return 0;
 }
 
@@ -72,7 +75,17 @@ function links(actual: ActualState, kernel: KernelPort): Array<Record<string, un
   return rows;
 }
 
-function policyRows(endpoint: string, entries: DesiredState["policy"] | ActualState["policy"], desired: DesiredState, kernel: KernelPort): Array<Record<string, unknown>> {
+/**
+ * The entries of one endpoint's policy map as the kernel holds them, with their hit counters, the
+ * rules behind them and (with --source) what each peer identity stands for.
+ */
+export function policyRows(
+  endpoint: string,
+  entries: DesiredState["policy"] | ActualState["policy"],
+  desired: DesiredState,
+  kernel: Pick<KernelPort, "policyStats" | "drops">,
+  peers: PeerNames | undefined,
+): Array<Record<string, unknown>> {
   const epId = [...desired.endpoints.values()].find((e) => e.endpoint === endpoint)?.endpointId;
   const stats = epId === undefined ? new Map<number, { packets: bigint; bytes: bigint }>() : kernel.policyStats(epId);
   const drops = epId === undefined ? [] : kernel.drops(epId).map((d) => ({ drops: d.reason, direction: d.direction, packets: Number(d.packets), bytes: Number(d.bytes) }));
@@ -92,6 +105,10 @@ function policyRows(endpoint: string, entries: DesiredState["policy"] | ActualSt
       port: e.port,
       portPrefixLen: e.portPrefixLen,
       decision: e.decision,
+      protocolName: protocolName(e.protocol),
+      endPort: portBlockEnd(e.port, e.portPrefixLen),
+      ports: portText(e.protocol, e.port, e.portPrefixLen),
+      ...(peers ? { peer: peers(e.identity) } : {}),
       packets: Number(s?.packets ?? 0n),
       bytes: Number(s?.bytes ?? 0n),
       rules: rules.map((r) => `${r.name} (${r.file}:${r.line})`).join(", "),
@@ -101,6 +118,23 @@ function policyRows(endpoint: string, entries: DesiredState["policy"] | ActualSt
   if (observed.unreadable) rows.push({ undecodable: observed.unreadable, note: "entries no policy key names (written by someone else): the next run rebuilds this map" });
   for (const d of drops) rows.push(d);
   return rows;
+}
+
+/** A policy row as the text table shows it: the key in words, the peer's names beside its number. */
+function policyTextRow(r: Record<string, unknown>): Record<string, unknown> {
+  if (r.identity === undefined) return r; // undecodable entries, drop counters
+  const peer = r.peer as Peer | undefined;
+  return {
+    direction: r.direction,
+    decision: r.decision,
+    ports: r.ports,
+    peer: peer ? peerText(r.identity as number, peer).replace(/ \(identity \d+\)$|^identity \d+$/, "") || "-" : "",
+    identity: r.identity,
+    packets: r.packets,
+    bytes: r.bytes,
+    rules: r.rules,
+    revision: r.revision,
+  };
 }
 
 function table(rows: Array<Record<string, unknown>>): string {

@@ -23,6 +23,9 @@ export interface ReconcileOutcome {
   invalid?: string[];
   /** Drift corrections made in this run (entries found different from desired and fixed). */
   drift?: number;
+  /** Suspended: the run planned and applied nothing; `changes` are the pending ones (and `drift`
+   *  says how many of them are drift of the revision in force). */
+  suspended?: boolean;
 }
 
 /** Why a run happened. */
@@ -69,8 +72,9 @@ export interface RunRecord {
   revision: string;
   startedAt: number;
   finishedAt: number;
-  /** "ok": applied; "failed": some objects failed (retrying); "invalid": snapshot rejected. */
-  result: "ok" | "failed" | "invalid";
+  /** "ok": applied; "failed": some objects failed (retrying); "invalid": snapshot rejected;
+   *  "suspended": planned only (`changes` and `drift` are pending, not made). */
+  result: "ok" | "failed" | "invalid" | "suspended";
   changes: number;
   drift: number;
   errors: { object: string; message: string }[];
@@ -244,7 +248,7 @@ export class ReconcileLoop {
     const finishedAt = this.timers.now();
     this.st.running = false;
     const invalid = outcome.invalid ?? [];
-    const result: RunRecord["result"] = invalid.length > 0 ? "invalid" : outcome.ok ? "ok" : "failed";
+    const result: RunRecord["result"] = invalid.length > 0 ? "invalid" : outcome.suspended ? "suspended" : outcome.ok ? "ok" : "failed";
     const run: RunRecord = {
       trigger,
       revision: snapshot.revision,
@@ -258,10 +262,14 @@ export class ReconcileLoop {
     };
     this.st.runs++;
     this.st.lastRun = run;
-    if (trigger === "source" || snapshot.revision !== this.st.appliedRevision) this.st.attemptedRevision = snapshot.revision;
-    this.st.driftCorrections += run.drift;
+    if (result !== "suspended" && (trigger === "source" || snapshot.revision !== this.st.appliedRevision)) this.st.attemptedRevision = snapshot.revision;
+    if (result !== "suspended") this.st.driftCorrections += run.drift;
 
-    if (result === "invalid") {
+    if (result === "suspended") {
+      // Nothing applied and nothing failed: the snapshot stays the target for the run after resume,
+      // and resyncs keep observing (no retries: there is nothing to retry).
+      this.lastGood = snapshot;
+    } else if (result === "invalid") {
       // Nothing was applied: fall back to the last good snapshot. Retrying the same content is
       // pointless, so no backoff; a new commit or the next resync moves things on.
       this.rejectedRevision = snapshot.revision;

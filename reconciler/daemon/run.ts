@@ -2,7 +2,7 @@
 // reconcile service; netlink events and a periodic resync catch drift; status on a unix socket,
 // optional metrics, sd_notify, signals.
 
-import type { KernelPort, Watch } from "../apply/port.js";
+import type { KernelPort, Suspension, Watch } from "../apply/port.js";
 import type { NodeCompileOptions } from "../plan/pipeline.js";
 import { followSource, isGitSource, type SourceOptions } from "../source/open.js";
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
@@ -42,6 +42,10 @@ export interface DaemonCore {
   watchNamespaces(): void;
   /** Stops the event subscriptions. */
   closeWatches(): void;
+  /** `reconcile suspend`: apply nothing until resume (recorded with the pins); returns the status. */
+  suspend(reason?: string): Record<string, unknown>;
+  /** `reconcile resume`: a run starts at once; returns the status. */
+  resume(): Record<string, unknown>;
 }
 
 export interface CoreOptions {
@@ -59,6 +63,9 @@ export interface CoreOptions {
 export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers }: CoreOptions): DaemonCore {
   const metrics = new DaemonMetrics();
   const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics });
+  const restored = service.restoreSuspension();
+  metrics.setSuspended(restored !== undefined);
+  if (restored) log.warn("suspended (recorded with the pins): changes are planned and reported, nothing is applied until reconcile resume", suspensionFields(restored));
   let ready = false;
   const subscriptions = new Map<string, Watch>();
   let eventTimer: unknown;
@@ -69,6 +76,17 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     timers,
     onRun: (run, status) => {
       metrics.observeRun(run, status);
+      if (run.result === "suspended") {
+        log.info("reconciled", { trigger: run.trigger, revision: run.revision, result: run.result, pending: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt });
+        const inForce = status.appliedRevision ?? "nothing";
+        if (!ready) {
+          // Suspended from the start: what the pins hold stays in force, and that is the daemon's job now.
+          ready = true;
+          notifier?.ready(`suspended; ${inForce} in force, ${run.changes} changes pending`);
+        } else notifier?.status(`suspended; ${inForce} in force, ${run.changes} changes pending`);
+        watchNamespaces();
+        return;
+      }
       const fields = { trigger: run.trigger, revision: run.revision, result: run.result, changes: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt };
       // A failed run says why on its own line (a run that threw has no "apply failed" lines).
       if (run.result === "failed") {
@@ -114,15 +132,48 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     service,
     loop,
     metrics,
-    status: (extra = {}) => ({ node: opts.node, ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), ...extra }),
+    status: (extra = {}) => ({ node: opts.node, suspended: service.suspended() ?? null, ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), ...extra }),
     ready: () => ready,
     watchNamespaces,
+    ...suspensionControls({ service, metrics, log, loop, timers, node: opts.node }),
     closeWatches: () => {
       timers.clearTimeout(eventTimer);
       for (const s of subscriptions.values()) s.close();
       subscriptions.clear();
     },
   };
+}
+
+/** suspend() and resume() of the daemon core: the service's state, the metric, the log line, and a run at once. */
+function suspensionControls(c: { service: ReconcileService; metrics: DaemonMetrics; log: Logger; loop: ReconcileLoop; timers: Timers; node: string }): Pick<DaemonCore, "suspend" | "resume"> {
+  const { service, metrics, log, loop, timers, node } = c;
+  return {
+    suspend: (reason) => {
+      const already = service.suspended();
+      if (!already) {
+        const suspension = { since: timers.now(), ...(reason ? { reason } : {}) };
+        service.suspend(suspension); // throws when it cannot be recorded: a suspension that a restart forgets is none
+        metrics.setSuspended(true);
+        log.notice("suspended: changes are planned and reported, nothing is applied until reconcile resume", suspensionFields(suspension));
+        loop.trigger("manual"); // the pending changes show at once
+      }
+      return { node, suspended: service.suspended() ?? null, alreadySuspended: already !== undefined };
+    },
+    resume: () => {
+      const was = service.suspended();
+      if (was) {
+        service.resume();
+        metrics.setSuspended(false);
+        log.notice("resumed: applying now", { suspendedFor: `${Math.round((timers.now() - was.since) / 1000)}s` });
+        loop.trigger("manual");
+      }
+      return { node, suspended: null, wasSuspended: was !== undefined };
+    },
+  };
+}
+
+function suspensionFields(s: Suspension): Record<string, unknown> {
+  return { since: new Date(s.since).toISOString(), ...(s.reason ? { reason: s.reason } : {}) };
 }
 
 export interface DaemonIo {
@@ -161,6 +212,7 @@ export async function runDaemon(opts: DaemonOptions, kernel: KernelPort, io: Dae
     const statusServer = await startStatusServer({
       socketPath: opts.socket,
       getStatus: () => core.status(source.status ? { git: source.status() } : {}),
+      actions: { suspend: (body) => core.suspend(typeof body.reason === "string" ? body.reason : undefined), resume: () => core.resume() },
     });
     closables.push({ name: "status server", close: () => statusServer.close() });
     if (opts.listen) {

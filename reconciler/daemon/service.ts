@@ -4,11 +4,13 @@
 // the same service; the daemon's loop (daemon/loop.ts) decides when runs happen.
 
 import { reconcileOnce, StatusTable, unconfirmed, type ApplyReport } from "../apply/executor.js";
-import { foreignPrograms, type ForeignProgram, type KernelPort } from "../apply/port.js";
+import { foreignPrograms, type ForeignProgram, type KernelPort, type Suspension } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
-import type { ActualState, DesiredState } from "../datapath/state.js";
+import type { ActualState, DesiredState, PolicyMapEntry } from "../datapath/state.js";
 import { formatProblem, ManifestError } from "../manifest/load.js";
 import { diff, type Change, type Plan } from "../plan/diff.js";
+import { policyEntryText } from "../plan/render.js";
+import { peerNames, type PeerNames } from "../policy/peer-names.js";
 import { CapacityError, compileForNode, EmptySnapshotError, IncrementalPipeline, isEmptyModel, NotThisNodeError, refuseEmpty, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/pipeline.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Logger } from "./log.js";
@@ -34,6 +36,18 @@ export interface RunReport {
   compiled: CompiledForNode;
   /** The revision was already in force: the changes made were drift corrections. */
   drift: boolean;
+  /** Suspended: the plan was made against the kernel and nothing of it applied. */
+  suspended?: boolean;
+}
+
+/** What a suspended daemon would do: the last plan it made and did not apply. */
+export interface Pending {
+  revision: string;
+  changes: number;
+  /** The revision is the one in force: the pending changes are drift. */
+  drift: boolean;
+  /** Changes by "resource.op". */
+  counts: Record<string, number>;
 }
 
 export class ReconcileService {
@@ -56,6 +70,10 @@ export class ReconcileService {
   private foreignSeen = new Set<string>();
   /** The revision recorded with the pins (the one in force before this process applied any). */
   recorded: string | undefined;
+  /** Set: runs plan and report, and apply nothing (suspend/resume). */
+  private suspension: Suspension | undefined;
+  /** The last plan a suspended run made. */
+  private pendingPlan: Pending | undefined;
 
   constructor(
     private readonly kernel: KernelPort,
@@ -74,6 +92,29 @@ export class ReconcileService {
     return this.lastApplied;
   }
 
+  /** The suspension in force (with what it holds back), or undefined. */
+  suspended(): (Suspension & { pending: Pending | null }) | undefined {
+    return this.suspension && { ...this.suspension, pending: this.pendingPlan ?? null };
+  }
+
+  /** Takes up the suspension recorded with the pins (a daemon restarted while suspended stays so). */
+  restoreSuspension(): Suspension | undefined {
+    this.suspension = this.kernel.recordedSuspension();
+    return this.suspension;
+  }
+
+  /** From now on runs apply nothing; recorded with the pins first, so it survives a restart. */
+  suspend(suspension: Suspension): void {
+    this.kernel.recordSuspension(suspension);
+    this.suspension = suspension;
+  }
+
+  resume(): void {
+    this.kernel.recordSuspension(undefined);
+    this.suspension = undefined;
+    this.pendingPlan = undefined;
+  }
+
   /**
    * One run. Throws ManifestError (invalid manifests) and CapacityError (the commit would not fit)
    * before anything is written, NotThisNodeError for another node's revision, and
@@ -87,6 +128,7 @@ export class ReconcileService {
       const inForce = this.inForce?.endpoints.size ?? (await this.kernel.targets.get("endpoint")?.observe(compiled.desired))?.size ?? 0;
       refuseEmpty(false, compiled, inForce);
     }
+    if (this.suspension) return this.planOnly(snapshot, compiled);
     let known: ActualState | undefined = trigger === "source" ? this.inForce : undefined;
     if (expect) {
       // A saved plan: planned against the kernel as it is now, checked before anything is written.
@@ -117,6 +159,17 @@ export class ReconcileService {
     return { report, compiled, drift };
   }
 
+  /** A suspended run: the kernel is read and planned against, and nothing is written. */
+  private async planOnly(snapshot: Snapshot, compiled: CompiledForNode): Promise<RunReport> {
+    const plan = diff(compiled.desired, await this.kernel.targets.observe(compiled.desired));
+    const drift = snapshot.revision === (this.lastApplied ?? this.recorded);
+    const counts: Record<string, number> = {};
+    for (const c of plan.changes) counts[`${c.resource}.${c.op}`] = (counts[`${c.resource}.${c.op}`] ?? 0) + 1;
+    this.pendingPlan = { revision: snapshot.revision, changes: plan.changes.length, drift, counts };
+    this.inForce = undefined; // the kernel may differ from what the last run left: read it after resume
+    return { report: { plan, applied: 0, failed: [] }, compiled, drift, suspended: true };
+  }
+
   /** run() as the daemon's loop wants it: every failure classified into an outcome, and logged. */
   async reconcile(snapshot: Snapshot, trigger: Trigger): Promise<ReconcileOutcome> {
     const log = this.opts.log;
@@ -142,7 +195,13 @@ export class ReconcileService {
       throw err;
     }
     const { report, drift } = run;
-    if (log) logChanges(log, report.plan.changes, drift);
+    if (run.suspended) {
+      const pending = this.pendingPlan!;
+      if (pending.changes) log?.warn(`suspended: ${drift ? "drift" : "changes"} pending, nothing applied`, { revision: pending.revision, pending: pending.changes, ...pending.counts });
+      if (log?.enabled("debug")) for (const c of report.plan.changes.slice(0, CHANGE_LINES_MAX)) log.debug("pending", { op: c.op, resource: c.resource, id: c.id, reason: c.reason });
+      return { ok: true, suspended: true, changes: pending.changes, drift: drift ? pending.changes : 0, errors: [] };
+    }
+    if (log) logChanges(log, report.plan.changes, drift, peerNames(run.compiled.policy));
     for (const f of report.failed) log?.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
     return {
       ok: report.failed.length === 0,
@@ -206,8 +265,11 @@ export class ReconcileService {
  */
 export const CHANGE_LINES_MAX = 1000;
 
-/** One line per change (warn "drift corrected" for drift, else info "change"), or a summary past CHANGE_LINES_MAX. */
-export function logChanges(log: Logger, changes: readonly Change[], drift: boolean): void {
+/**
+ * One line per change (warn "drift corrected" for drift, else info "change"), or a summary past
+ * CHANGE_LINES_MAX. A policy change's line also says in words what the entry means (`entry=`).
+ */
+export function logChanges(log: Logger, changes: readonly Change[], drift: boolean, peers?: PeerNames): void {
   const detailed = changes.length <= CHANGE_LINES_MAX;
   const level = detailed ? (drift ? "warn" : "info") : "debug";
   // A change's id and entries are made only when asked (a cold plan holds a million): only for lines
@@ -216,7 +278,17 @@ export function logChanges(log: Logger, changes: readonly Change[], drift: boole
   const msg = drift ? "drift corrected" : "change";
   const counts: Record<string, number> = {};
   for (const c of changes) {
-    if (lines) log.log(level, msg, { op: c.op, resource: c.resource, id: c.id, reason: c.reason, ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}) });
+    if (lines) {
+      const entry = c.resource === "policy" ? (c.after ?? c.before) : undefined;
+      log.log(level, msg, {
+        op: c.op,
+        resource: c.resource,
+        id: c.id,
+        ...(entry ? { entry: policyEntryText(entry as PolicyMapEntry, peers) } : {}),
+        reason: c.reason,
+        ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}),
+      });
+    }
     if (detailed) continue;
     const k = `${c.resource}.${c.op}`;
     counts[k] = (counts[k] ?? 0) + 1;

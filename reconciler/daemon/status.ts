@@ -47,7 +47,17 @@ export interface StatusServerOptions {
   socketPath?: string;
   /** Produces the JSON document served at GET /status. */
   getStatus: () => unknown;
+  /**
+   * POST /suspend ({reason?}) and POST /resume: what `reconcile suspend|resume` ask. Only who can
+   * open the socket can ask, and that is its owner (mode 0600, in a directory checked as below).
+   */
+  actions?: Record<DaemonAction, (body: Record<string, unknown>) => unknown>;
 }
+
+export type DaemonAction = "suspend" | "resume";
+
+/** Largest request body an action takes (a reason is a sentence). */
+const ACTION_BODY_MAX = 4096;
 
 const S_ISVTX = 0o1000;
 
@@ -125,6 +135,11 @@ export async function startStatusServer(opts: StatusServerOptions): Promise<Runn
   }
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://unix");
+    const action = url.pathname.slice(1) as DaemonAction;
+    if (opts.actions && Object.hasOwn(opts.actions, action)) {
+      if (req.method !== "POST") return sendJson(res, 405, { error: "method not allowed" });
+      return serveAction(req, res, opts.actions[action]);
+    }
     if (url.pathname !== "/status") return sendJson(res, 404, { error: "not found" });
     if (req.method !== "GET") return sendJson(res, 405, { error: "method not allowed" });
     sendJson(res, 200, opts.getStatus());
@@ -157,25 +172,71 @@ export async function startStatusServer(opts: StatusServerOptions): Promise<Runn
   };
 }
 
+/** A JSON object body of at most ACTION_BODY_MAX bytes → the action → its result as JSON (500 with the error when it throws). */
+function serveAction(req: IncomingMessage, res: ServerResponse, action: (body: Record<string, unknown>) => unknown): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on("data", (c: Buffer) => {
+    size += c.length;
+    if (size > ACTION_BODY_MAX) {
+      sendJson(res, 413, { error: `request body over ${ACTION_BODY_MAX} bytes` });
+      req.destroy();
+    } else chunks.push(c);
+  });
+  req.on("end", () => {
+    if (res.headersSent) return;
+    let body: unknown = {};
+    try {
+      const text = Buffer.concat(chunks).toString("utf8").trim();
+      body = text ? JSON.parse(text) : {};
+    } catch {
+      return sendJson(res, 400, { error: "request body is not JSON" });
+    }
+    if (typeof body !== "object" || body === null || Array.isArray(body)) return sendJson(res, 400, { error: "request body must be a JSON object" });
+    try {
+      sendJson(res, 200, action(body as Record<string, unknown>));
+    } catch (err) {
+      sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) });
+    }
+  });
+}
+
 /** Client side of `reconcile status`: GET /status over the socket. */
 export function fetchStatus(socketPath: string = DEFAULT_STATUS_SOCKET, timeoutMs = 5000): Promise<unknown> {
+  return requestJson(socketPath, "GET", "/status", undefined, timeoutMs);
+}
+
+/** Client side of `reconcile suspend|resume`: POST /suspend or /resume over the socket. */
+export function requestAction(socketPath: string, action: DaemonAction, body: Record<string, unknown> = {}, timeoutMs = 5000): Promise<unknown> {
+  return requestJson(socketPath, "POST", `/${action}`, body, timeoutMs);
+}
+
+function requestJson(socketPath: string, method: "GET" | "POST", path: string, body: unknown, timeoutMs: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path: "/status", method: "GET", timeout: timeoutMs }, (res) => {
+    const req = request({ socketPath, path, method, timeout: timeoutMs, headers: body === undefined ? {} : { "content-type": "application/json" } }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
-        if (res.statusCode !== 200) return reject(new StatusServerError(`GET /status on ${socketPath}: HTTP ${res.statusCode}: ${text.trim()}`));
+        if (res.statusCode !== 200) {
+          let message = text.trim();
+          try {
+            message = String((JSON.parse(text) as { error?: unknown }).error ?? message);
+          } catch {
+            /* not JSON: as it is */
+          }
+          return reject(new StatusServerError(`${method} ${path} on ${socketPath}: HTTP ${res.statusCode}: ${message}`));
+        }
         try {
           resolve(JSON.parse(text) as unknown);
         } catch (err) {
-          reject(new StatusServerError(`GET /status on ${socketPath}: not JSON`, { cause: err }));
+          reject(new StatusServerError(`${method} ${path} on ${socketPath}: not JSON`, { cause: err }));
         }
       });
     });
     req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on("error", (err) => reject(new StatusServerError(`cannot reach the daemon at ${socketPath} (is it running?)`, { cause: err })));
-    req.end();
+    req.end(body === undefined ? undefined : JSON.stringify(body));
   });
 }
 
@@ -223,6 +284,16 @@ export class DaemonMetrics {
     labelNames: ["device", "netns", "hook", "position"],
     registers: [this.registry],
   });
+  private readonly suspendedGauge = new Gauge({
+    name: "reconcile_suspended",
+    help: "1 while the daemon is suspended (reconcile suspend): it plans and reports, and applies nothing",
+    registers: [this.registry],
+  });
+  private readonly pending = new Gauge({
+    name: "reconcile_pending_changes",
+    help: "Changes the last suspended run planned and did not apply (0 when not suspended)",
+    registers: [this.registry],
+  });
   private readonly gitFailures = new Counter({
     name: "reconcile_git_fetch_failures_total",
     help: "Git fetches that failed",
@@ -232,6 +303,10 @@ export class DaemonMetrics {
   /** Record a finished run (wire to the loop's onRun). */
   observeRun(run: RunRecord, status: LoopStatus): void {
     this.duration.observe({ trigger: run.trigger, result: run.result }, (run.finishedAt - run.startedAt) / 1000);
+    if (run.result === "suspended") {
+      this.pending.set(run.changes);
+      return;
+    }
     if (run.drift > 0) this.drift.inc(run.drift);
     this.errors.set(run.result === "invalid" ? this.currentErrors : run.errors.length);
     if (run.result !== "invalid") this.currentErrors = run.errors.length;
@@ -252,6 +327,10 @@ export class DaemonMetrics {
   setForeignPrograms(programs: ReadonlyArray<{ device: string; netns?: string; hook: string; position: "before" | "after" }>): void {
     this.foreign.reset();
     for (const p of programs) this.foreign.inc({ device: p.device, netns: p.netns ?? "", hook: p.hook, position: p.position });
+  }
+  setSuspended(suspended: boolean, pendingChanges = 0): void {
+    this.suspendedGauge.set(suspended ? 1 : 0);
+    this.pending.set(suspended ? pendingChanges : 0);
   }
   gitFetchFailed(): void {
     this.gitFailures.inc();

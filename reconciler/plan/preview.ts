@@ -2,6 +2,7 @@
 // alone (no kernel): the plan between the two desired states (the change list --dry-run shows on a
 // node that has the base in force) and the policy impact (plan/impact.ts). Pure.
 
+import { peerNames, type PeerNames } from "../policy/peer-names.js";
 import type { DesiredState } from "../datapath/state.js";
 import type { ManifestProblem, Model } from "../manifest/model.js";
 import { diff, type Plan } from "./diff.js";
@@ -21,6 +22,8 @@ export interface NodePreview {
   node: string;
   plan: Plan;
   impact: PolicyImpact;
+  /** What the plan's peer identities stand for: the ref's names, else the base's (a peer that went away). */
+  peers: PeerNames;
 }
 
 /** Compile options shared by both sides (the node comes per preview). */
@@ -49,7 +52,13 @@ export function previewNodes(base: PreviewSide, ref: PreviewSide, nodes: readonl
   return nodes.map((node) => {
     const b = compileModel(base.model, [], { ...opts, node });
     const r = compileModel(ref.model, [], { ...opts, node });
-    return { node, plan: planBetween(b.desired, r.desired), impact: policyImpact({ policy: b.policy, rules: baseRules }, { policy: r.policy, rules: refRules }) };
+    const refPeers = peerNames(r.policy);
+    const basePeers = peerNames(b.policy);
+    const peers: PeerNames = (identity) => {
+      const p = refPeers(identity);
+      return p.kind === "unknown" ? basePeers(identity) : p;
+    };
+    return { node, plan: planBetween(b.desired, r.desired), impact: policyImpact({ policy: b.policy, rules: baseRules }, { policy: r.policy, rules: refRules }), peers };
   });
 }
 
@@ -67,7 +76,7 @@ export interface PreviewDocument {
 }
 
 export function previewDocument(base: PreviewSide, ref: PreviewSide, previews: readonly NodePreview[]): PreviewDocument {
-  const nodes = previews.map((p) => ({ node: p.node, summary: p.plan.summary, changes: planDocument(p.plan, { notes: [] }).changes, policyImpact: p.impact }));
+  const nodes = previews.map((p) => ({ node: p.node, summary: p.plan.summary, changes: planDocument(p.plan, { notes: [], peers: p.peers }).changes, policyImpact: p.impact }));
   return {
     base: { name: base.name, revision: base.model.revision },
     ref: { name: ref.name, revision: ref.model.revision },

@@ -48,7 +48,7 @@ export function renderPreviewText(base: PreviewSide, ref: PreviewSide, previews:
       lines.push("  Policy impact: no verdict changes.");
     }
     lines.push("  Plan:");
-    const plan = renderPlanText(p.plan, { notes: [] }, opts).split("\n");
+    const plan = renderPlanText(p.plan, { notes: [], peers: p.peers }, opts).split("\n");
     // The change lines only: the header and the summary are already said above.
     for (const l of plan) if (l.startsWith("  ")) lines.push(`  ${l}`);
     lines.push("");
@@ -81,7 +81,7 @@ export function renderPreviewMarkdown(base: PreviewSide, ref: PreviewSide, previ
     for (const e of endpointLines(p)) out.push(`- ${escapeMarkdown(e)}`);
     if (impact.length === 0 && endpointLines(p).length === 0) out.push("No verdict changes.");
     out.push("", `<details><summary>Plan: ${planCounts(p)}</summary>`, "", "```diff");
-    const plan = renderPlanText(p.plan, { notes: [] }, { colour: false }).split("\n");
+    const plan = renderPlanText(p.plan, { notes: [], peers: p.peers }, { colour: false }).split("\n");
     // `diff` highlighting wants the sign in the first column.
     for (const l of plan) if (l.startsWith("  ")) out.push(l.slice(2).replaceAll("```", "'''"));
     out.push("```", "", "</details>", "");

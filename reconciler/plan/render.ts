@@ -1,12 +1,15 @@
 // Plan → text (Terraform-like) and → the JSON document of DESIGN §6.
 
 import type { DesiredPolicyEntry, PolicyMapEntry } from "../datapath/state.js";
-import type { RuleRef } from "../policy/types.js";
+import { peerText, type Peer, type PeerNames } from "../policy/peer-names.js";
+import { Protocol, type RuleRef } from "../policy/types.js";
 import type { Change, Plan } from "./diff.js";
 
 export interface RenderContext {
   /** Notes printed above the plan, e.g. that the kernel was not read. */
   notes: string[];
+  /** What each peer identity stands for (from the compiled revision); without it rows give the number alone. */
+  peers?: PeerNames;
 }
 
 export interface PlanDocument {
@@ -29,8 +32,8 @@ export function planDocument(plan: Plan, ctx: RenderContext): PlanDocument {
       op: c.op,
       resource: c.resource,
       id: c.id,
-      before: c.resource === "policy" ? policyView(c.before) : (c.before ?? null),
-      after: c.resource === "policy" ? policyView(c.after) : (c.after ?? null),
+      before: c.resource === "policy" ? policyView(c.before, ctx.peers) : (c.before ?? null),
+      after: c.resource === "policy" ? policyView(c.after, ctx.peers) : (c.after ?? null),
       reason: c.reason,
       ...("replace" in c && c.replace ? { replace: true } : {}),
     })),
@@ -47,10 +50,14 @@ interface PolicyView {
   decision: string;
   rule: RuleRef | null;
   rules: RuleRef[];
+  /** TCP, UDP, SCTP, ICMP, ICMPv6 or ANY. */
+  protocolName: string;
+  /** What the identity stands for (present when the revision is known). */
+  peer?: Peer;
 }
 
 /** A policy entry as DESIGN §6 shows it; desired entries carry their rules, kernel ones do not. */
-function policyView(spec: unknown): PolicyView | null {
+function policyView(spec: unknown, peers: PeerNames | undefined): PolicyView | null {
   if (spec === undefined) return null;
   const e = spec as PolicyMapEntry & Partial<DesiredPolicyEntry>;
   const endPort = e.endPort ?? portBlockEnd(e.port, e.portPrefixLen);
@@ -65,7 +72,45 @@ function policyView(spec: unknown): PolicyView | null {
     decision: e.decision,
     rule: rules[0] ?? null,
     rules,
+    protocolName: protocolName(e.protocol),
+    ...(peers ? { peer: peers(e.identity) } : {}),
   };
+}
+
+const PROTOCOL_NAMES: ReadonlyMap<number, string> = new Map([
+  [Protocol.ANY, "ANY"],
+  [Protocol.ICMP, "ICMP"],
+  [Protocol.TCP, "TCP"],
+  [Protocol.UDP, "UDP"],
+  [Protocol.ICMPV6, "ICMPv6"],
+  [Protocol.SCTP, "SCTP"],
+]);
+
+export function protocolName(protocol: number): string {
+  return PROTOCOL_NAMES.get(protocol) ?? `protocol ${protocol}`;
+}
+
+/**
+ * A policy key's protocol and ports as an operator writes them: "TCP/80", "TCP/8080-8087" (a
+ * range is stored as aligned blocks, one entry each), "UDP (all ports)", "ICMP type 8", "ICMP (all
+ * types)", "any protocol".
+ */
+export function portText(protocol: number, port: number, prefixLen: number): string {
+  const name = protocolName(protocol);
+  if (protocol === Protocol.ANY) return "any protocol";
+  const icmp = protocol === Protocol.ICMP || protocol === Protocol.ICMPV6;
+  if (prefixLen === 0) return `${name} (all ${icmp ? "types" : "ports"})`;
+  if (icmp) return `${name} type ${port}`;
+  const end = portBlockEnd(port, prefixLen);
+  return `${name}/${end === port ? port : `${port}-${end}`}`;
+}
+
+type PolicyKeyFields = Pick<PolicyMapEntry, "endpoint" | "direction" | "identity" | "protocol" | "port" | "portPrefixLen" | "decision">;
+
+/** "app1 ingress allow TCP/80 from app2 (identity 36895)": one policy entry in words. */
+export function policyEntryText(e: PolicyKeyFields, peers: PeerNames | undefined): string {
+  const peer = peers ? peerText(e.identity, peers(e.identity)) : `identity ${e.identity}`;
+  return `${e.endpoint} ${e.direction} ${e.decision} ${portText(e.protocol, e.port, e.portPrefixLen)} ${e.direction === "ingress" ? "from" : "to"} ${peer}`;
 }
 
 /** Last port of the aligned block that a port prefix covers. */
@@ -100,8 +145,8 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
     shown.set(c.resource, n + 1);
     // A device the kernel cannot change in place is deleted and made again: Terraform's "-/+".
     const mark = "replace" in c && c.replace ? "-/+" : SIGN[c.op];
-    const sign = opts.colour ? `${COLOUR[c.op]}${mark}${RESET}` : mark;
-    lines.push(`  ${sign} ${c.resource} ${c.id}${describe(c)}`);
+    const row = `${mark} ${describe(c, ctx.peers)}`;
+    lines.push(`  ${opts.colour ? `${COLOUR[c.op]}${row}${RESET}` : row}`);
   }
   for (const [resource, n] of hidden) lines.push(`  … ${n} more ${resource} changes (use --output json to see all)`);
   const s = plan.summary;
@@ -109,15 +154,15 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
   return lines.join("\n") + "\n";
 }
 
-function describe(c: Change): string {
+/** A change as its plan row shows it (after the sign): "policy app1 ingress allow TCP/80 from app2 (identity 36895) ← l3-rule (l3-rule.json:2)". */
+export function describe(c: Change, peers?: PeerNames): string {
+  const reason = c.op === "create" ? "" : ` [${c.reason}]`;
   if (c.resource === "policy") {
     const e = (c.after ?? c.before) as (PolicyMapEntry & Partial<DesiredPolicyEntry>) | undefined;
-    if (!e) return ` [${c.reason}]`; // a whole map rebuilt, no one entry
+    if (!e) return `policy ${c.id} [${c.reason}]`; // a whole map rebuilt, no one entry
     const rules = e.rules ?? [];
     const from = rules.length ? ` ← ${rules.map((r) => `${r.name} (${r.file}:${r.line})`).join(", ")}` : "";
-    return ` ${e.decision}${from}${c.op === "update" ? ` [${c.reason}]` : ""}`;
+    return `policy ${policyEntryText(e, peers)}${from}${c.op === "update" ? reason : ""}`;
   }
-  if (c.op === "update") return ` [${c.reason}]`;
-  if (c.op === "delete") return ` [${c.reason}]`;
-  return "";
+  return `${c.resource} ${c.id}${reason}`;
 }

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { parseArgs, parseDuration, parsePort, UsageError } from "../../reconciler/cli/args.js";
+import { parseArgs, parseDuration, parsePort, suggestion, UsageError } from "../../reconciler/cli/args.js";
+import { COMMAND_NAMES, COMMANDS, FLAGS, flagsOf } from "../../reconciler/cli/flags.js";
+import { withReference } from "../../tools/cli-reference.js";
 
 const defaults = { node: "host-a" };
 
@@ -70,4 +73,95 @@ test("--allow-empty: off by default, on as a flag or from RECONCILE_ALLOW_EMPTY;
   for (const v of ["false", "0", "no", ""]) assert.equal(opts([], { RECONCILE_ALLOW_EMPTY: v }).allowEmpty, false, v);
   assert.equal(opts(["--allow-empty"], { RECONCILE_ALLOW_EMPTY: "false" }).allowEmpty, true, "the flag wins");
   assert.throws(() => opts([], { RECONCILE_ALLOW_EMPTY: "maybe" }), /--allow-empty \(RECONCILE_ALLOW_EMPTY\): expected true or false .*got maybe/);
+});
+
+const helpOf = (argv: string[]) => {
+  const c = parseArgs(argv, {}, defaults);
+  assert.equal(c.name, "help", argv.join(" "));
+  return (c as Extract<typeof c, { name: "help" }>).text;
+};
+
+test("every command has its own --help: synopsis, its flags with defaults and variables, examples; help CMD prints the same", () => {
+  for (const name of COMMAND_NAMES) {
+    const argv = name === "run" ? [] : [name];
+    const text = helpOf([...argv, "--help"]);
+    assert.match(text, new RegExp(`^Usage: reconcile${name === "run" ? "" : ` ${name}`} `), name);
+    assert.ok(text.includes(COMMANDS[name].summary), `${name}: summary`);
+    for (const example of COMMANDS[name].examples) assert.ok(text.includes(`  reconcile ${example}\n`), `${name}: example ${example}`);
+    for (const [flag, def] of flagsOf(name)) {
+      const line = text.split("\n").findIndex((l) => l.trimStart().startsWith(`${flag}${def.value ? " <" : ""}`));
+      assert.ok(line >= 0, `${name}: lists ${flag}`);
+      // The entry (it may wrap) names the default and the variable.
+      const entry = text.split("\n").slice(line, line + 3).join(" ").replace(/\s+/g, " ");
+      if (def.default) assert.ok(entry.includes(`default: ${def.default}`), `${name} ${flag}: default in ${entry}`);
+      if (def.env) assert.ok(entry.includes(`env ${def.env}`), `${name} ${flag}: variable in ${entry}`);
+    }
+    assert.equal(helpOf([...argv, "-h"]), text, `${name}: -h`);
+    if (name !== "run") assert.equal(helpOf(["help", name]), text, `help ${name}`);
+  }
+  assert.equal(helpOf(["help"]), helpOf(["--help"]));
+  // A command's help lists its own flags, not every daemon setting.
+  const explain = helpOf(["explain", "--help"]);
+  assert.match(explain, /--from <EP\|IP\|host>/);
+  assert.doesNotMatch(explain, /--resync-interval/);
+  assert.doesNotMatch(helpOf(["--help"]), /--from/);
+  assert.match(helpOf(["--help"]), /Exit codes: 0 success and nothing to change, 2 --dry-run found changes, 1 error/);
+});
+
+test("a mistyped flag, command or value gets the nearest one suggested", () => {
+  assert.throws(() => parseArgs(["explain", "--sourc", "s"], {}, defaults), /^UsageError: unknown flag --sourc; did you mean --source\? \(see reconcile explain --help\)$/);
+  assert.throws(() => parseArgs(["--dry-rn"], {}, defaults), /unknown flag --dry-rn; did you mean --dry-run\?/);
+  assert.throws(() => parseArgs(["--attach-mod=tc"], {}, defaults), /unknown flag --attach-mod; did you mean --attach-mode\?/);
+  assert.throws(() => parseArgs(["--frobnicate"], {}, defaults), /^UsageError: unknown flag --frobnicate \(see reconcile --help\)$/);
+  assert.throws(() => parseArgs(["expalin"], {}, defaults), /unknown command "expalin"; did you mean explain\?/);
+  assert.throws(() => parseArgs(["help", "inspetc"], {}, defaults), /unknown command "inspetc"; did you mean inspect\?/);
+  assert.throws(() => parseArgs(["--source", "s", "--output", "jsno"], {}, defaults), /--output: expected one of text, json, got jsno; did you mean json\?/);
+  assert.throws(() => parseArgs(["inspect", "ipcahce"], {}, defaults), /got ipcahce\); did you mean ipcache\?/);
+  assert.throws(() => parseArgs(["--source", "s", "--enforcement", "sometimes"], {}, defaults), /got sometimes$/);
+  assert.equal(suggestion("zzz", ["validate", "explain"]), "");
+});
+
+test("every flag of the table is accepted by every command and anywhere on the line, as before", () => {
+  const c = parseArgs(["--source", "s", "explain", "--from", "app2", "--to=app1", "--port", "81/udp", "--node", "n1"], {}, defaults);
+  assert.deepEqual(c.name === "explain" && [c.opts.source, c.from, c.to, c.port, c.protocolName, c.opts.node], ["s", "app2", "app1", 81, "UDP", "n1"]);
+  const s = parseArgs(["status", "--socket", "/run/x.sock", "--bpffs-root", "/sys/fs/bpf/t"], {}, defaults);
+  assert.deepEqual(s.name === "status" && [s.opts.socket, s.opts.bpffsRoot], ["/run/x.sock", "/sys/fs/bpf/t"]);
+  const i = parseArgs(["inspect", "policy", "app1", "--output", "json"], {}, defaults);
+  assert.deepEqual(i.name === "inspect" && [i.what, i.endpoint, i.opts.output], ["policy", "app1", "json"]);
+  const all = parseArgs(
+    ["--source", "s", "--once", "--ref", "main", "--path", "p", "--state-dir", "/st", "--resync-interval", "5s", "--attach-mode", "tc", "--attach-position", "last",
+      "--enforcement", "always", "--listen", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug", "--git-interval", "1m", "--verify-signatures", "/a", "--allow-empty"],
+    {},
+    defaults,
+  );
+  assert.equal(all.name === "run" && all.mode, "once");
+  if (all.name !== "run") return;
+  const o = all.opts;
+  assert.deepEqual(
+    [o.ref, o.path, o.stateDir, o.resyncIntervalMs, o.attachMode, o.attachPosition, o.enforcement, o.listen, o.logFormat, o.logLevel, o.gitIntervalMs, o.verifySignatures, o.allowEmpty],
+    ["main", "p", "/st", 5000, "tc", "last", "always", "127.0.0.1:0", "json", "debug", 60_000, "/a", true],
+  );
+  assert.throws(() => parseArgs(["--source", "--dry-run"], {}, defaults), /option --source needs a value/);
+});
+
+test("every variable of the table sets its flag", () => {
+  for (const [flag, def] of Object.entries(FLAGS)) {
+    if (!def.env) continue;
+    const value = def.choices?.[1] ?? (def.value ? (/interval/.test(flag) ? "7s" : "/v") : "true");
+    const c = parseArgs(["--once", "--source", "s"], { [def.env]: value }, defaults);
+    assert.equal(c.name, "run");
+    const opts = (c as Extract<typeof c, { name: "run" }>).opts as unknown as Record<string, unknown>;
+    const got = opts[def.key] ?? opts[`${def.key}Ms`];
+    assert.equal(got, def.key === "source" ? "s" : /interval/.test(flag) ? 7000 : def.value ? value : true, `${def.env} → ${flag}`);
+  }
+});
+
+test("README's command reference is the --help of every command, and its flag table names every flag with its variable", () => {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  assert.equal(readme, withReference(readme), "README is stale: run node --import tsx tools/cli-reference.ts");
+  for (const [flag, def] of Object.entries(FLAGS)) {
+    const row = readme.split("\n").find((l) => l.startsWith("| ") && l.includes(`\`${flag}\``));
+    assert.ok(row, `README's flag table has ${flag}`);
+    if (def.env) assert.ok(row.includes(`\`${def.env}\``), `${flag}: ${def.env} in ${row}`);
+  }
 });

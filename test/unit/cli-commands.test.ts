@@ -107,6 +107,8 @@ test("--dry-run --output json exits 2 and lists the seed's policy entry and ipca
         decision: "allow",
         rule: { file: "l3-rule.json", line: 2, name: "l3-rule" },
         rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }],
+        protocolName: "TCP",
+        peer: { kind: "endpoint", names: ["app2"] },
       },
     ],
   ]);

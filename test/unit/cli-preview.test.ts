@@ -64,7 +64,7 @@ test("diff: two directories; exit 0 for no change, 2 with the impact in text, js
   assert.equal(text.code, 2, text.stderr);
   assert.match(text.stdout, /app1 ingress: newly DENIED from \{id=app2\} TCP\/80 \(rule l3-rule, l3-rule\.json:2 no longer allows it\)/);
   assert.match(text.stdout, /app1 ingress: newly ALLOWED from \{id=app2\} TCP\/8080 \(rule l3-rule, l3-rule\.json:2\)/);
-  assert.match(text.stdout, /\+ policy app1\/ingress\/36895\/6\/8080\/16 allow/);
+  assert.match(text.stdout, /\+ policy app1 ingress allow TCP\/8080 from app2 \(identity 36895\)/);
   const json = await run(["diff", "--base", base, "--ref", ref, "--node", "n1", "--output", "json"]);
   assert.equal(json.code, 2);
   const doc = JSON.parse(json.stdout);

@@ -37,3 +37,12 @@ test("change log: past CHANGE_LINES_MAX one summary line with counts per resourc
   assert.equal(debug.length, n + 1, "every change at debug, then the summary");
   assert.match(debug[0]!, /level=debug msg=change op=delete/);
 });
+
+test("change log: a policy change's line says what the entry means (entry=), the drift line too", () => {
+  const entry = { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow" };
+  const c = { op: "create", resource: "policy", id: "app1/ingress/36895/6/80/16", reason: "missing", after: entry } as unknown as Change;
+  const out: string[] = [];
+  const peers = (id: number) => (id === 36895 ? { kind: "endpoint" as const, names: ["app2"] } : { kind: "unknown" as const, names: [] });
+  logChanges(new Logger({ write: (l) => out.push(l), journald: false, level: "info", now: () => 0 }), [c], true, peers);
+  assert.match(out[0]!, /level=warn msg="drift corrected" op=create resource=policy id=app1\/ingress\/36895\/6\/80\/16 entry="app1 ingress allow TCP\/80 from app2 \(identity 36895\)" reason=missing/);
+});

@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Targets } from "../../reconciler/apply/executor.js";
-import type { KernelPort } from "../../reconciler/apply/port.js";
+import type { KernelPort, Suspension } from "../../reconciler/apply/port.js";
 import { MemoryTarget } from "../../reconciler/apply/target.js";
 import { RESOURCE_KINDS, type ResourceKind } from "../../reconciler/datapath/state.js";
 import { Logger } from "../../reconciler/daemon/log.js";
@@ -18,7 +18,7 @@ import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
 
 /** A kernel port over one in-memory target per kind, whose netlink watches the test fires. */
-function memoryKernel(pins: { revision?: string } = {}) {
+function memoryKernel(pins: { revision?: string; suspension?: Suspension } = {}) {
   const target = new Map(RESOURCE_KINDS.map((k) => [k, new MemoryTarget(k)]));
   const watchers = new Map<string, () => void>();
   const kernel: KernelPort = {
@@ -39,13 +39,18 @@ function memoryKernel(pins: { revision?: string } = {}) {
     recordRevision: (revision) => {
       pins.revision = revision;
     },
+    recordedSuspension: () => pins.suspension,
+    recordSuspension: (suspension) => {
+      if (suspension) pins.suspension = suspension;
+      else delete pins.suspension;
+    },
     prune: () => {},
     close: () => {},
   };
   return { kernel, pins, target: (k: ResourceKind) => target.get(k)!, netlinkEvent: (netns = "") => watchers.get(netns)?.() };
 }
 
-function daemon(pins: { revision?: string } = {}) {
+function daemon(pins: { revision?: string; suspension?: Suspension } = {}) {
   const timers = new FakeTimers();
   const mem = memoryKernel(pins);
   const lines: string[] = [];
@@ -205,4 +210,62 @@ test("scenario: restarted while the source is invalid, the daemon reports the re
   assert.equal(restarted.ready(), true);
   assert.equal(pins.revision, "good");
   assert.ok(restarted.lines.some((l) => l.includes("revision in force taken from the pins")));
+});
+
+test("scenario: suspended, a commit and drift are planned and reported, nothing is applied; resume applies at once; a restart stays suspended", async () => {
+  const pins: { revision?: string; suspension?: Suspension } = {};
+  const d = daemon(pins);
+  d.loop.submit(seed("r1"));
+  await d.loop.idle();
+  const metric = async (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(await d.metrics.registry.metrics())?.[1]);
+  assert.equal(await metric("reconcile_suspended"), 0);
+
+  d.timers.t += 5_000;
+  const answer = d.suspend("NIC firmware");
+  assert.deepEqual(answer.suspended, { since: d.timers.now(), reason: "NIC firmware", pending: null });
+  assert.deepEqual(pins.suspension, { since: d.timers.now(), reason: "NIC firmware" }, "recorded with the pins");
+  await d.loop.idle();
+  assert.equal(await metric("reconcile_suspended"), 1);
+
+  // A commit that removes app3 (its ipcache entry among others), and drift behind reconcile's back.
+  const ipcache = d.target("ipcache");
+  const writes = () => RESOURCE_KINDS.reduce((n, k) => n + d.target(k).writes, 0);
+  const before = writes();
+  const withoutApp3 = seed("r2");
+  withoutApp3.files = withoutApp3.files.map((f) => (f.path === "endpoints.yaml" ? { ...f, content: f.content.split("---").slice(0, 2).join("---") } : f));
+  ipcache.objects.set("10.99.0.1/32", { prefix: "10.99.0.1/32", identity: 5 });
+  d.loop.submit(withoutApp3);
+  await d.loop.idle();
+  assert.equal(writes(), before, "nothing written while suspended");
+  assert.ok(ipcache.objects.has("10.11.33.3/32") && ipcache.objects.has("10.99.0.1/32"));
+  let st = d.status() as { suspended: { reason: string; pending: { revision: string; changes: number; counts: Record<string, number> } }; appliedRevision: string; lastRun: { result: string } };
+  assert.equal(st.lastRun.result, "suspended");
+  assert.equal(st.appliedRevision, "r1", "the revision in force is still r1");
+  assert.equal(st.suspended.pending.revision, "r2");
+  assert.equal(st.suspended.pending.counts["ipcache.delete"], 2, "app3's entry and the foreign one are pending deletes");
+  assert.equal(await metric("reconcile_pending_changes"), st.suspended.pending.changes);
+  assert.ok(d.lines.some((l) => /level=warn msg="suspended: changes pending, nothing applied" revision=r2 pending=\d+/.test(l)), d.lines.join("\n"));
+  assert.equal(d.ready(), true);
+
+  // A restart (a new process over the same pins) stays suspended and applies nothing.
+  const again = daemon(pins);
+  const writesAgain = () => RESOURCE_KINDS.reduce((n, k) => n + again.target(k).writes, 0);
+  again.loop.submit(withoutApp3);
+  await again.loop.idle();
+  assert.equal(again.loop.status().lastRun?.result, "suspended");
+  assert.equal(writesAgain(), 0);
+  assert.equal(again.ready(), true, "ready: the pins' datapath is in force and the daemon is doing its job");
+  assert.ok(again.lines.some((l) => l.includes("suspended (recorded with the pins)")));
+
+  // resume applies at once, without waiting for the resync.
+  const resumed = d.resume();
+  assert.equal(resumed.wasSuspended, true);
+  assert.equal(pins.suspension, undefined);
+  await d.loop.idle();
+  st = d.status() as typeof st;
+  assert.equal(st.suspended, null);
+  assert.equal(st.appliedRevision, "r2");
+  assert.equal(ipcache.objects.has("10.11.33.3/32") || ipcache.objects.has("10.99.0.1/32"), false);
+  assert.equal(await metric("reconcile_suspended"), 0);
+  assert.equal(d.resume().wasSuspended, false, "resume when not suspended is a no-op");
 });

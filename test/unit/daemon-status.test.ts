@@ -5,7 +5,8 @@ import { execFileSync } from "node:child_process";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { DaemonMetrics, fetchStatus, startMetricsServer, startStatusServer } from "../../reconciler/daemon/status.js";
+import { request } from "node:http";
+import { DaemonMetrics, fetchStatus, requestAction, startMetricsServer, startStatusServer } from "../../reconciler/daemon/status.js";
 import { ReconcileLoop } from "../../reconciler/daemon/loop.js";
 
 async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
@@ -180,3 +181,41 @@ test("metrics server: /metrics has the metrics, /healthz, /readyz before and aft
   assert.equal((await fetch(`${base}/nope`)).status, 404);
   assert.equal((await fetch(`${base}/metrics`, { method: "POST" })).status, 405);
 });
+
+test("status socket: POST /suspend and /resume reach the actions with their body; bad requests are refused", async (t) => {
+  const dir = await tempDir(t);
+  const socketPath = path.join(dir, "run", "r.sock");
+  const calls: Array<[string, Record<string, unknown>]> = [];
+  const srv = await startStatusServer({
+    socketPath,
+    getStatus: () => ({}),
+    actions: {
+      suspend: (body) => (calls.push(["suspend", body]), { suspended: { since: 1, reason: body.reason } }),
+      resume: () => {
+        throw new Error("cannot remove the suspension record: EROFS");
+      },
+    },
+  });
+  t.after(() => srv.close());
+  assert.deepEqual(await requestAction(socketPath, "suspend", { reason: "maintenance" }), { suspended: { since: 1, reason: "maintenance" } });
+  assert.deepEqual(calls, [["suspend", { reason: "maintenance" }]]);
+  await assert.rejects(requestAction(socketPath, "resume"), /POST \/resume on .*: HTTP 500: cannot remove the suspension record: EROFS/);
+  await assert.rejects(requestAction(socketPath, "suspend", { reason: "x".repeat(5000) }), /HTTP 413/);
+  // GET is not an action; a server without actions knows no such path.
+  await assert.rejects(fetchStatusAt(socketPath, "/suspend"), /405/);
+  const plain = await startStatusServer({ socketPath: path.join(dir, "run", "p.sock"), getStatus: () => ({}) });
+  t.after(() => plain.close());
+  await assert.rejects(requestAction(path.join(dir, "run", "p.sock"), "suspend"), /HTTP 404/);
+});
+
+function fetchStatusAt(socketPath: string, p: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path: p, method: "GET" }, (res) => {
+      res.resume();
+      if (res.statusCode === 200) resolve(200);
+      else reject(new Error(`HTTP ${res.statusCode}`));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}

@@ -111,6 +111,7 @@ test("the JSON document carries policy provenance in DESIGN §6 shape", () => {
       decision: "allow",
       rule: { file: "l3-rule.json", line: 2, name: "l3-rule" },
       rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }],
+      protocolName: "TCP",
     },
     reason: "missing",
   });
@@ -124,11 +125,13 @@ test("text rendering: signs, provenance, summary line, no colour unless asked", 
   const plan = diff(d, a);
   const text = renderPlanText(plan, { notes: ["kernel not read"] }, { colour: false });
   assert.match(text, /^Note: kernel not read$/m);
-  assert.match(text, /^ {2}\+ policy app1\/ingress\/36895\/6\/80\/16 allow ← l3-rule \(l3-rule\.json:2\)$/m);
+  assert.match(text, /^ {2}\+ policy app1 ingress allow TCP\/80 from identity 36895 ← l3-rule \(l3-rule\.json:2\)$/m);
   assert.match(text, /^ {2}- ipcache 10\.9\.9\.9\/32 \[no longer desired\]$/m);
   assert.match(text, /^Plan: 1 to create, 0 to update, 1 to delete\.$/m);
   assert.doesNotMatch(text, /\x1b\[/);
-  assert.match(renderPlanText(plan, { notes: [] }, { colour: true }), /\x1b\[32m\+/);
+  const coloured = renderPlanText(plan, { notes: [] }, { colour: true });
+  assert.match(coloured, /^ {2}\x1b\[32m\+ policy app1 .*\x1b\[0m$/m);
+  assert.match(coloured, /^ {2}\x1b\[31m- ipcache 10\.9\.9\.9\/32 \[no longer desired\]\x1b\[0m$/m);
   assert.match(renderPlanText(diff(d, { ...emptyState(), policy: new Map(d.policy) }), { notes: [] }, { colour: false }), /^No changes\./m);
 });
 

@@ -30,6 +30,8 @@ function memoryKernel() {
     linkPin: (h) => `/pins/links/${h.device}/${h.hook}`,
     recordedRevision: () => undefined,
     recordRevision: () => {},
+    recordedSuspension: () => undefined,
+    recordSuspension: () => {},
     prune: () => {},
     close: () => {},
   };

@@ -6,6 +6,7 @@ import { dirname, join } from "node:path";
 import { BpfMap, parseElf, type CollectionSpec } from "../../ebpf-loader/index.js";
 import { linkList, netnsExists, netnsIdentity, openRouteIdentified, type Link, type NetlinkSocket } from "../../netlink/index.js";
 import type { DesiredState } from "../../datapath/state.js";
+import type { Suspension } from "../port.js";
 
 /** statfs f_type of a bpf filesystem. */
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -33,6 +34,12 @@ export function checkPinRoot(pinRoot: string): void {
 
 /** Directory below the pin root whose one entry names the revision in force (recordRevision). */
 export const REVISION_DIR = "revision";
+
+/** Directory below the pin root whose one entry records a suspension (recordSuspension). */
+export const SUSPENSION_DIR = "suspended";
+
+/** A directory name is at most 255 bytes: the reason is cut to fit. */
+const NAME_MAX = 255;
 
 /** Alias that marks a device as created by reconcile (and for which endpoint). */
 export const OWNER_ALIAS_PREFIX = "reconcile:";
@@ -234,6 +241,51 @@ export class KernelContext {
     }
     for (const n of names) rmdirSync(join(dir, n));
     mkdirSync(join(dir, name));
+  }
+
+  /** The suspension recorded with the pins (recordSuspension), or undefined. */
+  recordedSuspension(): Suspension | undefined {
+    let names: string[];
+    try {
+      names = readdirSync(join(this.pinRoot, SUSPENSION_DIR));
+    } catch {
+      return undefined;
+    }
+    if (names.length !== 1) return names.length ? { since: 0, reason: "(unreadable suspension record)" } : undefined;
+    const m = /^(\d+)(?:-(.*))?$/.exec(names[0]!);
+    if (!m) return { since: 0, reason: "(unreadable suspension record)" }; // still suspended: an odd name is no reason to apply
+    let reason: string | undefined;
+    try {
+      reason = m[2] !== undefined ? decodeURIComponent(m[2]) : undefined;
+    } catch {
+      reason = m[2];
+    }
+    return { since: Number(m[1]), ...(reason ? { reason } : {}) };
+  }
+
+  /**
+   * Records a suspension as the name of the one directory in <pin root>/suspended/ ("<since>-<reason,
+   * URI-encoded>", bpffs holds no regular files), or removes the record. Made before the old one is
+   * removed, so a crash in between leaves the daemon suspended, never resumed.
+   */
+  recordSuspension(suspension: Suspension | undefined): void {
+    const dir = join(this.pinRoot, SUSPENSION_DIR);
+    let old: string[] = [];
+    try {
+      old = readdirSync(dir);
+    } catch {
+      /* none yet */
+    }
+    let name: string | undefined;
+    if (suspension) {
+      let reason = suspension.reason ?? "";
+      const head = `${Math.trunc(suspension.since)}`;
+      while (reason && Buffer.byteLength(`${head}-${encodeURIComponent(reason)}`) > NAME_MAX) reason = reason.slice(0, -1);
+      name = reason ? `${head}-${encodeURIComponent(reason)}` : head;
+      this.ensureDir(join(dir, name));
+    }
+    for (const n of old) if (n !== name) rmdirSync(join(dir, n));
+    if (!suspension && old.length) rmdirSync(dir);
   }
 
   close(): void {

@@ -15,7 +15,7 @@ import { PolicyTarget } from "./policy.js";
 import { RouteTarget } from "./route.js";
 import { SysctlTarget } from "./sysctl.js";
 
-export { KernelContext, OWNER_ALIAS_PREFIX, REVISION_DIR, type KernelOptions } from "./context.js";
+export { KernelContext, OWNER_ALIAS_PREFIX, REVISION_DIR, SUSPENSION_DIR, type KernelOptions } from "./context.js";
 export { linkPinPath, tcxChains } from "./attachment.js";
 export { programTag } from "../../ebpf-loader/tag.js";
 

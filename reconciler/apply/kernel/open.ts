@@ -4,7 +4,7 @@
 
 import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { linkPinPath, programTag, KernelContext, kernelTargets, REVISION_DIR, tcxChains } from "./index.js";
+import { linkPinPath, programTag, KernelContext, kernelTargets, REVISION_DIR, SUSPENSION_DIR, tcxChains } from "./index.js";
 import type { Counter, DropCounter, KernelPort } from "../port.js";
 import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../../datapath/layouts.js";
 import { MAP_SPECS } from "../../datapath/maps.js";
@@ -52,6 +52,8 @@ export function openKernel(opts: OpenOptions): Kernel {
     },
     recordedRevision: () => ctx.recordedRevision(),
     recordRevision: (revision) => ctx.recordRevision(revision),
+    recordedSuspension: () => ctx.recordedSuspension(),
+    recordSuspension: (suspension) => ctx.recordSuspension(suspension),
     policyStats: (epId) => readPolicyStats(ctx, epId),
     drops: (epId) => readDrops(ctx, epId),
     tcxChains: () => tcxChains(ctx),
@@ -141,7 +143,7 @@ function prunePinRoot(ctx: KernelContext, pinRoot: string): void {
   for (const m of MAP_SPECS) unpin(join(pinRoot, m.name));
   // Only now-empty directories remain (links/, netns/ marks, the revision record); anything else
   // there is not ours to remove.
-  for (const dir of ["links", "netns", REVISION_DIR]) rmSync(join(pinRoot, dir), { recursive: true, force: true });
+  for (const dir of ["links", "netns", REVISION_DIR, SUSPENSION_DIR]) rmSync(join(pinRoot, dir), { recursive: true, force: true });
   try {
     rmdirSync(pinRoot);
   } catch {

@@ -1,0 +1,158 @@
+// The command line as data: every flag (its environment variable, default and fixed choices) and
+// every command (its synopsis, the flags its --help lists, examples). args.ts parses argv with it,
+// completion.ts writes the shell scripts from it, and the README's command reference is its --help.
+
+export const OUTPUTS = ["text", "json"] as const;
+export const ATTACH_MODES = ["auto", "tcx", "tc"] as const;
+export const ATTACH_POSITIONS = ["first", "last"] as const;
+export const ENFORCEMENTS = ["default", "always", "never"] as const;
+export const LOG_FORMATS = ["logfmt", "json"] as const;
+export const LOG_LEVELS = ["error", "warn", "notice", "info", "debug"] as const;
+export const INSPECT_WHAT = ["endpoints", "ipcache", "policy", "devices", "links"] as const;
+export const SHELLS = ["bash", "zsh", "fish"] as const;
+
+/** Commands by name; "run" is the bare `reconcile` (daemon, --dry-run, --once). */
+export const COMMAND_NAMES = ["run", "validate", "explain", "diff", "inspect", "status", "suspend", "resume", "teardown", "version", "completion"] as const;
+export type CommandName = (typeof COMMAND_NAMES)[number];
+
+export interface FlagDef {
+  /** Property of GlobalOptions (or a command-local name). */
+  key: string;
+  /** Takes a value (else boolean). */
+  value: boolean;
+  env?: string;
+  /** How --help names the value, e.g. DIR|GIT-URL. */
+  arg?: string;
+  /** One line for --help. */
+  help?: string;
+  /** The default as --help shows it (the value itself is set in args.ts). */
+  default?: string;
+  /** The only values it takes (checked in args.ts, offered by shell completion). */
+  choices?: readonly string[];
+  /** Whose --help lists it (default: run). Every command accepts every flag, as it does every RECONCILE_* variable. */
+  commands?: readonly CommandName[];
+}
+
+const SOURCE_USERS: readonly CommandName[] = ["run", "validate", "explain", "diff", "inspect"];
+const KERNEL_USERS: readonly CommandName[] = ["run", "inspect", "teardown"];
+
+export const FLAGS: Record<string, FlagDef> = {
+  "--source": { key: "source", value: true, env: "RECONCILE_SOURCE", arg: "DIR|GIT-URL", help: "manifest directory or git URL", commands: SOURCE_USERS },
+  "--ref": { key: "ref", value: true, env: "RECONCILE_REF", arg: "REF", help: "git branch, tag or full commit SHA", default: "the remote's default branch", commands: SOURCE_USERS },
+  "--path": { key: "path", value: true, env: "RECONCILE_PATH", arg: "SUBDIR", help: "subdirectory of the source that holds the manifests", default: "the whole source", commands: SOURCE_USERS },
+  "--node": { key: "node", value: true, env: "RECONCILE_NODE", arg: "NAME", help: "the node this host is", default: "the host name", commands: [...SOURCE_USERS, "teardown"] },
+  "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT", arg: "FORMAT", help: "output format (diff also takes markdown)", default: "text", choices: [...OUTPUTS, "markdown"], commands: ["run", "validate", "explain", "diff", "inspect", "status", "suspend", "resume", "teardown", "version"] },
+  "--bpffs-root": { key: "bpffsRoot", value: true, env: "RECONCILE_BPFFS_ROOT", arg: "PATH", help: "bpffs directory of reconcile's pins", default: "/sys/fs/bpf/reconcile", commands: KERNEL_USERS },
+  "--state-dir": { key: "stateDir", value: true, env: "RECONCILE_STATE_DIR", arg: "PATH", help: "git checkouts and other state (one-shot commands: where their temporary checkout goes)", default: "/var/lib/reconcile", commands: ["run", "validate", "explain", "diff"] },
+  "--resync-interval": { key: "resyncInterval", value: true, env: "RECONCILE_RESYNC_INTERVAL", arg: "DURATION", help: "period of the drift resync", default: "30s" },
+  "--attach-mode": { key: "attachMode", value: true, env: "RECONCILE_ATTACH_MODE", arg: "MODE", help: "tcx links, tc filters, or tcx where the kernel has it", default: "auto", choices: ATTACH_MODES, commands: KERNEL_USERS },
+  "--attach-position": { key: "attachPosition", value: true, env: "RECONCILE_ATTACH_POSITION", arg: "POS", help: "where a fresh tcx attachment goes among foreign programs", default: "first", choices: ATTACH_POSITIONS },
+  "--enforcement": { key: "enforcement", value: true, env: "RECONCILE_ENFORCEMENT", arg: "MODE", help: "policy enforcement mode", default: "default", choices: ENFORCEMENTS, commands: SOURCE_USERS },
+  "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET", arg: "PATH", help: "the daemon's status socket", default: "/run/reconcile/reconcile.sock", commands: ["run", "status", "suspend", "resume"] },
+  "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN", arg: "ADDR:PORT", help: "TCP address for /metrics, /healthz, /readyz and the git webhook", default: "off" },
+  "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT", arg: "FORMAT", help: "daemon log line format", default: "logfmt", choices: LOG_FORMATS },
+  "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL", arg: "LEVEL", help: "lowest level logged", default: "info", choices: LOG_LEVELS },
+  "--git-interval": { key: "gitInterval", value: true, env: "RECONCILE_GIT_INTERVAL", arg: "DURATION", help: "how often a git source fetches", default: "30s" },
+  "--verify-signatures": { key: "verifySignatures", value: true, env: "RECONCILE_GIT_ALLOWED_SIGNERS_FILE", arg: "FILE", help: "ssh allowed-signers file: apply only commits signed by its keys", default: "off" },
+  "--allow-empty": { key: "allowEmpty", value: false, env: "RECONCILE_ALLOW_EMPTY", help: "apply a snapshot without manifests even while endpoints are in force" },
+  "--dry-run": { key: "dryRun", value: false, help: "print the plan and exit (2 when it has changes)" },
+  "--once": { key: "once", value: false, help: "apply once and exit" },
+  "--from": { key: "from", value: true, arg: "EP|IP|host", help: "source of the flow: endpoint name, IP address or host", commands: ["explain"] },
+  "--to": { key: "to", value: true, arg: "EP|IP|host", help: "destination of the flow", commands: ["explain"] },
+  "--reason": { key: "reason", value: true, arg: "TEXT", help: "why, shown in status and the log", commands: ["suspend"] },
+  "--base": { key: "base", value: true, arg: "REF|DIR", help: "the revision in force: a directory, or a git ref of --source", commands: ["diff"] },
+  "--all-nodes": { key: "allNodes", value: false, help: "preview every node the manifests name (Node manifests, endpoints' spec.node)", commands: ["diff"] },
+  "--out": { key: "out", value: true, arg: "PLAN-FILE", help: "with --dry-run: save the plan, its revision and the observed state's digest" },
+  "--plan": { key: "plan", value: true, arg: "PLAN-FILE", help: "with --once: apply exactly that saved plan; refused if the revision or the datapath changed" },
+  "--port": { key: "port", value: true, arg: "PORT[/PROTO]", help: "destination port; PROTO is TCP, UDP, SCTP, ICMP, ICMPV6 or ANY (a bare port means TCP)", commands: ["explain"] },
+};
+
+export interface CommandDef {
+  /** One line: what it does (the command list of `reconcile --help`). */
+  summary: string;
+  /** The synopsis after `reconcile` (and the command's name). */
+  usage: string;
+  /** Positional arguments as commander declares them, e.g. "[what] [endpoint]". */
+  args?: string;
+  /** More than the summary, for its own --help. */
+  details?: string;
+  /** Command lines (after `reconcile `) that show it in use. */
+  examples: string[];
+}
+
+export const COMMANDS: Record<CommandName, CommandDef> = {
+  run: {
+    summary: "reconcile the datapath with the manifests: a daemon, or once (--once), or a preview (--dry-run)",
+    usage: "[--source DIR|GIT-URL] [--dry-run | --once] [options]",
+    details: "Without --once or --dry-run, reconcile runs as a daemon.",
+    examples: [
+      "--source examples/seed --dry-run",
+      "--source examples/seed --once --output json",
+      "--source https://git.example.org/net.git --ref main --listen 127.0.0.1:9963",
+      "validate --source examples/seed",
+    ],
+  },
+  validate: {
+    summary: "validate and compile the manifests (no kernel, no privileges)",
+    usage: "--source DIR [options]",
+    examples: ["validate --source examples/seed", "validate --source . --output json"],
+  },
+  explain: {
+    summary: "say whether the manifests allow one flow, and which rule decides",
+    usage: "--source DIR --from EP|IP|host --to EP|IP|host --port PORT[/PROTO] [options]",
+    examples: ["explain --source examples/seed --from app2 --to app1 --port 80/TCP", "explain --source examples/seed --from 10.11.90.17 --to app1 --port 81 --output json"],
+  },
+  diff: {
+    summary: "plan and policy impact between two revisions, from the manifests alone (no kernel, no root)",
+    usage: "[--source GIT-URL] --base REF|DIR --ref REF|DIR [--node NAME | --all-nodes] [--output text|json|markdown]",
+    details: "Exit code 0: no change, 2: changes, 1: error. A side that is a directory is read as one; anything else is a git ref of --source.",
+    examples: [
+      "diff --base examples/seed --ref ../seed-next",
+      "diff --source . --base origin/main --ref HEAD --all-nodes --output markdown",
+    ],
+  },
+  inspect: {
+    summary: "show what the kernel holds now (with --source: names and provenance)",
+    usage: "endpoints|ipcache|devices|links | policy ENDPOINT [options]",
+    args: "[what] [endpoint]",
+    examples: ["inspect endpoints", "inspect policy app1 --source examples/seed", "inspect links --output json"],
+  },
+  status: {
+    summary: "ask the running daemon what it applied and how its last run went",
+    usage: "[options]",
+    examples: ["status", "status --output json --socket /run/reconcile/reconcile.sock"],
+  },
+  suspend: {
+    summary: "pause the daemon's applying (it still fetches, observes and reports drift)",
+    usage: "[--reason TEXT] [options]",
+    details: "The suspension is recorded under the pin root and survives a restart of the daemon.",
+    examples: ["suspend --reason 'NIC firmware upgrade'", "suspend --socket /run/reconcile/reconcile.sock"],
+  },
+  resume: {
+    summary: "end a suspension: the daemon applies what is pending at once",
+    usage: "[options]",
+    examples: ["resume", "resume --output json"],
+  },
+  teardown: {
+    summary: "remove everything reconcile owns from this host",
+    usage: "[options]",
+    examples: ["teardown", "teardown --bpffs-root /sys/fs/bpf/reconcile-test"],
+  },
+  version: {
+    summary: "print the version, the kernel's features and the programs this binary carries",
+    usage: "[options]",
+    examples: ["version", "version --output json"],
+  },
+  completion: {
+    summary: "print a shell completion script",
+    usage: "bash|zsh|fish",
+    args: "[shell]",
+    details: "Install it with, e.g.: reconcile completion bash > /etc/bash_completion.d/reconcile",
+    examples: ["completion bash > /etc/bash_completion.d/reconcile", "completion zsh > \"${fpath[1]}/_reconcile\"", "completion fish > ~/.config/fish/completions/reconcile.fish"],
+  },
+};
+
+/** The flags whose --help entry belongs to `command`. */
+export function flagsOf(command: CommandName): Array<[string, FlagDef]> {
+  return Object.entries(FLAGS).filter(([, def]) => (def.commands ?? ["run"]).includes(command));
+}
