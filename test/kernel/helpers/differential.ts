@@ -1,7 +1,7 @@
 // Helpers for the differential test (explain vs the kernel datapath): the flows' vocabulary (the
 // models come from test/unit/helpers/random-policy.ts), and a "node": a private bpffs pin root whose
-// maps are written by the real reconciler targets (map, endpoint, ipcache, policy) through reconcileOnce, with endpoint.o's
-// programs loaded against those pinned maps for BPF_PROG_RUN.
+// maps are written by the real reconciler targets (map, endpoint, ipcache, policy) through
+// reconcileOnce, with endpoint.o's programs loaded against those pinned maps for BPF_PROG_RUN.
 
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { MapTarget } from "../../../reconciler/apply/kernel/maps.js";
