@@ -14,9 +14,9 @@
 // Compared per flow: the verdict, and for a deny the side that denies and the kind (an explicit deny
 // rule = POLICY_DENIED, default deny = NO_POLICY, read from the drop counters).
 //
-// Host policies: half the models also get host rules (copies of random rules with a nodeSelector on
-// the nodes' random role labels; sometimes a Node with a host firewall), drawn from a second PRNG so
-// the models and flows of a seed are otherwise unchanged. Flows between an endpoint and its own
+// The models come from the shared generator (test/unit/helpers/random-policy.ts) with every feature
+// on. Host policies: a rule in five selects nodes (by their random role labels) instead of
+// endpoints, and then a Node sometimes has a host firewall. Flows between an endpoint and its own
 // node's address are then also judged by the host's policy in the endpoint programs, and a drop
 // there is read from the host endpoint's counters.
 //
@@ -26,23 +26,12 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import * as L from "../../reconciler/datapath/layouts.js";
 import { HOST_ENDPOINT_ID } from "../../reconciler/datapath/desired.js";
-import type { Model, RuleManifest } from "../../reconciler/manifest/model.js";
-import { sel } from "../unit/helpers/policy-model.js";
+import type { Model } from "../../reconciler/manifest/model.js";
+import { prng, randomModel, type NodeName, type RandomPolicyOptions, type Rng } from "../unit/helpers/random-policy.js";
 import { explain } from "../../reconciler/policy/explain.js";
 import { numPossibleCpus } from "../../reconciler/ebpf-loader/index.js";
 import { TC_ACT_OK, TC_ACT_SHOT, icmpEcho, tcp, udp, v4, v6 } from "./helpers/datapath.js";
-import {
-  DiffNode,
-  EXTERNAL,
-  FLOW_ICMP_TYPES,
-  FLOW_PORTS,
-  compileOptions,
-  describeModel,
-  prng,
-  randomModel,
-  type NodeName,
-  type Rng,
-} from "./helpers/differential.js";
+import { DiffNode, EXTERNAL, FLOW_ICMP_TYPES, FLOW_PORTS, compileOptions, describeModel } from "./helpers/differential.js";
 
 const SEED = Number(process.env.DIFF_SEED ?? 20261127);
 const MODELS = Number(process.env.DIFF_MODELS ?? 150);
@@ -51,6 +40,10 @@ const TCP = 6;
 const UDP = 17;
 const SCTP = 132;
 const GRE = 47; // no ports: only L3-only entries (protocol 0) can match it
+/** Every feature of the generator; a rule in five is a host policy (and a node may have a host
+ *  firewall); deny sections a little more often than the default, so that explicit denies stay
+ *  near a tenth of the flows. */
+const GENERATOR: RandomPolicyOptions = { endpoints: [3, 7], rules: [1, 5], hostRules: 0.2, deny: 0.4 };
 
 type Side = "egress" | "ingress";
 type DenyKind = "POLICY_DENIED" | "NO_POLICY";
@@ -106,24 +99,6 @@ function randomFlow(r: Rng, m: Model): Flow | undefined {
   if (kind <= 1) return { from: a.name, to: b.name, family, protocol, port };
   if (kind === 2) return { from: ext, to: a.name, family, protocol, port };
   return { from: a.name, to: ext, family, protocol, port };
-}
-
-/** Adds host rules (and node labels, maybe a host firewall) to half the models; see the header. */
-function withHostRules(r: Rng, m: Model): Model {
-  if (!r.chance(0.5) || m.rules.length === 0) return m;
-  const roles = ["edge", "core"];
-  const nodes = m.nodes.map((n) => ({
-    ...n,
-    labels: [{ source: "k8s", key: "role", value: r.pick(roles) }],
-    ...(r.chance(0.2) ? { hostFirewall: { devices: [] } } : {}),
-  }));
-  const hostRules: RuleManifest[] = Array.from({ length: 1 + r.int(2) }, (_, i) => {
-    const base = r.pick(m.rules);
-    const { endpointSelector: _unused, ...rest } = base.rule;
-    const nodeSelector = r.chance(0.2) ? sel({}) : sel({ role: r.pick(roles) });
-    return { ...base, name: `h${i}`, at: { file: `h${i}.yaml`, line: 1 }, rule: { ...rest, nodeSelector } };
-  });
-  return { ...m, nodes, rules: [...m.rules, ...hostRules] };
 }
 
 /** What explain's reason says about a deny: the side (direction) and the kind. */
@@ -191,9 +166,8 @@ test(`differential: explain's verdict equals BPF_PROG_RUN through the reconciled
   for (let mi = 0; mi < MODELS; mi++) {
     const modelSeed = (SEED + Math.imul(mi, 0x9e3779b1)) >>> 0;
     const r = prng(modelSeed);
-    const generated = randomModel(r, `diff-${SEED}-${mi}`);
-    const enforcement = generated.enforcement;
-    const m = withHostRules(prng(modelSeed ^ 0x5f3759df), generated.model);
+    const m = randomModel(r, { ...GENERATOR, revision: `diff-${SEED}-${mi}` });
+    const enforcement = r.pick(["default", "default", "default", "default", "default", "always", "never"] as const);
     for (const name of ["n1", "n2"] as const) {
       const s = await nodes[name]!.apply(m, enforcement);
       apply.swaps += s.swaps;

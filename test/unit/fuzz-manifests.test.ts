@@ -22,24 +22,13 @@ import { describeError } from "../../reconciler/cli/errors.js";
 import { ManifestError, formatProblem } from "../../reconciler/manifest/load.js";
 import { CapacityError, compileForNode } from "../../reconciler/plan/pipeline.js";
 import type { Snapshot, SnapshotFile } from "../../reconciler/source/snapshot.js";
+import { prng, type Rng } from "./helpers/random-policy.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed1);
 const CASES = Number(process.env.FUZZ_CASES ?? 2000);
 const DISK_CASES = Math.max(20, Math.round(CASES / 20));
 /** Generous: the loader's limits keep a case to a few MB; a leak or an expansion would blow far past this. */
 const HEAP_GROWTH_LIMIT = 512 * 1024 * 1024;
-
-/** mulberry32: a small, fast PRNG, deterministic from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const EXAMPLES = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../examples");
 
@@ -56,80 +45,76 @@ function exampleSets(): SnapshotFile[][] {
     .filter((set) => set.length > 0);
 }
 
-type Rand = () => number;
-const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
-const int = (r: Rand, n: number) => Math.floor(r() * n);
-
 const TOKENS = [": ", "- ", "&a ", "*a", "<<: *a", "!!binary ", "!!js/function ", "? ", "{", "}", "[", "]", "'", '"', "#", "|", ">", "%YAML 1.1\n", "---\n", "...\n", "\t", "null", "~", "true", "0x1F", "1e999", "-0", ".inf", ".nan", "2001-12-14", "\\u0000", "\u2028", "\ufeff", "kind: Endpoint", "apiVersion: cilium.io/v2", "\n  ", "\n"];
 
 /** Mutations of one file's text; each returns the new text (possibly larger, never unbounded). */
-const MUTATIONS: Record<string, (r: Rand, s: string) => string> = {
+const MUTATIONS: Record<string, (r: Rng, s: string) => string> = {
   "byte flip": (r, s) => {
     const b = Buffer.from(s, "utf8");
-    for (let i = 1 + int(r, 4); i > 0 && b.length; i--) b[int(r, b.length)]! ^= 1 << int(r, 8);
+    for (let i = 1 + r.int(4); i > 0 && b.length; i--) b[r.int(b.length)]! ^= 1 << r.int(8);
     return b.toString("utf8"); // flipped high bits become U+FFFD, as the source decodes them
   },
-  truncate: (r, s) => s.slice(0, int(r, s.length + 1)),
+  truncate: (r, s) => s.slice(0, r.int(s.length + 1)),
   "NUL bytes": (r, s) => {
-    const at = int(r, s.length + 1);
-    return `${s.slice(0, at)}\u0000${r() < 0.5 ? "\u0000".repeat(int(r, 8)) : ""}${s.slice(at)}`;
+    const at = r.int(s.length + 1);
+    return `${s.slice(0, at)}\u0000${r.next() < 0.5 ? "\u0000".repeat(r.int(8)) : ""}${s.slice(at)}`;
   },
   CRLF: (_r, s) => s.replace(/\n/g, "\r\n"),
   "lone CR": (_r, s) => s.replace(/\n/g, "\r"),
   "huge number": (r, s) =>
-    s.replace(/\b\d+\b/, () => pick(r, ["9".repeat(400), "1e308", "-1", "4294967296", "18446744073709551617", "0.5", "1_000", "0o777", "NaN", "-0"])),
-  "huge numbers everywhere": (r, s) => s.replace(/\b\d+\b/g, () => pick(r, ["99999999999999999999", "1e400", "-65536", "65536", "16777216"])),
+    s.replace(/\b\d+\b/, () => r.pick(["9".repeat(400), "1e308", "-1", "4294967296", "18446744073709551617", "0.5", "1_000", "0o777", "NaN", "-0"])),
+  "huge numbers everywhere": (r, s) => s.replace(/\b\d+\b/g, () => r.pick(["99999999999999999999", "1e400", "-65536", "65536", "16777216"])),
   "random token": (r, s) => {
-    const at = int(r, s.length + 1);
-    return s.slice(0, at) + pick(r, TOKENS) + s.slice(at);
+    const at = r.int(s.length + 1);
+    return s.slice(0, at) + r.pick(TOKENS) + s.slice(at);
   },
   "delete line": (r, s) => {
     const lines = s.split("\n");
-    lines.splice(int(r, lines.length), 1);
+    lines.splice(r.int(lines.length), 1);
     return lines.join("\n");
   },
   "duplicate line": (r, s) => {
     const lines = s.split("\n");
-    const i = int(r, lines.length);
+    const i = r.int(lines.length);
     lines.splice(i, 0, lines[i]!);
     return lines.join("\n");
   },
   "shift indent": (r, s) => {
     const lines = s.split("\n");
-    const i = int(r, lines.length);
-    lines[i] = r() < 0.5 ? ` ${lines[i]}` : lines[i]!.replace(/^ /, "");
+    const i = r.int(lines.length);
+    lines[i] = r.next() < 0.5 ? ` ${lines[i]}` : lines[i]!.replace(/^ /, "");
     return lines.join("\n");
   },
   "swap values": (r, s) => {
     const vals = s.match(/: [^\n]+/g) ?? [];
     if (vals.length < 2) return s;
-    return s.replace(pick(r, vals), pick(r, vals));
+    return s.replace(r.pick(vals), r.pick(vals));
   },
   "bad UTF-8": (r, s) => {
     const b = Buffer.from(s, "utf8");
-    const at = int(r, b.length + 1);
+    const at = r.int(b.length + 1);
     return Buffer.concat([b.subarray(0, at), Buffer.from([0xc3, 0x28, 0xff, 0xfe]), b.subarray(at)]).toString("utf8");
   },
   "alias bomb": (r, _s) => {
-    const depth = 6 + int(r, 6);
+    const depth = 6 + r.int(6);
     const lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"];
     for (let i = 1; i <= depth; i++) lines.push(`a${i}: &a${i} [${Array(10).fill(`*a${i - 1}`).join(", ")}]`);
     const body = lines.join("\n");
-    return pick(r, [
+    return r.pick([
       `${body}\n`,
       `apiVersion: reconcile/v1\nkind: Endpoint\nmetadata:\n  name: bomb\n  labels: {}\nspec:\n  x:\n${body.replace(/^/gm, "    ")}\n`,
       `apiVersion: reconcile/v1\nkind: Rule\nmetadata: {name: bomb}\nspec:\n  endpointSelector: {}\n  ingress: &i\n  - fromEndpoints: [{}]\n  egress: [*i, *i, *i]\n${body.replace(/^a0/, "x0")}\n`,
     ]);
   },
   "merge-key bomb": (r, _s) => {
-    const n = 20 + int(r, 40);
+    const n = 20 + r.int(40);
     const lines = ["b0: &b0 {k0: v}"];
     for (let i = 1; i < n; i++) lines.push(`b${i}: &b${i}\n  <<: [*b${i - 1}, *b${i - 1}]\n  k${i}: v`);
     return `${lines.join("\n")}\n`;
   },
   "deep nesting": (r, _s) => {
-    const depth = pick(r, [70, 500, 5000, 50_000]);
-    return pick(r, [
+    const depth = r.pick([70, 500, 5000, 50_000]);
+    return r.pick([
       `${"[".repeat(depth)}${"]".repeat(depth)}\n`,
       `${"{a: ".repeat(depth)}1${"}".repeat(depth)}\n`,
       `spec:\n${Array.from({ length: Math.min(depth, 3000) }, (_, i) => `${" ".repeat(i + 1)}k${i}:`).join("\n")} 1\n`,
@@ -137,35 +122,35 @@ const MUTATIONS: Record<string, (r: Rand, s: string) => string> = {
     ]);
   },
   // Mostly a few copies; now and then past the loader's 1000-document limit (copies of a small document).
-  "many documents": (r, s) => (r() < 0.1 ? "a: 1\n---\n".repeat(990 + int(r, 20)) : `${s.length > 8192 ? "a: 1\n" : s}\n---\n`.repeat(2 + int(r, 30))),
-  "long string": (r, s) => s.replace(/name: [\w-]+/, `name: ${"x".repeat(pick(r, [16, 64, 254, 64 * 1024]))}`),
-  "JSON garbage": (r, s) => pick(r, [`${s},`, s.replace(/\[/, "{"), `[${s}]`, `{"a": ${"[".repeat(100)}`, "[]", "{}", "null", "[null]", '[{"labels": []}]', "[1, 2]", '"x"']),
+  "many documents": (r, s) => (r.next() < 0.1 ? "a: 1\n---\n".repeat(990 + r.int(20)) : `${s.length > 8192 ? "a: 1\n" : s}\n---\n`.repeat(2 + r.int(30))),
+  "long string": (r, s) => s.replace(/name: [\w-]+/, `name: ${"x".repeat(r.pick([16, 64, 254, 64 * 1024]))}`),
+  "JSON garbage": (r, s) => r.pick([`${s},`, s.replace(/\[/, "{"), `[${s}]`, `{"a": ${"[".repeat(100)}`, "[]", "{}", "null", "[null]", '[{"labels": []}]', "[1, 2]", '"x"']),
   "empty file": () => "",
   "only comments": () => "# nothing\n---\n# more\n",
 };
 const MUTATION_NAMES = Object.keys(MUTATIONS);
 
 /** A mutated copy of one example set: 1..3 mutations, sometimes a file renamed .yaml ↔ .json, dropped or added. */
-function mutateSet(r: Rand, base: readonly SnapshotFile[]): { files: SnapshotFile[]; ops: string[] } {
+function mutateSet(r: Rng, base: readonly SnapshotFile[]): { files: SnapshotFile[]; ops: string[] } {
   const files = base.map((f) => ({ ...f }));
   const ops: string[] = [];
-  for (let k = 1 + int(r, 3); k > 0; k--) {
-    const f = pick(r, files);
-    const name = pick(r, MUTATION_NAMES);
+  for (let k = 1 + r.int(3); k > 0; k--) {
+    const f = r.pick(files);
+    const name = r.pick(MUTATION_NAMES);
     f.content = MUTATIONS[name]!(r, f.content);
     ops.push(`${name} ${f.path}`);
   }
-  const extra = r();
-  if (extra < 0.05 && files.length > 1) ops.push(`drop ${files.splice(int(r, files.length), 1)[0]!.path}`);
+  const extra = r.next();
+  if (extra < 0.05 && files.length > 1) ops.push(`drop ${files.splice(r.int(files.length), 1)[0]!.path}`);
   else if (extra < 0.1) {
-    const f = pick(r, files);
+    const f = r.pick(files);
     const renamed = f.path.endsWith(".json") ? f.path.replace(/\.json$/, ".yaml") : f.path.replace(/\.ya?ml$/, ".json");
     if (!files.some((g) => g.path === renamed)) {
       ops.push(`rename ${f.path} → ${renamed}`);
       f.path = renamed;
     }
   } else if (extra < 0.15) {
-    const f = pick(r, files);
+    const f = r.pick(files);
     files.push({ path: `copy-${f.path}`, content: f.content });
     ops.push(`copy ${f.path}`);
   }
@@ -208,7 +193,7 @@ test(`fuzz: ${CASES} mutated manifest sets through load, validate and compile (s
   const heap0 = process.memoryUsage().heapUsed;
   let heapPeak = 0;
   for (let i = 0; i < CASES; i++) {
-    const { files, ops } = mutateSet(r, pick(r, sets));
+    const { files, ops } = mutateSet(r, r.pick(sets));
     const where = `case ${i} (FUZZ_SEED=${SEED}): ${ops.join(", ")}`;
     const snapshot: Snapshot = { revision: `fuzz:${i}`, files };
     if (process.env.FUZZ_DUMP === String(i)) {
@@ -276,15 +261,15 @@ test(`fuzz: ${DISK_CASES} mutated trees on disk (symlinks out of the tree, FIFOs
   let accepted = 0;
   let refused = 0;
   for (let i = 0; i < DISK_CASES; i++) {
-    const { files, ops } = mutateSet(r, pick(r, sets));
+    const { files, ops } = mutateSet(r, r.pick(sets));
     const dir = path.join(scratch, `case-${i}`);
     mkdirSync(dir);
-    const sub = r() < 0.3 ? "nested/deeper" : "";
+    const sub = r.next() < 0.3 ? "nested/deeper" : "";
     for (const f of files) {
       mkdirSync(path.join(dir, sub), { recursive: true });
       writeFileSync(path.join(dir, sub, f.path), f.content);
     }
-    const fsOp = r();
+    const fsOp = r.next();
     let escapes = false;
     if (fsOp < 0.2) {
       symlinkSync(path.join(outside, "secret.yaml"), path.join(dir, "escape.yaml"));

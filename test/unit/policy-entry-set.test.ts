@@ -7,39 +7,28 @@ import { PolicyEntrySet, type PolicyEntryFields } from "../../reconciler/policy/
 import { decodePolicyEntryKey, packEntry, policyEntryKey } from "../../reconciler/policy/key.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import type { RuleRef } from "../../reconciler/policy/types.js";
-
-/** A small deterministic PRNG (mulberry32), so a failure names its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+import { prng, type Rng } from "./helpers/random-policy.js";
 
 const PROTOCOLS = [0, 1, 6, 17, 58, 132];
 
-function randomEntry(r: () => number, rules: RuleRef[][]): PolicyEntryFields {
-  const protocol = PROTOCOLS[Math.floor(r() * PROTOCOLS.length)]!;
-  const portPrefixLen = protocol === 0 ? 0 : Math.floor(r() * 17);
-  const port = protocol === 0 ? 0 : (Math.floor(r() * 65536) >>> (16 - portPrefixLen)) << (16 - portPrefixLen) & 0xffff;
-  const identity = r() < 0.2 ? (1 << 24) | Math.floor(r() * 5000) : Math.floor(r() * 70000);
+function randomEntry(r: Rng, rules: RuleRef[][]): PolicyEntryFields {
+  const protocol = PROTOCOLS[Math.floor(r.next() * PROTOCOLS.length)]!;
+  const portPrefixLen = protocol === 0 ? 0 : Math.floor(r.next() * 17);
+  const port = protocol === 0 ? 0 : (Math.floor(r.next() * 65536) >>> (16 - portPrefixLen)) << (16 - portPrefixLen) & 0xffff;
+  const identity = r.next() < 0.2 ? (1 << 24) | Math.floor(r.next() * 5000) : Math.floor(r.next() * 70000);
   return {
-    direction: r() < 0.5 ? "ingress" : "egress",
+    direction: r.next() < 0.5 ? "ingress" : "egress",
     identity,
     protocol,
     port,
     portPrefixLen,
-    decision: r() < 0.2 ? "deny" : "allow",
-    rules: rules[Math.floor(r() * rules.length)]!,
+    decision: r.next() < 0.2 ? "deny" : "allow",
+    rules: rules[Math.floor(r.next() * rules.length)]!,
   };
 }
 
 /** Random entries with unique keys. */
-function randomEntries(r: () => number, n: number, rules: RuleRef[][]): PolicyEntryFields[] {
+function randomEntries(r: Rng, n: number, rules: RuleRef[][]): PolicyEntryFields[] {
   const byKey = new Map<number, PolicyEntryFields>();
   while (byKey.size < n) {
     const e = randomEntry(r, rules);
@@ -51,7 +40,7 @@ function randomEntries(r: () => number, n: number, rules: RuleRef[][]): PolicyEn
 const RULES: RuleRef[][] = [[{ file: "a.yaml", line: 1, name: "a" }], [{ file: "b.yaml", line: 7, name: "b" }], [{ file: "a.yaml", line: 1, name: "a" }, { file: "b.yaml", line: 7, name: "b" }]];
 
 test("policyEntryKey is exact and decodes back to the same fields, in (direction, identity, protocol, port prefix) order", () => {
-  const r = rng(1);
+  const r = prng(1);
   for (let i = 0; i < 20_000; i++) {
     const e = randomEntry(r, RULES);
     const key = policyEntryKey(e);
@@ -70,7 +59,7 @@ test("policyEntryKey is exact and decodes back to the same fields, in (direction
 });
 
 test("a set sorts its entries and keeps each entry's rules and decision with it", () => {
-  const r = rng(2);
+  const r = prng(2);
   const entries = randomEntries(r, 500, RULES);
   const set = PolicyEntrySet.fromEntries(entries);
   assert.equal(set.size, 500);
@@ -88,7 +77,7 @@ test("a set sorts its entries and keeps each entry's rules and decision with it"
 });
 
 test("sameEntries compares keys and decisions, not provenance", () => {
-  const r = rng(3);
+  const r = prng(3);
   const entries = randomEntries(r, 50, RULES);
   const a = PolicyEntrySet.fromEntries(entries);
   const kernel = PolicyEntrySet.fromPacked(Float64Array.from(entries.reverse(), (e) => packEntry(policyEntryKey(e), e.decision)));
@@ -100,19 +89,19 @@ test("sameEntries compares keys and decisions, not provenance", () => {
 
 test("the plan's merge walk equals a per-key comparison over random desired and observed sets", () => {
   for (let seed = 10; seed < 60; seed++) {
-    const r = rng(seed);
+    const r = prng(seed);
     const desired = emptyDesired("r", "n");
     const actual = emptyState();
     const expected: string[] = [];
     for (const ep of ["ep1", "ep2", "ep3"]) {
       const pool = randomEntries(r, 120, RULES);
       // One endpoint in five is no longer desired: everything observed of it is deleted.
-      const desiredEndpoint = r() < 0.8;
+      const desiredEndpoint = r.next() < 0.8;
       // Each pool entry: only desired, only observed, in both with the same or the other decision.
       const want: PolicyEntryFields[] = [];
       const have: PolicyEntryFields[] = [];
       for (const e of pool) {
-        const x = r();
+        const x = r.next();
         const id = policyEntryId({ endpoint: ep, ...e });
         if (x < 0.25) {
           want.push(e);

@@ -8,89 +8,16 @@ import { compile } from "../../reconciler/policy/compile.js";
 import { compileIncremental } from "../../reconciler/policy/incremental.js";
 import type { CompileMemo } from "../../reconciler/policy/compile.js";
 import type { CompileOptions } from "../../reconciler/policy/types.js";
-import type { Entity, Model, PortRule, RuleManifest, Selector } from "../../reconciler/manifest/model.js";
-import { endpoint, identity, labels, model, node, port, rule, sel, type PeerSpec } from "./helpers/policy-model.js";
+import type { Model } from "../../reconciler/manifest/model.js";
+import { endpoint, identity, labels, model, port, rule, sel } from "./helpers/policy-model.js";
+import { APPS, ENVS, ROLES, prng, randomModel, randomRule, randomSelector, type RandomPolicyOptions, type Rng } from "./helpers/random-policy.js";
 
-function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  return {
-    int: (n: number) => Math.floor(next() * n),
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!,
-    chance: (p: number) => next() < p,
-  };
-}
-type Rng = ReturnType<typeof prng>;
-
-const APPS = ["a", "b", "c", "d"];
-const TIERS = ["web", "db"];
-const ROLES = ["edge", "core"];
-const CIDRS = ["20.0.0.0/8", "20.1.0.0/16", "30.0.0.0/8", "0.0.0.0/0"];
-const ENTITIES: Entity[] = ["all", "world", "cluster", "host", "remote-node"];
-const PORTS: Array<() => PortRule> = [() => port(80), () => port(81), () => port(80, "TCP", 83), () => port(53, "UDP"), () => port(0, "TCP"), () => port(53, "ANY")];
-
-function randSelector(r: Rng): Selector {
-  switch (r.int(5)) {
-    case 0:
-      return sel({});
-    case 1:
-    case 2:
-      return sel({ app: r.pick(APPS) });
-    case 3:
-      return sel({ tier: r.pick(TIERS) }, [["app", r.pick(["In", "NotIn"] as const), [r.pick(APPS), r.pick(APPS)]]]);
-    default:
-      return sel({}, [["tier", r.pick(["Exists", "DoesNotExist"] as const)]]);
-  }
-}
-
-/** A peer; `cidrs` false keeps CIDRs out (a new CIDR changes the identity universe). */
-function randPeer(r: Rng, cidrs: boolean): PeerSpec {
-  const p: PeerSpec = {};
-  const kind = r.int(cidrs ? 4 : 3);
-  if (kind === 0) p.endpoints = [randSelector(r)];
-  if (kind === 1) p.entities = [r.pick(ENTITIES)];
-  if (kind === 3) p.cidrs = [r.pick(CIDRS)];
-  if (kind === 2 || r.chance(0.6)) p.ports = [r.pick(PORTS)()];
-  return p;
-}
+/** CIDR groups stay out: `cidrsOf` reads the prefixes of the rules only. A fifth of the rules are host policies. */
+const GENERATOR: RandomPolicyOptions = { endpoints: [6, 11], rules: [2, 7], cidrGroups: false, hostRules: 0.2, deny: 0.2, provenance: true };
+/** Edits add no CIDR: a new CIDR changes the identity universe, which only the edits that say so may do. */
+const EDIT: RandomPolicyOptions = { ...GENERATOR, cidrs: false };
 
 let ruleSerial = 0;
-function randRule(r: Rng, cidrs: boolean, name = `r${ruleSerial++}`, file = `rules/${r.int(3)}.yaml`, line = 1 + r.int(200)): RuleManifest {
-  const sections = (): PeerSpec[] => (r.chance(0.5) ? Array.from({ length: 1 + r.int(2) }, () => randPeer(r, cidrs)) : []);
-  const m = rule({
-    name,
-    file,
-    line,
-    selector: randSelector(r),
-    ingress: sections(),
-    egress: sections(),
-    ingressDeny: r.chance(0.2) ? [randPeer(r, cidrs)] : [],
-    egressDeny: r.chance(0.2) ? [randPeer(r, cidrs)] : [],
-    enableDefaultDeny: r.chance(0.2) ? { ingress: false } : {},
-  });
-  if (!r.chance(0.2)) return m;
-  // A host policy: the same rule selecting nodes by their labels instead of endpoints.
-  const { endpointSelector: _, ...rest } = m.rule;
-  return { ...m, rule: { ...rest, nodeSelector: r.chance(0.3) ? sel({}) : sel({ role: r.pick(ROLES) }) } };
-}
-
-function randModel(r: Rng): Model {
-  const endpoints = Array.from({ length: 6 + r.int(6) }, (_, i) => {
-    const lbl: Record<string, string> = { app: r.pick(APPS) };
-    if (r.chance(0.6)) lbl.tier = r.pick(TIERS);
-    return endpoint(`e${i}`, lbl, { ipv4: `10.0.0.${i + 1}`, ...(r.chance(0.3) ? { node: "n2" } : {}) });
-  });
-  const rules = Array.from({ length: 2 + r.int(6) }, () => randRule(r, true));
-  const identities = r.chance(0.4) ? [identity("pin", 1000 + r.int(1000), { app: r.pick(APPS) })] : [];
-  const n1 = { ...node("n1", "192.168.0.1"), labels: labels({ role: r.pick(ROLES) }), ...(r.chance(0.3) ? { hostFirewall: { devices: ["eth9"] } } : {}) };
-  return model({ endpoints, rules, identities, nodes: [n1, { ...node("n2", "192.168.0.2"), labels: labels({ role: r.pick(ROLES) }) }] });
-}
 
 /** The CIDR prefixes the rules name (each gets a CIDR identity; /0 is the world), as one string. */
 function cidrsOf(m: Model): string {
@@ -111,10 +38,10 @@ function edit(r: Rng, m: Model, rev: number): { model: Model; universe: boolean;
   switch (r.int(13)) {
     case 0: // new content, same name and place
       if (i < 0) break;
-      rules[i] = randRule(r, false, rules[i]!.name, rules[i]!.at.file, rules[i]!.at.line);
+      rules[i] = randomRule(r, { name: rules[i]!.name, file: rules[i]!.at.file, line: rules[i]!.at.line }, EDIT);
       return next({}, false, "modify");
     case 1:
-      rules.splice(r.int(rules.length + 1), 0, randRule(r, false));
+      rules.splice(r.int(rules.length + 1), 0, randomRule(r, { name: `a${ruleSerial++}` }, EDIT));
       return next({}, false, "add");
     case 2:
       if (i < 0) break;
@@ -138,13 +65,13 @@ function edit(r: Rng, m: Model, rev: number): { model: Model; universe: boolean;
     case 7: {
       const endpoints = [...m.endpoints];
       const j = r.int(endpoints.length);
-      endpoints[j] = { ...endpoints[j]!, labels: endpoint("x", { app: r.pick(APPS), tier: r.pick(TIERS), v: `${rev}` }).labels };
+      endpoints[j] = { ...endpoints[j]!, labels: endpoint("x", { app: r.pick(APPS), env: r.pick(ENVS), v: `${rev}` }).labels };
       return next({ endpoints }, true, "relabel endpoint");
     }
     case 8:
       return next({ endpoints: [...m.endpoints, endpoint(`n${rev}`, { app: r.pick(APPS) }, { ipv4: `10.0.1.${rev % 250}` })] }, true, "add endpoint");
     case 9: // a rule with a CIDR: a new CIDR identity unless another rule names it already
-      rules.push(rule({ name: `c${ruleSerial++}`, selector: randSelector(r), egress: [{ cidrs: [r.pick(["40.0.0.0/8", "20.1.0.0/16"])] }] }));
+      rules.push(rule({ name: `c${ruleSerial++}`, selector: randomSelector(r), egress: [{ cidrs: [r.pick(["40.0.0.0/8", "20.1.0.0/16"])] }] }));
       return next({}, false, "cidr rule");
     case 10:
       return next({ identities: [identity("pin2", 2000 + rev, { app: r.pick(APPS) })] }, true, "pin identity");
@@ -159,14 +86,14 @@ function edit(r: Rng, m: Model, rev: number): { model: Model; universe: boolean;
   return next({}, false, "no-op");
 }
 
-test("property: incremental compile equals a full compile over random edit sequences", () => {
+test("property: incremental compile equals a full compile over random edit sequences", (t) => {
   const r = prng(7);
   let incremental = 0;
   let fallbacks = 0;
   let reusedEndpoints = 0;
   let hostPolicies = 0;
   for (let mi = 0; mi < 150; mi++) {
-    let m = randModel(r);
+    let m = randomModel(r, GENERATOR);
     const opts: CompileOptions = { node: "n1", enforcement: r.pick(["default", "default", "always", "never"] as const), hostAddresses: ["192.168.0.1"] };
     let { policy, memo } = compileIncremental(m, opts, undefined);
     assert.deepStrictEqual(policy, compile(m, opts));
@@ -194,6 +121,7 @@ test("property: incremental compile equals a full compile over random edit seque
       ({ policy, memo } = out);
     }
   }
+  t.diagnostic(`${incremental} incremental, ${fallbacks} full, ${reusedEndpoints} endpoints reused, ${hostPolicies} host policies with entries`);
   assert.ok(incremental > 800, `incremental path taken ${incremental} times`);
   assert.ok(fallbacks > 100, `fallback taken ${fallbacks} times`);
   assert.ok(reusedEndpoints > 1000, `endpoints reused ${reusedEndpoints} times`);

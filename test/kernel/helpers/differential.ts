@@ -1,7 +1,7 @@
-// Helpers for the differential test (explain vs the kernel datapath): a seeded random generator of
-// models and flows (pure), and a "node": a private bpffs pin root whose maps are written by the real
-// reconciler targets (map, endpoint, ipcache, policy) through reconcileOnce, with endpoint.o's
-// programs loaded against those pinned maps for BPF_PROG_RUN.
+// Helpers for the differential test (explain vs the kernel datapath): the flows' vocabulary (the
+// models come from test/unit/helpers/random-policy.ts), and a "node": a private bpffs pin root whose
+// maps are written by the real reconciler targets (map, endpoint, ipcache, policy) through
+// reconcileOnce, with endpoint.o's programs loaded against those pinned maps for BPF_PROG_RUN.
 
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { MapTarget } from "../../../reconciler/apply/kernel/maps.js";
@@ -13,200 +13,24 @@ import { buildDesiredState } from "../../../reconciler/datapath/desired.js";
 import * as L from "../../../reconciler/datapath/layouts.js";
 import type { DesiredState } from "../../../reconciler/datapath/state.js";
 import { BpfMap, loadCollection, numPossibleCpus, type Collection } from "../../../reconciler/ebpf-loader/index.js";
-import type { CIDRSelector, Entity, Model, PeerRule, PortRule, Selector } from "../../../reconciler/manifest/model.js";
-import { parsePrefix, prefixContains } from "../../../reconciler/manifest/ip.js";
+import type { CIDRSelector, Model, PeerRule } from "../../../reconciler/manifest/model.js";
 import { compile } from "../../../reconciler/policy/compile.js";
 import { selectorString } from "../../../reconciler/policy/selector.js";
 import type { CompileOptions } from "../../../reconciler/policy/types.js";
-import { cidrGroup, endpoint, icmp, identity, model, named, node, port, rule, sel, type PeerSpec } from "../../unit/helpers/policy-model.js";
+import { NODES, type NodeName } from "../../unit/helpers/random-policy.js";
 import { suffix } from "./datapath.js";
 
-// ---- seeded PRNG -----------------------------------------------------------------------------------
+// ---- flows -------------------------------------------------------------------------------------------
 
-export interface Rng {
-  next(): number;
-  int(n: number): number;
-  pick<T>(xs: readonly T[]): T;
-  chance(p: number): boolean;
-}
-
-/** Small deterministic PRNG (same seed → same sequence on every machine). */
-export function prng(seed: number): Rng {
-  let s = seed >>> 0;
-  const next = () => ((s = (Math.imul(s ^ (s >>> 15), 0x2c1b3c6d) + 0x9e3779b9) >>> 0) / 2 ** 32);
-  return {
-    next,
-    int: (n) => Math.floor(next() * n),
-    pick: (xs) => xs[Math.floor(next() * xs.length)]!,
-    chance: (p) => next() < p,
-  };
-}
-
-// ---- random models ---------------------------------------------------------------------------------
-
-/** The two nodes every model has: endpoints live on one of them; each is compiled for separately. */
-export const NODES = { n1: "192.168.0.1", n2: "192.168.0.2" } as const;
-export type NodeName = keyof typeof NODES;
-
-const APPS = ["a", "b", "c"];
-const ENVS = ["x", "y"];
-/** CIDRs rules name (with nested ones, for except lists and longest-prefix resolution). */
-const CIDRS = [
-  "20.0.0.0/8",
-  "20.1.0.0/16",
-  "20.1.2.0/24",
-  "30.0.0.0/8",
-  "0.0.0.0/0",
-  "10.0.0.0/24",
-  "2001:db8::/32",
-  "2001:db8:1::/48",
-  "::/0",
-];
 /** Peers outside every endpoint, per family: inside and outside the CIDRs, and the node addresses. */
 export const EXTERNAL = {
   4: ["20.1.2.3", "20.1.9.9", "20.7.0.1", "30.0.0.1", "8.8.8.8", NODES.n1, NODES.n2, "10.0.0.200"],
   6: ["2001:db8:1::5", "2001:db8:2::5", "2001:db9::1", "f00d::99"],
 } as const;
-const ENTITIES: Entity[] = ["all", "world", "cluster", "host", "remote-node", "world-ipv4", "world-ipv6"];
-const PORTS: Array<() => PortRule> = [
-  () => port(80),
-  () => port(81, "UDP"),
-  () => port(80, "TCP", 83),
-  () => port(0, "TCP"),
-  () => port(0, "UDP"),
-  () => port(53, "ANY"),
-  () => port(53, "UDP"),
-  () => port(8000, "TCP", 8191),
-  () => port(1000, "ANY", 1999), // not aligned: several LPM blocks
-  () => port(82, "SCTP", 90),
-  () => port(443, "TCP"),
-  () => port(1, "TCP", 65535), // 16 blocks
-  () => port(1024, "UDP", 65535),
-  () => port(0, "ANY"), // every port of TCP, UDP and SCTP
-  () => icmp(8), // ICMP types: the type is the key's port
-  () => icmp(0),
-  () => icmp(128, "IPv6"),
-  () => icmp(129, "IPv6"),
-  () => named("http"), // named ports: resolved per destination (see DECLS)
-  () => named("http", "TCP"),
-  () => named("dns", "UDP"),
-  () => named("nope"),
-];
-/** Named ports endpoints declare: one name, different numbers on different endpoints. */
-const DECLS = [
-  [{ name: "http", port: 80, protocol: "TCP" as const }],
-  [{ name: "http", port: 8000, protocol: "TCP" as const }],
-  [{ name: "http", port: 81, protocol: "TCP" as const }, { name: "dns", port: 53, protocol: "UDP" as const }],
-  [{ name: "dns", port: 53, protocol: "TCP" as const }],
-];
 /** ICMP types flows carry, per family (no errors or neighbour discovery: those bypass policy). */
 export const FLOW_ICMP_TYPES = { 4: [0, 8, 13], 6: [128, 129, 130] } as const;
 /** Destination ports flows use: every rule port and range boundary, ±1, and some others. */
-export const FLOW_PORTS = [1, 53, 54, 79, 80, 81, 82, 83, 84, 89, 90, 91, 443, 999, 1000, 1023, 1024, 1500, 1999, 2000, 7999, 8000, 8191, 8192, 65535];
-
-function randSelector(r: Rng): Selector {
-  switch (r.int(7)) {
-    case 0:
-      return sel({});
-    case 1:
-      return sel({ app: r.pick(APPS) });
-    case 2:
-      return sel({ env: r.pick(ENVS) }, [["app", r.pick(["In", "NotIn"] as const), [r.pick(APPS), r.pick(APPS)]]]);
-    case 3:
-      return sel({}, [["env", r.pick(["Exists", "DoesNotExist"] as const)]]);
-    case 4:
-      return sel({ "k8s:app": r.pick(APPS) });
-    case 5:
-      return sel({}, [["app", "In", [r.pick(APPS), r.pick(APPS)]]]);
-    default:
-      return sel({ app: r.pick(APPS), env: r.pick(ENVS) });
-  }
-}
-
-function randCidr(r: Rng): CIDRSelector {
-  if (r.chance(0.25)) {
-    // A CIDR group by name or by label (randomModel's groups).
-    const except = r.chance(0.3) ? ["20.1.2.0/24"] : [];
-    return r.chance(0.5) ? { groupRef: r.pick(["g1", "g2", "missing"]), except } : { groupSelector: sel({ tier: r.pick(["ext", "int"]) }), except };
-  }
-  const cidr = r.pick(CIDRS);
-  const outer = parsePrefix(cidr);
-  const except = CIDRS.filter((x) => {
-    const p = parsePrefix(x);
-    return p.family === outer.family && p.len > outer.len && prefixContains(outer, p) && r.chance(0.4);
-  });
-  return { cidr, except };
-}
-
-function randPeer(r: Rng): PeerSpec {
-  const p: PeerSpec = {};
-  const kind = r.int(7);
-  if (kind === 6) p.nodes = [r.chance(0.3) ? sel({}) : sel({ role: r.pick(["edge", "core"]) })];
-  if (kind === 0 || kind === 4 || (kind === 5 && r.chance(0.5))) p.endpoints = Array.from({ length: 1 + r.int(2) }, () => randSelector(r));
-  if (kind === 1 || (kind === 5 && r.chance(0.5))) p.cidrs = Array.from({ length: 1 + r.int(2) }, () => randCidr(r));
-  if (kind === 2 || (kind === 5 && r.chance(0.5))) p.entities = [r.pick(ENTITIES)];
-  // kind 3: L4-only (ports, no peer); kind 4: L3-only (peer, no ports); otherwise ports half the time.
-  if (kind === 3 || (kind !== 4 && r.chance(0.5))) p.ports = Array.from({ length: 1 + r.int(2) }, () => r.pick(PORTS)());
-  return p;
-}
-
-export interface GeneratedModel {
-  model: Model;
-  enforcement: CompileOptions["enforcement"];
-}
-
-/** A random model: 3..7 endpoints on n1 or n2 (all IPv4, some IPv6), 1..5 rules, maybe a pinned identity. */
-export function randomModel(r: Rng, revision: string): GeneratedModel {
-  const n = 3 + r.int(5);
-  const endpoints = Array.from({ length: n }, (_, i) => {
-    const lbl: Record<string, string> = { app: r.pick(APPS) };
-    if (r.chance(0.6)) lbl.env = r.pick(ENVS);
-    return endpoint(`e${i}`, lbl, {
-      ipv4: `10.0.0.${i + 1}`,
-      ...(r.chance(0.4) ? { ipv6: `f00d::${i + 1}` } : {}),
-      ...(r.chance(0.3) ? { node: "n2" } : {}),
-      ...(r.chance(0.5) ? { ports: r.pick(DECLS) } : {}),
-    });
-  });
-  const rules = Array.from({ length: 1 + r.int(5) }, (_, i) => {
-    const sections = () => (r.chance(0.5) ? Array.from({ length: 1 + r.int(2) }, () => randPeer(r)) : []);
-    return rule({
-      name: `r${i}`,
-      selector: randSelector(r),
-      ingress: sections(),
-      egress: sections(),
-      ingressDeny: r.chance(0.3) ? [randPeer(r)] : [],
-      egressDeny: r.chance(0.3) ? [randPeer(r)] : [],
-      enableDefaultDeny: { ...(r.chance(0.2) ? { ingress: false } : {}), ...(r.chance(0.2) ? { egress: false } : {}) },
-    });
-  });
-  // Pin an identity to the label set of one endpoint (sometimes to a set no endpoint has).
-  const identities = [];
-  if (r.chance(0.6)) {
-    const ep = r.pick(endpoints);
-    const lbl = r.chance(0.8) ? Object.fromEntries(ep.labels.map((l) => [l.key, l.value])) : { app: "zz" };
-    identities.push(identity("pin", 256 + r.int(65000), lbl));
-  }
-  const enforcement = r.pick(["default", "default", "default", "default", "default", "always", "never"] as const);
-  // Node peers are judged from the node compiled for (its own Node is the host, the other
-  // remote-node); explain judges a flow with one node's view, so with node peers every endpoint
-  // lives on n1.
-  const usesNodes = rules.some((q) => [q.rule.ingress, q.rule.egress, q.rule.ingressDeny, q.rule.egressDeny].some((sec) => sec.some((x) => x.nodes !== undefined)));
-  if (usesNodes) for (const e of endpoints) delete e.node;
-  const cidrGroups = [cidrGroup("g1", ["20.1.0.0/16", "2001:db8:1::/48"], { tier: "ext" }), cidrGroup("g2", ["30.0.0.0/8", "20.1.2.0/24"], { tier: r.pick(["ext", "int"]) })];
-  const roles = ["edge", "core"];
-  return {
-    model: model({
-      revision,
-      endpoints,
-      rules,
-      identities,
-      cidrGroups,
-      nodes: [node("n1", NODES.n1, { role: r.pick(roles) }), node("n2", NODES.n2, { role: r.pick(roles) })],
-    }),
-    enforcement,
-  };
-}
+export const FLOW_PORTS = [1, 53, 54, 79, 80, 81, 82, 83, 84, 89, 90, 91, 443, 999, 1000, 1023, 1024, 1500, 1999, 2000, 7999, 8000, 8100, 8191, 8192, 65535];
 
 export function compileOptions(nodeName: NodeName, enforcement: CompileOptions["enforcement"]): CompileOptions {
   return { node: nodeName, enforcement, hostAddresses: [NODES[nodeName]] };
@@ -217,8 +41,10 @@ export function compileOptions(nodeName: NodeName, enforcement: CompileOptions["
 function peerText(p: PeerRule): string {
   const parts: string[] = [];
   if (p.endpoints) parts.push(`endpoints ${p.endpoints.map(selectorString).join(" | ")}`);
-  if (p.cidrs) parts.push(`cidrs ${p.cidrs.map((c) => (c.except.length ? `${c.cidr} except ${c.except.join(",")}` : c.cidr)).join(" | ")}`);
+  const cidr = (c: CIDRSelector) => c.cidr ?? (c.groupRef !== undefined ? `group ${c.groupRef}` : `groups ${selectorString(c.groupSelector!)}`);
+  if (p.cidrs) parts.push(`cidrs ${p.cidrs.map((c) => (c.except.length ? `${cidr(c)} except ${c.except.join(",")}` : cidr(c))).join(" | ")}`);
   if (p.entities) parts.push(`entities ${p.entities.join(",")}`);
+  if (p.nodes) parts.push(`nodes ${p.nodes.map(selectorString).join(" | ")}`);
   parts.push(p.ports ? `ports ${p.ports.map((x) => `${x.name ?? x.port}${x.name === undefined && x.endPort !== x.port ? `-${x.endPort}` : ""}/${x.protocol}`).join(",")}` : "L3-only");
   return parts.join("; ");
 }
@@ -229,6 +55,8 @@ export function describeModel(m: Model, enforcement: string): string {
   for (const e of m.endpoints) {
     lines.push(`  endpoint ${e.name} on ${e.node ?? "n1"} ${[e.ipv4, e.ipv6].filter(Boolean).join(" ")} labels {${e.labels.map((l) => `${l.source}:${l.key}=${l.value}`).join(", ")}}`);
   }
+  for (const n of m.nodes) lines.push(`  node ${n.name} ${n.address} labels {${(n.labels ?? []).map((l) => `${l.source}:${l.key}=${l.value}`).join(", ")}}${n.hostFirewall ? " host firewall" : ""}`);
+  for (const g of m.cidrGroups ?? []) lines.push(`  cidr group ${g.name} ${g.cidrs.join(",")} labels {${g.labels.map((l) => `${l.source}:${l.key}=${l.value}`).join(", ")}}`);
   for (const i of m.identities) lines.push(`  identity ${i.id} = {${i.labels.map((l) => `${l.source}:${l.key}=${l.value}`).join(", ")}}`);
   for (const r of m.rules) {
     const dd = r.rule.enableDefaultDeny;

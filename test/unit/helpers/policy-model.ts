@@ -146,6 +146,7 @@ export function model(parts: Partial<Omit<Model, "revision">> & { revision?: str
     identities: parts.identities ?? [],
     rules: parts.rules ?? [],
     nodes: parts.nodes ?? [],
+    ...(parts.cidrGroups !== undefined ? { cidrGroups: parts.cidrGroups } : {}),
   };
 }
 
