@@ -282,50 +282,24 @@ function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], cr
     if (want.has(endpoint)) continue;
     // An empty map in a slot no endpoint has (someone else's, or left by a crash) has no entry to
     // delete: the slot itself goes.
-    if (present.size === 0 && !present.unreadable) deletes.push(new PolicySlotDelete(endpoint));
+    if (present.size === 0 && !present.unreadable) deletes.push(new PolicyWholeMap(endpoint, "delete", "an empty policy map in a slot no desired endpoint has"));
     else walk(endpoint, PolicyEntrySet.EMPTY, present, creates, deletes);
   }
 }
 
-/** The slot of an endpoint that is not desired holds an empty map: the slot is deleted. */
-class PolicySlotDelete extends PolicyChange {
-  constructor(readonly endpoint: string) {
-    super();
-  }
-  get op(): Op {
-    return "delete";
-  }
-  get key(): number {
-    return NaN;
-  }
-  get decision(): Decision {
-    return "deny";
-  }
-  get before(): undefined {
-    return undefined;
-  }
-  get after(): undefined {
-    return undefined;
-  }
-  get reason(): string {
-    return "an empty policy map in a slot no desired endpoint has";
-  }
-  override get id(): string {
-    return `${this.endpoint}/*`;
-  }
-}
-
-/** The kernel map holds entries no key names: the whole map is rebuilt from the desired set. */
-class PolicyRebuild extends PolicyChange {
+/**
+ * A change to an endpoint's whole policy map rather than to one entry (id "<endpoint>/*"): an
+ * empty map left in a slot no desired endpoint has is deleted (op delete), and a map holding
+ * entries no key names is rebuilt from the desired set (op update).
+ */
+class PolicyWholeMap extends PolicyChange {
   constructor(
     readonly endpoint: string,
-    private readonly unreadable: number,
+    readonly op: "update" | "delete",
+    readonly reason: string,
   ) {
     super();
   }
-  get op(): Op {
-    return "update";
-  }
   get key(): number {
     return NaN;
   }
@@ -337,9 +311,6 @@ class PolicyRebuild extends PolicyChange {
   }
   get after(): undefined {
     return undefined;
-  }
-  get reason(): string {
-    return `the map holds ${this.unreadable} entries no policy key names (written by someone else); rebuilt`;
   }
   override get id(): string {
     return `${this.endpoint}/*`;
@@ -347,7 +318,7 @@ class PolicyRebuild extends PolicyChange {
 }
 
 function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, creates: Change[], deletes: Change[]): void {
-  if (have.unreadable) creates.push(new PolicyRebuild(endpoint, have.unreadable));
+  if (have.unreadable) creates.push(new PolicyWholeMap(endpoint, "update", `the map holds ${have.unreadable} entries no policy key names (written by someone else); rebuilt`));
   const a = want.packed;
   const b = have.packed;
   let i = 0;

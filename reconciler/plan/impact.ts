@@ -10,6 +10,7 @@
 // side gives an identity no entry names (its identity-0 entries).
 
 import type { LabelSet } from "../manifest/model.js";
+import { longestMatch } from "../policy/explain.js";
 import { HOST_ENDPOINT } from "../policy/host.js";
 import { labelSetString } from "../policy/labels.js";
 import { protocolName } from "../policy/ports.js";
@@ -144,19 +145,7 @@ function judgeOf(side: SidePolicy, direction: Direction): Judge {
 
 /** The most specific entry of `entries` for the protocol (class) and port, as the kernel's LPM picks it. */
 function lpm(entries: readonly PolicyEntry[] | undefined, protocol: number, port: number): PolicyEntry | undefined {
-  let best: PolicyEntry | undefined;
-  let bestLen = -1;
-  for (const e of entries ?? []) {
-    let len: number;
-    if (e.protocol === 0) len = 40;
-    else if (e.protocol === protocol && port >= e.port && port <= e.endPort) len = 48 + e.portPrefixLen;
-    else continue;
-    if (len > bestLen) {
-      best = e;
-      bestLen = len;
-    }
-  }
-  return best;
+  return longestMatch(entries ?? [], protocol, port);
 }
 
 /** The verdict for a peer identity (undefined: one no entry can name) on a protocol and port. */

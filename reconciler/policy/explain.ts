@@ -287,6 +287,27 @@ export function explain(model: Model, opts: CompileOptions, q: ExplainQuery, idO
 }
 
 /**
+ * The most specific of `entries` (one identity and direction) for the protocol and port, as the
+ * kernel's LPM lookup picks it: an exact protocol whose port range holds the port beats "any
+ * protocol" (protocol 0), and a longer port prefix beats a shorter one.
+ */
+export function longestMatch(entries: Iterable<PolicyEntry>, protocol: number, port: number): PolicyEntry | undefined {
+  let best: PolicyEntry | undefined;
+  let bestLen = -1;
+  for (const e of entries) {
+    let len: number;
+    if (e.protocol === 0) len = 40;
+    else if (e.protocol === protocol && port >= e.port && port <= e.endPort) len = 48 + e.portPrefixLen;
+    else continue;
+    if (len > bestLen) {
+      best = e;
+      bestLen = len;
+    }
+  }
+  return best;
+}
+
+/**
  * The datapath's lookup rule over compiled entries (layouts.md): an LPM lookup with the peer's
  * identity and one with identity 0; a deny from either wins, else an allow from either allows,
  * else "none" (the caller applies default deny when the direction is enforced). Prefix length of
@@ -299,22 +320,12 @@ export function policyVerdict(
   protocol: number,
   port: number,
 ): { decision: Decision | "none"; entry?: PolicyEntry } {
-  const lpm = (id: number): PolicyEntry | undefined => {
-    let best: PolicyEntry | undefined;
-    let bestLen = -1;
-    for (const e of policy.entries) {
-      if (e.identity !== id || e.direction !== direction) continue;
-      let len: number;
-      if (e.protocol === 0) len = 40;
-      else if (e.protocol === protocol && port >= e.port && port <= e.endPort) len = 48 + e.portPrefixLen;
-      else continue;
-      if (len > bestLen) {
-        best = e;
-        bestLen = len;
-      }
-    }
-    return best;
-  };
+  const lpm = (id: number): PolicyEntry | undefined =>
+    longestMatch(
+      policy.entries.filter((e) => e.identity === id && e.direction === direction),
+      protocol,
+      port,
+    );
   const a = lpm(identity);
   const b = identity === 0 ? undefined : lpm(0);
   if (a?.decision === "deny") return { decision: "deny", entry: a };

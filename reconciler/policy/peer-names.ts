@@ -3,7 +3,8 @@
 // and the daemon's change log show it beside the number.
 
 import { labelSetString } from "./labels.js";
-import { ReservedIdentity, type CompiledPolicy } from "./types.js";
+import { RESERVED_NAMES } from "./identity.js";
+import type { CompiledPolicy } from "./types.js";
 
 export interface Peer {
   /** any: identity 0, every peer (an L4-only rule); unknown: a number the manifests do not give. */
@@ -16,18 +17,7 @@ export interface Peer {
 export type PeerNames = (identity: number) => Peer;
 
 /** Cilium's entity names of the reserved identities. */
-const ENTITIES: ReadonlyMap<number, string> = new Map([
-  [ReservedIdentity.host, "host"],
-  [ReservedIdentity.world, "world"],
-  [ReservedIdentity.unmanaged, "unmanaged"],
-  [ReservedIdentity.health, "health"],
-  [ReservedIdentity.init, "init"],
-  [ReservedIdentity.remoteNode, "remote-node"],
-  [ReservedIdentity.kubeApiserver, "kube-apiserver"],
-  [ReservedIdentity.ingress, "ingress"],
-  [ReservedIdentity.worldIPv4, "world-ipv4"],
-  [ReservedIdentity.worldIPv6, "world-ipv6"],
-]);
+const ENTITIES: ReadonlyMap<number, string> = new Map(RESERVED_NAMES);
 
 /**
  * The names behind each identity of a compiled revision. The endpoint index is built on the first

@@ -5,18 +5,10 @@ import assert from "node:assert/strict";
 import { parseCIDRLoose } from "../../reconciler/manifest/fields.js";
 import { canonicalIP, parseAddress, parsePrefix, prefixContains, prefixContainsAddress } from "../../reconciler/manifest/ip.js";
 import { decodeAddress, decodeIpcacheKey, encodeAddress, encodeIpcacheKey, LayoutError } from "../../reconciler/datapath/layouts.js";
+import { prng } from "./helpers/random-policy.js";
 
-/** A small deterministic PRNG (mulberry32), so a failure names its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The shared deterministic PRNG (mulberry32), so a failure names its seed. */
+const rng = (seed: number): (() => number) => prng(seed).next;
 
 function samples(seed: number): string[] {
   const r = rng(seed);
