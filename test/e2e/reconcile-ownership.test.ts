@@ -154,6 +154,9 @@ test("ownership: a rule change is planned exactly and applied; an invalid manife
     decision: "allow",
     rule: { file: "l3-rule.json", line: 2, name: "l3-rule" },
     rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }],
+    // The names beside the numbers (issue 19): what the identity and the protocol stand for.
+    protocolName: "TCP",
+    peer: { kind: "endpoint", names: ["app2"] },
   });
   const goodRevision = dry.plan.revision;
   const apply = await reconcileSrc(env, ["--once"]);
