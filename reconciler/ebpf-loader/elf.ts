@@ -432,8 +432,8 @@ function mapFromDef(btf: Btf, name: string, structId: number): MapSpec {
     valueSize ??= 4; // the value is an fd (libbpf fills it in the same way)
     if (type !== "prog_array" && !innerMap) throw new ElfError(`map ${name}: ${type} needs __array(values, ...)`);
   }
-  if (type === "ringbuf") checkRingbufDef(name, keySize, valueSize, maxEntries);
   if (type === "ringbuf") {
+    checkRingbufDef(name, keySize, valueSize, maxEntries);
     keySize = 0; // a ring buffer has no elements: the kernel requires key and value size 0
     valueSize = 0;
   }

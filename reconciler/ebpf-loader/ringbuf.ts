@@ -57,41 +57,44 @@ export class RingBuffer {
     this.words = new Int32Array(this.producerMap.memory, page, (2 * this.size) / 4);
   }
 
-  /** Maps the consumer page (read-write) and the producer page + data (read-only, data mapped twice as the kernel lays it out) of a BPF_MAP_TYPE_RINGBUF map; does not take ownership of map. */
+  /** A reader of `map` (a ringbuf): its consumer page mapped read-write, the producer page and the
+   *  data read-only. The map stays the caller's: close it after the reader. */
   static open(map: BpfMap): RingBuffer {
     return new RingBuffer(map);
   }
 
-  /** Reads every committed record now available (skipping discarded ones), calling onRecord(buf, offset, length) for each — the buffer may be a view of the mapped memory valid only during the call — advances the consumer position; returns the number of records read. At most `max` records when given. */
+  /** Hands each committed record now in the ring (at most `max`) to onRecord and gives its space
+   *  back; discarded records are skipped. `buf` is the mapped ring itself: copy what must outlive
+   *  the call. Returns the number of records handed over. */
   drain(onRecord: (buf: Buffer, offset: number, length: number) => void, max = Infinity): number {
     if (this.closed) throw new Error(`drain ring buffer ${this.name}: closed`);
     // Positions only grow; as doubles they stay exact up to 2^53 bytes written (years at any rate).
     let cons = Number(Atomics.load(this.consumerPos, 0));
+    let prod = cons;
     let read = 0;
     while (read < max) {
-      const prod = Number(Atomics.load(this.producerPos, 0));
-      if (cons >= prod) break;
-      while (cons < prod && read < max) {
-        const off = cons % this.size;
-        const header = Atomics.load(this.words, off >>> 2) >>> 0;
-        if (header & BUSY_BIT) return read; // not committed yet: everything after it waits too
-        const length = header & ~(BUSY_BIT | DISCARD_BIT);
-        cons += (length + HEADER_BYTES + 7) & ~7;
-        try {
-          if (!(header & DISCARD_BIT)) {
-            read++;
-            onRecord(this.data, off + HEADER_BYTES, length);
-          }
-        } finally {
-          // Also when onRecord throws: that record counts as consumed, as in libbpf.
-          Atomics.store(this.consumerPos, 0, BigInt(cons));
+      // The producer position is read again only once the records seen so far are consumed.
+      if (cons >= prod && cons >= (prod = Number(Atomics.load(this.producerPos, 0)))) break;
+      const off = cons % this.size;
+      const header = Atomics.load(this.words, off >>> 2) >>> 0;
+      if (header & BUSY_BIT) break; // not committed yet: everything after it waits too
+      const length = header & ~(BUSY_BIT | DISCARD_BIT);
+      cons += (length + HEADER_BYTES + 7) & ~7;
+      try {
+        if (!(header & DISCARD_BIT)) {
+          read++;
+          onRecord(this.data, off + HEADER_BYTES, length);
         }
+      } finally {
+        // Also when onRecord throws: that record counts as consumed, as in libbpf.
+        Atomics.store(this.consumerPos, 0, BigInt(cons));
       }
     }
     return read;
   }
 
-  /** Resolves true when data is available (epoll on the map fd), false on timeout. Must NOT block Node's event loop (use koffi's async call on a worker thread, or equivalent). */
+  /** Resolves true when a record is in the ring, false after timeoutMs. epoll_wait runs on a koffi
+   *  worker thread, so the event loop goes on meanwhile. */
   async wait(timeoutMs: number): Promise<boolean> {
     if (this.closed) throw new Error(`wait on ring buffer ${this.name}: closed`);
     if (this.available()) return true;

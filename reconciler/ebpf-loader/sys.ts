@@ -547,7 +547,7 @@ const MAP_SHARED = 1;
 const MAP_FAILED = 0xffffffffffffffffn;
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
-export const EPOLLIN = 1;
+const EPOLLIN = 1;
 const SC_PAGESIZE = 30;
 
 const rawMmap = libc.func("void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)") as unknown as (

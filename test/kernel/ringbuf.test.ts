@@ -3,7 +3,7 @@
 // on BPF_PROG_RUN; the reader must see each committed one exactly once, in order, with its exact
 // bytes, across wraparounds of the 16 KiB ring, skipping discarded ones; wait() must resolve
 // without blocking the event loop.
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { BpfMap, RingBuffer, loadCollection, parseElf, type Collection } from "../../reconciler/ebpf-loader/index.js";
@@ -31,6 +31,15 @@ function stats(coll: Collection): { nextSeq: number; failed: number } {
 
 function run(coll: Collection, times = 1): void {
   coll.programs.get("write_records")!.testRun({ data: Buffer.alloc(64), repeat: times });
+}
+
+/** The test program loaded and a reader of its ring, both closed after the test. */
+function openRing(t: TestContext): { coll: Collection; rb: RingBuffer } {
+  const coll = load();
+  t.after(() => coll.close());
+  const rb = RingBuffer.open(coll.maps.get("ring")!);
+  t.after(() => rb.close());
+  return { coll, rb };
 }
 
 /** The bytes record seq must hold (see ringbuf.bpf.c). */
@@ -75,10 +84,7 @@ test("ringbuf map: create, pin, open pinned with an expectation", (t) => {
 });
 
 test("every committed record is read once, in order, exactly; discarded ones are skipped; across wraparound", (t) => {
-  const coll = load();
-  t.after(() => coll.close());
-  const rb = RingBuffer.open(coll.maps.get("ring")!);
-  t.after(() => rb.close());
+  const { coll, rb } = openRing(t);
   configure(coll, 10, 4); // seq 3, 7, 11, ... discarded
 
   const seen: number[] = [];
@@ -97,10 +103,7 @@ test("every committed record is read once, in order, exactly; discarded ones are
 });
 
 test("drain(max) stops after max records and the rest stay for the next drain", (t) => {
-  const coll = load();
-  t.after(() => coll.close());
-  const rb = RingBuffer.open(coll.maps.get("ring")!);
-  t.after(() => rb.close());
+  const { coll, rb } = openRing(t);
   configure(coll, 10, 0);
   run(coll);
   assert.deepEqual(drainChecked(rb, 3), [0, 1, 2]);
@@ -108,10 +111,7 @@ test("drain(max) stops after max records and the rest stay for the next drain", 
 });
 
 test("a full ring: reserves fail, the records that fit are all there, then writing resumes", (t) => {
-  const coll = load();
-  t.after(() => coll.close());
-  const rb = RingBuffer.open(coll.maps.get("ring")!);
-  t.after(() => rb.close());
+  const { coll, rb } = openRing(t);
   configure(coll, 64, 0);
   run(coll, 20); // 1280 records of 16..48 bytes (+8 header): far more than 16 KiB
   const s = stats(coll);
@@ -128,10 +128,7 @@ test("a full ring: reserves fail, the records that fit are all there, then writi
 });
 
 test("wait: false on timeout without blocking the event loop, true when data arrives", async (t) => {
-  const coll = load();
-  t.after(() => coll.close());
-  const rb = RingBuffer.open(coll.maps.get("ring")!);
-  t.after(() => rb.close());
+  const { coll, rb } = openRing(t);
   configure(coll, 1, 0);
 
   // A timer ticking every 10 ms keeps running while wait() is in epoll_wait on a worker thread.
