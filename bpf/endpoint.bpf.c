@@ -148,7 +148,9 @@ static __always_inline void report(struct __sk_buff *skb, const struct flow *f, 
 	e->verdict = verdict;
 	if (match)
 		e->match = *match;
-	e->family = f->tuple.family;
+	/* A drop for bad L3 headers may come before the parser set the family: the EtherType says. */
+	e->family = f->tuple.family ? f->tuple.family
+				    : (skb->protocol == bpf_htons(ETH_P_IPV6) ? FAMILY_IPV6 : FAMILY_IPV4);
 	e->protocol = f->tuple.protocol;
 	if (f->tuple.protocol != IPPROTO_ICMP && f->tuple.protocol != IPPROTO_ICMPV6)
 		e->sport = f->tuple.sport;
