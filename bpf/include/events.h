@@ -10,6 +10,7 @@
 
 #define EVENTS_RING_BYTES (2 * 1024 * 1024) /* ring buffer data size: ≈ 26,000 records */
 #define EVENT_BUDGET_MAX_ENTRIES 65536
+#define DEFAULT_EVENT_RATE 1000 /* events/s per CPU for ep_id 0 (unknown endpoints) */
 
 /* event.type */
 #define EVENT_DROP 1    /* a packet was dropped (any reason); always reported */
