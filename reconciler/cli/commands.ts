@@ -14,7 +14,7 @@ import { diff, type Plan } from "../plan/diff.js";
 import { checkSavedPlan, parseSavedPlan, savePlan } from "../plan/saved.js";
 import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import type { Command, GlobalOptions } from "./args.js";
+import { eventSettings, type Command, type GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";
 import { readSource } from "./source.js";
 import { knowKernelErrors, ReconcileError } from "./errors.js";
@@ -78,7 +78,7 @@ export async function compileFor(opts: GlobalOptions, kernel: KernelPort | undef
 }
 
 function nodeOptions(opts: GlobalOptions) {
-  return { node: opts.node!, enforcement: opts.enforcement, attachMode: opts.attachMode, allowEmpty: opts.allowEmpty };
+  return { node: opts.node!, enforcement: opts.enforcement, ...eventSettings(opts), attachMode: opts.attachMode, allowEmpty: opts.allowEmpty };
 }
 
 async function validate(opts: GlobalOptions, io: Io): Promise<number> {
@@ -220,7 +220,7 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
   const { model } = loadModel(await readSource(opts));
   const answer = explain(
     model,
-    { node: opts.node!, enforcement: opts.enforcement },
+    { node: opts.node!, enforcement: opts.enforcement, ...(opts.enforcementMode === "audit" ? { audit: true as const } : {}) },
     { from: command.from, to: command.to, port: command.port, protocol: command.protocol },
   );
   if (opts.output === "json") {
