@@ -224,9 +224,10 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
     { from: command.from, to: command.to, port: command.port, protocol: command.protocol },
   );
   if (opts.output === "json") {
-    io.stdout.write(JSON.stringify({ verdict: answer.verdict, reason: answer.reason, rules: answer.rules }, null, 2) + "\n");
+    io.stdout.write(JSON.stringify({ verdict: answer.verdict, ...(answer.audit ? { audit: true } : {}), reason: answer.reason, rules: answer.rules }, null, 2) + "\n");
   } else {
-    io.stdout.write(`${answer.verdict.toUpperCase()}: ${command.from} → ${command.to} ${command.port}/${command.protocolName}\n  ${answer.reason}\n`);
+    const verdict = answer.audit ? "DENY (audit: would be allowed through)" : answer.verdict.toUpperCase();
+    io.stdout.write(`${verdict}: ${command.from} → ${command.to} ${command.port}/${command.protocolName}\n  ${answer.reason}\n`);
     for (const r of answer.rules) io.stdout.write(`  rule ${r.name} at ${r.file}:${r.line}\n`);
   }
   return 0;

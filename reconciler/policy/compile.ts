@@ -26,7 +26,7 @@ import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.
 import { ANY_PORT_KEY, hasNamedPorts, type PortKey, portKeys } from "./ports.js";
 import { expandCidr, nodeSelectorIdentities } from "./peers.js";
 import { PolicyEntrySet } from "./entry-set.js";
-import { packEntry, policyKeyBase, policyKeyPortPart, portPartContains, sameKeyBase } from "./key.js";
+import { anyIdentityKey, keyBaseOf, packEntry, policyKeyBase, policyKeyPortPart, portPartContains, sameKeyBase } from "./key.js";
 import {
   type CompiledPolicy,
   type CompileOptions,
@@ -91,18 +91,44 @@ function coveredBy(denies: readonly number[], key: number): boolean {
 }
 
 /** An identity's policy as the packed set its endpoints share (see entry-set.ts). A deny is audited
- *  when the endpoints are in audit mode or every rule that produced it is an audit rule. */
+ *  when the endpoints are in audit mode or every rule that produced it is an audit rule (and no
+ *  enforced deny covers it, see auditedDenies). */
 function entrySetOf(pol: IdentityPolicy, auditMode: boolean): PolicyEntrySet {
   const packed = new Float64Array(pol.keys.length);
   const rules: RuleRef[][] = new Array(pol.keys.length);
-  const anyAudit = auditMode || pol.auditRules.size > 0;
+  const audited = auditMode ? undefined : auditedDenies(pol);
   pol.keys.forEach((key, i) => {
     const denied = pol.deny.get(key);
-    const audit = denied !== undefined && anyAudit && (auditMode || denied.every((ref) => pol.auditRules.has(ref)));
+    const audit = denied !== undefined && (auditMode || audited?.has(key) === true);
     packed[i] = packEntry(key, denied ? "deny" : "allow", audit);
     rules[i] = denied ?? pol.allow.get(key)!;
   });
   return PolicyEntrySet.fromPackedWithRules(packed, rules);
+}
+
+/**
+ * The deny keys only audit rules produce, less those an enforced deny of the same direction covers
+ * (same identity or identity 0, a port block containing theirs): the datapath's LPM lookup would
+ * pick the more specific audited entry and let through a packet an enforce rule denies.
+ */
+function auditedDenies(pol: IdentityPolicy): Set<number> {
+  const audited = new Set<number>();
+  if (pol.auditRules.size === 0) return audited;
+  // Enforced denies by (direction, identity).
+  const enforced = new Map<number, number[]>();
+  for (const [key, refs] of pol.deny) {
+    if (refs.every((ref) => pol.auditRules.has(ref))) {
+      audited.add(key);
+      continue;
+    }
+    const list = enforced.get(keyBaseOf(key));
+    if (list) list.push(key);
+    else enforced.set(keyBaseOf(key), [key]);
+  }
+  if (enforced.size === 0) return audited;
+  const covers = (base: number, key: number): boolean => enforced.get(base)?.some((e) => portPartContains(e, key)) === true;
+  for (const key of audited) if (covers(keyBaseOf(key), key) || covers(keyBaseOf(anyIdentityKey(key)), key)) audited.delete(key);
+  return audited;
 }
 
 /** Whether each direction's default deny is audited: in audit mode, or when every rule that puts

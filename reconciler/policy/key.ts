@@ -73,9 +73,20 @@ export function decodePolicyEntryKey(key: number): PolicyKey {
   };
 }
 
+/** The same key with identity 0 (every peer): the second lookup the datapath makes. */
+export function anyIdentityKey(key: number): number {
+  const high = Math.floor(key / HIGH_MUL);
+  return (high >= IDENTITY_LIMIT ? IDENTITY_LIMIT : 0) * HIGH_MUL + (key % HIGH_MUL);
+}
+
 /** Whether an identity fits the key (local-scope identities do; a foreign kernel entry may not). */
 export function keyableIdentity(identity: number): boolean {
   return Number.isInteger(identity) && identity >= 0 && identity < IDENTITY_LIMIT;
+}
+
+/** The (direction, identity) part of a key as a number of its own (equal iff sameKeyBase). */
+export function keyBaseOf(key: number): number {
+  return Math.floor(key / HIGH_MUL);
 }
 
 /** Whether two keys have the same direction and identity. */

@@ -131,6 +131,9 @@ export interface CompiledPolicy {
 /** What `reconcile explain` answers. */
 export interface Explanation {
   verdict: Decision;
+  /** A deny that is audited: the packet would be allowed through and reported as AUDIT (absent for
+   *  an enforced deny and an allow). The reason then names the audit rule(s) or the audit mode. */
+  audit?: true;
   /** One human sentence: "allowed by l3-rule (examples/seed/l3-rule.json:1)", or
    *  "default deny: app1 is selected by rules a.yaml:3, b.yaml:9 and none allows ...". */
   reason: string;
