@@ -5,6 +5,7 @@
 import { stat } from "node:fs/promises";
 import { formatProblem, LoadCache, ManifestError } from "../manifest/load.js";
 import { loadModel } from "../plan/pipeline.js";
+import { eventSettings } from "./args.js";
 import { hasChanges, manifestNodes, previewDocument, previewNodes, type PreviewSide } from "../plan/preview.js";
 import { renderPreviewMarkdown, renderPreviewText } from "../plan/render-preview.js";
 import { readSourceOnce } from "../source/open.js";
@@ -22,7 +23,11 @@ export async function diffCommand(command: Extract<Command, { name: "diff" }>, i
   // Without any node named, every endpoint is on the one node there is: --node (the host name).
   const named = command.allNodes ? manifestNodes(base.model, ref.model) : [];
   const nodes = named.length ? named : [opts.node!];
-  const previews = previewNodes(base, ref, nodes, { enforcement: opts.enforcement, attachMode: opts.attachMode === "auto" ? "tcx" : opts.attachMode });
+  const previews = previewNodes(base, ref, nodes, {
+    enforcement: opts.enforcement,
+    ...eventSettings(opts),
+    attachMode: opts.attachMode === "auto" ? "tcx" : opts.attachMode,
+  });
   if (command.format === "json") io.stdout.write(JSON.stringify(previewDocument(base, ref, previews), null, 2) + "\n");
   else if (command.format === "markdown") io.stdout.write(renderPreviewMarkdown(base, ref, previews));
   else io.stdout.write(renderPreviewText(base, ref, previews, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));

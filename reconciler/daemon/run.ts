@@ -3,7 +3,7 @@
 // optional metrics, sd_notify, signals.
 
 import type { KernelPort, Suspension, Watch } from "../apply/port.js";
-import type { NodeCompileOptions } from "../plan/pipeline.js";
+import { eventOptions, type NodeCompileOptions } from "../plan/pipeline.js";
 import { followSource, isGitSource, type SourceOptions } from "../source/open.js";
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
 import { ReconcileLoop, realTimers, type Timers } from "./loop.js";
@@ -62,7 +62,7 @@ export interface CoreOptions {
  */
 export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers }: CoreOptions): DaemonCore {
   const metrics = new DaemonMetrics();
-  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics });
+  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, ...eventOptions(opts), attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics });
   const restored = service.restoreSuspension();
   metrics.setSuspended(restored !== undefined);
   if (restored) log.warn("suspended (recorded with the pins): changes are planned and reported, nothing is applied until reconcile resume", suspensionFields(restored));

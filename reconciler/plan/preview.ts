@@ -27,7 +27,7 @@ export interface NodePreview {
 }
 
 /** Compile options shared by both sides (the node comes per preview). */
-export type PreviewOptions = Pick<PipelineOptions, "enforcement" | "attachMode">;
+export type PreviewOptions = Pick<PipelineOptions, "enforcement" | "attachMode" | "enforcementMode" | "monitorVerdicts" | "eventRate">;
 
 /**
  * The plan from `base` to `ref`: what --dry-run plans on a node whose kernel holds exactly the

@@ -14,7 +14,6 @@ import {
   encodeEndpointKey,
   encodeIpcacheKey,
   encodeIpcacheValue,
-  type EndpointInfo,
 } from "../../datapath/layouts.js";
 import { isUndecodable, RESOURCES, type DesiredState, type EndpointEntry, type IpcacheMapEntry, type ResourceSpecs, type UndecodableEntry } from "../../datapath/state.js";
 import type { Change } from "../../plan/diff.js";
@@ -46,14 +45,10 @@ export function sameLpmKey(a: Buffer, b: Buffer): boolean {
   return (a[4 + whole]! & mask) === (b[4 + whole]! & mask);
 }
 
-/** The audit and event settings of endpoint_info. The desired entry carries them once the planner
- *  knows them; until then (absent) encodeEndpointInfo writes its defaults: no audit, no verdict
- *  events, DEFAULT_EVENT_RATE. */
-type EndpointEventSettings = Pick<EndpointInfo, "auditIngress" | "auditEgress" | "verdictAllow" | "verdictDeny" | "eventRate">;
-
-function eventSettings(entry: EndpointEntry | EndpointInfo): EndpointEventSettings {
-  const s = entry as EndpointEventSettings;
-  return { auditIngress: s.auditIngress, auditEgress: s.auditEgress, verdictAllow: s.verdictAllow, verdictDeny: s.verdictDeny, eventRate: s.eventRate };
+/** The flags and event settings of endpoint_info, which EndpointEntry and EndpointInfo name alike. */
+function endpointFlagsOf(e: Omit<EndpointEntry, "address" | "endpointId" | "identity" | "endpoint">): Omit<EndpointEntry, "address" | "endpointId" | "identity" | "endpoint"> {
+  const { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, eventRate } = e;
+  return { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, eventRate };
 }
 
 const endpointCodec: Codec<EndpointEntry> = {
@@ -62,17 +57,12 @@ const endpointCodec: Codec<EndpointEntry> = {
   encodeKey: (id, _s, out, off) => void encodeEndpointKey(id, out, off),
   encodeValue: (s, out, off) =>
     // The programs never read endpoint_info.ifindex: reconcile writes 0 and does not compare it.
-    encodeEndpointInfo(
-      { ifindex: 0, epId: s.endpointId, identity: s.identity, enforceIngress: s.enforceIngress, enforceEgress: s.enforceEgress, ...eventSettings(s) },
-      out,
-      off,
-    ),
+    encodeEndpointInfo({ ifindex: 0, epId: s.endpointId, identity: s.identity, ...endpointFlagsOf(s) }, out, off),
   decode: (keys, values, i) => {
     const address = decodeEndpointKey(keys, i * ENDPOINT_KEY.size);
     const v = decodeEndpointInfo(values, i * ENDPOINT_INFO.size);
     // The kernel does not know endpoint names; the planner does not compare them.
-    const entry = { address, endpointId: v.epId, identity: v.identity, enforceIngress: v.enforceIngress, enforceEgress: v.enforceEgress, endpoint: "" };
-    return [address, { ...entry, ...eventSettings(v) }];
+    return [address, { address, endpointId: v.epId, identity: v.identity, ...endpointFlagsOf(v), endpoint: "" }];
   },
   // A hash map: every byte of the key counts (padding and an IPv4 address's unused 12 bytes too).
   sameKey: (key, encoded) => key.equals(encoded),
