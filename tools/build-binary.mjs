@@ -170,7 +170,7 @@ async function bundle(file, objects) {
 }
 
 /** Objects in bpf/build that only the tests load. */
-const TEST_OBJECTS = new Set(["counter.o"]);
+const TEST_OBJECTS = new Set(["counter.o", "ringbuf.o"]);
 
 async function main() {
   const started = process.hrtime.bigint();
@@ -180,7 +180,7 @@ async function main() {
   const configFile = join(work, "sea-config.json");
 
   const buildDir = join(root, "bpf", "build");
-  // The objects the reconciler loads; bpf/build also holds test fixtures (counter.o), which the
+  // The objects the reconciler loads; bpf/build also holds test fixtures (counter.o, ringbuf.o), which the
   // binary does not ship.
   const objects = existsSync(buildDir) ? readdirSync(buildDir).filter((f) => f.endsWith(".o") && !TEST_OBJECTS.has(f)).sort() : [];
   const assets = Object.fromEntries(objects.map((o) => [o, join(buildDir, o)]));
