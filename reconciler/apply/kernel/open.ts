@@ -8,7 +8,7 @@ import { linkPinPath, programTag, KernelContext, kernelTargets, REVISION_DIR, SU
 import type { Counter, DropCounter, EventBudget, KernelPort } from "../port.js";
 import { DROP_KEY, EVENT_BUDGET, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../../datapath/layouts.js";
 import { MAP_SPECS } from "../../datapath/maps.js";
-import { numPossibleCpus, parseElf, probeFeatures, programTags, unpin, type Features } from "../../ebpf-loader/index.js";
+import { numPossibleCpus, parseElf, probeFeatures, programTags, RingBuffer, unpin, type Features } from "../../ebpf-loader/index.js";
 import { addrList, constants, linkGet, netnsIdentity, subscribe, type NetlinkSocket } from "../../netlink/index.js";
 import type { HostInfo } from "../../plan/facts.js";
 import { GATEWAY_V4 } from "../../policy/host.js";
@@ -56,7 +56,11 @@ export function openKernel(opts: OpenOptions): Kernel {
     recordSuspension: (suspension) => ctx.recordSuspension(suspension),
     policyStats: (epId) => readPolicyStats(ctx, epId),
     drops: (epId) => readDrops(ctx, epId),
-    events: () => undefined, // the ring buffer reader (ebpf-loader RingBuffer) is wired in its own step
+    events: () => {
+      // The pinned ring, mapped afresh for each reader (a closed reader unmaps only its own view).
+      const m = ctx.map("events");
+      return m ? RingBuffer.open(m) : undefined;
+    },
     eventBudget: () => readEventBudget(ctx),
     tcxChains: () => tcxChains(ctx),
     linkPin: (h) => linkPinPath(opts.pinRoot, h),
