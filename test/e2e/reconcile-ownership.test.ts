@@ -152,6 +152,7 @@ test("ownership: a rule change is planned exactly and applied; an invalid manife
     port: 8080,
     endPort: 8080,
     decision: "allow",
+    audit: false, // an enforced entry (docs/audit.md)
     rule: { file: "l3-rule.json", line: 2, name: "l3-rule" },
     rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }],
     // The names beside the numbers (issue 19): what the identity and the protocol stand for.
