@@ -6,7 +6,8 @@ import { Command as CommanderCommand, CommanderError, Option } from "commander";
 import { MAX_EVENT_RATE } from "../datapath/desired.js";
 import { DEFAULT_EVENT_RATE } from "../datapath/layouts.js";
 import type { EventOptions } from "../plan/pipeline.js";
-import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENT_MODES, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, MONITOR_VERDICTS, OUTPUTS, SHELLS, type CommandName, type FlagDef } from "./flags.js";
+import { FilterError, parseSide, parseVerdicts, type EventFilter } from "../monitor/filter.js";
+import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENT_MODES, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_SORTS, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, MONITOR_VERDICTS, OUTPUTS, SHELLS, type CommandName, type FlagDef } from "./flags.js";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -61,6 +62,8 @@ export interface GlobalOptions {
    * (without it such a snapshot is refused: an unmounted or emptied source must not tear down).
    */
   allowEmpty: boolean;
+  /** --log-drops: the daemon logs each drop event (rate-limited). */
+  logDrops: boolean;
   // Settings only the environment gives (secrets and their files stay out of argv and ps):
   /** RECONCILE_SOURCE_TYPE=git: a git source whose URL does not look like one. */
   sourceType?: "git";
@@ -85,7 +88,12 @@ export type Command =
   | { name: "run"; mode: "dry-run" | "once" | "daemon"; opts: GlobalOptions; plan?: { out?: string; apply?: string } }
   | { name: "validate"; opts: GlobalOptions }
   | { name: "explain"; opts: GlobalOptions; from: string; to: string; port: number; protocol: number; protocolName: string }
-  | { name: "inspect"; opts: GlobalOptions; what: "endpoints" | "ipcache" | "policy" | "devices" | "links"; endpoint?: string }
+  | { name: "inspect"; opts: GlobalOptions; what: (typeof INSPECT_WHAT)[number]; endpoint?: string; sort?: (typeof INSPECT_SORTS)[number] }
+  /**
+   * `via`: daemon = the daemon's socket only (--socket given); ring = the pinned ring buffer
+   * (--bpffs-root given without --socket); auto = the default socket if it answers, else the ring.
+   */
+  | { name: "monitor"; opts: GlobalOptions; via: "auto" | "daemon" | "ring"; filter: EventFilter; count?: number }
   | { name: "diff"; opts: GlobalOptions; base: string; ref: string; allNodes: boolean; format: OutputFormat | "markdown" }
   | { name: "status"; opts: GlobalOptions }
   | { name: "suspend"; opts: GlobalOptions; reason?: string }
@@ -156,8 +164,12 @@ export function parseArgs(argv: readonly string[], env: Readonly<Record<string, 
         throw new UsageError(`inspect needs one of endpoints, ipcache, policy ENDPOINT, devices, links (got ${what ?? "nothing"})${suggestion(what, INSPECT_WHAT)}`);
       }
       if (what === "policy" && !endpoint) throw new UsageError("inspect policy needs an endpoint name");
-      return { name: "inspect", opts, what: what as (typeof INSPECT_WHAT)[number], ...(endpoint !== undefined ? { endpoint } : {}) };
+      const sort = values.sort === undefined ? undefined : oneOf(values.sort, INSPECT_SORTS, "--sort", "hits");
+      if (sort && what !== "policy") throw new UsageError("--sort orders the entries of inspect policy ENDPOINT");
+      return { name: "inspect", opts, what: what as (typeof INSPECT_WHAT)[number], ...(endpoint !== undefined ? { endpoint } : {}), ...(sort ? { sort } : {}) };
     }
+    case "monitor":
+      return { name: "monitor", opts, via: values.socket !== undefined ? "daemon" : values.bpffsRoot !== undefined ? "ring" : "auto", ...monitorFilter(values) };
     case "completion": {
       const [shell] = positional;
       if (shell === "endpoints" || (SHELLS as readonly string[]).includes(shell ?? "")) return { name: "completion", opts, shell: shell as (typeof SHELLS)[number] };
@@ -356,12 +368,36 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     gitIntervalMs: parseDuration(str(values.gitInterval) ?? "30s", "--git-interval"),
     node: str(values.node) ?? defaults.node,
     allowEmpty: bool(values.allowEmpty, "--allow-empty (RECONCILE_ALLOW_EMPTY)"),
+    logDrops: bool(values.logDrops, "--log-drops (RECONCILE_LOG_DROPS)"),
   };
   for (const key of ["source", "ref", "path", "listen", "verifySignatures"] as const) {
     const v = str(values[key]);
     if (v !== undefined) opts[key] = v;
   }
   return opts;
+}
+
+/** monitor's filters and --count, checked here so that a bad one is a usage error before anything is read. */
+function monitorFilter(values: Record<string, string | boolean>): { filter: EventFilter; count?: number } {
+  const filter: EventFilter = {};
+  try {
+    if (str(values.endpoint) !== undefined) filter.endpoint = str(values.endpoint)!;
+    if (str(values.verdict) !== undefined) filter.verdicts = parseVerdicts(str(values.verdict)!);
+    if (str(values.from) !== undefined) filter.from = parseSide(str(values.from)!);
+    if (str(values.to) !== undefined) filter.to = parseSide(str(values.to)!);
+  } catch (err) {
+    if (err instanceof FilterError) throw new UsageError(err.message);
+    throw err;
+  }
+  if (str(values.port) !== undefined) {
+    const { port, protocol } = parsePort(str(values.port)!);
+    filter.port = { port, protocol };
+  }
+  const countText = str(values.count);
+  if (countText === undefined) return { filter };
+  const count = /^\d{1,9}$/.test(countText.trim()) ? Number(countText.trim()) : NaN;
+  if (!(count >= 1)) throw new UsageError(`--count: expected a whole number of events, 1 or more, got ${countText}`);
+  return { filter, count };
 }
 
 /** A switch: given on the command line (true), or from its environment variable as true/false, 1/0, yes/no. */

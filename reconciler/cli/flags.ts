@@ -11,11 +11,13 @@ export { MONITOR_VERDICTS } from "../datapath/desired.js";
 import { MONITOR_VERDICTS } from "../datapath/desired.js";
 export const LOG_FORMATS = ["logfmt", "json"] as const;
 export const LOG_LEVELS = ["error", "warn", "notice", "info", "debug"] as const;
-export const INSPECT_WHAT = ["endpoints", "ipcache", "policy", "devices", "links"] as const;
+export const INSPECT_WHAT = ["endpoints", "ipcache", "policy", "devices", "links", "drops"] as const;
+/** inspect policy --sort: hits puts the entries that matched the most packets first. */
+export const INSPECT_SORTS = ["hits"] as const;
 export const SHELLS = ["bash", "zsh", "fish"] as const;
 
 /** Commands by name; "run" is the bare `reconcile` (daemon, --dry-run, --once). */
-export const COMMAND_NAMES = ["run", "validate", "explain", "diff", "inspect", "status", "suspend", "resume", "teardown", "version", "completion"] as const;
+export const COMMAND_NAMES = ["run", "validate", "explain", "diff", "inspect", "monitor", "status", "suspend", "resume", "teardown", "version", "completion"] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
 export interface FlagDef {
@@ -37,16 +39,18 @@ export interface FlagDef {
 }
 
 const SOURCE_USERS: readonly CommandName[] = ["run", "validate", "explain", "diff", "inspect"];
-const KERNEL_USERS: readonly CommandName[] = ["run", "inspect", "teardown"];
+/** The flags that say where the manifests are: monitor takes its names from them too. */
+const MANIFEST_USERS: readonly CommandName[] = [...SOURCE_USERS, "monitor"];
+const KERNEL_USERS: readonly CommandName[] = ["run", "inspect", "monitor", "teardown"];
 /** Commands that plan endpoint entries (the event settings are part of them). */
 const EVENT_USERS: readonly CommandName[] = ["run", "diff", "inspect"];
 
 export const FLAGS: Record<string, FlagDef> = {
-  "--source": { key: "source", value: true, env: "RECONCILE_SOURCE", arg: "DIR|GIT-URL", help: "manifest directory or git URL", commands: SOURCE_USERS },
-  "--ref": { key: "ref", value: true, env: "RECONCILE_REF", arg: "REF", help: "git branch, tag or full commit SHA", default: "the remote's default branch", commands: SOURCE_USERS },
-  "--path": { key: "path", value: true, env: "RECONCILE_PATH", arg: "SUBDIR", help: "subdirectory of the source that holds the manifests", default: "the whole source", commands: SOURCE_USERS },
-  "--node": { key: "node", value: true, env: "RECONCILE_NODE", arg: "NAME", help: "the node this host is", default: "the host name", commands: [...SOURCE_USERS, "teardown"] },
-  "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT", arg: "FORMAT", help: "output format (diff also takes markdown)", default: "text", choices: [...OUTPUTS, "markdown"], commands: ["run", "validate", "explain", "diff", "inspect", "status", "suspend", "resume", "teardown", "version"] },
+  "--source": { key: "source", value: true, env: "RECONCILE_SOURCE", arg: "DIR|GIT-URL", help: "manifest directory or git URL", commands: MANIFEST_USERS },
+  "--ref": { key: "ref", value: true, env: "RECONCILE_REF", arg: "REF", help: "git branch, tag or full commit SHA", default: "the remote's default branch", commands: MANIFEST_USERS },
+  "--path": { key: "path", value: true, env: "RECONCILE_PATH", arg: "SUBDIR", help: "subdirectory of the source that holds the manifests", default: "the whole source", commands: MANIFEST_USERS },
+  "--node": { key: "node", value: true, env: "RECONCILE_NODE", arg: "NAME", help: "the node this host is", default: "the host name", commands: [...MANIFEST_USERS, "teardown"] },
+  "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT", arg: "FORMAT", help: "output format (diff also takes markdown)", default: "text", choices: [...OUTPUTS, "markdown"], commands: ["run", "validate", "explain", "diff", "inspect", "monitor", "status", "suspend", "resume", "teardown", "version"] },
   "--bpffs-root": { key: "bpffsRoot", value: true, env: "RECONCILE_BPFFS_ROOT", arg: "PATH", help: "bpffs directory of reconcile's pins", default: "/sys/fs/bpf/reconcile", commands: KERNEL_USERS },
   "--state-dir": { key: "stateDir", value: true, env: "RECONCILE_STATE_DIR", arg: "PATH", help: "git checkouts and other state (one-shot commands: where their temporary checkout goes)", default: "/var/lib/reconcile", commands: ["run", "validate", "explain", "diff"] },
   "--resync-interval": { key: "resyncInterval", value: true, env: "RECONCILE_RESYNC_INTERVAL", arg: "DURATION", help: "period of the drift resync", default: "30s" },
@@ -74,23 +78,28 @@ export const FLAGS: Record<string, FlagDef> = {
     commands: EVENT_USERS,
   },
   "--event-rate": { key: "eventRate", value: true, env: "RECONCILE_EVENT_RATE", arg: "N", help: "events per second per CPU each endpoint may report (0..1000000, 0 = none)", default: "1000", commands: EVENT_USERS },
-  "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET", arg: "PATH", help: "the daemon's status socket", default: "/run/reconcile/reconcile.sock", commands: ["run", "status", "suspend", "resume"] },
+  "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET", arg: "PATH", help: "the daemon's status socket", default: "/run/reconcile/reconcile.sock", commands: ["run", "monitor", "status", "suspend", "resume"] },
   "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN", arg: "ADDR:PORT", help: "TCP address for /metrics, /healthz, /readyz and the git webhook", default: "off" },
   "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT", arg: "FORMAT", help: "daemon log line format", default: "logfmt", choices: LOG_FORMATS },
   "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL", arg: "LEVEL", help: "lowest level logged", default: "info", choices: LOG_LEVELS },
   "--git-interval": { key: "gitInterval", value: true, env: "RECONCILE_GIT_INTERVAL", arg: "DURATION", help: "how often a git source fetches", default: "30s" },
   "--verify-signatures": { key: "verifySignatures", value: true, env: "RECONCILE_GIT_ALLOWED_SIGNERS_FILE", arg: "FILE", help: "ssh allowed-signers file: apply only commits signed by its keys", default: "off" },
   "--allow-empty": { key: "allowEmpty", value: false, env: "RECONCILE_ALLOW_EMPTY", help: "apply a snapshot without manifests even while endpoints are in force" },
+  "--log-drops": { key: "logDrops", value: false, env: "RECONCILE_LOG_DROPS", help: "log each drop the datapath reports as a structured line (at most 10 a second, the rest counted)" },
   "--dry-run": { key: "dryRun", value: false, help: "print the plan and exit (2 when it has changes)" },
   "--once": { key: "once", value: false, help: "apply once and exit" },
-  "--from": { key: "from", value: true, arg: "EP|IP|host", help: "source of the flow: endpoint name, IP address or host", commands: ["explain"] },
-  "--to": { key: "to", value: true, arg: "EP|IP|host", help: "destination of the flow", commands: ["explain"] },
+  "--from": { key: "from", value: true, arg: "EP|IP|host", help: "source of the flow: endpoint name, IP address or host (monitor: also a CIDR)", commands: ["explain", "monitor"] },
+  "--to": { key: "to", value: true, arg: "EP|IP|host", help: "destination of the flow", commands: ["explain", "monitor"] },
+  "--endpoint": { key: "endpoint", value: true, arg: "NAME", help: "only the events of this endpoint", commands: ["monitor"] },
+  "--verdict": { key: "verdict", value: true, arg: "LIST", help: "only these events, comma-separated: drop, allow, deny (verdict events), audit", commands: ["monitor"] },
+  "--count": { key: "count", value: true, arg: "N", help: "stop after N events shown", default: "no limit", commands: ["monitor"] },
+  "--sort": { key: "sort", value: true, arg: "ORDER", help: "inspect policy: hits lists the entries that matched the most packets first", choices: INSPECT_SORTS, commands: ["inspect"] },
   "--reason": { key: "reason", value: true, arg: "TEXT", help: "why, shown in status and the log", commands: ["suspend"] },
   "--base": { key: "base", value: true, arg: "REF|DIR", help: "the revision in force: a directory, or a git ref of --source", commands: ["diff"] },
   "--all-nodes": { key: "allNodes", value: false, help: "preview every node the manifests name (Node manifests, endpoints' spec.node)", commands: ["diff"] },
   "--out": { key: "out", value: true, arg: "PLAN-FILE", help: "with --dry-run: save the plan, its revision and the observed state's digest" },
   "--plan": { key: "plan", value: true, arg: "PLAN-FILE", help: "with --once: apply exactly that saved plan; refused if the revision or the datapath changed" },
-  "--port": { key: "port", value: true, arg: "PORT[/PROTO]", help: "destination port; PROTO is TCP, UDP, SCTP, ICMP, ICMPV6 or ANY (a bare port means TCP)", commands: ["explain"] },
+  "--port": { key: "port", value: true, arg: "PORT[/PROTO]", help: "destination port; PROTO is TCP, UDP, SCTP, ICMP, ICMPV6 or ANY (a bare port means TCP)", commands: ["explain", "monitor"] },
 };
 
 export interface CommandDef {
@@ -139,9 +148,24 @@ export const COMMANDS: Record<CommandName, CommandDef> = {
   },
   inspect: {
     summary: "show what the kernel holds now (with --source: names and provenance)",
-    usage: "endpoints|ipcache|devices|links | policy ENDPOINT [options]",
+    usage: "endpoints|ipcache|devices|links|drops | policy ENDPOINT [--sort hits] [options]",
     args: "[what] [endpoint]",
-    examples: ["inspect endpoints", "inspect policy app1 --source examples/seed", "inspect links --output json"],
+    examples: ["inspect endpoints", "inspect policy app1 --source examples/seed --sort hits", "inspect drops --source examples/seed", "inspect links --output json"],
+  },
+  monitor: {
+    summary: "print the datapath's drops, verdicts and audits as they happen, with the deciding rule",
+    usage: "[--socket PATH | --bpffs-root PATH [--source DIR]] [--endpoint NAME] [--verdict LIST] [--from X] [--to X] [--port PORT[/PROTO]] [--output text|json] [--count N]",
+    details:
+      "Reads the events through the running daemon (its --socket) when it answers, with names from the revision in force;\n" +
+      "without a daemon (or with --bpffs-root and no --socket) it reads the pinned ring buffer itself, with names from --source\n" +
+      "(numbers only without it). Only one reader should own the ring: while the daemon runs, go through it.\n" +
+      "Ctrl-C stops it and prints a summary (shown, read, suppressed and lost events) on stderr. docs/monitor.md has the fields.",
+    examples: [
+      "monitor",
+      "monitor --verdict drop --endpoint app1",
+      "monitor --output json --port 80/TCP --from app3",
+      "monitor --bpffs-root /sys/fs/bpf/reconcile --source examples/seed --count 10",
+    ],
   },
   status: {
     summary: "ask the running daemon what it applied and how its last run went",

@@ -39,6 +39,10 @@ export async function inspect(
       break;
     case "policy":
       rows = policyRows(command.endpoint!, actual.policy, desired, kernel, compiled && peerNames(compiled.policy));
+      if (command.sort === "hits") rows = byHits(rows);
+      break;
+    case "drops":
+      rows = dropRows(actual, desired, kernel);
       break;
   }
   if (opts.output === "json") io.stdout.write(JSON.stringify(rows, null, 2) + "\n");
@@ -117,6 +121,32 @@ export function policyRows(
   }
   if (observed.unreadable) rows.push({ undecodable: observed.unreadable, note: "entries no policy key names (written by someone else): the next run rebuilds this map" });
   for (const d of drops) rows.push(d);
+  return rows;
+}
+
+/** The entries that matched the most packets first (then bytes; ties keep the map's order); other rows after them. */
+function byHits(rows: Array<Record<string, unknown>>): Array<Record<string, unknown>> {
+  const entries = rows.filter((r) => r.identity !== undefined);
+  const others = rows.filter((r) => r.identity === undefined);
+  const n = (v: unknown) => (typeof v === "number" ? v : 0);
+  entries.sort((a, b) => n(b.packets) - n(a.packets) || n(b.bytes) - n(a.bytes));
+  return [...entries, ...others];
+}
+
+/**
+ * `inspect drops`: every endpoint's drop counters (the drops map), one row per endpoint, direction
+ * and reason that dropped anything. The endpoint's name comes from --source, else from nothing: its id.
+ */
+function dropRows(actual: ActualState, desired: DesiredState, kernel: Pick<KernelPort, "drops">): Array<Record<string, unknown>> {
+  const names = new Map([...desired.endpoints.values()].map((e) => [e.endpointId, e.endpoint]));
+  const ids = new Set<number>();
+  for (const e of actual.endpoints.values()) if (!isUndecodable(e)) ids.add(e.endpointId);
+  const rows: Array<Record<string, unknown>> = [];
+  for (const epId of [...ids].sort((a, b) => a - b)) {
+    for (const d of kernel.drops(epId)) {
+      rows.push({ endpoint: names.get(epId) ?? "", epId, direction: d.direction, reason: d.reason, packets: Number(d.packets), bytes: Number(d.bytes) });
+    }
+  }
   return rows;
 }
 

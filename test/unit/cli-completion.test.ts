@@ -37,14 +37,14 @@ function bashComplete(words: string[]): string[] {
 }
 
 test("bash completes commands, flags, fixed values and the endpoint names of a directory --source", () => {
-  assert.deepEqual(bashComplete(["reconcile", ""]), ["validate", "explain", "diff", "inspect", "status", "suspend", "resume", "teardown", "version", "completion", "help"]);
+  assert.deepEqual(bashComplete(["reconcile", ""]), ["validate", "explain", "diff", "inspect", "monitor", "status", "suspend", "resume", "teardown", "version", "completion", "help"]);
   assert.deepEqual(bashComplete(["reconcile", "ex"]), ["explain"]);
   assert.deepEqual(bashComplete(["reconcile", "--dry"]), ["--dry-run"]);
   assert.deepEqual(bashComplete(["reconcile", "explain", "--f"]), ["--from"]);
   assert.deepEqual(bashComplete(["reconcile", "status", "--"]), ["--output", "--socket", "--help"]);
   assert.deepEqual(bashComplete(["reconcile", "--output", ""]), ["text", "json", "markdown"]);
   assert.deepEqual(bashComplete(["reconcile", "--attach-mode", "t"]), ["tcx", "tc"]);
-  assert.deepEqual(bashComplete(["reconcile", "inspect", ""]), ["endpoints", "ipcache", "policy", "devices", "links"]);
+  assert.deepEqual(bashComplete(["reconcile", "inspect", ""]), ["endpoints", "ipcache", "policy", "devices", "links", "drops"]);
   assert.deepEqual(bashComplete(["reconcile", "completion", ""]), ["bash", "zsh", "fish"]);
   assert.deepEqual(bashComplete(["reconcile", "explain", "--source", seed, "--from", ""]), ["host", "app1", "app2", "app3"]);
   assert.deepEqual(bashComplete(["reconcile", "inspect", "--source", seed, "policy", "app"]), ["app1", "app2", "app3"]);
