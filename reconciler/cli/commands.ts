@@ -43,6 +43,8 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
       return teardown(command.opts, io);
     case "inspect":
       return withKernel(command.opts, async (kernel) => (await import("./inspect.js")).inspect(command, kernel, io, (opts) => compileFor(opts, kernel)));
+    case "monitor":
+      return monitorCommand(command, io);
     case "status":
       return status(command.opts, io);
     case "completion":
@@ -231,6 +233,19 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
     for (const r of answer.rules) io.stdout.write(`  rule ${r.name} at ${r.file}:${r.line}\n`);
   }
   return 0;
+}
+
+/** monitor until Ctrl-C (SIGINT) or SIGTERM, which end it with its summary and exit code 0. */
+async function monitorCommand(command: Extract<Command, { name: "monitor" }>, io: Io): Promise<number> {
+  const { monitor } = await import("./monitor.js");
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  process.on("SIGINT", onSignal).on("SIGTERM", onSignal);
+  try {
+    return await monitor(command, io, { signal: stop.signal, openKernel: () => openKernel(command.opts), compile: (kernel) => compileFor(command.opts, kernel) });
+  } finally {
+    process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+  }
 }
 
 async function completion(command: Extract<Command, { name: "completion" }>, io: Io): Promise<number> {
