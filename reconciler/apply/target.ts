@@ -22,8 +22,9 @@ export interface Target<K extends ResourceKind = ResourceKind> {
   /** Applies changes of this kind, in the given order, and returns the ones that failed (every
    *  other change succeeded: at a million entries, successes are counted, not listed). Must not
    *  throw for a single object's failure: it reports it and goes on with the others (a failure
-   *  that makes the rest pointless may fail them all). */
-  apply(changes: readonly Change<K>[], desired: DesiredState): Promise<ObjectResult[]>;
+   *  that makes the rest pointless may fail them all). A target that works object by object calls
+   *  `progress` with how many of the changes it has made so far (a progress line's count). */
+  apply(changes: readonly Change<K>[], desired: DesiredState, progress?: (done: number) => void): Promise<ObjectResult[]>;
 }
 
 /** A change that failed, and why. */
@@ -69,19 +70,20 @@ export class MemoryTarget<K extends ResourceKind = ResourceKind> implements Targ
     return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision)))])) as StateOf<K>;
   }
 
-  async apply(changes: readonly Change<K>[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<K>[], _desired?: DesiredState, progress?: (done: number) => void): Promise<ObjectResult[]> {
     const failures: ObjectResult[] = [];
-    for (const c of changes) {
+    changes.forEach((c, i) => {
       const error = this.failNext.get(c.id);
       if (error !== undefined) {
         this.failNext.delete(c.id);
         failures.push(failure(c, error));
-        continue;
+      } else {
+        this.writes++;
+        if (c.op === "delete") this.objects.delete(c.id);
+        else this.objects.set(c.id, c.after);
       }
-      this.writes++;
-      if (c.op === "delete") this.objects.delete(c.id);
-      else this.objects.set(c.id, c.after);
-    }
+      progress?.(i + 1);
+    });
     return failures;
   }
 }

@@ -8,6 +8,7 @@ import { followSource, isGitSource, type SourceOptions } from "../source/open.js
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
 import { ReconcileLoop, realTimers, type Timers } from "./loop.js";
 import { createNotifier, type Notifier } from "./notify.js";
+import { StartupProgress } from "./progress.js";
 import { ReconcileService } from "./service.js";
 import { closeAll, installSignalHandlers, type Closable } from "./signals.js";
 import { DaemonMetrics, startMetricsServer, startStatusServer } from "./status.js";
@@ -27,6 +28,8 @@ export interface DaemonOptions extends NodeCompileOptions, SourceOptions {
   /** Where fresh tcx links go among foreign programs (for the start-up line; the kernel port applies it). */
   attachPosition: "first" | "last";
   allowEmpty: boolean;
+  /** No progress lines for the first run (--no-progress). */
+  noProgress?: boolean;
 }
 
 /** The daemon minus its I/O edges (source, servers, signals): what the scenario tests drive. */
@@ -50,7 +53,7 @@ export interface DaemonCore {
 
 export interface CoreOptions {
   kernel: KernelPort;
-  opts: NodeCompileOptions & { resyncIntervalMs: number; allowEmpty?: boolean };
+  opts: NodeCompileOptions & { resyncIntervalMs: number; allowEmpty?: boolean; noProgress?: boolean };
   log: Logger;
   notifier?: Notifier;
   timers?: Timers;
@@ -69,8 +72,20 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
   let ready = false;
   const subscriptions = new Map<string, Watch>();
   let eventTimer: unknown;
+  // The first run (a cold start's long apply) logs its progress, and status shows it while it runs.
+  let firstRun = !opts.noProgress;
+  let startup: StartupProgress | undefined;
   const loop = new ReconcileLoop({
-    reconcile: (snapshot, trigger) => service.reconcile(snapshot, trigger),
+    reconcile: async (snapshot, trigger) => {
+      if (!firstRun) return service.reconcile(snapshot, trigger);
+      firstRun = false;
+      startup = new StartupProgress(log, () => timers.now());
+      try {
+        return await service.reconcile(snapshot, trigger, startup.sink);
+      } finally {
+        startup = undefined;
+      }
+    },
     resyncIntervalMs: opts.resyncIntervalMs,
     recordedRevision: service.recorded ?? null,
     timers,
@@ -132,7 +147,15 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     service,
     loop,
     metrics,
-    status: (extra = {}) => ({ node: opts.node, suspended: service.suspended() ?? null, ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), ...extra }),
+    status: (extra = {}) => ({
+      node: opts.node,
+      suspended: service.suspended() ?? null,
+      ...(startup ? { progress: startup.status() } : {}),
+      ...loop.status(),
+      objectsInError: service.objects.errors(),
+      foreignAhead: service.foreignAhead(),
+      ...extra,
+    }),
     ready: () => ready,
     watchNamespaces,
     ...suspensionControls({ service, metrics, log, loop, timers, node: opts.node }),

@@ -53,7 +53,7 @@ export class AttachmentTarget implements Target<"attachment"> {
     return out;
   }
 
-  async apply(changes: readonly Change<"attachment">[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"attachment">[], _desired?: DesiredState, progress?: (done: number) => void): Promise<ObjectResult[]> {
     let programs: Collection | undefined;
     const program = (name: string): BpfProgram => {
       programs ??= this.loadPrograms();
@@ -70,7 +70,7 @@ export class AttachmentTarget implements Target<"attachment"> {
         if (after.mode === "tc") this.attachTc(after, program(after.program));
         else if (before?.mode === "tcx") this.updateTcx(after, program(after.program));
         else this.attachTcx(after, program(after.program));
-      });
+      }, progress);
     } finally {
       programs?.close(); // links and filters hold their own references to the programs
     }

@@ -3,15 +3,16 @@
 import type { Change } from "../../plan/diff.js";
 import { errorText, failure, type ObjectResult } from "../target.js";
 
-/** Runs every change; returns the ones that failed. */
-export function eachChange<C extends Change>(changes: readonly C[], fn: (c: C) => void): ObjectResult[] {
+/** Runs every change; returns the ones that failed. `progress` hears how many are done after each. */
+export function eachChange<C extends Change>(changes: readonly C[], fn: (c: C) => void, progress?: (done: number) => void): ObjectResult[] {
   const failures: ObjectResult[] = [];
-  for (const c of changes) {
+  changes.forEach((c, i) => {
     try {
       fn(c);
     } catch (err) {
       failures.push(failure(c, errorText(err)));
     }
-  }
+    progress?.(i + 1);
+  });
   return failures;
 }
