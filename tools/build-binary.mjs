@@ -169,8 +169,12 @@ async function bundle(file, objects) {
   return { commit, version: pkg.version };
 }
 
-/** Objects in bpf/build that only the tests load. */
-const TEST_OBJECTS = new Set(["counter.o"]);
+/** Objects in bpf/build that only the tests load: those built from bpf/test/*.bpf.c. */
+function testObjects() {
+  const dir = join(root, "bpf", "test");
+  const sources = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".bpf.c")) : [];
+  return new Set(sources.map((f) => f.replace(/\.bpf\.c$/, ".o")));
+}
 
 async function main() {
   const started = process.hrtime.bigint();
@@ -180,9 +184,9 @@ async function main() {
   const configFile = join(work, "sea-config.json");
 
   const buildDir = join(root, "bpf", "build");
-  // The objects the reconciler loads; bpf/build also holds test fixtures (counter.o), which the
-  // binary does not ship.
-  const objects = existsSync(buildDir) ? readdirSync(buildDir).filter((f) => f.endsWith(".o") && !TEST_OBJECTS.has(f)).sort() : [];
+  // The objects the reconciler loads; bpf/build also holds the test fixtures, which the binary does not ship.
+  const fixtures = testObjects();
+  const objects = existsSync(buildDir) ? readdirSync(buildDir).filter((f) => f.endsWith(".o") && !fixtures.has(f)).sort() : [];
   const assets = Object.fromEntries(objects.map((o) => [o, join(buildDir, o)]));
   assets[KOFFI_ASSET] = koffiNativePath();
 

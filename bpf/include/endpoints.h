@@ -11,6 +11,10 @@
 /* endpoint_info.flags */
 #define EP_ENFORCE_INGRESS 1 /* ingress is default-deny: to_endpoint checks policy */
 #define EP_ENFORCE_EGRESS 2  /* egress is default-deny: from_endpoint checks policy */
+#define EP_AUDIT_INGRESS 4   /* ingress default deny is audited: a NO_POLICY drop passes, reported as AUDIT */
+#define EP_AUDIT_EGRESS 8    /* egress likewise */
+#define EP_VERDICT_ALLOW 16  /* report a VERDICT event for each new flow policy allows */
+#define EP_VERDICT_DENY 32   /* report a VERDICT event for each packet policy denies (besides its DROP) */
 
 /* 20 bytes. */
 struct endpoint_key {
@@ -19,12 +23,14 @@ struct endpoint_key {
 	__u8 pad[3];   /* zero */
 };
 
-/* 16 bytes. */
+/* 24 bytes. */
 struct endpoint_info {
 	__u32 ifindex;  /* host-side device the programs run on (informational for the datapath) */
 	__u32 ep_id;    /* endpoint number: key of its inner map in "policy", and of its counters */
 	__u32 identity; /* the endpoint's own security identity */
-	__u32 flags;    /* EP_ENFORCE_INGRESS | EP_ENFORCE_EGRESS */
+	__u32 flags;    /* EP_ENFORCE_* | EP_AUDIT_* | EP_VERDICT_* */
+	__u32 event_rate; /* events per second per CPU the endpoint may report (events.h); 0 = none */
+	__u32 pad;      /* zero */
 };
 
 #endif /* RECONCILE_ENDPOINTS_H */

@@ -11,6 +11,7 @@
 #include "policy.h"
 #include "conntrack.h"
 #include "drops.h"
+#include "events.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -76,5 +77,21 @@ struct {
 	__type(value, struct drop_stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } drops SEC(".maps");
+
+/* The ring buffer of struct event records (no key or value: max_entries is its data size). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, EVENTS_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EVENT_BUDGET_MAX_ENTRIES);
+	__type(key, __u32); /* endpoint_info.ep_id; 0 = events of unknown endpoints */
+	__type(value, struct event_budget);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} event_budget SEC(".maps");
 
 #endif /* RECONCILE_MAPS_H */

@@ -11,7 +11,8 @@
 #define POLICY_STATS_MAX_ENTRIES 1048576
 
 /* policy_value.flags */
-#define POLICY_DENY 1 /* set: deny entry; clear: allow entry */
+#define POLICY_DENY 1  /* set: deny entry; clear: allow entry */
+#define POLICY_AUDIT 2 /* with POLICY_DENY: the deny is audited (the packet passes, reported as AUDIT) */
 
 /* Prefix lengths of policy_key (bits after the prefixlen field). */
 #define POLICY_PREFIX_L3 40    /* identity + direction: any protocol, any port */
@@ -31,7 +32,7 @@ struct policy_key {
 
 /* 8 bytes. */
 struct policy_value {
-	__u8 flags;          /* POLICY_DENY or 0 (allow) */
+	__u8 flags;          /* POLICY_DENY [| POLICY_AUDIT], or 0 (allow) */
 	__u8 prefixlen_hint; /* the entry's own policy_key.prefixlen, so the datapath can name the
 			      * matched entry in policy_stats (LPM lookup returns only the value) */
 	__u8 pad[2];         /* zero */

@@ -24,6 +24,30 @@ export interface DropCounter extends Counter {
   direction: "ingress" | "egress";
 }
 
+/**
+ * The datapath's event ring buffer (bpf/include/events.h), opened for reading. Only one reader may
+ * own a ring's consumer position: two readers of the same ring steal records from each other (the
+ * daemon serves the ring to `reconcile monitor` for that reason, docs/monitor.md).
+ */
+export interface EventStream {
+  /**
+   * Calls `onRecord` for each record available now (at most `max`), in ring order; returns how many.
+   * `buf` is valid only during the call (it is the ring's memory).
+   */
+  drain(onRecord: (buf: Buffer, offset: number, length: number) => void, max?: number): number;
+  /** Resolves true when records are available, false after `timeoutMs` without any; never blocks the event loop. */
+  wait(timeoutMs: number): Promise<boolean>;
+  close(): void;
+}
+
+/** Events the programs did not report, summed over endpoints and CPUs (the event_budget map). */
+export interface EventBudget {
+  /** No token left in the endpoint's per-CPU bucket (the rate limit). */
+  suppressed: bigint;
+  /** The ring buffer was full (the reader fell behind). */
+  lost: bigint;
+}
+
 /** The daemon is suspended: it plans and reports, and applies nothing (`reconcile suspend`). */
 export interface Suspension {
   /** Epoch ms when it was suspended. */
@@ -54,6 +78,10 @@ export interface KernelPort extends MachineFacts {
   policyStats(epId: number): Map<number, Counter>;
   /** Drop counters of endpoint `epId`. */
   drops(epId: number): DropCounter[];
+  /** The event ring buffer, opened for reading; undefined when the pins have none (a datapath from before events). */
+  events(): EventStream | undefined;
+  /** What the programs did not report (rate limit, full ring) so far; zeros when there is no budget map. */
+  eventBudget(): EventBudget;
   /** The programs on every tcx hook that carries one of reconcile's links, in run order. */
   tcxChains(): TcxChain[];
   /** Where reconcile pins its tcx link for a hook (removing it makes the next run attach afresh). */

@@ -66,8 +66,8 @@ export class MemoryTarget<K extends ResourceKind = ResourceKind> implements Targ
       if (list) list.push(e);
       else byEndpoint.set(e.endpoint, [e]);
     }
-    // The kernel keeps no provenance: only keys and decisions.
-    return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision)))])) as StateOf<K>;
+    // The kernel keeps no provenance: only keys, decisions and audit bits.
+    return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision, e.audit)))])) as StateOf<K>;
   }
 
   async apply(changes: readonly Change<K>[], _desired?: DesiredState, progress?: (done: number) => void): Promise<ObjectResult[]> {

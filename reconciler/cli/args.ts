@@ -3,7 +3,10 @@
 // variables and defaults are the table in flags.ts; the values are checked here.
 
 import { Command as CommanderCommand, CommanderError, Option } from "commander";
-import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, OUTPUTS, SHELLS, type CommandName, type FlagDef } from "./flags.js";
+import { MAX_EVENT_RATE } from "../datapath/desired.js";
+import { DEFAULT_EVENT_RATE } from "../datapath/layouts.js";
+import type { EventOptions } from "../plan/pipeline.js";
+import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENT_MODES, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, MONITOR_VERDICTS, OUTPUTS, SHELLS, type CommandName, type FlagDef } from "./flags.js";
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -35,6 +38,12 @@ export interface GlobalOptions {
   /** Where a fresh tcx attachment goes among foreign programs on the hook (existing ones stay put). */
   attachPosition: "first" | "last";
   enforcement: "default" | "always" | "never";
+  /** --enforcement-mode: audit puts every endpoint in audit mode (docs/audit.md). */
+  enforcementMode: "enforce" | "audit";
+  /** --monitor-verdicts: policy verdict events every endpoint reports. */
+  monitorVerdicts: "none" | "allow" | "deny" | "all";
+  /** --event-rate: events per second per CPU per endpoint. */
+  eventRate: number;
   /** Status socket path. */
   socket: string;
   /** Optional TCP address for /metrics, /healthz, /readyz. */
@@ -333,6 +342,8 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
   const attachMode = oneOf(values.attachMode, ATTACH_MODES, "--attach-mode", "auto");
   const attachPosition = oneOf(values.attachPosition, ATTACH_POSITIONS, "--attach-position", "first");
   const enforcement = oneOf(values.enforcement, ENFORCEMENTS, "--enforcement", "default");
+  const enforcementMode = oneOf(values.enforcementMode, ENFORCEMENT_MODES, "--enforcement-mode", "enforce");
+  const monitorVerdicts = oneOf(values.monitorVerdicts, MONITOR_VERDICTS, "--monitor-verdicts", "none");
   const logFormat = oneOf(values.logFormat, LOG_FORMATS, "--log-format", "logfmt");
   const logLevel = oneOf(values.logLevel, LOG_LEVELS, "--log-level", "info");
   const opts: GlobalOptions = {
@@ -344,6 +355,9 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     attachMode,
     attachPosition,
     enforcement,
+    enforcementMode,
+    monitorVerdicts,
+    eventRate: parseEventRate(str(values.eventRate)),
     socket: str(values.socket) ?? "/run/reconcile/reconcile.sock",
     logFormat,
     logLevel,
@@ -387,6 +401,19 @@ function oneOf<T extends string>(v: string | boolean | undefined, allowed: reado
 
 function requireSource(opts: GlobalOptions, command: string): void {
   if (!opts.source) throw new UsageError(`${command} needs --source DIR|GIT-URL (or RECONCILE_SOURCE)`);
+}
+
+/** The audit mode and event settings of the command line, for every compile (see EventOptions). */
+export function eventSettings(opts: GlobalOptions): Required<EventOptions> {
+  return { enforcementMode: opts.enforcementMode, monitorVerdicts: opts.monitorVerdicts, eventRate: opts.eventRate };
+}
+
+/** --event-rate: an integer 0..MAX_EVENT_RATE (default DEFAULT_EVENT_RATE). */
+export function parseEventRate(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_EVENT_RATE;
+  const n = /^\d{1,7}$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!(n <= MAX_EVENT_RATE)) throw new UsageError(`--event-rate: expected an integer 0..${MAX_EVENT_RATE} (events per second per CPU per endpoint), got ${text}`);
+  return n;
 }
 
 /** "30s", "500ms", "2m", "1h" → milliseconds. */

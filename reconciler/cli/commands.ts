@@ -14,7 +14,7 @@ import { diff, type Plan } from "../plan/diff.js";
 import { checkSavedPlan, parseSavedPlan, savePlan } from "../plan/saved.js";
 import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
-import type { Command, GlobalOptions } from "./args.js";
+import { eventSettings, type Command, type GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";
 import { readSource } from "./source.js";
 import { knowKernelErrors, ReconcileError } from "./errors.js";
@@ -79,7 +79,7 @@ export async function compileFor(opts: GlobalOptions, kernel: KernelPort | undef
 }
 
 function nodeOptions(opts: GlobalOptions) {
-  return { node: opts.node!, enforcement: opts.enforcement, attachMode: opts.attachMode, allowEmpty: opts.allowEmpty };
+  return { node: opts.node!, enforcement: opts.enforcement, ...eventSettings(opts), attachMode: opts.attachMode, allowEmpty: opts.allowEmpty };
 }
 
 async function validate(opts: GlobalOptions, io: Io): Promise<number> {
@@ -234,13 +234,14 @@ async function explainCommand(command: Extract<Command, { name: "explain" }>, io
   const { model } = loadModel(await readSource(opts));
   const answer = explain(
     model,
-    { node: opts.node!, enforcement: opts.enforcement },
+    { node: opts.node!, enforcement: opts.enforcement, ...(opts.enforcementMode === "audit" ? { audit: true as const } : {}) },
     { from: command.from, to: command.to, port: command.port, protocol: command.protocol },
   );
   if (opts.output === "json") {
-    io.stdout.write(JSON.stringify({ verdict: answer.verdict, reason: answer.reason, rules: answer.rules }, null, 2) + "\n");
+    io.stdout.write(JSON.stringify({ verdict: answer.verdict, ...(answer.audit ? { audit: true } : {}), reason: answer.reason, rules: answer.rules }, null, 2) + "\n");
   } else {
-    io.stdout.write(`${answer.verdict.toUpperCase()}: ${command.from} → ${command.to} ${command.port}/${command.protocolName}\n  ${answer.reason}\n`);
+    const verdict = answer.audit ? "DENY (audit: would be allowed through)" : answer.verdict.toUpperCase();
+    io.stdout.write(`${verdict}: ${command.from} → ${command.to} ${command.port}/${command.protocolName}\n  ${answer.reason}\n`);
     for (const r of answer.rules) io.stdout.write(`  rule ${r.name} at ${r.file}:${r.line}\n`);
   }
   return 0;

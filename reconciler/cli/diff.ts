@@ -3,8 +3,9 @@
 // No kernel, no root: the plan is between the two desired states.
 
 import { stat } from "node:fs/promises";
-import { formatProblem, ManifestError } from "../manifest/load.js";
+import { formatProblem, LoadCache, ManifestError } from "../manifest/load.js";
 import { loadModel } from "../plan/pipeline.js";
+import { eventSettings } from "./args.js";
 import { hasChanges, manifestNodes, previewDocument, previewNodes, type PreviewSide } from "../plan/preview.js";
 import { renderPreviewMarkdown, renderPreviewText } from "../plan/render-preview.js";
 import { readSourceOnce } from "../source/open.js";
@@ -15,12 +16,18 @@ import type { Io } from "./io.js";
 
 export async function diffCommand(command: Extract<Command, { name: "diff" }>, io: Io): Promise<number> {
   const { opts } = command;
-  const base = await readSide(opts, command.base, "--base", io);
-  const ref = await readSide(opts, command.ref, "--ref", io);
+  // The ref's files that equal the base's are parsed once (most of them, for a typical change).
+  const cache = new LoadCache();
+  const base = await readSide(opts, command.base, "--base", io, cache);
+  const ref = await readSide(opts, command.ref, "--ref", io, cache);
   // Without any node named, every endpoint is on the one node there is: --node (the host name).
   const named = command.allNodes ? manifestNodes(base.model, ref.model) : [];
   const nodes = named.length ? named : [opts.node!];
-  const previews = previewNodes(base, ref, nodes, { enforcement: opts.enforcement, attachMode: opts.attachMode === "auto" ? "tcx" : opts.attachMode });
+  const previews = previewNodes(base, ref, nodes, {
+    enforcement: opts.enforcement,
+    ...eventSettings(opts),
+    attachMode: opts.attachMode === "auto" ? "tcx" : opts.attachMode,
+  });
   if (command.format === "json") io.stdout.write(JSON.stringify(previewDocument(base, ref, previews), null, 2) + "\n");
   else if (command.format === "markdown") io.stdout.write(renderPreviewMarkdown(base, ref, previews));
   else io.stdout.write(renderPreviewText(base, ref, previews, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
@@ -28,7 +35,7 @@ export async function diffCommand(command: Extract<Command, { name: "diff" }>, i
 }
 
 /** A side named by a directory that exists is that directory; anything else is a git ref of --source. */
-async function readSide(opts: GlobalOptions, value: string, flag: string, io: Io): Promise<PreviewSide> {
+async function readSide(opts: GlobalOptions, value: string, flag: string, io: Io, cache: LoadCache): Promise<PreviewSide> {
   let snapshot;
   if (await isDirectory(value)) {
     snapshot = await readSourceOnce(onceOptions(opts, value, undefined, undefined));
@@ -38,7 +45,7 @@ async function readSide(opts: GlobalOptions, value: string, flag: string, io: Io
     snapshot = await readSourceOnce(onceOptions(opts, opts.source, value, "git"));
   }
   try {
-    const { model, warnings } = loadModel(snapshot);
+    const { model, warnings } = loadModel(snapshot, cache);
     for (const w of warnings) io.stderr.write(`${flag} ${value}: ${formatProblem(w)}\n`);
     return { name: value, model, warnings };
   } catch (err) {

@@ -6,6 +6,9 @@ export const OUTPUTS = ["text", "json"] as const;
 export const ATTACH_MODES = ["auto", "tcx", "tc"] as const;
 export const ATTACH_POSITIONS = ["first", "last"] as const;
 export const ENFORCEMENTS = ["default", "always", "never"] as const;
+export const ENFORCEMENT_MODES = ["enforce", "audit"] as const;
+export { MONITOR_VERDICTS } from "../datapath/desired.js";
+import { MONITOR_VERDICTS } from "../datapath/desired.js";
 export const LOG_FORMATS = ["logfmt", "json"] as const;
 export const LOG_LEVELS = ["error", "warn", "notice", "info", "debug"] as const;
 export const INSPECT_WHAT = ["endpoints", "ipcache", "policy", "devices", "links"] as const;
@@ -35,6 +38,8 @@ export interface FlagDef {
 
 const SOURCE_USERS: readonly CommandName[] = ["run", "validate", "explain", "diff", "inspect"];
 const KERNEL_USERS: readonly CommandName[] = ["run", "inspect", "teardown"];
+/** Commands that plan endpoint entries (the event settings are part of them). */
+const EVENT_USERS: readonly CommandName[] = ["run", "diff", "inspect"];
 
 export const FLAGS: Record<string, FlagDef> = {
   "--source": { key: "source", value: true, env: "RECONCILE_SOURCE", arg: "DIR|GIT-URL", help: "manifest directory or git URL", commands: SOURCE_USERS },
@@ -48,6 +53,27 @@ export const FLAGS: Record<string, FlagDef> = {
   "--attach-mode": { key: "attachMode", value: true, env: "RECONCILE_ATTACH_MODE", arg: "MODE", help: "tcx links, tc filters, or tcx where the kernel has it", default: "auto", choices: ATTACH_MODES, commands: KERNEL_USERS },
   "--attach-position": { key: "attachPosition", value: true, env: "RECONCILE_ATTACH_POSITION", arg: "POS", help: "where a fresh tcx attachment goes among foreign programs", default: "first", choices: ATTACH_POSITIONS },
   "--enforcement": { key: "enforcement", value: true, env: "RECONCILE_ENFORCEMENT", arg: "MODE", help: "policy enforcement mode", default: "default", choices: ENFORCEMENTS, commands: SOURCE_USERS },
+  "--enforcement-mode": {
+    key: "enforcementMode",
+    value: true,
+    env: "RECONCILE_ENFORCEMENT_MODE",
+    arg: "MODE",
+    help: "audit: policy drops nothing and reports what it would drop (AUDIT events), for every endpoint",
+    default: "enforce",
+    choices: ENFORCEMENT_MODES,
+    commands: SOURCE_USERS,
+  },
+  "--monitor-verdicts": {
+    key: "monitorVerdicts",
+    value: true,
+    env: "RECONCILE_MONITOR_VERDICTS",
+    arg: "WHICH",
+    help: "policy verdict events endpoints report besides drops: allowed new flows, denied packets, both",
+    default: "none",
+    choices: MONITOR_VERDICTS,
+    commands: EVENT_USERS,
+  },
+  "--event-rate": { key: "eventRate", value: true, env: "RECONCILE_EVENT_RATE", arg: "N", help: "events per second per CPU each endpoint may report (0..1000000, 0 = none)", default: "1000", commands: EVENT_USERS },
   "--socket": { key: "socket", value: true, env: "RECONCILE_SOCKET", arg: "PATH", help: "the daemon's status socket", default: "/run/reconcile/reconcile.sock", commands: ["run", "status", "suspend", "resume"] },
   "--listen": { key: "listen", value: true, env: "RECONCILE_LISTEN", arg: "ADDR:PORT", help: "TCP address for /metrics, /healthz, /readyz and the git webhook", default: "off" },
   "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT", arg: "FORMAT", help: "daemon log line format", default: "logfmt", choices: LOG_FORMATS },

@@ -3,13 +3,14 @@
 // optional metrics, sd_notify, signals.
 
 import type { KernelPort, Suspension, Watch } from "../apply/port.js";
-import type { NodeCompileOptions } from "../plan/pipeline.js";
+import { eventOptions, type NodeCompileOptions } from "../plan/pipeline.js";
 import { followSource, isGitSource, type SourceOptions } from "../source/open.js";
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
 import { ReconcileLoop, realTimers, type Timers } from "./loop.js";
 import { createNotifier, type Notifier } from "./notify.js";
 import { StartupProgress } from "./progress.js";
 import { ReconcileService } from "./service.js";
+import { DaemonEvents } from "./events.js";
 import { closeAll, installSignalHandlers, type Closable } from "./signals.js";
 import { DaemonMetrics, startMetricsServer, startStatusServer } from "./status.js";
 
@@ -30,6 +31,8 @@ export interface DaemonOptions extends NodeCompileOptions, SourceOptions {
   allowEmpty: boolean;
   /** No progress lines for the first run (--no-progress). */
   noProgress?: boolean;
+  /** --log-drops: a log line per drop event (rate-limited). */
+  logDrops?: boolean;
 }
 
 /** The daemon minus its I/O edges (source, servers, signals): what the scenario tests drive. */
@@ -37,6 +40,8 @@ export interface DaemonCore {
   service: ReconcileService;
   loop: ReconcileLoop;
   metrics: DaemonMetrics;
+  /** The datapath's events: counted into metrics, logged, served to monitor (start() opens the ring). */
+  events: DaemonEvents;
   /** The document `reconcile status` shows, with `extra` (e.g. the git source's state) merged in. */
   status(extra?: Record<string, unknown>): Record<string, unknown>;
   /** Whether the first run succeeded (readiness). */
@@ -53,7 +58,7 @@ export interface DaemonCore {
 
 export interface CoreOptions {
   kernel: KernelPort;
-  opts: NodeCompileOptions & { resyncIntervalMs: number; allowEmpty?: boolean; noProgress?: boolean };
+  opts: NodeCompileOptions & { resyncIntervalMs: number; allowEmpty?: boolean; noProgress?: boolean; logDrops?: boolean };
   log: Logger;
   notifier?: Notifier;
   timers?: Timers;
@@ -65,7 +70,8 @@ export interface CoreOptions {
  */
 export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers }: CoreOptions): DaemonCore {
   const metrics = new DaemonMetrics();
-  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics });
+  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, ...eventOptions(opts), attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics });
+  const events = new DaemonEvents({ kernel, metrics, log, logDrops: opts.logDrops ?? false, inForce: () => service.inForceCompiled(), timers });
   const restored = service.restoreSuspension();
   metrics.setSuspended(restored !== undefined);
   if (restored) log.warn("suspended (recorded with the pins): changes are planned and reported, nothing is applied until reconcile resume", suspensionFields(restored));
@@ -147,6 +153,7 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     service,
     loop,
     metrics,
+    events,
     status: (extra = {}) => ({
       node: opts.node,
       suspended: service.suspended() ?? null,
@@ -154,6 +161,7 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
       ...loop.status(),
       objectsInError: service.objects.errors(),
       foreignAhead: service.foreignAhead(),
+      events: events.totals(),
       ...extra,
     }),
     ready: () => ready,
@@ -236,8 +244,11 @@ export async function runDaemon(opts: DaemonOptions, kernel: KernelPort, io: Dae
       socketPath: opts.socket,
       getStatus: () => core.status(source.status ? { git: source.status() } : {}),
       actions: { suspend: (body) => core.suspend(typeof body.reason === "string" ? body.reason : undefined), resume: () => core.resume() },
+      routes: { "/events": (req, res) => core.events.serve(req, res) },
     });
     closables.push({ name: "status server", close: () => statusServer.close() });
+    // Read before the status server closes: its event streams end with the reader.
+    if (core.events.start()) closables.splice(closables.length - 1, 0, { name: "event reader", close: () => core.events.close() });
     if (opts.listen) {
       const routes = source.webhook ? { "/hooks/git": source.webhook.handler } : undefined;
       const server = await startMetricsServer({ listen: opts.listen, metrics: core.metrics, isReady: core.ready, ...(routes ? { routes } : {}) });

@@ -75,6 +75,8 @@ export class ReconcileService {
   private suspension: Suspension | undefined;
   /** The last plan a suspended run made. */
   private pendingPlan: Pending | undefined;
+  /** The compiled revision the last fully successful run applied: the names of the events. */
+  private appliedCompiled: CompiledForNode | undefined;
 
   constructor(
     private readonly kernel: KernelPort,
@@ -86,6 +88,11 @@ export class ReconcileService {
   /** Foreign tcx programs that run ahead of reconcile's, as the last run that looked saw them. */
   foreignAhead(): Array<Omit<ForeignProgram, "position">> {
     return this.foreign.filter((p) => p.position === "before").map(({ position: _, ...p }) => p);
+  }
+
+  /** The compiled revision the last fully successful run put in force (undefined before one). */
+  inForceCompiled(): CompiledForNode | undefined {
+    return this.appliedCompiled;
   }
 
   /** The revision the last fully successful run put in force. */
@@ -157,6 +164,7 @@ export class ReconcileService {
     if (!known || report.plan.changes.some((c) => c.resource === "attachment")) this.checkForeignPrograms();
     if (report.failed.length === 0) {
       this.lastApplied = snapshot.revision;
+      this.appliedCompiled = compiled;
       if (this.opts.metrics) updateMapMetrics(compiled.desired, this.opts.metrics);
       this.recordRevision(snapshot.revision);
     }

@@ -52,6 +52,8 @@ export interface StatusServerOptions {
    * open the socket can ask, and that is its owner (mode 0600, in a directory checked as below).
    */
   actions?: Record<DaemonAction, (body: Record<string, unknown>) => unknown>;
+  /** Extra routes by exact path (GET /events: the datapath's events, daemon/events.ts). */
+  routes?: Record<string, HttpHandler>;
 }
 
 export type DaemonAction = "suspend" | "resume";
@@ -140,6 +142,8 @@ export async function startStatusServer(opts: StatusServerOptions): Promise<Runn
       if (req.method !== "POST") return sendJson(res, 405, { error: "method not allowed" });
       return serveAction(req, res, opts.actions[action]);
     }
+    const route = opts.routes?.[url.pathname];
+    if (route) return route(req, res);
     if (url.pathname !== "/status") return sendJson(res, 404, { error: "not found" });
     if (req.method !== "GET") return sendJson(res, 405, { error: "method not allowed" });
     sendJson(res, 200, opts.getStatus());
@@ -294,6 +298,29 @@ export class DaemonMetrics {
     help: "Changes the last suspended run planned and did not apply (0 when not suspended)",
     registers: [this.registry],
   });
+  private readonly drops = new Counter({
+    name: "reconcile_drops_total",
+    help: "Packets the datapath dropped, as its events reported them (rate-limited in the kernel: see reconcile_events_suppressed_total)",
+    labelNames: ["endpoint", "reason", "direction"],
+    registers: [this.registry],
+  });
+  private readonly verdicts = new Counter({
+    name: "reconcile_policy_verdicts_total",
+    help: "Policy verdicts the datapath reported: deny (policy drops), allow (new flows, when verdict events are on), audit (would have been denied)",
+    labelNames: ["endpoint", "verdict"],
+    registers: [this.registry],
+  });
+  private readonly eventsLost = new Counter({
+    name: "reconcile_events_lost_total",
+    help: "Datapath events not reported because the ring buffer was full (the reader fell behind)",
+    registers: [this.registry],
+  });
+  private readonly eventsSuppressed = new Counter({
+    name: "reconcile_events_suppressed_total",
+    help: "Datapath events not reported because the endpoint used up its rate (event_rate per CPU)",
+    registers: [this.registry],
+  });
+  private budgetSeen = { suppressed: 0n, lost: 0n };
   private readonly gitFailures = new Counter({
     name: "reconcile_git_fetch_failures_total",
     help: "Git fetches that failed",
@@ -331,6 +358,20 @@ export class DaemonMetrics {
   setSuspended(suspended: boolean, pendingChanges = 0): void {
     this.suspendedGauge.set(suspended ? 1 : 0);
     this.pending.set(suspended ? pendingChanges : 0);
+  }
+  countDrop(endpoint: string, reason: string, direction: string): void {
+    this.drops.inc({ endpoint, reason, direction });
+  }
+  countVerdict(endpoint: string, verdict: "allow" | "deny" | "audit"): void {
+    this.verdicts.inc({ endpoint, verdict });
+  }
+  /** The event_budget totals now: the counters grow by what they grew since the last reading (a
+   *  total that went down is a map made afresh, whose totals count from zero). */
+  setEventBudget(now: { suppressed: bigint; lost: bigint }): void {
+    const grew = (was: bigint, is: bigint) => Number(is >= was ? is - was : is);
+    this.eventsSuppressed.inc(grew(this.budgetSeen.suppressed, now.suppressed));
+    this.eventsLost.inc(grew(this.budgetSeen.lost, now.lost));
+    this.budgetSeen = { suppressed: now.suppressed, lost: now.lost };
   }
   gitFetchFailed(): void {
     this.gitFailures.inc();

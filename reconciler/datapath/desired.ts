@@ -6,12 +6,14 @@ import type { EndpointManifest, ManifestProblem, Model, NodeManifest } from "../
 import { formatAddress } from "../manifest/ip.js";
 import { GATEWAY_V4, GATEWAY_V6, HOST_ENDPOINT } from "../policy/host.js";
 import { ReservedIdentity, type CompiledPolicy, type EndpointPolicy } from "../policy/types.js";
+import { DEFAULT_EVENT_RATE } from "./layouts.js";
 import { MAP_SPECS } from "./maps.js";
 import {
   type AddressSpec,
   type AttachmentSpec,
   type DesiredState,
   type DeviceSpec,
+  type EndpointEntry,
   type NeighbourSpec,
   type RouteSpec,
   type SysctlSpec,
@@ -50,6 +52,32 @@ export interface DesiredOptions {
   underlayMtu?: number;
   /** Receives non-fatal findings (e.g. a remote node the overlay cannot reach). */
   onWarning?: (p: ManifestProblem) => void;
+  /** --monitor-verdicts: which policy verdicts every endpoint reports as events (drops always are);
+   *  default none. */
+  monitorVerdicts?: MonitorVerdicts;
+  /** --event-rate: events per second per CPU each endpoint may report; default DEFAULT_EVENT_RATE. */
+  eventRate?: number;
+}
+
+export const MONITOR_VERDICTS = ["none", "allow", "deny", "all"] as const;
+export type MonitorVerdicts = (typeof MONITOR_VERDICTS)[number];
+/** The largest --event-rate (events/s per CPU per endpoint). */
+export const MAX_EVENT_RATE = 1_000_000;
+
+/** An endpoint entry's flags and event settings: enforcement and audit from its compiled policy,
+ *  verdict events and the rate from the options. They live in each endpoint's entry (rather than a
+ *  config map) so that they are planned, applied and drift-corrected like everything else. */
+function endpointFlags(policy: EndpointPolicy, opts: DesiredOptions): Pick<EndpointEntry, "enforceIngress" | "enforceEgress" | "auditIngress" | "auditEgress" | "verdictAllow" | "verdictDeny" | "eventRate"> {
+  const verdicts = opts.monitorVerdicts ?? "none";
+  return {
+    enforceIngress: policy.enforce.ingress,
+    enforceEgress: policy.enforce.egress,
+    auditIngress: policy.audit.ingress,
+    auditEgress: policy.audit.egress,
+    verdictAllow: verdicts === "allow" || verdicts === "all",
+    verdictDeny: verdicts === "deny" || verdicts === "all",
+    eventRate: opts.eventRate ?? DEFAULT_EVENT_RATE,
+  };
 }
 
 export function deviceId(name: string, netns?: string): string {
@@ -178,8 +206,7 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         address,
         endpointId: ids.get(ep.name)!,
         identity: policy.identity,
-        enforceIngress: policy.enforce.ingress,
-        enforceEgress: policy.enforce.egress,
+        ...endpointFlags(policy, opts),
         endpoint: ep.name,
       });
     }
@@ -293,8 +320,7 @@ function addHostEndpoint(state: DesiredState, policy: EndpointPolicy, compiled: 
       address,
       endpointId: HOST_ENDPOINT_ID,
       identity: ReservedIdentity.host,
-      enforceIngress: policy.enforce.ingress,
-      enforceEgress: policy.enforce.egress,
+      ...endpointFlags(policy, opts),
       endpoint: HOST_ENDPOINT,
     });
   }
@@ -308,8 +334,7 @@ function addHostEndpoint(state: DesiredState, policy: EndpointPolicy, compiled: 
       address: gw,
       endpointId: HOST_ENDPOINT_ID,
       identity: ReservedIdentity.host,
-      enforceIngress: policy.enforce.ingress,
-      enforceEgress: policy.enforce.egress,
+      ...endpointFlags(policy, opts),
       endpoint: HOST_ENDPOINT,
     });
   }

@@ -24,9 +24,21 @@ export type Family = typeof FAMILY_IPV4 | typeof FAMILY_IPV6;
 /** endpoint_info.flags */
 export const EP_ENFORCE_INGRESS = 1;
 export const EP_ENFORCE_EGRESS = 2;
+export const EP_AUDIT_INGRESS = 4;
+export const EP_AUDIT_EGRESS = 8;
+export const EP_VERDICT_ALLOW = 16;
+export const EP_VERDICT_DENY = 32;
+/** endpoint_info.event_rate when nothing else is configured: events/s per endpoint and CPU. */
+export const DEFAULT_EVENT_RATE = 1000;
 
 /** policy_value.flags */
 export const POLICY_DENY = 1;
+export const POLICY_AUDIT = 2;
+
+/** event.type */
+export const EventType = { DROP: 1, VERDICT: 2, AUDIT: 3 } as const;
+/** event.verdict */
+export const Verdict = { ALLOW: 1, DENY: 2 } as const;
 
 /** ct_value.flags */
 export const CT_F_INGRESS = 1;
@@ -59,7 +71,7 @@ export interface StructLayout {
 export const IPCACHE_KEY = { name: "ipcache_key", size: 24, offsets: { prefixlen: 0, family: 4, pad: 5, addr: 8 } } as const;
 export const IPCACHE_VALUE = { name: "ipcache_value", size: 12, offsets: { identity: 0, tunnel_endpoint: 4, flags: 8, pad: 9 } } as const;
 export const ENDPOINT_KEY = { name: "endpoint_key", size: 20, offsets: { addr: 0, family: 16, pad: 17 } } as const;
-export const ENDPOINT_INFO = { name: "endpoint_info", size: 16, offsets: { ifindex: 0, ep_id: 4, identity: 8, flags: 12 } } as const;
+export const ENDPOINT_INFO = { name: "endpoint_info", size: 24, offsets: { ifindex: 0, ep_id: 4, identity: 8, flags: 12, event_rate: 16, pad: 20 } } as const;
 export const POLICY_VALUE = { name: "policy_value", size: 8, offsets: { flags: 0, prefixlen_hint: 1, pad: 2, pad2: 4 } } as const;
 export const POLICY_STATS_KEY = { name: "policy_stats_key", size: 16, offsets: { ep_id: 0, key: 4 } } as const;
 export const POLICY_STATS = { name: "policy_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
@@ -67,11 +79,17 @@ export const CT_KEY = { name: "ct_key", size: 40, offsets: { saddr: 0, daddr: 16
 export const CT_VALUE = { name: "ct_value", size: 32, offsets: { last_seen_ns: 0, packets: 8, bytes: 16, flags: 24, pad: 28 } } as const;
 export const DROP_KEY = { name: "drop_key", size: 8, offsets: { ep_id: 0, reason: 4, direction: 5, pad: 6 } } as const;
 export const DROP_STATS = { name: "drop_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
+export const EVENT = {
+  name: "event",
+  size: 80,
+  offsets: { time_ns: 0, ep_id: 8, peer_identity: 12, len: 16, type: 20, direction: 21, reason: 22, verdict: 23, match: 24, family: 36, protocol: 37, sport: 38, dport: 40, pad: 42, saddr: 44, daddr: 60, pad2: 76 },
+} as const;
+export const EVENT_BUDGET = { name: "event_budget", size: 32, offsets: { last_ns: 0, tokens: 8, suppressed: 16, lost: 24 } } as const;
 
 /** Every layout, for the BTF test. */
 export const STRUCT_LAYOUTS: readonly StructLayout[] = [
   IPCACHE_KEY, IPCACHE_VALUE, ENDPOINT_KEY, ENDPOINT_INFO, POLICY_KEY, POLICY_VALUE,
-  POLICY_STATS_KEY, POLICY_STATS, CT_KEY, CT_VALUE, DROP_KEY, DROP_STATS,
+  POLICY_STATS_KEY, POLICY_STATS, CT_KEY, CT_VALUE, DROP_KEY, DROP_STATS, EVENT, EVENT_BUDGET,
 ];
 
 // ---- Errors ------------------------------------------------------------------------------------
@@ -188,19 +206,43 @@ export interface EndpointInfo {
   identity: number;
   enforceIngress: boolean;
   enforceEgress: boolean;
+  /** Default deny in that direction is audited (a NO_POLICY drop passes as an AUDIT event). */
+  auditIngress?: boolean;
+  auditEgress?: boolean;
+  /** Report a VERDICT event for every new flow policy allows / every packet policy denies. */
+  verdictAllow?: boolean;
+  verdictDeny?: boolean;
+  /** Events per second per CPU the endpoint may report; DEFAULT_EVENT_RATE when absent. */
+  eventRate?: number;
+}
+
+/** The endpoint_info.flags bits of v. */
+function endpointFlags(v: EndpointInfo): number {
+  return (
+    (v.enforceIngress ? EP_ENFORCE_INGRESS : 0) |
+    (v.enforceEgress ? EP_ENFORCE_EGRESS : 0) |
+    (v.auditIngress ? EP_AUDIT_INGRESS : 0) |
+    (v.auditEgress ? EP_AUDIT_EGRESS : 0) |
+    (v.verdictAllow ? EP_VERDICT_ALLOW : 0) |
+    (v.verdictDeny ? EP_VERDICT_DENY : 0)
+  );
 }
 
 export function encodeEndpointInfo(v: EndpointInfo, out: Buffer, offset: number): void {
   checkUint("endpoint ifindex", v.ifindex, 0xffffffff);
   checkUint("endpoint id", v.epId, 0xffffffff);
   checkUint("endpoint identity", v.identity, 0xffffffff);
+  const rate = v.eventRate ?? DEFAULT_EVENT_RATE;
+  checkUint("endpoint event rate", rate, 0xffffffff);
   out.writeUInt32LE(v.ifindex, offset);
   out.writeUInt32LE(v.epId, offset + 4);
   out.writeUInt32LE(v.identity, offset + 8);
-  out.writeUInt32LE((v.enforceIngress ? EP_ENFORCE_INGRESS : 0) | (v.enforceEgress ? EP_ENFORCE_EGRESS : 0), offset + 12);
+  out.writeUInt32LE(endpointFlags(v), offset + 12);
+  out.writeUInt32LE(rate, offset + 16);
+  out.writeUInt32LE(0, offset + 20);
 }
 
-export function decodeEndpointInfo(buf: Buffer, offset: number): EndpointInfo {
+export function decodeEndpointInfo(buf: Buffer, offset: number): Required<EndpointInfo> {
   const flags = buf.readUInt32LE(offset + 12);
   return {
     ifindex: buf.readUInt32LE(offset),
@@ -208,6 +250,11 @@ export function decodeEndpointInfo(buf: Buffer, offset: number): EndpointInfo {
     identity: buf.readUInt32LE(offset + 8),
     enforceIngress: (flags & EP_ENFORCE_INGRESS) !== 0,
     enforceEgress: (flags & EP_ENFORCE_EGRESS) !== 0,
+    auditIngress: (flags & EP_AUDIT_INGRESS) !== 0,
+    auditEgress: (flags & EP_AUDIT_EGRESS) !== 0,
+    verdictAllow: (flags & EP_VERDICT_ALLOW) !== 0,
+    verdictDeny: (flags & EP_VERDICT_DENY) !== 0,
+    eventRate: buf.readUInt32LE(offset + 16),
   };
 }
 
@@ -250,16 +297,18 @@ export function decodePolicyKey(buf: Buffer, offset: number): PolicyKey & { pref
   };
 }
 
-/** Writes the 8-byte policy value; `prefixlen` is the entry key's own prefixlen (the stats hint). */
-export function encodePolicyValue(decision: Decision, prefixlen: number, out: Buffer, offset: number): void {
+/** Writes the 8-byte policy value; `prefixlen` is the entry key's own prefixlen (the stats hint);
+ *  `audit` marks a deny that lets the packet through and reports it (ignored for an allow). */
+export function encodePolicyValue(decision: Decision, prefixlen: number, out: Buffer, offset: number, audit = false): void {
   checkUint("policy value prefixlen", prefixlen, POLICY_PREFIX_FULL);
-  out[offset] = decision === "deny" ? POLICY_DENY : 0;
+  out[offset] = decision === "deny" ? POLICY_DENY | (audit ? POLICY_AUDIT : 0) : 0;
   out[offset + 1] = prefixlen;
   out.fill(0, offset + 2, offset + POLICY_VALUE.size);
 }
 
-export function decodePolicyValue(buf: Buffer, offset: number): { decision: Decision; prefixlen: number } {
-  return { decision: (buf[offset] & POLICY_DENY) !== 0 ? "deny" : "allow", prefixlen: buf[offset + 1] };
+export function decodePolicyValue(buf: Buffer, offset: number): { decision: Decision; prefixlen: number; audit: boolean } {
+  const flags = buf[offset];
+  return { decision: (flags & POLICY_DENY) !== 0 ? "deny" : "allow", prefixlen: buf[offset + 1], audit: (flags & (POLICY_DENY | POLICY_AUDIT)) === (POLICY_DENY | POLICY_AUDIT) };
 }
 
 /** policy_stats key: ep_id + the entry's key (as the datapath writes it: masked to its prefix). */
@@ -374,4 +423,63 @@ export function encodeDropKey(k: DropKey, out: Buffer, offset: number): void {
 
 export function decodeDropKey(buf: Buffer, offset: number): DropKey {
   return { epId: buf.readUInt32LE(offset), reason: buf[offset + 4], direction: directionName(buf[offset + 5]) };
+}
+
+// ---- events (ring buffer records) ----------------------------------------------------------------
+
+export type EventKind = "drop" | "verdict" | "audit";
+
+/** One ring buffer record, decoded. Numbers as the datapath wrote them; names come later. */
+export interface DatapathEvent {
+  /** bpf_ktime_get_ns(): CLOCK_MONOTONIC nanoseconds. */
+  timeNs: bigint;
+  kind: EventKind;
+  epId: number;
+  direction: Direction;
+  /** DROP_* reason: why it was (drop, deny verdict) or would have been (audit) dropped; 0 for an allow. */
+  reason: number;
+  verdict: Decision;
+  peerIdentity: number;
+  /** The deciding policy entry (masked to its prefix), or undefined: no entry decided (default deny). */
+  match: (PolicyKey & { prefixlen: number }) | undefined;
+  family: Family;
+  protocol: number;
+  saddr: string;
+  daddr: string;
+  /** Host order. ICMP/ICMPv6: sport 0, dport the message type. */
+  sport: number;
+  dport: number;
+  length: number;
+}
+
+const EVENT_KINDS: Record<number, EventKind> = { [EventType.DROP]: "drop", [EventType.VERDICT]: "verdict", [EventType.AUDIT]: "audit" };
+
+/** Decodes the record at buf[offset..offset+EVENT.size). Throws LayoutError on a malformed record. */
+export function decodeEvent(buf: Buffer, offset: number): DatapathEvent {
+  if (buf.length - offset < EVENT.size) throw new LayoutError("event", `${EVENT.size} bytes`, buf.length - offset);
+  const o = EVENT.offsets;
+  const type = buf[offset + o.type];
+  const kind = EVENT_KINDS[type];
+  if (!kind) throw new LayoutError("event.type", "1, 2 or 3", type);
+  const verdict = buf[offset + o.verdict];
+  if (verdict !== Verdict.ALLOW && verdict !== Verdict.DENY) throw new LayoutError("event.verdict", "1 or 2", verdict);
+  const family = buf[offset + o.family];
+  const matchLen = buf.readUInt32LE(offset + o.match);
+  return {
+    timeNs: buf.readBigUInt64LE(offset + o.time_ns),
+    kind,
+    epId: buf.readUInt32LE(offset + o.ep_id),
+    direction: directionName(buf[offset + o.direction]),
+    reason: buf[offset + o.reason],
+    verdict: verdict === Verdict.ALLOW ? "allow" : "deny",
+    peerIdentity: buf.readUInt32LE(offset + o.peer_identity),
+    match: matchLen === 0 ? undefined : decodePolicyKey(buf, offset + o.match),
+    family: family as Family,
+    protocol: buf[offset + o.protocol],
+    saddr: decodeAddress(buf, offset + o.saddr, family),
+    daddr: decodeAddress(buf, offset + o.daddr, family),
+    sport: buf.readUInt16BE(offset + o.sport),
+    dport: buf.readUInt16BE(offset + o.dport),
+    length: buf.readUInt32LE(offset + o.len),
+  };
 }

@@ -11,11 +11,15 @@ export const POLICY_MAP_CAPACITY = 16384;
 
 export const MAP_SPECS: readonly MapSpec[] = [
   { name: "ipcache", type: "lpm_trie", keySize: 24, valueSize: 12, maxEntries: 512000, flags: BPF_F_NO_PREALLOC },
-  { name: "endpoints", type: "hash", keySize: 20, valueSize: 16, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
+  { name: "endpoints", type: "hash", keySize: 20, valueSize: 24, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
   { name: "policy", type: "hash_of_maps", keySize: 4, valueSize: 4, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
   { name: "policy_stats", type: "percpu_hash", keySize: 16, valueSize: 16, maxEntries: 1048576, flags: BPF_F_NO_PREALLOC },
   { name: "conntrack", type: "lru_hash", keySize: 40, valueSize: 32, maxEntries: 262144, flags: 0 },
   { name: "drops", type: "percpu_hash", keySize: 8, valueSize: 16, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
+  // Written by the programs, read by `reconcile monitor` and the daemon; reconcile owns the maps,
+  // not their contents (as for conntrack and the counters).
+  { name: "events", type: "ringbuf", keySize: 0, valueSize: 0, maxEntries: 2 * 1024 * 1024, flags: 0 },
+  { name: "event_budget", type: "percpu_hash", keySize: 4, valueSize: 32, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
 ];
 
 export function mapSpec(name: string): MapSpec {

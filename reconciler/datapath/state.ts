@@ -147,6 +147,16 @@ export interface EndpointEntry {
   identity: number;
   enforceIngress: boolean;
   enforceEgress: boolean;
+  /** That direction's default deny is audited (EP_AUDIT_*): a packet no entry decides passes and is
+   *  reported as AUDIT. */
+  auditIngress: boolean;
+  auditEgress: boolean;
+  /** Report a VERDICT event for each new flow policy allows (EP_VERDICT_ALLOW) / each packet it
+   *  denies (EP_VERDICT_DENY); drops are reported regardless. */
+  verdictAllow: boolean;
+  verdictDeny: boolean;
+  /** Events per second per CPU the endpoint may report (0 = none). */
+  eventRate: number;
   /** Endpoint name (not stored in the kernel; observe/ reports "" for entries it cannot name). */
   endpoint: string;
 }
@@ -168,6 +178,8 @@ export interface PolicyMapEntry {
   port: number;
   portPrefixLen: number;
   decision: Decision;
+  /** An audited deny (POLICY_AUDIT); absent = false. */
+  audit?: boolean;
 }
 
 export interface DatapathState {
@@ -252,9 +264,9 @@ export const RESOURCES: { readonly [K in ResourceKind]: ResourceInfo<K> } = {
   neighbour: { field: "neighbours", compared: ["mac", "fdbDst"] },
   sysctl: { field: "sysctls", compared: ["value"] },
   map: { field: "maps", compared: ["type", "keySize", "valueSize", "maxEntries", "flags"] },
-  endpoint: { field: "endpoints", compared: ["endpointId", "identity", "enforceIngress", "enforceEgress"] },
+  endpoint: { field: "endpoints", compared: ["endpointId", "identity", "enforceIngress", "enforceEgress", "auditIngress", "auditEgress", "verdictAllow", "verdictDeny", "eventRate"] },
   ipcache: { field: "ipcache", compared: ["identity", "tunnelEndpoint"] },
-  policy: { field: "policy", compared: ["decision"] },
+  policy: { field: "policy", compared: ["decision", "audit"] },
   attachment: { field: "attachments", compared: ["program", "mode", "tag"] },
 };
 

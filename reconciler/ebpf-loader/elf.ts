@@ -432,6 +432,11 @@ function mapFromDef(btf: Btf, name: string, structId: number): MapSpec {
     valueSize ??= 4; // the value is an fd (libbpf fills it in the same way)
     if (type !== "prog_array" && !innerMap) throw new ElfError(`map ${name}: ${type} needs __array(values, ...)`);
   }
+  if (type === "ringbuf") {
+    checkRingbufDef(name, keySize, valueSize, maxEntries);
+    keySize = 0; // a ring buffer has no elements: the kernel requires key and value size 0
+    valueSize = 0;
+  }
   if (keySize === undefined) throw new ElfError(`map ${name}: missing key or key_size`);
   if (valueSize === undefined) throw new ElfError(`map ${name}: missing value or value_size`);
   if (maxEntries === undefined) throw new ElfError(`map ${name}: missing max_entries`);
@@ -439,4 +444,21 @@ function mapFromDef(btf: Btf, name: string, structId: number): MapSpec {
   const spec: MapSpec = { name, type, keySize, valueSize, maxEntries, flags, pinning: pinning === 1 ? "by_name" : "none" };
   if (innerMap) spec.innerMap = innerMap;
   return spec;
+}
+
+/** Smallest page size Linux uses; a ring buffer's data size must be a multiple of the real one. */
+const MIN_PAGE_SIZE = 4096;
+
+/** A BPF_MAP_TYPE_RINGBUF definition: no key or value; max_entries is the data size in bytes, a
+ * power of 2 and a multiple of the page size (the kernel refuses anything else with EINVAL). */
+function checkRingbufDef(name: string, keySize?: number, valueSize?: number, maxEntries?: number): void {
+  if (keySize) throw new ElfError(`map ${name}: ringbuf has no key (got key size ${keySize}, expected none)`);
+  if (valueSize) throw new ElfError(`map ${name}: ringbuf has no value (got value size ${valueSize}, expected none)`);
+  if (maxEntries === undefined) return; // reported as missing below
+  const powerOf2 = maxEntries > 0 && (maxEntries & (maxEntries - 1)) === 0;
+  if (!powerOf2 || maxEntries % MIN_PAGE_SIZE !== 0) {
+    throw new ElfError(
+      `map ${name}: ringbuf max_entries (data size) must be a power of 2 and a multiple of the page size, got ${maxEntries}`,
+    );
+  }
 }

@@ -37,4 +37,5 @@ export { Collection, loadCollection, type LoadOptions } from "./collection.js";
 export { TcxLink, TcxLinkError, queryTcx, type TcxHook, type TcxLinkInfo, type TcxPosition } from "./tcx.js";
 export { probeFeatures, requireFeature, FeatureError, minKernel, type Features } from "./features.js";
 export { unpin, UnpinError } from "./pin.js";
+export { RingBuffer } from "./ringbuf.js";
 export { programTag, programTags } from "./tag.js";

@@ -12,7 +12,8 @@ export type MapType =
   | "percpu_array"
   | "hash_of_maps"
   | "array_of_maps"
-  | "prog_array";
+  | "prog_array"
+  | "ringbuf";
 
 /** What a map should be. Also what an ELF `.maps` definition describes. */
 export interface MapSpec {
@@ -47,6 +48,7 @@ export const mapTypeNumbers: Record<MapType, number> = {
   lpm_trie: 11,
   array_of_maps: 12,
   hash_of_maps: 13,
+  ringbuf: 27,
 };
 const mapTypeByNumber = new Map<number, MapType>(
   Object.entries(mapTypeNumbers).map(([k, v]) => [v, k as MapType]),

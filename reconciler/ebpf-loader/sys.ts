@@ -539,6 +539,87 @@ export function progQueryRaw(ifindex: number, attachType: number, progIds: Buffe
   return { count: b.readUInt32LE(24), revision: b.readBigUInt64LE(56), errno: r < 0 ? -r : 0 };
 }
 
+// ---- memory maps and epoll (ring buffers) ------------------------------------------------
+
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const MAP_FAILED = 0xffffffffffffffffn;
+const EPOLL_CLOEXEC = 0o2000000;
+const EPOLL_CTL_ADD = 1;
+const EPOLLIN = 1;
+const SC_PAGESIZE = 30;
+
+const rawMmap = libc.func("void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)") as unknown as (
+  addr: null,
+  length: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  offset: number,
+) => unknown;
+const rawMunmap = libc.func("int munmap(void *addr, size_t length)") as unknown as (addr: unknown, length: number) => number;
+const rawSysconf = libc.func("long sysconf(int name)") as unknown as (name: number) => number;
+const rawEpollCreate1 = libc.func("int epoll_create1(int flags)") as unknown as (flags: number) => number;
+const rawEpollCtl = libc.func("int epoll_ctl(int epfd, int op, int fd, void *event)") as unknown as (
+  epfd: number,
+  op: number,
+  fd: number,
+  event: Buffer,
+) => number;
+const rawEpollWait = libc.func("int epoll_wait(int epfd, void *events, int maxevents, int timeout)") as unknown as {
+  async: (epfd: number, events: Buffer, maxevents: number, timeout: number, cb: (err: unknown, res: number) => void) => void;
+};
+
+/** A shared mapping of a BPF map's memory; `memory` views it without copying (valid until unmapped). */
+export interface Mapping {
+  readonly ptr: unknown;
+  readonly length: number;
+  readonly memory: ArrayBuffer;
+}
+
+/** mmap(2) MAP_SHARED of `length` bytes of fd at `offset`. */
+export function mmapShared(fd: number, length: number, prot: number, offset: number, op: string): Mapping {
+  const ptr = rawMmap(null, length, prot, MAP_SHARED, fd, offset);
+  if (ptr === null || koffi.address(ptr) === MAP_FAILED) throw new BpfError(op, "mmap", koffi.errno());
+  return { ptr, length, memory: koffi.view(ptr, length) };
+}
+
+export function munmap(m: Mapping): void {
+  rawMunmap(m.ptr, m.length);
+}
+
+let pageSize: number | undefined;
+export function systemPageSize(): number {
+  return (pageSize ??= rawSysconf(SC_PAGESIZE));
+}
+
+/** A close-on-exec epoll instance watching fd for EPOLLIN. */
+export function epollFor(fd: number, op: string): number {
+  const epfd = rawEpollCreate1(EPOLL_CLOEXEC);
+  if (epfd < 0) throw new BpfError(op, "epoll_create1", koffi.errno());
+  const ev = Buffer.alloc(16); // struct epoll_event: u32 events, u64 data (12 bytes packed on x86_64)
+  ev.writeUInt32LE(EPOLLIN, 0);
+  if (rawEpollCtl(epfd, EPOLL_CTL_ADD, fd, ev) < 0) {
+    const errno = koffi.errno();
+    closeFd(epfd);
+    throw new BpfError(op, "epoll_ctl", errno);
+  }
+  return epfd;
+}
+
+/** epoll_wait(2) on a koffi worker thread: resolves with the number of ready fds (0 on timeout). */
+export function epollWaitAsync(epfd: number, events: Buffer, timeoutMs: number, op: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    rawEpollWait.async(epfd, events, Math.floor(events.length / 16), timeoutMs, (err, res) => {
+      if (err) reject(err);
+      // errno is per thread and the call ran on another one, so the failure has no errno here.
+      else if (res < 0) reject(new Error(`${op}: epoll_wait failed`));
+      else resolve(res);
+    });
+  });
+}
+
 // ---- system facts --------------------------------------------------------------------------
 
 let possibleCpus: number | undefined;

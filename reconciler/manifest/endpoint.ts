@@ -4,6 +4,7 @@ import type { EndpointManifest, InterfaceCreate, NamedPort } from "./model.js";
 import { isServiceName, NAMED_PORT_PROTOCOLS } from "./rule.js";
 import { isIfName, parseMac, type Field, type Reader } from "./fields.js";
 import { parseIPv4, parseIPv6 } from "./ip.js";
+import { readEnforcementAnnotation } from "./enforcement.js";
 
 /** Label sources an endpoint may not carry: they are selector wildcards or assigned by the system. */
 export const FORBIDDEN_ENDPOINT_SOURCES = ["any", "reserved", "cidr", "fqdn"] as const;
@@ -14,6 +15,7 @@ const NETNS_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 export function readEndpoint(r: Reader, doc: Field, name: string): EndpointManifest | undefined {
   const before = r.errorCount();
   const labels = r.labelMap(r.child(r.child(doc, "metadata"), "labels"), "k8s", FORBIDDEN_ENDPOINT_SOURCES);
+  const audit = readEnforcementAnnotation(r, r.child(doc, "metadata")) === "audit";
   const spec = r.child(doc, "spec");
   if (r.mapping(spec, true) === undefined) return undefined;
   r.onlyKeys(spec, ["node", "ipv4", "ipv6", "mac", "interface", "ports"]);
@@ -60,6 +62,7 @@ export function readEndpoint(r: Reader, doc: Field, name: string): EndpointManif
   if (mac !== undefined) ep.mac = mac;
   if (create !== undefined) ep.create = create;
   if (ports !== undefined) ep.ports = ports;
+  if (audit) ep.audit = true;
   return ep;
 }
 

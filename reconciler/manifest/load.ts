@@ -19,6 +19,7 @@ import { readIdentity } from "./identity.js";
 import { readNode } from "./node.js";
 import { readRule } from "./rule.js";
 import { readCIDRGroup } from "./cidrgroup.js";
+import { ENFORCEMENT_KINDS, readEnforcementAnnotation, refuseEnforcementAnnotation, ruleIsAudit } from "./enforcement.js";
 
 export interface LoadResult {
   /** The validated model; present only when there is no error (warnings may accompany it). */
@@ -286,9 +287,10 @@ function loadJsonRules(path: string, docs: { value: unknown; line: number }[], r
     const name = typeof nameValue === "string" && nameValue !== "" ? nameValue : `${path}#${i}`;
     r.object = `Rule/${name}`;
     const rule = readRule(r, it);
+    const audit = ruleIsAudit(r, it, undefined);
     if (rule !== undefined) {
       got.rules.push({
-        item: { kind: "Rule", name, origin: "json", rule, at: { file: path, line: it.line } },
+        item: { kind: "Rule", name, origin: "json", rule, ...(audit ? { audit } : {}), at: { file: path, line: it.line } },
         fields: { name: it },
       });
     }
@@ -346,6 +348,7 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
   if (r.mapping(annotations) !== undefined) {
     for (const k of Object.keys(annotations.value as object)) r.string(r.child(annotations, k), true);
   }
+  if (!(ENFORCEMENT_KINDS as readonly string[]).includes(kind)) refuseEnforcementAnnotation(r, meta, kind);
   // Endpoint and Node read their labels themselves (they use them); others are only checked.
   if (kind !== "Endpoint" && kind !== "Node" && kind !== "CiliumCIDRGroup") r.labelMap(r.child(meta, "labels"), "k8s");
   if (name === undefined) return;
@@ -368,9 +371,11 @@ function loadDocument(r: Reader, value: unknown, line: number, got: Collected): 
       return;
     }
     case "Rule": {
-      const rule = readRule(r, r.child(doc, "spec"));
+      const spec = r.child(doc, "spec");
+      const rule = readRule(r, spec);
+      const audit = ruleIsAudit(r, spec, readEnforcementAnnotation(r, meta));
       if (rule !== undefined) {
-        got.rules.push({ item: { kind: "Rule", name, origin: "Rule", rule, at: { file: r.file, line: doc.line } }, fields: { name: nameField } });
+        got.rules.push({ item: { kind: "Rule", name, origin: "Rule", rule, ...(audit ? { audit } : {}), at: { file: r.file, line: doc.line } }, fields: { name: nameField } });
       }
       return;
     }
@@ -395,15 +400,17 @@ function loadCiliumPolicy(
   const namespace = kind === "CiliumNetworkPolicy" ? r.name(r.child(meta, "namespace"), false) : undefined;
   const spec = r.child(doc, "spec");
   const specs = r.child(doc, "specs");
+  const annotation = readEnforcementAnnotation(r, meta);
   const add = (f: Field, ruleName: string): void => {
     const rule = readRule(r, f);
+    const audit = ruleIsAudit(r, f, annotation);
     if (rule === undefined) return;
     if (rule.nodeSelector !== undefined && kind === "CiliumNetworkPolicy") {
       // Cilium's host policies are cluster-wide: a namespaced policy cannot select nodes.
       r.error(r.child(f, "nodeSelector"), "a host policy (nodeSelector) must be a CiliumClusterwideNetworkPolicy (expected kind CiliumClusterwideNetworkPolicy or Rule, got CiliumNetworkPolicy)");
       return;
     }
-    const item: RuleManifest = { kind: "Rule", name: ruleName, origin: kind, rule, at: { file: r.file, line: f.line } };
+    const item: RuleManifest = { kind: "Rule", name: ruleName, origin: kind, rule, ...(audit ? { audit } : {}), at: { file: r.file, line: f.line } };
     if (namespace !== undefined) item.namespace = namespace;
     got.rules.push({ item, fields: { name: f } });
   };

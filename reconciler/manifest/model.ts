@@ -49,6 +49,9 @@ export interface EndpointManifest {
   /** spec.ports: the named ports the endpoint declares (Cilium resolves named ports in toPorts
    *  against a pod's container ports the same way). Undefined = none. Names are lower-case. */
   ports?: NamedPort[];
+  /** `reconcile.io/enforcement: audit` (metadata.annotations): the endpoint's policy is audited
+   *  (denies and default deny let packets pass and report them). Absent = enforce. */
+  audit?: true;
   at: Provenance;
 }
 
@@ -202,6 +205,10 @@ export interface RuleManifest {
   /** The manifest kind as written: Rule, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, or "json". */
   origin: "Rule" | "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy" | "json";
   rule: PolicyRule;
+  /** An audit rule (`reconcile.io/enforcement: audit` in its metadata annotations or its Cilium
+   *  labels): its denies, and a default deny only audit rules cause, let packets pass and report
+   *  them. Absent = enforce. */
+  audit?: true;
   at: Provenance;
 }
 

@@ -165,6 +165,8 @@ export abstract class PolicyChange {
   abstract readonly key: number;
   /** The decision the entry has after the change (create, update) or had (delete). */
   abstract readonly decision: Decision;
+  /** Whether that entry is an audited deny (POLICY_AUDIT). */
+  abstract readonly audit: boolean;
   abstract readonly before: PolicyMapEntry | undefined;
   abstract readonly after: DesiredPolicyEntry | undefined;
   abstract readonly reason: string;
@@ -200,6 +202,9 @@ class PolicyCreate extends PolicyChange {
   get decision(): Decision {
     return this.want.decision(this.at);
   }
+  get audit(): boolean {
+    return this.want.audit(this.at);
+  }
   get before(): undefined {
     return undefined;
   }
@@ -229,6 +234,9 @@ class PolicyDelete extends PolicyChange {
   get decision(): Decision {
     return this.have.decision(this.at);
   }
+  get audit(): boolean {
+    return this.have.audit(this.at);
+  }
   get before(): PolicyMapEntry {
     return this.have.entry(this.at, this.endpoint);
   }
@@ -240,7 +248,16 @@ class PolicyDelete extends PolicyChange {
   }
 }
 
-/** An entry in both sets with another decision. */
+/** "allow", "deny" or "deny (audit)": an entry's decision as plan rows name it. */
+export function decisionWord(decision: Decision, audit: boolean | undefined): string {
+  return audit && decision === "deny" ? "deny (audit)" : decision;
+}
+
+function decisionText(set: PolicyEntrySet, at: number): string {
+  return decisionWord(set.decision(at), set.audit(at));
+}
+
+/** An entry in both sets with another decision (or the same one, audited or no longer). */
 class PolicyUpdate extends PolicyChange {
   constructor(
     readonly endpoint: string,
@@ -260,6 +277,9 @@ class PolicyUpdate extends PolicyChange {
   get decision(): Decision {
     return this.want.decision(this.wantAt);
   }
+  get audit(): boolean {
+    return this.want.audit(this.wantAt);
+  }
   get before(): PolicyMapEntry {
     return this.have.entry(this.haveAt, this.endpoint);
   }
@@ -267,7 +287,7 @@ class PolicyUpdate extends PolicyChange {
     return this.want.entry(this.wantAt, this.endpoint);
   }
   get reason(): string {
-    return `decision ${this.have.decision(this.haveAt)} → ${this.want.decision(this.wantAt)}`;
+    return `decision ${decisionText(this.have, this.haveAt)} → ${decisionText(this.want, this.wantAt)}`;
   }
 }
 
@@ -305,6 +325,9 @@ class PolicyWholeMap extends PolicyChange {
   }
   get decision(): Decision {
     return "deny";
+  }
+  get audit(): boolean {
+    return false;
   }
   get before(): undefined {
     return undefined;

@@ -1,6 +1,6 @@
 // Snapshot → Model → CompiledPolicy → DesiredState: the pure chain every command starts with.
 
-import { buildDesiredState, type DesiredOptions } from "../datapath/desired.js";
+import { buildDesiredState, type DesiredOptions, type MonitorVerdicts } from "../datapath/desired.js";
 import { MAP_SPECS, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { DesiredState } from "../datapath/state.js";
 import { DEFAULT_LOAD_LIMITS, LoadCache, loadSnapshot, ManifestError } from "../manifest/load.js";
@@ -11,7 +11,27 @@ import type { CompiledPolicy, CompileOptions } from "../policy/types.js";
 import type { Snapshot } from "../source/snapshot.js";
 import { nodeFacts, type MachineFacts, type NodeFacts } from "./facts.js";
 
-export interface PipelineOptions {
+/** Audit mode and datapath event settings (--enforcement-mode, --monitor-verdicts, --event-rate):
+ *  part of every compile, so that --dry-run, --once, the daemon and diff plan the same entries. */
+export interface EventOptions {
+  /** audit: every endpoint in audit mode (default enforce). */
+  enforcementMode?: "enforce" | "audit";
+  /** Policy verdict events every endpoint reports (default none). */
+  monitorVerdicts?: MonitorVerdicts;
+  /** Events per second per CPU per endpoint (default DEFAULT_EVENT_RATE). */
+  eventRate?: number;
+}
+
+/** The EventOptions that are set, and only those (absent ones keep compiles' options equal). */
+export function eventOptions(opts: EventOptions): EventOptions {
+  return {
+    ...(opts.enforcementMode !== undefined ? { enforcementMode: opts.enforcementMode } : {}),
+    ...(opts.monitorVerdicts !== undefined ? { monitorVerdicts: opts.monitorVerdicts } : {}),
+    ...(opts.eventRate !== undefined ? { eventRate: opts.eventRate } : {}),
+  };
+}
+
+export interface PipelineOptions extends EventOptions {
   /** Node to compile for. */
   node: string;
   enforcement: "default" | "always" | "never";
@@ -103,7 +123,12 @@ export function compileModel(model: Model, warnings: ManifestProblem[], opts: Pi
 }
 
 function compileOptions(opts: PipelineOptions): CompileOptions {
-  return { node: opts.node, enforcement: opts.enforcement, ...(opts.hostAddresses ? { hostAddresses: opts.hostAddresses } : {}) };
+  return {
+    node: opts.node,
+    enforcement: opts.enforcement,
+    ...(opts.hostAddresses ? { hostAddresses: opts.hostAddresses } : {}),
+    ...(opts.enforcementMode === "audit" ? { audit: true as const } : {}),
+  };
 }
 
 function desiredOptions(opts: PipelineOptions, warnings: ManifestProblem[]): DesiredOptions {
@@ -111,6 +136,8 @@ function desiredOptions(opts: PipelineOptions, warnings: ManifestProblem[]): Des
     attachMode: opts.attachMode,
     ...(opts.programTags ? { programTags: opts.programTags } : {}),
     ...(opts.underlayMtu !== undefined ? { underlayMtu: opts.underlayMtu } : {}),
+    ...(opts.monitorVerdicts !== undefined ? { monitorVerdicts: opts.monitorVerdicts } : {}),
+    ...(opts.eventRate !== undefined ? { eventRate: opts.eventRate } : {}),
     onWarning: (p) => warnings.push(p),
   };
 }
@@ -185,7 +212,7 @@ function checkCapacity(policy: CompiledPolicy, desired: DesiredState): void {
 }
 
 /** What compileForNode needs to know besides the snapshot. */
-export interface NodeCompileOptions {
+export interface NodeCompileOptions extends EventOptions {
   node: string;
   enforcement: PipelineOptions["enforcement"];
   /** Used when there is no machine to ask (auto then means tcx). */
@@ -207,6 +234,7 @@ export function compileForNode(snapshot: Snapshot, opts: NodeCompileOptions, mac
   const compiled = compileWith(model, warnings, {
     node: opts.node,
     enforcement: opts.enforcement,
+    ...eventOptions(opts),
     attachMode: machine?.attachMode ?? (opts.attachMode === "auto" ? "tcx" : opts.attachMode),
     ...(machine ? { programTags: machine.programTags } : {}),
     ...(facts?.hostAddresses ? { hostAddresses: facts.hostAddresses } : {}),

@@ -1,9 +1,9 @@
 // Plan → text (Terraform-like) and → the JSON document of DESIGN §6.
 
-import type { DesiredPolicyEntry, PolicyMapEntry } from "../datapath/state.js";
+import type { DesiredPolicyEntry, EndpointEntry, PolicyMapEntry } from "../datapath/state.js";
 import { peerText, type Peer, type PeerNames } from "../policy/peer-names.js";
 import { Protocol, type RuleRef } from "../policy/types.js";
-import type { Change, Plan } from "./diff.js";
+import { decisionWord, type Change, type Plan } from "./diff.js";
 
 export interface RenderContext {
   /** Notes printed above the plan, e.g. that the kernel was not read. */
@@ -48,6 +48,8 @@ interface PolicyView {
   port: number;
   endPort: number;
   decision: string;
+  /** An audited deny: the packet passes and is reported (always false for an allow). */
+  audit: boolean;
   rule: RuleRef | null;
   rules: RuleRef[];
   /** TCP, UDP, SCTP, ICMP, ICMPv6 or ANY. */
@@ -70,6 +72,7 @@ function policyView(spec: unknown, peers: PeerNames | undefined): PolicyView | n
     port: e.port,
     endPort,
     decision: e.decision,
+    audit: e.audit === true,
     rule: rules[0] ?? null,
     rules,
     protocolName: protocolName(e.protocol),
@@ -105,12 +108,12 @@ export function portText(protocol: number, port: number, prefixLen: number): str
   return `${name}/${end === port ? port : `${port}-${end}`}`;
 }
 
-type PolicyKeyFields = Pick<PolicyMapEntry, "endpoint" | "direction" | "identity" | "protocol" | "port" | "portPrefixLen" | "decision">;
+type PolicyKeyFields = Pick<PolicyMapEntry, "endpoint" | "direction" | "identity" | "protocol" | "port" | "portPrefixLen" | "decision" | "audit">;
 
-/** "app1 ingress allow TCP/80 from app2 (identity 36895)": one policy entry in words. */
+/** "app1 ingress allow TCP/80 from app2 (identity 36895)", "… deny (audit) …": one policy entry in words. */
 export function policyEntryText(e: PolicyKeyFields, peers: PeerNames | undefined): string {
   const peer = peers ? peerText(e.identity, peers(e.identity)) : `identity ${e.identity}`;
-  return `${e.endpoint} ${e.direction} ${e.decision} ${portText(e.protocol, e.port, e.portPrefixLen)} ${e.direction === "ingress" ? "from" : "to"} ${peer}`;
+  return `${e.endpoint} ${e.direction} ${decisionWord(e.decision, e.audit)} ${portText(e.protocol, e.port, e.portPrefixLen)} ${e.direction === "ingress" ? "from" : "to"} ${peer}`;
 }
 
 /** Last port of the aligned block that a port prefix covers. */
@@ -164,5 +167,23 @@ export function describe(c: Change, peers?: PeerNames): string {
     const from = rules.length ? ` ← ${rules.map((r) => `${r.name} (${r.file}:${r.line})`).join(", ")}` : "";
     return `policy ${policyEntryText(e, peers)}${from}${c.op === "update" ? reason : ""}`;
   }
+  if (c.resource === "endpoint" && c.op !== "delete") return `endpoint ${c.id}${endpointMode(c.after as EndpointEntry)}${reason}`;
   return `${c.resource} ${c.id}${reason}`;
+}
+
+/**
+ * What an endpoint row says besides its address, when it differs from plain enforcement:
+ * " app1 [enforcement audit]" (both directions' default deny audited), "[enforcement audit
+ * ingress]" (one), and the verdict events it reports ("[verdicts allow+deny]"). Nothing for an
+ * enforcing endpoint without verdict events, so rows read as before.
+ */
+export function endpointMode(e: Partial<EndpointEntry> | undefined): string {
+  if (e === undefined) return "";
+  const audited = [e.auditIngress ? "ingress" : "", e.auditEgress ? "egress" : ""].filter(Boolean);
+  const verdicts = [e.verdictAllow ? "allow" : "", e.verdictDeny ? "deny" : ""].filter(Boolean);
+  let out = "";
+  if (audited.length === 2) out += " [enforcement audit]";
+  else if (audited.length === 1) out += ` [enforcement audit ${audited[0]}]`;
+  if (verdicts.length) out += ` [verdicts ${verdicts.join("+")}]`;
+  return out && e.endpoint ? ` ${e.endpoint}${out}` : out;
 }

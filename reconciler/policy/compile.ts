@@ -26,7 +26,7 @@ import { LabelIndex, isWildcard, selectorKey, selectorString } from "./selector.
 import { ANY_PORT_KEY, hasNamedPorts, type PortKey, portKeys } from "./ports.js";
 import { expandCidr, nodeSelectorIdentities } from "./peers.js";
 import { PolicyEntrySet } from "./entry-set.js";
-import { packEntry, policyKeyBase, policyKeyPortPart, portPartContains, sameKeyBase } from "./key.js";
+import { anyIdentityKey, keyBaseOf, packEntry, policyKeyBase, policyKeyPortPart, portPartContains, sameKeyBase } from "./key.js";
 import {
   type CompiledPolicy,
   type CompileOptions,
@@ -90,16 +90,53 @@ function coveredBy(denies: readonly number[], key: number): boolean {
   return false;
 }
 
-/** An identity's policy as the packed set its endpoints share (see entry-set.ts). */
-function entrySetOf(pol: IdentityPolicy): PolicyEntrySet {
+/** An identity's policy as the packed set its endpoints share (see entry-set.ts). A deny is audited
+ *  when the endpoints are in audit mode or every rule that produced it is an audit rule (and no
+ *  enforced deny covers it, see auditedDenies). */
+function entrySetOf(pol: IdentityPolicy, auditMode: boolean): PolicyEntrySet {
   const packed = new Float64Array(pol.keys.length);
   const rules: RuleRef[][] = new Array(pol.keys.length);
+  const audited = auditMode ? undefined : auditedDenies(pol);
   pol.keys.forEach((key, i) => {
     const denied = pol.deny.get(key);
-    packed[i] = packEntry(key, denied ? "deny" : "allow");
+    const audit = denied !== undefined && (auditMode || audited?.has(key) === true);
+    packed[i] = packEntry(key, denied ? "deny" : "allow", audit);
     rules[i] = denied ?? pol.allow.get(key)!;
   });
   return PolicyEntrySet.fromPackedWithRules(packed, rules);
+}
+
+/**
+ * The deny keys only audit rules produce, less those an enforced deny of the same direction covers
+ * (same identity or identity 0, a port block containing theirs): the datapath's LPM lookup would
+ * pick the more specific audited entry and let through a packet an enforce rule denies.
+ */
+function auditedDenies(pol: IdentityPolicy): Set<number> {
+  const audited = new Set<number>();
+  if (pol.auditRules.size === 0) return audited;
+  // Enforced denies by (direction, identity).
+  const enforced = new Map<number, number[]>();
+  for (const [key, refs] of pol.deny) {
+    if (refs.every((ref) => pol.auditRules.has(ref))) {
+      audited.add(key);
+      continue;
+    }
+    const list = enforced.get(keyBaseOf(key));
+    if (list) list.push(key);
+    else enforced.set(keyBaseOf(key), [key]);
+  }
+  if (enforced.size === 0) return audited;
+  const covers = (base: number, key: number): boolean => enforced.get(base)?.some((e) => portPartContains(e, key)) === true;
+  for (const key of audited) if (covers(keyBaseOf(key), key) || covers(keyBaseOf(anyIdentityKey(key)), key)) audited.delete(key);
+  return audited;
+}
+
+/** Whether each direction's default deny is audited: in audit mode, or when every rule that puts
+ *  the direction into default deny is an audit rule (a direction forced by --enforcement always
+ *  without any rule is not). */
+function auditedDirections(pol: IdentityPolicy, auditMode: boolean): { ingress: boolean; egress: boolean } {
+  const audited = (refs: RuleRef[]): boolean => auditMode || (refs.length > 0 && refs.every((ref) => pol.auditRules.has(ref)));
+  return { ingress: pol.enforce.ingress && audited(pol.enforcedBy.ingress), egress: pol.enforce.egress && audited(pol.enforcedBy.egress) };
 }
 
 /** An endpoint's compiled policy; `entries` are made from the shared packed set when read. */
@@ -110,6 +147,8 @@ class CompiledEndpointPolicy implements EndpointPolicy {
     readonly enforce: { ingress: boolean; egress: boolean },
     readonly enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] },
     readonly entrySet: PolicyEntrySet,
+    readonly auditMode: boolean,
+    readonly audit: { ingress: boolean; egress: boolean },
   ) {}
 
   get entries(): PolicyEntry[] {
@@ -221,6 +260,11 @@ export class PeerResolver {
     return identity === ReservedIdentity.unknown ? this.ctx.allPorts : this.ctx.portsByIdentity.get(identity);
   }
 
+  /** Whether a local endpoint is in audit mode (its annotation, or --enforcement-mode audit). */
+  endpointAudit(name: string): boolean {
+    return this.ctx.opts.audit === true || this.ctx.endpointByName.get(name)?.audit === true;
+  }
+
   /** The named ports of a local endpoint (what its ingress named ports resolve against). */
   endpointPorts(name: string): readonly NamedPort[] | undefined {
     return this.ctx.endpointByName.get(name)?.ports;
@@ -237,6 +281,8 @@ export interface IdentityPolicy {
   /** Rules per key; a key in `deny` is a deny entry (deny wins over an allow of the same key). */
   allow: Map<number, RuleRef[]>;
   deny: Map<number, RuleRef[]>;
+  /** The refs of the audit rules among the rules evaluated. */
+  auditRules: ReadonlySet<RuleRef>;
 }
 
 export function policyForIdentity(
@@ -297,7 +343,9 @@ export function policyForIdentity(
   for (const k of denyMap.keys()) all[n++] = k;
   for (const k of allowMap.keys()) if (!denyMap.has(k)) all[n++] = k;
   const sorted = all.subarray(0, n).sort();
-  return { enforce, enforcedBy, keys: dropShadowedAllows(sorted, denyMap), allow: allowMap, deny: denyMap };
+  const auditRules = new Set<RuleRef>();
+  for (const r of rules) if (r.manifest.audit) auditRules.add(r.ref);
+  return { enforce, enforcedBy, keys: dropShadowedAllows(sorted, denyMap), allow: allowMap, deny: denyMap, auditRules };
 }
 
 function selectorProblem(rule: EffectiveRule, sel: Selector, what: string): ManifestProblem {
@@ -495,7 +543,8 @@ export function internRefs(rules: readonly EffectiveRule[]): Map<RuleRef, RuleRe
  *  identity; they share one packed entry set). */
 export function endpointPolicies(id: number, names: readonly string[], rules: EffectiveRule[], resolver: PeerResolver, opts: CompileOptions, singles: Map<RuleRef, RuleRef[]>): EndpointPolicy[] {
   // Endpoints of one identity share a policy, except where they declare different named ports
-  // (ingress named ports resolve against the endpoint itself): one policy per set of declarations.
+  // (ingress named ports resolve against the endpoint itself) or differ in audit mode: one policy
+  // per set of declarations, one entry set per mode.
   const groups = new Map<string, { ports: readonly NamedPort[] | undefined; names: string[] }>();
   for (const name of names) {
     const ports = resolver.endpointPorts(name);
@@ -507,9 +556,13 @@ export function endpointPolicies(id: number, names: readonly string[], rules: Ef
   const byName = new Map<string, EndpointPolicy>();
   for (const g of groups.values()) {
     const pol = policyForIdentity(rules, resolver, opts, singles, g.ports);
-    const entrySet = entrySetOf(pol);
+    const sets = new Map<boolean, PolicyEntrySet>();
     for (const name of g.names) {
-      byName.set(name, new CompiledEndpointPolicy(name, id, { ...pol.enforce }, { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress }, entrySet));
+      const auditMode = resolver.endpointAudit(name);
+      let entrySet = sets.get(auditMode);
+      if (entrySet === undefined) sets.set(auditMode, (entrySet = entrySetOf(pol, auditMode)));
+      const enforcedBy = { ingress: pol.enforcedBy.ingress, egress: pol.enforcedBy.egress };
+      byName.set(name, new CompiledEndpointPolicy(name, id, { ...pol.enforce }, enforcedBy, entrySet, auditMode, auditedDirections(pol, auditMode)));
     }
   }
   return names.map((n) => byName.get(n)!);
@@ -705,5 +758,6 @@ export function hostPolicy(ctx: PolicyContext, resolver: PeerResolver): Endpoint
   if (host === undefined) return undefined;
   const singles = new Map<RuleRef, RuleRef[]>(host.rules.map((r) => [r.ref, Object.freeze([r.ref]) as RuleRef[]]));
   const pol = policyForIdentity(host.rules, resolver, ctx.opts, singles);
-  return new CompiledEndpointPolicy(HOST_ENDPOINT, ReservedIdentity.host, { ...pol.enforce }, pol.enforcedBy, entrySetOf(pol));
+  const auditMode = ctx.opts.audit === true;
+  return new CompiledEndpointPolicy(HOST_ENDPOINT, ReservedIdentity.host, { ...pol.enforce }, pol.enforcedBy, entrySetOf(pol, auditMode), auditMode, auditedDirections(pol, auditMode));
 }

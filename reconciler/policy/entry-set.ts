@@ -5,7 +5,7 @@
 // sorted by key, and two sets are compared by one merge walk. Entry objects are made only for the
 // few entries a plan renders or `inspect` prints.
 
-import { decodePolicyEntryKey, entryDecision, entryKey, packEntry, policyEntryKey, type PolicyKey } from "./key.js";
+import { decodePolicyEntryKey, entryAudit, entryDecision, entryKey, packEntry, policyEntryKey, type PolicyKey } from "./key.js";
 import type { Decision, PolicyEntry, RuleRef } from "./types.js";
 
 const NO_RULES: RuleRef[] = Object.freeze([]) as unknown as RuleRef[];
@@ -13,6 +13,8 @@ const NO_RULES: RuleRef[] = Object.freeze([]) as unknown as RuleRef[];
 /** An entry with its decision and, when known, the rules that produced it. */
 export interface PolicyEntryFields extends PolicyKey {
   decision: Decision;
+  /** An audited deny (default false). */
+  audit?: boolean;
   rules?: RuleRef[];
 }
 
@@ -20,7 +22,7 @@ export class PolicyEntrySet {
   static readonly EMPTY = new PolicyEntrySet(new Float64Array(0), undefined);
 
   private constructor(
-    /** Entry i as packEntry(key, decision) (key.ts), ascending: the key order, one decision per key. */
+    /** Entry i as packEntry(key, decision, audit) (key.ts), ascending: the key order, one decision per key. */
     readonly packed: Float64Array,
     /** The rules of entry i (desired sets; entries read from the kernel have none). */
     readonly rules: readonly RuleRef[][] | undefined,
@@ -53,7 +55,7 @@ export class PolicyEntrySet {
   static fromEntries(entries: Iterable<PolicyEntryFields>): PolicyEntrySet {
     const list = [...entries];
     const packed = new Float64Array(list.length);
-    list.forEach((e, i) => (packed[i] = packEntry(policyEntryKey(e), e.decision)));
+    list.forEach((e, i) => (packed[i] = packEntry(policyEntryKey(e), e.decision, e.audit)));
     const withRules = list.some((e) => e.rules !== undefined);
     return withRules ? PolicyEntrySet.fromPackedWithRules(packed, list.map((e) => e.rules ?? NO_RULES)) : PolicyEntrySet.fromPacked(packed);
   }
@@ -68,6 +70,11 @@ export class PolicyEntrySet {
 
   decision(i: number): Decision {
     return entryDecision(this.packed[i]!);
+  }
+
+  /** Whether entry i is an audited deny. */
+  audit(i: number): boolean {
+    return entryAudit(this.packed[i]!);
   }
 
   /** Index of the entry with this key, or -1. */
@@ -96,6 +103,7 @@ export class PolicyEntrySet {
       endPort: k.port + 2 ** (16 - k.portPrefixLen) - 1,
       portPrefixLen: k.portPrefixLen,
       decision: this.decision(i),
+      audit: this.audit(i),
       rules: this.rules?.[i] ?? NO_RULES,
     };
   }
@@ -107,7 +115,7 @@ export class PolicyEntrySet {
     return out;
   }
 
-  /** Same keys with the same decisions (provenance is not compared: the kernel has none). */
+  /** Same keys with the same decisions and audit bits (provenance is not compared: the kernel has none). */
   sameEntries(other: PolicyEntrySet): boolean {
     if (other === this) return true;
     if (this.unreadable || other.unreadable) return false;

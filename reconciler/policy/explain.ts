@@ -148,6 +148,8 @@ interface Subject {
   rules: EffectiveRule[];
   /** The named ports it declares (its ingress named ports resolve against them). */
   ports?: readonly NamedPort[];
+  /** In audit mode (its annotation, or --enforcement-mode audit for everything). */
+  audit: boolean;
 }
 
 /** What one endpoint's policy in one direction says about the flow. */
@@ -163,6 +165,12 @@ interface SideVerdict {
   allowRules: RuleRef[];
   denyRules: RuleRef[];
   verdict: Decision;
+  /** A deny that lets the packet through and reports it: the endpoint is in audit mode, or every
+   *  rule that denies it (for default deny: that puts the direction into default deny) is an
+   *  audit rule. */
+  audited: boolean;
+  /** The audit rules behind an audited deny (none when the endpoint's mode audits it). */
+  auditRules: RuleRef[];
 }
 
 function refsSorted(refs: Iterable<RuleRef>): RuleRef[] {
@@ -172,7 +180,7 @@ function refsSorted(refs: Iterable<RuleRef>): RuleRef[] {
 }
 
 function endpointSubject(ctx: PolicyContext, ep: EndpointManifest): Subject {
-  const s: Subject = { name: ep.name, rules: ctx.rules.filter((r) => matches(r.subject, ep.labels)) };
+  const s: Subject = { name: ep.name, rules: ctx.rules.filter((r) => matches(r.subject, ep.labels)), audit: ctx.opts.audit === true || ep.audit === true };
   if (ep.ports !== undefined) s.ports = ep.ports;
   return s;
 }
@@ -205,16 +213,47 @@ function evaluateSide(
   }
   if (allowAll) allowRules.push(...allowOnly.map((r) => r.ref));
   const verdict: Decision = !enforced ? "allow" : denyRules.length > 0 ? "deny" : allowRules.length > 0 ? "allow" : "deny";
+  const selectedBy = refsSorted((dd.length > 0 ? dd : allowOnly).map((r) => r.ref));
+  // What decides a deny: its deny rules, or for default deny the rules that cause it.
+  const deciding = denyRules.length > 0 ? refsSorted(denyRules) : selectedBy;
+  const audits = new Set(selecting.filter((r) => r.manifest.audit).map((r) => r.ref));
+  const byRules = deciding.length > 0 && deciding.every((r) => audits.has(r));
   return {
     endpoint: ep,
     direction,
     enforced,
-    selectedBy: refsSorted((dd.length > 0 ? dd : allowOnly).map((r) => r.ref)),
+    selectedBy,
     allowAll,
     allowRules: refsSorted(allowRules),
     denyRules: refsSorted(denyRules),
     verdict,
+    audited: verdict === "deny" && (ep.audit || byRules),
+    auditRules: verdict === "deny" && byRules ? deciding : [],
   };
+}
+
+/** Why one side denies: its deny rules, or default deny and what causes it. */
+function denyAnswer(side: SideVerdict, peer: Party, flow: string): { verdict: "deny"; reason: string; rules: RuleRef[] } {
+  const where = `${side.endpoint.name} ${side.direction}`;
+  if (side.denyRules.length > 0) {
+    const noun = side.denyRules.length === 1 ? "rule" : "rules";
+    return { verdict: "deny", reason: `denied by ${noun} ${ruleList(side.denyRules)} at ${where}`, rules: side.denyRules };
+  }
+  const prep = side.direction === "ingress" ? "from" : "to";
+  const who = `identity ${peer.identity} (${peer.display})`;
+  const selected =
+    side.selectedBy.length > 0
+      ? `${side.endpoint.name} is selected by ${side.selectedBy.length === 1 ? "rule" : "rules"} ${side.selectedBy.map((r) => `${r.file}:${r.line}`).join(", ")}`
+      : `enforcement is "always" for ${side.endpoint.name}`;
+  return { verdict: "deny", reason: `default deny: ${selected} and none allows ${side.direction} ${prep} ${who} on ${flow}`, rules: side.selectedBy };
+}
+
+/** "audit: would be allowed through (…)": why an audited deny lets the packet pass. */
+function auditText(side: SideVerdict): string {
+  const why = side.endpoint.audit
+    ? `${side.endpoint.name} is in audit mode`
+    : `${side.auditRules.length === 1 ? "audit rule" : "audit rules"} ${ruleList(side.auditRules)}`;
+  return `audit: would be allowed through (${why}; reported as AUDIT)`;
 }
 
 function ruleList(refs: RuleRef[]): string {
@@ -236,7 +275,7 @@ export function explain(model: Model, opts: CompileOptions, q: ExplainQuery, idO
   // The local host's own policy applies when host policy is active on this node (policy/host.ts);
   // traffic from the host to itself never leaves it, so no policy applies to it.
   const lh = localHost(ctx);
-  const hostSubject: Subject | undefined = lh && !(from.host && to.host) ? { name: HOST_ENDPOINT, rules: lh.rules } : undefined;
+  const hostSubject: Subject | undefined = lh && !(from.host && to.host) ? { name: HOST_ENDPOINT, rules: lh.rules, audit: ctx.opts.audit === true } : undefined;
   const subjectOf = (p: Party): Subject | undefined => (p.endpoint ? endpointSubject(ctx, p.endpoint) : p.host ? hostSubject : undefined);
   const sides: Array<{ side: SideVerdict; peer: Party }> = [];
   const src = subjectOf(from);
@@ -246,25 +285,13 @@ export function explain(model: Model, opts: CompileOptions, q: ExplainQuery, idO
   const base = { fromIdentity: from.identity, toIdentity: to.identity };
   const flow = portText(q.protocol, q.port);
 
-  for (const { side, peer } of sides) {
-    if (side.verdict !== "deny") continue;
-    const where = `${side.endpoint.name} ${side.direction}`;
-    if (side.denyRules.length > 0) {
-      const noun = side.denyRules.length === 1 ? "rule" : "rules";
-      return { ...base, verdict: "deny", reason: `denied by ${noun} ${ruleList(side.denyRules)} at ${where}`, rules: side.denyRules };
-    }
-    const prep = side.direction === "ingress" ? "from" : "to";
-    const who = `identity ${peer.identity} (${peer.display})`;
-    const selected =
-      side.selectedBy.length > 0
-        ? `${side.endpoint.name} is selected by ${side.selectedBy.length === 1 ? "rule" : "rules"} ${side.selectedBy.map((r) => `${r.file}:${r.line}`).join(", ")}`
-        : `enforcement is "always" for ${side.endpoint.name}`;
-    return {
-      ...base,
-      verdict: "deny",
-      reason: `default deny: ${selected} and none allows ${side.direction} ${prep} ${who} on ${flow}`,
-      rules: side.selectedBy,
-    };
+  // An enforced deny on either side drops the packet; only when every deny is audited does it pass.
+  const denying = sides.filter((s) => s.side.verdict === "deny");
+  const decidingSide = denying.find((s) => !s.side.audited) ?? denying[0];
+  if (decidingSide !== undefined) {
+    const answer = denyAnswer(decidingSide.side, decidingSide.peer, flow);
+    if (!decidingSide.side.audited) return { ...base, ...answer };
+    return { ...base, ...answer, audit: true, reason: `${answer.reason}; ${auditText(decidingSide.side)}` };
   }
 
   const enforcedSides = sides.filter((s) => s.side.enforced);
@@ -309,9 +336,10 @@ export function longestMatch(entries: Iterable<PolicyEntry>, protocol: number, p
 
 /**
  * The datapath's lookup rule over compiled entries (layouts.md): an LPM lookup with the peer's
- * identity and one with identity 0; a deny from either wins, else an allow from either allows,
- * else "none" (the caller applies default deny when the direction is enforced). Prefix length of
- * an entry: 40 for protocol 0, else 48 + portPrefixLen.
+ * identity and one with identity 0; a deny from either wins (an enforced deny over an audited
+ * one, so that an audit rule never lets through what an enforce rule denies), else an allow from
+ * either allows, else "none" (the caller applies default deny when the direction is enforced).
+ * Prefix length of an entry: 40 for protocol 0, else 48 + portPrefixLen.
  */
 export function policyVerdict(
   policy: EndpointPolicy,
@@ -328,6 +356,7 @@ export function policyVerdict(
     );
   const a = lpm(identity);
   const b = identity === 0 ? undefined : lpm(0);
+  if (a?.decision === "deny" && b?.decision === "deny" && a.audit && !b.audit) return { decision: "deny", entry: b };
   if (a?.decision === "deny") return { decision: "deny", entry: a };
   if (b?.decision === "deny") return { decision: "deny", entry: b };
   if (a) return { decision: "allow", entry: a };

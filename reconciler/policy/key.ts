@@ -33,7 +33,10 @@ export interface PolicyKey {
 // direction is 0 (ingress) or 1 (egress); identity has 25 bits (local-scope identities are below
 // 2^25); the port prefix is a binary-trie node number, portNode = (1 << prefixLen) | port >>
 // (16 - prefixLen), 17 bits. Numeric order is (direction, identity, protocol, port prefix length,
-// port). An entry adds its decision below the key: key·2 + (deny ? 1 : 0), still exact (< 2^52).
+// port). An entry adds its decision below the key: key·4 + (deny ? 1 : 0) + (audited deny ? 2 : 0),
+// still exact (< 2^53). An audited deny (POLICY_AUDIT) is a third value rather than a flag kept
+// beside the set so that every comparison of two sets (sameEntries, the plan's merge walk, the
+// saved plan's digest) sees an enforce ↔ audit change of an entry without knowing about it.
 
 const IDENTITY_LIMIT = 2 ** 25;
 const PROTOCOL_MUL = 2 ** 17;
@@ -70,9 +73,20 @@ export function decodePolicyEntryKey(key: number): PolicyKey {
   };
 }
 
+/** The same key with identity 0 (every peer): the second lookup the datapath makes. */
+export function anyIdentityKey(key: number): number {
+  const high = Math.floor(key / HIGH_MUL);
+  return (high >= IDENTITY_LIMIT ? IDENTITY_LIMIT : 0) * HIGH_MUL + (key % HIGH_MUL);
+}
+
 /** Whether an identity fits the key (local-scope identities do; a foreign kernel entry may not). */
 export function keyableIdentity(identity: number): boolean {
   return Number.isInteger(identity) && identity >= 0 && identity < IDENTITY_LIMIT;
+}
+
+/** The (direction, identity) part of a key as a number of its own (equal iff sameKeyBase). */
+export function keyBaseOf(key: number): number {
+  return Math.floor(key / HIGH_MUL);
 }
 
 /** Whether two keys have the same direction and identity. */
@@ -96,19 +110,25 @@ export function portPartContains(outer: number, inner: number): boolean {
   return shift >= 0 && iNode >>> shift === oNode;
 }
 
-/** An entry: key·2 + (deny ? 1 : 0). */
-export function packEntry(key: number, decision: Decision): number {
-  return key * 2 + (decision === "deny" ? 1 : 0);
+/** An entry: key·4 + (deny ? 1 : 0) + (audit ? 2 : 0). Only a deny is ever audited (an allow
+ *  lets the packet through either way), so `audit` is ignored for an allow. */
+export function packEntry(key: number, decision: Decision, audit = false): number {
+  return key * 4 + (decision === "deny" ? (audit ? 3 : 1) : 0);
 }
 
 /** The key of a packed entry. */
 export function entryKey(packed: number): number {
-  return Math.floor(packed / 2);
+  return Math.floor(packed / 4);
 }
 
 /** The decision of a packed entry. */
 export function entryDecision(packed: number): Decision {
   return packed % 2 === 1 ? "deny" : "allow";
+}
+
+/** Whether a packed entry is an audited deny (the packet passes and is reported). */
+export function entryAudit(packed: number): boolean {
+  return packed % 4 === 3;
 }
 
 // ---- the kernel's bytes (bpf/include/policy.h) ---------------------------------------------------

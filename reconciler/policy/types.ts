@@ -52,6 +52,10 @@ export interface PolicyEntry {
   /** Number of leading port bits that are significant: 16 = exactly `port`, 0 = all ports. */
   portPrefixLen: number;
   decision: Decision;
+  /** An audited deny (POLICY_AUDIT): the packet passes and the datapath reports what would have
+   *  dropped it. True iff the endpoint is in audit mode or every rule of the entry is an audit rule;
+   *  never for an allow. */
+  audit: boolean;
   /** Every rule that produced this key with this decision (sorted by file, line). */
   rules: RuleRef[];
 }
@@ -65,6 +69,12 @@ export interface EndpointPolicy {
   enforce: { ingress: boolean; egress: boolean };
   /** Rules that select this endpoint and put each direction into enforcement. */
   enforcedBy: { ingress: RuleRef[]; egress: RuleRef[] };
+  /** The endpoint itself is in audit mode (its `reconcile.io/enforcement: audit` annotation, or
+   *  --enforcement-mode audit): every deny entry is audited, and both directions' default deny. */
+  auditMode: boolean;
+  /** Whether each direction's default deny is audited (EP_AUDIT_INGRESS/EGRESS): the endpoint is in
+   *  audit mode, or every rule that puts the direction into default deny is an audit rule. */
+  audit: { ingress: boolean; egress: boolean };
   /** The entries, packed and sorted by key (policyEntryKey: direction, identity, protocol, port
    *  prefix). Allow entries shadowed by a deny of the same identity (so that LPM would pick the
    *  allow) are already removed. Endpoints of one identity share one set. */
@@ -101,6 +111,9 @@ export interface CompileOptions {
   enforcement: "default" | "always" | "never";
   /** Addresses of the local host (identity 1). */
   hostAddresses?: string[];
+  /** --enforcement-mode audit: every endpoint (and the host endpoint) is in audit mode. Absent =
+   *  enforce (left out rather than false, so the options of older callers compare equal). */
+  audit?: true;
 }
 
 export interface CompiledPolicy {
@@ -118,6 +131,9 @@ export interface CompiledPolicy {
 /** What `reconcile explain` answers. */
 export interface Explanation {
   verdict: Decision;
+  /** A deny that is audited: the packet would be allowed through and reported as AUDIT (absent for
+   *  an enforced deny and an allow). The reason then names the audit rule(s) or the audit mode. */
+  audit?: true;
   /** One human sentence: "allowed by l3-rule (examples/seed/l3-rule.json:1)", or
    *  "default deny: app1 is selected by rules a.yaml:3, b.yaml:9 and none allows ...". */
   reason: string;

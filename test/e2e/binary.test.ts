@@ -19,13 +19,15 @@ let scratch: string; // everything this test creates lives under here
 let bin: string; // the copied binary, alone in its directory
 let emptyPath: string; // PATH for the binary: an empty directory
 let objectsAtBuild: string[];
+let fixtures: string[]; // bpf/build objects that only tests load
 
 before(() => {
   scratch = mkdtempSync(join(tmpdir(), "binary-e2e-"));
   const buildDir = join(scratch, "build");
   mkdirSync(buildDir);
-  // Every object in bpf/build but the test fixture counter.o, which the binary does not ship.
-  objectsAtBuild = readdirSync(join(repo, "bpf", "build")).filter((f) => f.endsWith(".o") && f !== "counter.o").sort();
+  // Every object in bpf/build but the test fixtures (built from bpf/test/*.bpf.c), which the binary does not ship.
+  fixtures = readdirSync(join(repo, "bpf", "test")).filter((f) => f.endsWith(".bpf.c")).map((f) => f.replace(/\.bpf\.c$/, ".o"));
+  objectsAtBuild = readdirSync(join(repo, "bpf", "build")).filter((f) => f.endsWith(".o") && !fixtures.includes(f)).sort();
   execFileSync(process.execPath, [join(repo, "tools", "build-binary.mjs"), "--out", join(buildDir, "reconcile"), "--quiet"], {
     cwd: repo,
     stdio: ["ignore", "inherit", "inherit"],
@@ -163,7 +165,8 @@ test("version: embedded BPF objects parse, and koffi works inside the binary (ke
   const info = versionJson(runtimeDir("rt-features"));
   assert.equal(info.singleExecutable, true);
   assert.deepEqual(info.objects, objectsAtBuild);
-  assert.ok(!info.objects.includes("counter.o"), "the test fixture is not shipped");
+  assert.ok(fixtures.includes("counter.o") && fixtures.includes("ringbuf.o"), `fixtures: ${fixtures.join(", ")}`);
+  for (const f of fixtures) assert.ok(!info.objects.includes(f), `the test fixture ${f} is not shipped`);
   for (const o of objectsAtBuild) assert.ok(info.programs.some((p) => p.object === o), `${o} has programs`);
   assert.equal(info.featuresError, undefined);
   // Same answer as the loader running from source in this test process.

@@ -147,12 +147,13 @@ test("every flag of the table is accepted by every command and anywhere on the l
 test("every variable of the table sets its flag", () => {
   for (const [flag, def] of Object.entries(FLAGS)) {
     if (!def.env) continue;
-    const value = def.choices?.[1] ?? (def.value ? (/interval/.test(flag) ? "7s" : "/v") : "true");
+    const value = def.choices?.[1] ?? (def.value ? (/interval/.test(flag) ? "7s" : flag === "--event-rate" ? "250" : "/v") : "true");
     const c = parseArgs(["--once", "--source", "s"], { [def.env]: value }, defaults);
     assert.equal(c.name, "run");
     const opts = (c as Extract<typeof c, { name: "run" }>).opts as unknown as Record<string, unknown>;
     const got = opts[def.key] ?? opts[`${def.key}Ms`];
-    assert.equal(got, def.key === "source" ? "s" : /interval/.test(flag) ? 7000 : def.value ? value : true, `${def.env} → ${flag}`);
+    const want = def.key === "source" ? "s" : /interval/.test(flag) ? 7000 : flag === "--event-rate" ? 250 : def.value ? value : true;
+    assert.equal(got, want, `${def.env} → ${flag}`);
   }
 });
 

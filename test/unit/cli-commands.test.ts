@@ -105,6 +105,7 @@ test("--dry-run --output json exits 2 and lists the seed's policy entry and ipca
         port: 80,
         endPort: 80,
         decision: "allow",
+        audit: false,
         rule: { file: "l3-rule.json", line: 2, name: "l3-rule" },
         rules: [{ file: "l3-rule.json", line: 2, name: "l3-rule" }],
         protocolName: "TCP",

@@ -33,6 +33,8 @@ function memoryKernel(pins: { revision?: string; suspension?: Suspension } = {})
     },
     policyStats: () => new Map(),
     drops: () => [],
+    events: () => undefined,
+    eventBudget: () => ({ suppressed: 0n, lost: 0n }),
     tcxChains: () => [],
     linkPin: (h) => `/pins/links/${h.device}/${h.hook}`,
     recordedRevision: () => pins.revision,

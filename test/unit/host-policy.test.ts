@@ -204,6 +204,11 @@ test("desired: the host endpoint has an endpoints entry per host address, its po
       identity: 1,
       enforceIngress: true,
       enforceEgress: true,
+      auditIngress: false,
+      auditEgress: false,
+      verdictAllow: false,
+      verdictDeny: false,
+      eventRate: 1000,
       endpoint: HOST_ENDPOINT,
     });
   }

@@ -23,7 +23,7 @@ test("every layout matches its C struct in the object's BTF (size, member names,
     const btfOffsets = Object.fromEntries(s.members.map((m) => [m.name, m.offset]));
     assert.deepEqual({ ...layout.offsets }, btfOffsets, `members of struct ${layout.name}`);
   }
-  assert.equal(L.STRUCT_LAYOUTS.length, 12);
+  assert.equal(L.STRUCT_LAYOUTS.length, 14);
 });
 
 test("policy_stats_key embeds a policy_key; per-CPU counters are 8-aligned", () => {
@@ -34,7 +34,7 @@ test("policy_stats_key embeds a policy_key; per-CPU counters are 8-aligned", () 
   assert.equal(L.DROP_STATS.size % 8, 0);
 });
 
-const MAP_TYPE_NUMBERS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, lru_hash: 9, lpm_trie: 11, hash_of_maps: 13 };
+const MAP_TYPE_NUMBERS: Record<string, number> = { hash: 1, array: 2, percpu_hash: 5, lru_hash: 9, lpm_trie: 11, hash_of_maps: 13, ringbuf: 27 };
 
 test("the object's map definitions equal datapath/maps.ts MAP_SPECS, and are pinned by name", () => {
   const defs = new Map(btf.maps().map((d) => [d.name, d]));
@@ -45,8 +45,11 @@ test("the object's map definitions equal datapath/maps.ts MAP_SPECS, and are pin
     assert.equal(d.fields.max_entries, spec.maxEntries, `${spec.name} max_entries`);
     assert.equal(d.fields.map_flags ?? 0, spec.flags, `${spec.name} map_flags`);
     assert.equal(d.fields.pinning, 1, `${spec.name} pinning (LIBBPF_PIN_BY_NAME)`);
-    assert.equal(d.fields.key_size, spec.keySize, `${spec.name} key size`);
-    if (spec.type !== "hash_of_maps") assert.equal(d.fields.value_size, spec.valueSize, `${spec.name} value size`);
+    // A ring buffer definition has no key or value at all (the kernel wants sizes 0).
+    assert.equal(d.fields.key_size ?? (spec.type === "ringbuf" ? 0 : undefined), spec.keySize, `${spec.name} key size`);
+    if (spec.type !== "hash_of_maps") {
+      assert.equal(d.fields.value_size ?? (spec.type === "ringbuf" ? 0 : undefined), spec.valueSize, `${spec.name} value size`);
+    }
   }
   const inner = defs.get("policy")!.innerFields!;
   assert.deepEqual(inner, { type: 11, map_flags: 1, max_entries: 16384, key_size: L.POLICY_KEY.size, value_size: L.POLICY_VALUE.size });
@@ -54,7 +57,7 @@ test("the object's map definitions equal datapath/maps.ts MAP_SPECS, and are pin
 
 test("#define constants in bpf/include equal the TypeScript constants", () => {
   const defines = new Map<string, number>();
-  for (const h of ["common.h", "endpoints.h", "policy.h", "conntrack.h", "drops.h"]) {
+  for (const h of ["common.h", "endpoints.h", "policy.h", "conntrack.h", "drops.h", "events.h"]) {
     for (const m of readFileSync(`${root}bpf/include/${h}`, "utf8").matchAll(/^#define\s+(\w+)\s+(\d+)\b/gm)) defines.set(m[1], Number(m[2]));
   }
   const expected: Record<string, number> = {
@@ -65,6 +68,10 @@ test("#define constants in bpf/include equal the TypeScript constants", () => {
     DROP_POLICY_DENIED: L.DropReason.POLICY_DENIED, DROP_NO_POLICY: L.DropReason.NO_POLICY, DROP_CT_INVALID: L.DropReason.CT_INVALID,
     DROP_MALFORMED: L.DropReason.MALFORMED, DROP_UNSUPPORTED_L3: L.DropReason.UNSUPPORTED_L3,
     POLICY_MAX_ENTRIES: 16384,
+    EP_AUDIT_INGRESS: L.EP_AUDIT_INGRESS, EP_AUDIT_EGRESS: L.EP_AUDIT_EGRESS, EP_VERDICT_ALLOW: L.EP_VERDICT_ALLOW, EP_VERDICT_DENY: L.EP_VERDICT_DENY,
+    POLICY_AUDIT: L.POLICY_AUDIT, DEFAULT_EVENT_RATE: L.DEFAULT_EVENT_RATE,
+    EVENT_DROP: L.EventType.DROP, EVENT_VERDICT: L.EventType.VERDICT, EVENT_AUDIT: L.EventType.AUDIT,
+    VERDICT_ALLOW: L.Verdict.ALLOW, VERDICT_DENY: L.Verdict.DENY,
   };
   for (const [name, value] of Object.entries(expected)) assert.equal(defines.get(name), value, name);
 });
@@ -127,13 +134,20 @@ test("endpoint key and info round-trip; flags bits", () => {
   assert.equal(L.decodeEndpointKey(k, 0), "10.11.255.104");
   L.encodeEndpointKey("f00d::a", k, 0);
   assert.equal(L.decodeEndpointKey(k, 0), "f00d::a");
-  const v = Buffer.alloc(16);
+  const v = Buffer.alloc(L.ENDPOINT_INFO.size, 0xff);
   const info = { ifindex: 7, epId: 3, identity: 36895, enforceIngress: true, enforceEgress: false };
   L.encodeEndpointInfo(info, v, 0);
   assert.equal(v.readUInt32LE(12), L.EP_ENFORCE_INGRESS);
-  assert.deepEqual(L.decodeEndpointInfo(v, 0), info);
+  assert.equal(v.readUInt32LE(16), L.DEFAULT_EVENT_RATE, "event rate defaults");
+  assert.equal(v.readUInt32LE(20), 0, "pad zero");
+  const defaults = { auditIngress: false, auditEgress: false, verdictAllow: false, verdictDeny: false, eventRate: L.DEFAULT_EVENT_RATE };
+  assert.deepEqual(L.decodeEndpointInfo(v, 0), { ...info, ...defaults });
   L.encodeEndpointInfo({ ...info, enforceEgress: true }, v, 0);
   assert.equal(v.readUInt32LE(12), 3);
+  const all = { ...info, auditIngress: true, auditEgress: true, verdictAllow: true, verdictDeny: true, eventRate: 5 };
+  L.encodeEndpointInfo(all, v, 0);
+  assert.equal(v.readUInt32LE(12), L.EP_ENFORCE_INGRESS | L.EP_AUDIT_INGRESS | L.EP_AUDIT_EGRESS | L.EP_VERDICT_ALLOW | L.EP_VERDICT_DENY);
+  assert.deepEqual(L.decodeEndpointInfo(v, 0), all);
   assert.throws(() => L.encodeEndpointInfo({ ...info, epId: -1 }, v, 0), L.LayoutError);
 });
 
@@ -155,9 +169,13 @@ test("policy key: LPM prefixlen rules (40 / 48 + port bits), network-order port,
   const v = Buffer.alloc(8, 0xff);
   L.encodePolicyValue("deny", 54, v, 0);
   assert.deepEqual([...v], [L.POLICY_DENY, 54, 0, 0, 0, 0, 0, 0]);
-  assert.deepEqual(L.decodePolicyValue(v, 0), { decision: "deny", prefixlen: 54 });
-  L.encodePolicyValue("allow", 64, v, 0);
-  assert.deepEqual(L.decodePolicyValue(v, 0), { decision: "allow", prefixlen: 64 });
+  assert.deepEqual(L.decodePolicyValue(v, 0), { decision: "deny", prefixlen: 54, audit: false });
+  L.encodePolicyValue("deny", 54, v, 0, true);
+  assert.equal(v[0], L.POLICY_DENY | L.POLICY_AUDIT);
+  assert.deepEqual(L.decodePolicyValue(v, 0), { decision: "deny", prefixlen: 54, audit: true });
+  L.encodePolicyValue("allow", 64, v, 0, true);
+  assert.equal(v[0], 0, "audit only marks a deny");
+  assert.deepEqual(L.decodePolicyValue(v, 0), { decision: "allow", prefixlen: 64, audit: false });
 
   const s = Buffer.alloc(16);
   L.encodePolicyStatsKey(3, { identity: 36895, direction: "ingress", protocol: 6, port: 80, portPrefixLen: 16 }, s, 0);

@@ -81,7 +81,7 @@ test("the JSON keeps the numbers and adds the names", () => {
   const after = doc.changes.find((c) => c.resource === "policy" && (c.after as { identity: number; port: number }).port === 80)!.after;
   assert.deepEqual(
     { ...(after as Record<string, unknown>), rule: undefined, rules: undefined },
-    { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, endPort: 80, decision: "allow", protocolName: "TCP", peer: { kind: "endpoint", names: ["app2", "app4"] }, rule: undefined, rules: undefined },
+    { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, endPort: 80, decision: "allow", audit: false, protocolName: "TCP", peer: { kind: "endpoint", names: ["app2", "app4"] }, rule: undefined, rules: undefined },
   );
 });
 

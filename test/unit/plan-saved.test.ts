@@ -26,6 +26,8 @@ function memoryKernel() {
     watch: () => ({ close: () => {}, stale: () => false }),
     policyStats: () => new Map(),
     drops: () => [],
+    events: () => undefined,
+    eventBudget: () => ({ suppressed: 0n, lost: 0n }),
     tcxChains: () => [],
     linkPin: (h) => `/pins/links/${h.device}/${h.hook}`,
     recordedRevision: () => undefined,

@@ -137,9 +137,33 @@ test("a policy change shows its entry with provenance on the desired side only",
   assert.equal(change!.op, "update");
   assert.equal(change!.id, "app1/ingress/36895/6/80/16");
   assert.equal(change!.reason, "decision allow → deny");
-  assert.deepEqual(change!.after, { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, endPort: 80, portPrefixLen: 16, decision: "deny", rules: RULES[0] });
+  assert.deepEqual(change!.after, { endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port: 80, endPort: 80, portPrefixLen: 16, decision: "deny", audit: false, rules: RULES[0] });
   assert.deepEqual((change!.before as PolicyMapEntry & { rules?: RuleRef[] }).rules, []);
   assert.equal((change!.before as { decision: string }).decision, "allow");
+});
+
+test("an audited deny is its own packed value: enforce ↔ audit is an update of that entry alone, and the kernel set round-trips it", () => {
+  const e: PolicyEntryFields = { direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "deny", rules: RULES[0]! };
+  const other: PolicyEntryFields = { ...e, port: 443, decision: "deny" };
+  const audited = PolicyEntrySet.fromEntries([{ ...e, audit: true }, other]);
+  const enforced = PolicyEntrySet.fromEntries([e, other]);
+  assert.equal(audited.audit(audited.indexOf(policyEntryKey(e))), true);
+  assert.equal(audited.audit(audited.indexOf(policyEntryKey(other))), false);
+  assert.equal(audited.sameEntries(enforced), false);
+  // An allow is never audited, whatever the caller says.
+  assert.equal(PolicyEntrySet.fromEntries([{ ...e, decision: "allow", audit: true }]).audit(0), false);
+  const desired = emptyDesired("r", "n");
+  const actual = emptyState();
+  desired.policy.set("app1", audited);
+  actual.policy.set("app1", PolicyEntrySet.fromPacked(Float64Array.from(enforced.packed)));
+  const changes = diff(desired, actual).changes;
+  assert.deepEqual(changes.map((c) => [c.op, c.id, c.reason]), [["update", "app1/ingress/36895/6/80/16", "decision deny → deny (audit)"]]);
+  assert.equal((changes[0]!.after as { audit: boolean }).audit, true);
+  assert.equal((changes[0]!.before as { audit: boolean }).audit, false);
+  // And back.
+  desired.policy.set("app1", enforced);
+  actual.policy.set("app1", PolicyEntrySet.fromPacked(Float64Array.from(audited.packed)));
+  assert.deepEqual(diff(desired, actual).changes.map((c) => c.reason), ["decision deny (audit) → deny"]);
 });
 
 test("a kernel map with entries no key names is rebuilt as a whole, also when it otherwise matches", () => {

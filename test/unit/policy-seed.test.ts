@@ -22,6 +22,7 @@ test("seed: app1 ingress has exactly the TCP/80 allow from identity 36895", () =
       endPort: 80,
       portPrefixLen: 16,
       decision: "allow",
+      audit: false,
       rules: [l3],
     },
   ]);

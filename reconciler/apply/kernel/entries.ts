@@ -45,18 +45,24 @@ export function sameLpmKey(a: Buffer, b: Buffer): boolean {
   return (a[4 + whole]! & mask) === (b[4 + whole]! & mask);
 }
 
+/** The flags and event settings of endpoint_info, which EndpointEntry and EndpointInfo name alike. */
+function endpointFlagsOf(e: Omit<EndpointEntry, "address" | "endpointId" | "identity" | "endpoint">): Omit<EndpointEntry, "address" | "endpointId" | "identity" | "endpoint"> {
+  const { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, eventRate } = e;
+  return { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, eventRate };
+}
+
 const endpointCodec: Codec<EndpointEntry> = {
   keySize: ENDPOINT_KEY.size,
   valueSize: ENDPOINT_INFO.size,
   encodeKey: (id, _s, out, off) => void encodeEndpointKey(id, out, off),
   encodeValue: (s, out, off) =>
     // The programs never read endpoint_info.ifindex: reconcile writes 0 and does not compare it.
-    encodeEndpointInfo({ ifindex: 0, epId: s.endpointId, identity: s.identity, enforceIngress: s.enforceIngress, enforceEgress: s.enforceEgress }, out, off),
+    encodeEndpointInfo({ ifindex: 0, epId: s.endpointId, identity: s.identity, ...endpointFlagsOf(s) }, out, off),
   decode: (keys, values, i) => {
     const address = decodeEndpointKey(keys, i * ENDPOINT_KEY.size);
     const v = decodeEndpointInfo(values, i * ENDPOINT_INFO.size);
     // The kernel does not know endpoint names; the planner does not compare them.
-    return [address, { address, endpointId: v.epId, identity: v.identity, enforceIngress: v.enforceIngress, enforceEgress: v.enforceEgress, endpoint: "" }];
+    return [address, { address, endpointId: v.epId, identity: v.identity, ...endpointFlagsOf(v), endpoint: "" }];
   },
   // A hash map: every byte of the key counts (padding and an IPv4 address's unused 12 bytes too).
   sameKey: (key, encoded) => key.equals(encoded),

@@ -5,10 +5,10 @@
 import { rmdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { linkPinPath, programTag, KernelContext, kernelTargets, REVISION_DIR, SUSPENSION_DIR, tcxChains } from "./index.js";
-import type { Counter, DropCounter, KernelPort } from "../port.js";
-import { DROP_KEY, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../../datapath/layouts.js";
+import type { Counter, DropCounter, EventBudget, KernelPort } from "../port.js";
+import { DROP_KEY, EVENT_BUDGET, POLICY_STATS_KEY, decodeDropKey, decodePerCpuCounters, decodePolicyStatsKey, DropReason } from "../../datapath/layouts.js";
 import { MAP_SPECS } from "../../datapath/maps.js";
-import { numPossibleCpus, parseElf, probeFeatures, programTags, unpin, type Features } from "../../ebpf-loader/index.js";
+import { numPossibleCpus, parseElf, probeFeatures, programTags, RingBuffer, unpin, type Features } from "../../ebpf-loader/index.js";
 import { addrList, constants, linkGet, netnsIdentity, subscribe, type NetlinkSocket } from "../../netlink/index.js";
 import type { HostInfo } from "../../plan/facts.js";
 import { GATEWAY_V4 } from "../../policy/host.js";
@@ -56,6 +56,12 @@ export function openKernel(opts: OpenOptions): Kernel {
     recordSuspension: (suspension) => ctx.recordSuspension(suspension),
     policyStats: (epId) => readPolicyStats(ctx, epId),
     drops: (epId) => readDrops(ctx, epId),
+    events: () => {
+      // The pinned ring, mapped afresh for each reader (a closed reader unmaps only its own view).
+      const m = ctx.map("events");
+      return m ? RingBuffer.open(m) : undefined;
+    },
+    eventBudget: () => readEventBudget(ctx),
     tcxChains: () => tcxChains(ctx),
     linkPin: (h) => linkPinPath(opts.pinRoot, h),
     prune: () => prunePinRoot(ctx, opts.pinRoot),
@@ -119,6 +125,25 @@ function readDrops(ctx: KernelContext, epId: number): DropCounter[] {
   for (const { key, counter } of perCpuCounters(ctx, "drops")) {
     const k = decodeDropKey(key.buf, key.at);
     if (k.epId === epId) out.push({ reason: reasons.get(k.reason) ?? String(k.reason), direction: k.direction, ...counter });
+  }
+  return out;
+}
+
+/** The event_budget map's suppressed and lost counters, summed over endpoints and CPUs. */
+function readEventBudget(ctx: KernelContext): EventBudget {
+  const out: EventBudget = { suppressed: 0n, lost: 0n };
+  const m = ctx.map("event_budget");
+  if (!m) return out;
+  const { values, count } = m.lookupBatch();
+  if (count === 0) return out;
+  const cpus = numPossibleCpus();
+  const valueBytes = cpus * EVENT_BUDGET.size; // one struct event_budget (32 bytes, 8-aligned) per possible CPU
+  for (let i = 0; i < count; i++) {
+    for (let c = 0; c < cpus; c++) {
+      const at = i * valueBytes + c * EVENT_BUDGET.size;
+      out.suppressed += values.readBigUInt64LE(at + EVENT_BUDGET.offsets.suppressed);
+      out.lost += values.readBigUInt64LE(at + EVENT_BUDGET.offsets.lost);
+    }
   }
   return out;
 }

@@ -7,7 +7,7 @@
 
 import { POLICY_VALUE, decodePolicyValue, encodePolicyValue } from "../../datapath/layouts.js";
 import { PolicyEntrySet, type DesiredState, type StateOf } from "../../datapath/state.js";
-import { entryDecision, entryKey, packEntry, POLICY_KEY, readPackedPolicyKey, writePackedPolicyKey } from "../../policy/key.js";
+import { entryAudit, entryDecision, entryKey, packEntry, POLICY_KEY, readPackedPolicyKey, writePackedPolicyKey } from "../../policy/key.js";
 import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
 import { PolicyChange } from "../../plan/diff.js";
@@ -195,9 +195,9 @@ function groupByEndpoint(changes: readonly PolicyChange[]): Map<string, PolicyCh
   return groups;
 }
 
-function packedOf(entries: ReadonlyArray<{ key: number; decision: Decision }>): Float64Array {
+function packedOf(entries: ReadonlyArray<{ key: number; decision: Decision; audit: boolean }>): Float64Array {
   const packed = new Float64Array(entries.length);
-  entries.forEach((e, i) => (packed[i] = packEntry(e.key, e.decision)));
+  entries.forEach((e, i) => (packed[i] = packEntry(e.key, e.decision, e.audit)));
   return packed;
 }
 
@@ -221,7 +221,8 @@ function readEntries(keys: Buffer, values: Buffer, count: number): PolicyEntrySe
   for (let i = 0; i < count; i++) {
     const key = readPackedPolicyKey(keys, i * POLICY_KEY.size);
     if (key < 0) continue;
-    packed[n++] = packEntry(key, decodePolicyValue(values, i * POLICY_VALUE.size).decision);
+    const value = decodePolicyValue(values, i * POLICY_VALUE.size);
+    packed[n++] = packEntry(key, value.decision, value.audit);
   }
   return PolicyEntrySet.fromPacked(n === count ? packed : packed.slice(0, n), count - n);
 }
@@ -232,7 +233,7 @@ function encode(packed: Float64Array, withValues: boolean): { keys: Buffer; valu
   const values = Buffer.alloc(withValues ? packed.length * POLICY_VALUE.size : 0);
   for (let i = 0; i < packed.length; i++) {
     const prefixlen = writePackedPolicyKey(entryKey(packed[i]!), keys, i * POLICY_KEY.size);
-    if (withValues) encodePolicyValue(entryDecision(packed[i]!), prefixlen, values, i * POLICY_VALUE.size);
+    if (withValues) encodePolicyValue(entryDecision(packed[i]!), prefixlen, values, i * POLICY_VALUE.size, entryAudit(packed[i]!));
   }
   return { keys, values };
 }

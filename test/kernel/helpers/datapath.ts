@@ -4,7 +4,7 @@
 
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { BpfMap, loadCollection, numPossibleCpus, parseElf, type Collection } from "../../../reconciler/ebpf-loader/index.js";
+import { BpfMap, RingBuffer, loadCollection, numPossibleCpus, parseElf, type Collection } from "../../../reconciler/ebpf-loader/index.js";
 import * as L from "../../../reconciler/datapath/layouts.js";
 import type { Decision, Direction } from "../../../reconciler/policy/types.js";
 
@@ -144,6 +144,12 @@ export interface EndpointDef {
   enforceIngress: boolean;
   enforceEgress: boolean;
   ifindex?: number;
+  auditIngress?: boolean;
+  auditEgress?: boolean;
+  verdictAllow?: boolean;
+  verdictDeny?: boolean;
+  /** DEFAULT_EVENT_RATE when absent. */
+  eventRate?: number;
 }
 
 export interface RuleDef {
@@ -153,6 +159,15 @@ export interface RuleDef {
   port: number;
   portPrefixLen: number;
   decision: Decision;
+  /** A deny that is audited (POLICY_AUDIT). */
+  audit?: boolean;
+}
+
+/** An endpoint's event budget summed over the CPUs (tokens per CPU are not summed: see perCpu). */
+export interface EventBudget {
+  suppressed: bigint;
+  lost: bigint;
+  perCpu: Array<{ lastNs: bigint; tokens: bigint; suppressed: bigint; lost: bigint }>;
 }
 
 /** endpoint.o loaded with its maps pinned in a fresh private pin dir, plus typed map helpers. */
@@ -192,7 +207,8 @@ export class Datapath {
   addEndpoint(ep: EndpointDef): void {
     const k = Buffer.alloc(L.ENDPOINT_KEY.size);
     const v = Buffer.alloc(L.ENDPOINT_INFO.size);
-    L.encodeEndpointInfo({ ifindex: ep.ifindex ?? 0, epId: ep.epId, identity: ep.identity, enforceIngress: ep.enforceIngress, enforceEgress: ep.enforceEgress }, v, 0);
+    const { addresses: _, ifindex, ...info } = ep;
+    L.encodeEndpointInfo({ ifindex: ifindex ?? 0, ...info }, v, 0);
     for (const a of ep.addresses) {
       L.encodeEndpointKey(a, k, 0);
       this.map("endpoints").update(k, v);
@@ -219,7 +235,7 @@ export class Datapath {
     const v = Buffer.alloc(L.POLICY_VALUE.size);
     for (const r of rules) {
       const prefixlen = L.encodePolicyKey(r, k, 0);
-      L.encodePolicyValue(r.decision, prefixlen, v, 0);
+      L.encodePolicyValue(r.decision, prefixlen, v, 0, r.audit ?? false);
       inner.update(k, v);
     }
   }
@@ -244,6 +260,26 @@ export class Datapath {
     return v ? L.decodePerCpuCounters(v, 0, this.ncpu) : undefined;
   }
 
+  /** The event budget of epId on every CPU, or undefined when it reported nothing yet. */
+  eventBudget(epId: number): EventBudget | undefined {
+    const v = this.map("event_budget").lookup(u32(epId));
+    if (!v) return undefined;
+    const perCpu = Array.from({ length: this.ncpu }, (_, cpu) => {
+      const o = cpu * L.EVENT_BUDGET.size;
+      return { lastNs: v.readBigUInt64LE(o), tokens: v.readBigUInt64LE(o + 8), suppressed: v.readBigUInt64LE(o + 16), lost: v.readBigUInt64LE(o + 24) };
+    });
+    return {
+      suppressed: perCpu.reduce((n, c) => n + c.suppressed, 0n),
+      lost: perCpu.reduce((n, c) => n + c.lost, 0n),
+      perCpu,
+    };
+  }
+
+  /** A reader of the events ring buffer (close it before the Datapath). */
+  openEvents(): RingBuffer {
+    return RingBuffer.open(this.map("events"));
+  }
+
   ct(key: L.CtKey): L.CtValue | undefined {
     const k = Buffer.alloc(L.CT_KEY.size);
     L.encodeCtKey(key, k, 0);
@@ -255,6 +291,16 @@ export class Datapath {
     const m = this.map("conntrack");
     for (const k of [...m.keys()]) m.delete(k);
   }
+}
+
+/** Every event now in the ring, decoded (the ring is drained). */
+export function readEvents(rb: RingBuffer): L.DatapathEvent[] {
+  const out: L.DatapathEvent[] = [];
+  rb.drain((buf, off, len) => {
+    if (len !== L.EVENT.size) throw new Error(`event record of ${len} bytes, expected ${L.EVENT.size}`);
+    out.push(L.decodeEvent(buf, off));
+  });
+  return out;
 }
 
 export function u32(n: number): Buffer {
