@@ -121,16 +121,25 @@ export async function unconfirmed(targets: Targets, desired: DesiredState, plan:
   return diff(desired, await targets.observe(desired, kinds), kinds).changes;
 }
 
+/** With progress, a long batch lets the event loop run at least this often (milliseconds). */
+export const YIELD_MS = 50;
+
 /**
  * Applies changes batch by batch; keeps only the failures (a cold plan has a million successes).
  * With `progress`: says what it is about to apply, reports every batch (and the targets' steps
- * inside one), and lets the event loop run between batches, so a terminal line redraws and the
- * daemon's status socket answers during a long apply.
+ * inside one), and lets the event loop run between batches and, inside a long batch, every
+ * YIELD_MS at a target's step, so a terminal line redraws and the daemon's status socket answers
+ * during a long apply. What is applied, and in which order, is the same with and without it.
  */
 async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[], progress?: ProgressSink): Promise<{ applied: number; failed: ObjectResult[] }> {
   let applied = 0;
   const failures: ObjectResult[] = [];
   if (progress) progress({ type: "phase", phase: "apply", planned: countByKind(changes) });
+  let lastYield = performance.now();
+  const yieldDue = (): Promise<void> | undefined => {
+    if (performance.now() - lastYield < YIELD_MS) return undefined;
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => void (lastYield = performance.now()));
+  };
   for (const batch of batches(changes)) {
     const resource = batch[0]!.resource;
     const before = failures.length;
@@ -139,7 +148,7 @@ async function applyChanges(targets: Targets, desired: DesiredState, changes: re
       for (const c of batch) failures.push(failure(c, `no target for ${c.resource}: this is a bug`));
     } else {
       try {
-        const step = progress && ((done: number) => progress({ type: "step", resource, done, of: batch.length }));
+        const step = progress && ((done: number) => (progress({ type: "step", resource, done, of: batch.length }), yieldDue()));
         const batchFailures = await target.apply(batch, desired, step);
         applied += batch.length - batchFailures.length;
         for (const f of batchFailures) failures.push(f);
@@ -150,6 +159,7 @@ async function applyChanges(targets: Targets, desired: DesiredState, changes: re
     if (progress) {
       progress({ type: "batch", resource, changes: batch.length, failed: failures.length - before });
       await new Promise<void>((resolve) => setImmediate(resolve));
+      lastYield = performance.now();
     }
   }
   return { applied, failed: failures };

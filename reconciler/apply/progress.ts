@@ -19,6 +19,9 @@ export type ProgressEvent =
 /** Where progress events go; called once per batch (and per object by per-object targets), so it must be cheap. */
 export type ProgressSink = (event: ProgressEvent) => void;
 
+/** Kinds whose changes are map entries (a cold start's million): "entries written". */
+export const ENTRY_KINDS: readonly ResourceKind[] = ["ipcache", "policy"];
+
 export interface KindProgress {
   resource: ResourceKind;
   /** Changes tried so far (made or failed). */
@@ -28,9 +31,20 @@ export interface KindProgress {
   failed: number;
 }
 
+export interface Count {
+  done: number;
+  total: number;
+}
+
 export interface ProgressSnapshot {
   phase: ProgressPhase;
   elapsedMs: number;
+  /** Endpoint records (the endpoint kind) written of those planned. */
+  endpoints: Count;
+  /** Map entries (ipcache and policy) written of those planned. */
+  entries: Count;
+  /** Every other change (devices, addresses, routes, maps, attachments...). */
+  other: Count;
   /** Kinds with planned changes, in apply order. */
   kinds: KindProgress[];
   done: number;
@@ -85,8 +99,23 @@ export class ProgressTracker {
       const extra = this.inFlight?.resource === r ? this.inFlight.done : 0;
       return [{ ...k, done: Math.min(k.total, k.done + extra) }];
     });
-    const sum = (f: (k: KindProgress) => number) => kinds.reduce((n, k) => n + f(k), 0);
-    return { phase: this.phase ?? "compile", elapsedMs: this.now() - this.startedAt, kinds, done: sum((k) => k.done), total: sum((k) => k.total), failed: sum((k) => k.failed) };
+    const count = (keep: (k: KindProgress) => boolean): Count => {
+      const c = { done: 0, total: 0 };
+      for (const k of kinds) if (keep(k)) (c.done += k.done), (c.total += k.total);
+      return c;
+    };
+    const all = count(() => true);
+    return {
+      phase: this.phase ?? "compile",
+      elapsedMs: this.now() - this.startedAt,
+      endpoints: count((k) => k.resource === "endpoint"),
+      entries: count((k) => ENTRY_KINDS.includes(k.resource)),
+      other: count((k) => k.resource !== "endpoint" && !ENTRY_KINDS.includes(k.resource)),
+      kinds,
+      done: all.done,
+      total: all.total,
+      failed: kinds.reduce((n, k) => n + k.failed, 0),
+    };
   }
 
   private kind(resource: ResourceKind): KindProgress {
@@ -101,12 +130,15 @@ export const PLAIN_INTERVAL_MS = 5000;
 
 /**
  * When plain output writes a line: at every phase change, and otherwise at most once per
- * PLAIN_INTERVAL_MS while counts move.
+ * PLAIN_INTERVAL_MS after the last line written.
  */
 export class PlainCadence {
   private last = -Infinity;
 
-  constructor(private readonly now: () => number, private readonly intervalMs = PLAIN_INTERVAL_MS) {}
+  constructor(
+    private readonly now: () => number,
+    private readonly intervalMs = PLAIN_INTERVAL_MS,
+  ) {}
 
   due(phaseChanged: boolean): boolean {
     const t = this.now();
@@ -118,10 +150,20 @@ export class PlainCadence {
 
 /** "850ms", "12.3s", "1m02s". */
 export function formatElapsed(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 1000) return `${Math.floor(ms)}ms`;
   if (ms < 60_000) return `${(Math.floor(ms / 100) / 10).toFixed(1)}s`;
   const s = Math.floor(ms / 1000);
   return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
 }
 
 export const PHASE_LABEL: Record<ProgressPhase, string> = { compile: "compiling", observe: "reading the kernel", apply: "applying" };
+
+/**
+ * The counts as words, the parts with nothing planned left out:
+ * ["endpoints 12/40", "entries 420,000/1,100,000", "other changes 30/80", "3 failed"].
+ */
+export function countParts(s: ProgressSnapshot): string[] {
+  const n = (x: number) => x.toLocaleString("en-US");
+  const part = (label: string, c: Count) => (c.total ? [`${label} ${n(c.done)}/${n(c.total)}`] : []);
+  return [...part("endpoints", s.endpoints), ...part("entries", s.entries), ...part("other changes", s.other), ...(s.failed ? [`${n(s.failed)} failed`] : [])];
+}
