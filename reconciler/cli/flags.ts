@@ -83,7 +83,7 @@ export const FLAGS: Record<string, FlagDef> = {
   "--allow-empty": { key: "allowEmpty", value: false, env: "RECONCILE_ALLOW_EMPTY", help: "apply a snapshot without manifests even while endpoints are in force" },
   "--dry-run": { key: "dryRun", value: false, help: "print the plan and exit (2 when it has changes)" },
   "--once": { key: "once", value: false, help: "apply once and exit" },
-  "--no-progress": { key: "noProgress", value: false, env: "RECONCILE_NO_PROGRESS", help: "no progress on stderr (--once, teardown, the daemon's first apply); also off for --output json unless stderr is a terminal", commands: ["run", "teardown"] },
+  "--no-progress": { key: "noProgress", value: false, env: "RECONCILE_NO_PROGRESS", help: "no progress lines on stderr (--once, teardown) nor in the daemon's log (its first apply)", commands: ["run", "teardown"] },
   "--from": { key: "from", value: true, arg: "EP|IP|host", help: "source of the flow: endpoint name, IP address or host", commands: ["explain"] },
   "--to": { key: "to", value: true, arg: "EP|IP|host", help: "destination of the flow", commands: ["explain"] },
   "--reason": { key: "reason", value: true, arg: "TEXT", help: "why, shown in status and the log", commands: ["suspend"] },

@@ -1,10 +1,11 @@
 // Progress of --once and teardown on stderr (stdout keeps the plan and the result). On a terminal: one
-// line redrawn in place, at most ten times a second. Piped, or in the journal, or with NO_COLOR: a
-// plain line per phase and at most one every few seconds, and never an escape code. Off with
-// --no-progress, and for --output json unless stderr is a terminal (a script reading the JSON
-// should not have to filter its stderr).
+// line redrawn in place (carriage return and erase-line, no colour, so NO_COLOR changes nothing),
+// at most ten times a second, then a summary line. Piped, in the journal, or on TERM=dumb: a plain
+// line per phase and at most one every PLAIN_INTERVAL_MS (5 s) between them, never an escape code.
+// Off with --no-progress, and for --output json unless stderr is a terminal (a script reading the
+// JSON should not have to filter its stderr).
 
-import { formatElapsed, PHASE_LABEL, PlainCadence, ProgressTracker, type ProgressEvent, type ProgressSink, type ProgressSnapshot } from "../apply/progress.js";
+import { countParts, formatElapsed, PHASE_LABEL, PlainCadence, ProgressTracker, type ProgressEvent, type ProgressSink, type ProgressSnapshot } from "../apply/progress.js";
 import type { GlobalOptions } from "./args.js";
 import type { Io } from "./io.js";
 
@@ -17,14 +18,14 @@ export interface ProgressOutput {
   finish(completed: boolean): void;
 }
 
-interface Clock {
+export interface Clock {
   now: () => number;
   /** Redraws the terminal line while nothing reports (the elapsed time moves); none in tests. */
   every?: (ms: number, fn: () => void) => () => void;
 }
 
 const realClock: Clock = {
-  now: Date.now,
+  now: () => performance.now(),
   every: (ms, fn) => {
     const t = setInterval(fn, ms);
     t.unref();
@@ -38,20 +39,13 @@ export function progressFor(io: Io, opts: Pick<GlobalOptions, "output" | "noProg
   const write = (text: string) => void io.stderr.write(text);
   const tty = io.stderr.isTTY === true;
   if (!tty && opts.output === "json") return undefined;
-  if (tty && !io.env.NO_COLOR && io.env.TERM !== "dumb") return new TerminalProgress(write, clock, io.stderr.columns ?? 80);
+  if (tty && io.env.TERM !== "dumb") return new TerminalProgress(write, clock, () => io.stderr.columns || 80);
   return new PlainProgress(write, clock.now);
 }
 
-/** Per-kind counts: "device 20/20 · policy 420,000/1,100,000". */
-function countsText(s: ProgressSnapshot, separator: string): string {
-  return s.kinds.map((k) => `${k.resource} ${n(k.done)}/${n(k.total)}${k.failed ? ` (${n(k.failed)} failed)` : ""}`).join(separator);
-}
-
-function n(x: number): string {
-  return x.toLocaleString("en-US");
-}
-
-function summary(s: ProgressSnapshot): string {
+/** "reconcile: done in 12.3s: 1,100,040 of 1,100,040 changes made, 0 failed" */
+export function summaryLine(s: ProgressSnapshot): string {
+  const n = (x: number) => x.toLocaleString("en-US");
   const what = s.total === 0 ? "no changes" : `${n(s.done)} of ${n(s.total)} changes made, ${n(s.failed)} failed`;
   return `reconcile: done in ${formatElapsed(s.elapsedMs)}: ${what}\n`;
 }
@@ -69,7 +63,7 @@ export class TerminalProgress implements ProgressOutput {
   constructor(
     private readonly write: (text: string) => void,
     private readonly clock: Clock,
-    private readonly columns: number,
+    private readonly columns: () => number,
   ) {
     this.tracker = new ProgressTracker(clock.now);
     this.stop = clock.every?.(REDRAW_MS * 2, () => this.draw()) ?? (() => {});
@@ -77,7 +71,7 @@ export class TerminalProgress implements ProgressOutput {
 
   finish(completed: boolean): void {
     this.stop();
-    if (completed) this.write(`\r\x1b[K${summary(this.tracker.snapshot())}`);
+    if (completed) this.write(`\r\x1b[K${summaryLine(this.tracker.snapshot())}`);
     else if (this.tracker.started) this.write("\r\x1b[K");
   }
 
@@ -85,10 +79,9 @@ export class TerminalProgress implements ProgressOutput {
     if (!this.tracker.started) return;
     this.lastDraw = this.clock.now();
     const s = this.tracker.snapshot();
-    const counts = countsText(s, " · ");
-    const line = `reconcile: ${PHASE_LABEL[s.phase]} ${formatElapsed(s.elapsedMs)}${counts ? ` · ${counts}` : ""}`;
+    const line = [`reconcile: ${PHASE_LABEL[s.phase]} ${formatElapsed(s.elapsedMs)}`, ...countParts(s)].join(" · ");
     // Wider than the terminal, the line would wrap and \r would redraw only its last row.
-    this.write(`\r${line.slice(0, Math.max(10, this.columns - 1))}\x1b[K`);
+    this.write(`\r${line.slice(0, Math.max(10, this.columns() - 1))}\x1b[K`);
   }
 }
 
@@ -110,12 +103,12 @@ export class PlainProgress implements ProgressOutput {
   }
 
   finish(completed: boolean): void {
-    if (completed) this.write(summary(this.tracker.snapshot()));
+    if (completed) this.write(summaryLine(this.tracker.snapshot()));
   }
 
   private line(): void {
     const s = this.tracker.snapshot();
-    const counts = countsText(s, ", ");
+    const counts = countParts(s).join(", ");
     this.write(`reconcile: ${PHASE_LABEL[s.phase]} (${formatElapsed(s.elapsedMs)})${counts ? `: ${counts}` : ""}\n`);
   }
 }
