@@ -43,11 +43,12 @@ export function progressFor(io: Io, opts: Pick<GlobalOptions, "output" | "noProg
   return new PlainProgress(write, clock.now);
 }
 
-/** "reconcile: done in 12.3s: 1,100,040 of 1,100,040 changes made, 0 failed" */
+/**
+ * "reconcile: done in 12.3s (1,100,040 changes)". What succeeded and failed is the result's to say
+ * (a change that failed before the maps existed and was made after them failed only for a while).
+ */
 export function summaryLine(s: ProgressSnapshot): string {
-  const n = (x: number) => x.toLocaleString("en-US");
-  const what = s.total === 0 ? "no changes" : `${n(s.done)} of ${n(s.total)} changes made, ${n(s.failed)} failed`;
-  return `reconcile: done in ${formatElapsed(s.elapsedMs)}: ${what}\n`;
+  return `reconcile: done in ${formatElapsed(s.elapsedMs)} (${s.total === 0 ? "no changes" : `${s.total.toLocaleString("en-US")} changes`})\n`;
 }
 
 /** The single updating line of a terminal. */
