@@ -4,6 +4,7 @@
 
 import { emptyState, isUndecodable, RESOURCE_KINDS, RESOURCES, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
 import { diff, type Change, type Plan } from "../plan/diff.js";
+import type { ProgressSink } from "./progress.js";
 import { errorText, failure, type ObjectResult, type Target } from "./target.js";
 
 export type ObjectState = "pending" | "done" | "error";
@@ -58,19 +59,23 @@ const KINDS_UP_TO_MAPS = RESOURCE_KINDS.slice(0, RESOURCE_KINDS.indexOf("map") +
  * the changes that depend on it still run: each target decides what it can do (a missing device
  * fails its own attachments with a clear error), so one bad endpoint does not hold up the others.
  */
-export async function reconcileOnce(targets: Targets, desired: DesiredState, known?: ActualState): Promise<ApplyReport> {
+export async function reconcileOnce(targets: Targets, desired: DesiredState, known?: ActualState, progress?: ProgressSink): Promise<ApplyReport> {
   // `known`: what the kernel is known to hold (the desired state of the last run that fully
   // succeeded), so a new commit is planned without reading a million entries back first.
-  const actual = known && canPlanAgainst(known, desired) ? known : await targets.observe(desired);
+  const observe = () => {
+    progress?.({ type: "phase", phase: "observe" });
+    return targets.observe(desired);
+  };
+  const actual = known && canPlanAgainst(known, desired) ? known : await observe();
   // A map created or replaced holds nothing yet: apply up to the maps, then plan the rest against
   // the kernel as it is then (entries go into the new map before programs move onto it). The maps
   // alone are compared first, so a run without a new map plans once, and a cold apply makes its
   // million entry changes once, after the maps exist.
   if (diff(desired, actual, ["map"]).changes.some((c) => c.op !== "delete")) {
     const upToMaps = diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete");
-    const early = await applyChanges(targets, desired, upToMaps);
-    const rest = diff(desired, await targets.observe(desired));
-    const late = await applyChanges(targets, desired, rest.changes);
+    const early = await applyChanges(targets, desired, upToMaps, progress);
+    const rest = diff(desired, await observe());
+    const late = await applyChanges(targets, desired, rest.changes, progress);
     const changes = upToMaps.concat(rest.changes);
     const summary = { create: 0, update: 0, delete: 0 };
     for (const c of changes) summary[c.op]++;
@@ -81,7 +86,7 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
     return { plan: { ...rest, changes, summary }, applied: early.applied + late.applied, failed };
   }
   const first = diff(desired, actual);
-  const { applied, failed } = await applyChanges(targets, desired, first.changes);
+  const { applied, failed } = await applyChanges(targets, desired, first.changes, progress);
   return { plan: first, applied, failed };
 }
 
@@ -116,25 +121,54 @@ export async function unconfirmed(targets: Targets, desired: DesiredState, plan:
   return diff(desired, await targets.observe(desired, kinds), kinds).changes;
 }
 
-/** Applies changes batch by batch; keeps only the failures (a cold plan has a million successes). */
-async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[]): Promise<{ applied: number; failed: ObjectResult[] }> {
+/** With progress, a long batch lets the event loop run at least this often (milliseconds). */
+export const YIELD_MS = 50;
+
+/**
+ * Applies changes batch by batch; keeps only the failures (a cold plan has a million successes).
+ * With `progress`: says what it is about to apply, reports every batch (and the targets' steps
+ * inside one), and lets the event loop run between batches and, inside a long batch, every
+ * YIELD_MS at a target's step, so a terminal line redraws and the daemon's status socket answers
+ * during a long apply. What is applied, and in which order, is the same with and without it.
+ */
+async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[], progress?: ProgressSink): Promise<{ applied: number; failed: ObjectResult[] }> {
   let applied = 0;
   const failures: ObjectResult[] = [];
+  if (progress) progress({ type: "phase", phase: "apply", planned: countByKind(changes) });
+  let lastYield = performance.now();
+  const yieldDue = (): Promise<void> | undefined => {
+    if (performance.now() - lastYield < YIELD_MS) return undefined;
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => void (lastYield = performance.now()));
+  };
   for (const batch of batches(changes)) {
-    const target = targets.get(batch[0]!.resource);
+    const resource = batch[0]!.resource;
+    const before = failures.length;
+    const target = targets.get(resource);
     if (!target) {
       for (const c of batch) failures.push(failure(c, `no target for ${c.resource}: this is a bug`));
-      continue;
+    } else {
+      try {
+        const step = progress && ((done: number) => (progress({ type: "step", resource, done, of: batch.length }), yieldDue()));
+        const batchFailures = await target.apply(batch, desired, step);
+        applied += batch.length - batchFailures.length;
+        for (const f of batchFailures) failures.push(f);
+      } catch (err) {
+        for (const c of batch) failures.push(failure(c, errorText(err)));
+      }
     }
-    try {
-      const batchFailures = await target.apply(batch, desired);
-      applied += batch.length - batchFailures.length;
-      for (const f of batchFailures) failures.push(f);
-    } catch (err) {
-      for (const c of batch) failures.push(failure(c, errorText(err)));
+    if (progress) {
+      progress({ type: "batch", resource, changes: batch.length, failed: failures.length - before });
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      lastYield = performance.now();
     }
   }
   return { applied, failed: failures };
+}
+
+function countByKind(changes: readonly Change[]): Partial<Record<ResourceKind, number>> {
+  const counts: Partial<Record<ResourceKind, number>> = {};
+  for (const c of changes) counts[c.resource] = (counts[c.resource] ?? 0) + 1;
+  return counts;
 }
 
 /** Consecutive changes of the same resource kind and op. */

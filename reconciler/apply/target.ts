@@ -22,9 +22,14 @@ export interface Target<K extends ResourceKind = ResourceKind> {
   /** Applies changes of this kind, in the given order, and returns the ones that failed (every
    *  other change succeeded: at a million entries, successes are counted, not listed). Must not
    *  throw for a single object's failure: it reports it and goes on with the others (a failure
-   *  that makes the rest pointless may fail them all). */
-  apply(changes: readonly Change<K>[], desired: DesiredState): Promise<ObjectResult[]>;
+   *  that makes the rest pointless may fail them all). A target that works object by object calls
+   *  `progress` with how many of the changes it has made so far (a progress line's count), and
+   *  awaits what it returns: now and then a promise that lets the event loop run. */
+  apply(changes: readonly Change<K>[], desired: DesiredState, progress?: StepProgress): Promise<ObjectResult[]>;
 }
+
+/** A target's count of the changes made in the batch so far; await what it returns (see Target.apply). */
+export type StepProgress = (done: number) => Promise<void> | undefined;
 
 /** A change that failed, and why. */
 export function failure(c: Change, error: string): ObjectResult {
@@ -69,18 +74,21 @@ export class MemoryTarget<K extends ResourceKind = ResourceKind> implements Targ
     return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision, e.audit)))])) as StateOf<K>;
   }
 
-  async apply(changes: readonly Change<K>[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<K>[], _desired?: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
     const failures: ObjectResult[] = [];
-    for (const c of changes) {
+    for (let i = 0; i < changes.length; i++) {
+      const c = changes[i]!;
       const error = this.failNext.get(c.id);
       if (error !== undefined) {
         this.failNext.delete(c.id);
         failures.push(failure(c, error));
-        continue;
+      } else {
+        this.writes++;
+        if (c.op === "delete") this.objects.delete(c.id);
+        else this.objects.set(c.id, c.after);
       }
-      this.writes++;
-      if (c.op === "delete") this.objects.delete(c.id);
-      else this.objects.set(c.id, c.after);
+      const pause = progress?.(i + 1);
+      if (pause) await pause;
     }
     return failures;
   }

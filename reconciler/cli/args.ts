@@ -64,6 +64,8 @@ export interface GlobalOptions {
   allowEmpty: boolean;
   /** --log-drops: the daemon logs each drop event (rate-limited). */
   logDrops: boolean;
+  /** --no-progress: no progress lines on stderr (nor in the daemon's log for its first apply). */
+  noProgress: boolean;
   // Settings only the environment gives (secrets and their files stay out of argv and ps):
   /** RECONCILE_SOURCE_TYPE=git: a git source whose URL does not look like one. */
   sourceType?: "git";
@@ -230,13 +232,19 @@ function refuseFlagAsValue(argv: readonly string[]): void {
   });
 }
 
-/** Flag values by their key in the table, from the command and the program around it. */
+/**
+ * Flag values by their key in the table, from the command and the program around it. A `--no-X`
+ * switch is true when given: commander stores it as X=false, and X=true by default (not given,
+ * so its environment variable may still set it).
+ */
 function valuesOf(cmd: CommanderCommand): Record<string, string | boolean> {
-  const byAttribute = new Map(Object.entries(FLAGS).map(([flag, def]) => [new Option(flag).attributeName(), def.key]));
+  const byAttribute = new Map(Object.entries(FLAGS).map(([flag, def]) => [new Option(flag).attributeName(), { key: def.key, negate: flag.startsWith("--no-") }]));
   const values: Record<string, string | boolean> = {};
   for (const [attr, v] of Object.entries(cmd.optsWithGlobals())) {
-    const key = byAttribute.get(attr);
-    if (key !== undefined && (typeof v === "string" || typeof v === "boolean")) values[key] = v;
+    const def = byAttribute.get(attr);
+    if (def === undefined || (typeof v !== "string" && typeof v !== "boolean")) continue;
+    if (!def.negate) values[def.key] = v;
+    else if (cmd.getOptionValueSourceWithGlobals(attr) !== "default") values[def.key] = v === false;
   }
   return values;
 }
@@ -369,6 +377,7 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     node: str(values.node) ?? defaults.node,
     allowEmpty: bool(values.allowEmpty, "--allow-empty (RECONCILE_ALLOW_EMPTY)"),
     logDrops: bool(values.logDrops, "--log-drops (RECONCILE_LOG_DROPS)"),
+    noProgress: bool(values.noProgress, "--no-progress (RECONCILE_NO_PROGRESS)"),
   };
   for (const key of ["source", "ref", "path", "listen", "verifySignatures"] as const) {
     const v = str(values[key]);

@@ -19,6 +19,7 @@ import { readAsset } from "./assets.js";
 import { readSource } from "./source.js";
 import { knowKernelErrors, ReconcileError } from "./errors.js";
 import type { Io } from "./io.js";
+import { progressFor, type ProgressOutput } from "./progress.js";
 import { renderVersion, versionInfo } from "./version.js";
 
 export async function runCommand(command: Command, io: Io): Promise<number> {
@@ -175,7 +176,7 @@ async function once(opts: GlobalOptions, io: Io, planFile?: string): Promise<num
     // The suspension is the daemon's: an operator who runs --once means it, and is told.
     const suspended = kernel.recordedSuspension();
     if (suspended) io.stderr.write(`reconcile: note: the daemon is suspended (since ${new Date(suspended.since).toISOString()}${suspended.reason ? `: ${suspended.reason}` : ""}); --once applies all the same, and the daemon stays suspended\n`);
-    const { report, compiled } = await new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual", expect);
+    const { report, compiled } = await withProgress(progressFor(io, opts), (sink) => new ReconcileService(kernel, nodeOptions(opts)).run(snapshot, "manual", expect, sink));
     for (const w of compiled.warnings) io.stderr.write(formatProblem(w) + "\n");
     writeReport(report, opts, io, peerNames(compiled.policy));
     return report.failed.length ? 1 : 0;
@@ -193,12 +194,25 @@ async function daemon(opts: GlobalOptions, io: Io): Promise<number> {
 async function teardown(opts: GlobalOptions, io: Io): Promise<number> {
   return withKernel(opts, async (kernel) => {
     const nothing = emptyDesired("teardown", opts.node!);
-    const report = await reconcileOnce(kernel.targets, nothing);
+    const report = await withProgress(progressFor(io, opts), (sink) => reconcileOnce(kernel.targets, nothing, undefined, sink));
     writeReport(report, opts, io);
     if (report.failed.length) return 1;
     kernel.prune();
     return 0;
   });
+}
+
+/** Runs `fn` with the progress output's sink (if any), and ends the output however `fn` ends. */
+async function withProgress<T>(progress: ProgressOutput | undefined, fn: (sink: ProgressOutput["sink"] | undefined) => Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await fn(progress?.sink);
+  } catch (err) {
+    progress?.finish(false); // the error says what happened; a "done" line would not be true
+    throw err;
+  }
+  progress?.finish(true);
+  return result;
 }
 
 function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io, peers?: PeerNames): void {

@@ -88,6 +88,7 @@ export const FLAGS: Record<string, FlagDef> = {
   "--log-drops": { key: "logDrops", value: false, env: "RECONCILE_LOG_DROPS", help: "log each drop the datapath reports as a structured line (at most 10 a second, the rest counted)" },
   "--dry-run": { key: "dryRun", value: false, help: "print the plan and exit (2 when it has changes)" },
   "--once": { key: "once", value: false, help: "apply once and exit" },
+  "--no-progress": { key: "noProgress", value: false, env: "RECONCILE_NO_PROGRESS", help: "no progress lines on stderr (--once, teardown) nor in the daemon's log (its first apply)", commands: ["run", "teardown"] },
   "--from": { key: "from", value: true, arg: "EP|IP|host", help: "source of the flow: endpoint name, IP address or host (monitor: also a CIDR)", commands: ["explain", "monitor"] },
   "--to": { key: "to", value: true, arg: "EP|IP|host", help: "destination of the flow", commands: ["explain", "monitor"] },
   "--endpoint": { key: "endpoint", value: true, arg: "NAME", help: "only the events of this endpoint", commands: ["monitor"] },

@@ -2,6 +2,7 @@
 
 export interface Io {
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream;
+  /** isTTY and columns: whether progress is a redrawn line, and how wide it may be. */
+  stderr: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
   env: Readonly<Record<string, string | undefined>>;
 }

@@ -8,6 +8,7 @@ import { followSource, isGitSource, type SourceOptions } from "../source/open.js
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
 import { ReconcileLoop, realTimers, type Timers } from "./loop.js";
 import { createNotifier, type Notifier } from "./notify.js";
+import { withStartupProgress } from "./progress.js";
 import { ReconcileService } from "./service.js";
 import { DaemonEvents } from "./events.js";
 import { closeAll, installSignalHandlers, type Closable } from "./signals.js";
@@ -28,6 +29,8 @@ export interface DaemonOptions extends NodeCompileOptions, SourceOptions {
   /** Where fresh tcx links go among foreign programs (for the start-up line; the kernel port applies it). */
   attachPosition: "first" | "last";
   allowEmpty: boolean;
+  /** No progress log lines for the first run (--no-progress); status shows its progress all the same. */
+  noProgress?: boolean;
   /** --log-drops: a log line per drop event (rate-limited). */
   logDrops?: boolean;
 }
@@ -55,7 +58,7 @@ export interface DaemonCore {
 
 export interface CoreOptions {
   kernel: KernelPort;
-  opts: NodeCompileOptions & { resyncIntervalMs: number; allowEmpty?: boolean; logDrops?: boolean };
+  opts: NodeCompileOptions & { resyncIntervalMs: number; allowEmpty?: boolean; noProgress?: boolean; logDrops?: boolean };
   log: Logger;
   notifier?: Notifier;
   timers?: Timers;
@@ -75,8 +78,10 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
   let ready = false;
   const subscriptions = new Map<string, Watch>();
   let eventTimer: unknown;
+  // The first run (a cold start's long apply) logs its progress, and status shows it while it runs.
+  const startup = withStartupProgress(service, { log, now: () => timers.now(), quiet: opts.noProgress ?? false });
   const loop = new ReconcileLoop({
-    reconcile: (snapshot, trigger) => service.reconcile(snapshot, trigger),
+    reconcile: startup.reconcile,
     resyncIntervalMs: opts.resyncIntervalMs,
     recordedRevision: service.recorded ?? null,
     timers,
@@ -139,7 +144,10 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     loop,
     metrics,
     events,
-    status: (extra = {}) => ({ node: opts.node, suspended: service.suspended() ?? null, ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), events: events.totals(), ...extra }),
+    status: (extra = {}) => {
+      const progress = startup.current();
+      return { node: opts.node, suspended: service.suspended() ?? null, ...(progress ? { progress } : {}), ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), events: events.totals(), ...extra };
+    },
     ready: () => ready,
     watchNamespaces,
     ...suspensionControls({ service, metrics, log, loop, timers, node: opts.node }),

@@ -4,6 +4,7 @@
 // the same service; the daemon's loop (daemon/loop.ts) decides when runs happen.
 
 import { reconcileOnce, StatusTable, unconfirmed, type ApplyReport } from "../apply/executor.js";
+import type { ProgressSink } from "../apply/progress.js";
 import { foreignPrograms, type ForeignProgram, type KernelPort, type Suspension } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { ActualState, DesiredState, PolicyMapEntry } from "../datapath/state.js";
@@ -126,8 +127,10 @@ export class ReconcileService {
    * One run. Throws ManifestError (invalid manifests) and CapacityError (the commit would not fit)
    * before anything is written, NotThisNodeError for another node's revision, and
    * EmptySnapshotError for a revision without manifests while endpoints are in force.
+   * `progress` hears the phases and the apply's batches (--once, the daemon's first run).
    */
-  async run(snapshot: Snapshot, trigger: Trigger, expect?: PlanCheck): Promise<RunReport> {
+  async run(snapshot: Snapshot, trigger: Trigger, expect?: PlanCheck, progress?: ProgressSink): Promise<RunReport> {
+    progress?.({ type: "phase", phase: "compile" });
     const compiled = this.compile(snapshot);
     requireLocal(compiled);
     if (!this.opts.allowEmpty && isEmptyModel(compiled.model)) {
@@ -139,11 +142,12 @@ export class ReconcileService {
     let known: ActualState | undefined = trigger === "source" ? this.inForce : undefined;
     if (expect) {
       // A saved plan: planned against the kernel as it is now, checked before anything is written.
+      progress?.({ type: "phase", phase: "observe" });
       const observed = await this.kernel.targets.observe(compiled.desired);
       expect(diff(compiled.desired, observed), observed);
       known = observed;
     }
-    const report = await reconcileOnce(this.kernel.targets, compiled.desired, known);
+    const report = await reconcileOnce(this.kernel.targets, compiled.desired, known, progress);
     // The same revision again (resync, netlink event) with changes to make: someone changed the datapath.
     const drift = snapshot.revision === this.lastApplied && trigger !== "source";
     // A repair counts only when the kernel shows it afterwards: the kinds it changed are read again.
@@ -179,11 +183,11 @@ export class ReconcileService {
   }
 
   /** run() as the daemon's loop wants it: every failure classified into an outcome, and logged. */
-  async reconcile(snapshot: Snapshot, trigger: Trigger): Promise<ReconcileOutcome> {
+  async reconcile(snapshot: Snapshot, trigger: Trigger, progress?: ProgressSink): Promise<ReconcileOutcome> {
     const log = this.opts.log;
     let run: RunReport;
     try {
-      run = await this.run(snapshot, trigger);
+      run = await this.run(snapshot, trigger, undefined, progress);
     } catch (err) {
       if (err instanceof ManifestError) {
         const problems = err.problems.filter((p) => p.severity === "error").map(formatProblem);

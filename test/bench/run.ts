@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Runs every benchmark in sequence, each in its own node process (so one's memory and JIT state do
 // not colour the next), prints their output as it comes and a summary at the end.
-//   npm run bench                      all of them (root; ~7 minutes on 2 cores)
+//   npm run bench                      all of them (root; ~9 minutes on 2 cores)
 //   npm run bench -- apply datapath    only those
 // Exit code: 1 when any benchmark failed to run (a missed target is reported, not a failure).
 
@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, "../..");
-const ALL = ["compile", "incremental", "diff", "maps", "apply", "daemon", "datapath", "netlink", "source"] as const;
+const ALL = ["compile", "incremental", "diff", "maps", "apply", "progress", "daemon", "datapath", "netlink", "source"] as const;
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !(ALL as readonly string[]).includes(w));

@@ -26,7 +26,20 @@ test("seed: --once applies, traffic follows the policy, inspect shows counters, 
 
   const first = await reconcileSrc(env, ["--once"]);
   assert.equal(first.code, 0, show(first));
-  assert.match(first.stdout, /Applied revision sha256:[0-9a-f]+: \d+ created/);
+  assert.match(first.stdout, /^Applied revision sha256:[0-9a-f]+: \d+ created, \d+ updated, 0 deleted; \d+ ok, 0 failed\.\n$/, "stdout: the result line only");
+  // stderr is a pipe: a plain progress line per phase and the summary, no escape codes.
+  const progress = first.stderr.split("\n").filter((l) => l.startsWith("reconcile: ") && !l.startsWith("reconcile: note:"));
+  assert.deepEqual(
+    progress.map((l) => /^reconcile: (compiling|reading the kernel|applying|done in)/.exec(l)?.[1]),
+    ["compiling", "reading the kernel", "applying", "reading the kernel", "applying", "done in"],
+    first.stderr,
+  );
+  // The second apply (after the maps exist): the counts are the run's, so the changes made before
+  // the maps are done already, and the entries and attachments are still to come.
+  const afterMaps = /^reconcile: applying \([\d.]+m?s\): endpoints 0\/3, entries 0\/\d+, other changes (\d+)\/(\d+)$/.exec(progress[4]!);
+  assert.ok(afterMaps, progress[4]);
+  assert.ok(Number(afterMaps[1]) > 0 && Number(afterMaps[1]) < Number(afterMaps[2]), progress[4]);
+  assert.doesNotMatch(first.stderr, /\x1b/);
 
   // The maps hold what DESIGN §9 expects.
   assert.equal(kernelPolicy(env).get(SEED_ALLOW_ID), "allow");
@@ -49,9 +62,10 @@ test("seed: --once applies, traffic follows the policy, inspect shows counters, 
   // Second run: nothing to do, and nothing written. Every bpf(2) command is traced; the only writes
   // allowed are to a map the run created itself as a feature probe.
   const trace = path.join(env.tmp, "second.strace");
-  const second = await reconcileSrc(env, ["--once"], { strace: trace });
+  const second = await reconcileSrc(env, ["--once", "--no-progress"], { strace: trace });
   assert.equal(second.code, 0, show(second));
   assert.match(second.stdout, /^No changes\./);
+  assert.doesNotMatch(second.stderr, /^reconcile: (compiling|reading|applying|done)/m, "--no-progress");
   const calls = parseBpfTrace(readFileSync(trace, "utf8"));
   assert.ok((calls.byCommand.get("BPF_OBJ_GET") ?? 0) > 0, `strace saw no bpf calls at all: is the trace empty? ${[...calls.byCommand]}`);
   assert.deepEqual(calls.writes, [], "a no-op --once must not write, delete, pin, create or link anything");

@@ -13,6 +13,7 @@ import { RESOURCE_KINDS, type ResourceKind } from "../../reconciler/datapath/sta
 import { Logger } from "../../reconciler/daemon/log.js";
 import { createDaemonCore } from "../../reconciler/daemon/run.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
+import type { ProgressSnapshot } from "../../reconciler/apply/progress.js";
 import { FakeTimers } from "./helpers/fake-timers.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
@@ -52,12 +53,12 @@ function memoryKernel(pins: { revision?: string; suspension?: Suspension } = {})
   return { kernel, pins, target: (k: ResourceKind) => target.get(k)!, netlinkEvent: (netns = "") => watchers.get(netns)?.() };
 }
 
-function daemon(pins: { revision?: string; suspension?: Suspension } = {}) {
+function daemon(pins: { revision?: string; suspension?: Suspension } = {}, extra: { noProgress?: boolean } = {}) {
   const timers = new FakeTimers();
   const mem = memoryKernel(pins);
   const lines: string[] = [];
   const log = new Logger({ format: "logfmt", level: "info", write: (l) => lines.push(l) });
-  const core = createDaemonCore({ kernel: mem.kernel, opts: { node: "vm", enforcement: "default", attachMode: "tcx", resyncIntervalMs: 30_000 }, log, timers });
+  const core = createDaemonCore({ kernel: mem.kernel, opts: { node: "vm", enforcement: "default", attachMode: "tcx", resyncIntervalMs: 30_000, ...extra }, log, timers });
   core.watchNamespaces();
   return { ...core, ...mem, timers, lines };
 }
@@ -270,4 +271,63 @@ test("scenario: suspended, a commit and drift are planned and reported, nothing 
   assert.equal(ipcache.objects.has("10.11.33.3/32") || ipcache.objects.has("10.99.0.1/32"), false);
   assert.equal(await metric("reconcile_suspended"), 0);
   assert.equal(d.resume().wasSuspended, false, "resume when not suspended is a no-op");
+});
+
+/** The status document each time the policy target is called (in the middle of a run). */
+function statusDuringPolicy(d: ReturnType<typeof daemon>): Array<Record<string, unknown>> {
+  const seen: Array<Record<string, unknown>> = [];
+  const policy = d.target("policy");
+  const apply = policy.apply.bind(policy);
+  policy.apply = (...args) => {
+    seen.push(d.status());
+    return apply(...args);
+  };
+  return seen;
+}
+
+test("scenario: during the first run status shows its progress (phase, endpoints, entries, elapsed) and logs it; later runs do not", async () => {
+  const d = daemon();
+  const seen = statusDuringPolicy(d);
+  assert.equal(d.status().progress, undefined, "no run yet");
+  d.loop.submit(seed("r1"));
+  await d.loop.idle();
+  assert.equal(seen.length, 1);
+  const p = seen[0]!.progress as ProgressSnapshot;
+  assert.equal(p.phase, "apply");
+  assert.deepEqual(p.endpoints, { done: 3, total: 3 }, "the endpoint records are written before the policy");
+  assert.equal(p.entries.total, 6, "ipcache 5 and policy 1");
+  assert.equal(p.entries.done, 5, "the ipcache entries are written, the policy not yet");
+  assert.equal(typeof p.elapsedMs, "number");
+  assert.equal(d.status().progress, undefined, "gone once the first run is over");
+  const progress = d.lines.filter((l) => l.includes('msg="first run: progress"'));
+  assert.deepEqual(progress.map((l) => /phase=(\w+)/.exec(l)![1]), ["compile", "observe", "apply", "observe", "apply"], "a line per phase (the clock does not move: no others)");
+  assert.match(progress.at(-1)!, /endpoints=0\/3 entries=0\/6 other=\d+\/\d+ failed=0/);
+  // The next commit: no progress lines, no status field.
+  d.loop.submit(seed("r2"));
+  await d.loop.idle();
+  assert.equal(seen.length, 1, "r2 changes no policy");
+  assert.equal(d.lines.filter((l) => l.includes("first run: progress")).length, progress.length);
+  assert.equal(d.loop.status().appliedRevision, "r2");
+});
+
+test("scenario: --no-progress silences the first run's progress lines; status shows its progress all the same", async () => {
+  const d = daemon({}, { noProgress: true });
+  const seen = statusDuringPolicy(d);
+  d.loop.submit(seed("r1"));
+  await d.loop.idle();
+  assert.equal((seen[0]!.progress as ProgressSnapshot).phase, "apply");
+  assert.deepEqual(d.lines.filter((l) => l.includes("first run: progress")), []);
+  assert.equal(d.loop.status().lastRun?.result, "ok");
+});
+
+test("scenario: a first run that throws (invalid manifests) ends its progress; the next run has none", async () => {
+  const d = daemon();
+  d.loop.submit(invalid("r1"));
+  await d.loop.idle();
+  assert.equal(d.status().progress, undefined);
+  assert.equal(d.lines.filter((l) => l.includes("first run: progress")).length, 1, "compile only");
+  d.loop.submit(seed("r2"));
+  await d.loop.idle();
+  assert.equal(d.loop.status().appliedRevision, "r2");
+  assert.equal(d.lines.filter((l) => l.includes("first run: progress")).length, 1);
 });

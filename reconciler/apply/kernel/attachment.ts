@@ -9,7 +9,7 @@ import type { AttachmentSpec, DesiredState, StateOf } from "../../datapath/state
 import { BpfProgram, TcxLink, loadCollection, programTags, queryTcx, unpin, type Collection, type TcxPosition } from "../../ebpf-loader/index.js";
 import { filterDelete, filterList, filterReplaceBpf, linkIndex, linkList, qdiscEnsureClsact, qdiscList, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
-import type { ObjectResult, Target } from "../target.js";
+import type { ObjectResult, StepProgress, Target } from "../target.js";
 import type { TcxChain, TcxProgramOnHook } from "../port.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
@@ -53,7 +53,7 @@ export class AttachmentTarget implements Target<"attachment"> {
     return out;
   }
 
-  async apply(changes: readonly Change<"attachment">[]): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"attachment">[], _desired?: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
     let programs: Collection | undefined;
     const program = (name: string): BpfProgram => {
       programs ??= this.loadPrograms();
@@ -62,7 +62,8 @@ export class AttachmentTarget implements Target<"attachment"> {
       return p;
     };
     try {
-      return eachChange(changes, (c) => {
+      // Awaited here: the programs are closed only once every change is made.
+      return await eachChange(changes, (c) => {
         const before = c.before;
         const after = c.after;
         if (before && (!after || after.mode !== before.mode)) this.detach(before);
@@ -70,7 +71,7 @@ export class AttachmentTarget implements Target<"attachment"> {
         if (after.mode === "tc") this.attachTc(after, program(after.program));
         else if (before?.mode === "tcx") this.updateTcx(after, program(after.program));
         else this.attachTcx(after, program(after.program));
-      });
+      }, progress);
     } finally {
       programs?.close(); // links and filters hold their own references to the programs
     }

@@ -15,7 +15,7 @@ import {
   type Link,
 } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
-import type { ObjectResult, Target } from "../target.js";
+import type { ObjectResult, StepProgress, Target } from "../target.js";
 import { eachChange } from "./per-object.js";
 import { OWNER_ALIAS_PREFIX, type KernelContext } from "./context.js";
 
@@ -46,7 +46,7 @@ export class DeviceTarget implements Target<"device"> {
     return out;
   }
 
-  async apply(changes: readonly Change<"device">[], desired: DesiredState): Promise<ObjectResult[]> {
+  async apply(changes: readonly Change<"device">[], desired: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
     return eachChange(changes, (c) => {
       if (c.op === "delete") this.remove(c.before);
       else if (c.op === "create") this.create(c.after, desired);
@@ -56,7 +56,7 @@ export class DeviceTarget implements Target<"device"> {
         this.remove(c.before);
         this.create(c.after, desired);
       } else this.update(c.after, c.before);
-    });
+    }, progress);
   }
 
   private create(d: DeviceSpec, desired: DesiredState): void {

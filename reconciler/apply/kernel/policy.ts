@@ -11,7 +11,7 @@ import { entryAudit, entryDecision, entryKey, packEntry, POLICY_KEY, readPackedP
 import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
 import { PolicyChange } from "../../plan/diff.js";
-import { errorText, failuresOf, type ObjectResult, type Target } from "../target.js";
+import { errorText, failuresOf, type ObjectResult, type StepProgress, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { createInnerPolicyMap } from "./maps.js";
 
@@ -61,7 +61,7 @@ export class PolicyTarget implements Target<"policy"> {
     return out;
   }
 
-  async apply(changes: readonly PolicyChange[], desired: DesiredState): Promise<ObjectResult[]> {
+  async apply(changes: readonly PolicyChange[], desired: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
     const outer = this.ctx.map("policy");
     if (!outer) return failuresOf(changes, new Error(`map policy is not pinned at ${this.ctx.mapPath("policy")}`));
     const numbers = endpointNumbers(desired);
@@ -70,7 +70,11 @@ export class PolicyTarget implements Target<"policy"> {
     // (≈8 ms here), once per syscall: the swaps and removals are collected and done in batches.
     const swaps: Slot[] = [];
     const removals: Slot[] = [];
+    let done = 0;
     for (const [endpoint, group] of groupByEndpoint(changes)) {
+      // Counted when the endpoint's entries are written (its swap, batched, follows).
+      if (progress && done) await progress(done);
+      done += group.length;
       try {
         const epId = numbers.get(endpoint) ?? Number(endpoint.slice(1));
         // The endpoint is gone, or has no entries left: drop its whole map. The datapath reads a
