@@ -388,18 +388,19 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
 
 /** monitor's filters and --count, checked here so that a bad one is a usage error before anything is read. */
 function monitorFilter(values: Record<string, string | boolean>): { filter: EventFilter; count?: number } {
+  const [endpoint, verdict, from, to, portText] = [values.endpoint, values.verdict, values.from, values.to, values.port].map(str);
   const filter: EventFilter = {};
   try {
-    if (str(values.endpoint) !== undefined) filter.endpoint = str(values.endpoint)!;
-    if (str(values.verdict) !== undefined) filter.verdicts = parseVerdicts(str(values.verdict)!);
-    if (str(values.from) !== undefined) filter.from = parseSide(str(values.from)!);
-    if (str(values.to) !== undefined) filter.to = parseSide(str(values.to)!);
+    if (endpoint !== undefined) filter.endpoint = endpoint;
+    if (verdict !== undefined) filter.verdicts = parseVerdicts(verdict);
+    if (from !== undefined) filter.from = parseSide(from);
+    if (to !== undefined) filter.to = parseSide(to);
   } catch (err) {
     if (err instanceof FilterError) throw new UsageError(err.message);
     throw err;
   }
-  if (str(values.port) !== undefined) {
-    const { port, protocol } = parsePort(str(values.port)!);
+  if (portText !== undefined) {
+    const { port, protocol } = parsePort(portText);
     filter.port = { port, protocol };
   }
   const countText = str(values.count);

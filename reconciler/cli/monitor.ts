@@ -5,7 +5,9 @@
 // Either way the filters apply here, and the summary at the end (Ctrl-C, --count) goes to stderr.
 
 import { request, type IncomingMessage } from "node:http";
+import { join } from "node:path";
 import type { KernelPort } from "../apply/port.js";
+import { refusalText } from "../daemon/status.js";
 import { sampleClock } from "../monitor/clock.js";
 import { nameEvent, namingContext, type MonitorEvent, type NamingContext } from "../monitor/event.js";
 import { matchesFilter } from "../monitor/filter.js";
@@ -45,7 +47,7 @@ export async function monitor(command: MonitorCommand, io: Io, deps: MonitorDeps
   const onAbort = () => stop.abort();
   deps.signal.addEventListener("abort", onAbort, { once: true });
   // A closed pipe (monitor | head) ends monitor as Ctrl-C does.
-  io.stdout.on("error", onAbort);
+  io.stdout.once("error", onAbort);
   const tally: Tally = { shown: 0, read: 0 };
   const show = (e: MonitorEvent, line?: string) => {
     tally.read++;
@@ -60,6 +62,7 @@ export async function monitor(command: MonitorCommand, io: Io, deps: MonitorDeps
     else await fromRing(command, io, deps, stop.signal, show, tally);
   } finally {
     deps.signal.removeEventListener("abort", onAbort);
+    io.stdout.off("error", onAbort);
   }
   io.stderr.write(`monitor: ${summary(tally)}\n`);
   return 0;
@@ -85,15 +88,7 @@ function openDaemonStream(socketPath: string, required: boolean): Promise<Incomi
       if (res.statusCode === 200) return resolve(res);
       let body = "";
       res.on("data", (c: Buffer) => (body += c.toString()));
-      res.on("end", () => {
-        let message = body.trim();
-        try {
-          message = String((JSON.parse(body) as { error?: unknown }).error ?? message);
-        } catch {
-          /* not JSON: as it is */
-        }
-        reject(new ReconcileError(`monitor: the daemon at ${socketPath} serves no events (HTTP ${res.statusCode}: ${message})`));
-      });
+      res.on("end", () => reject(new ReconcileError(`monitor: the daemon at ${socketPath} serves no events (HTTP ${res.statusCode}: ${refusalText(body)})`)));
     });
     req.on("error", (err: NodeJS.ErrnoException) => {
       const absent = err.code === "ENOENT" || err.code === "ECONNREFUSED";
@@ -108,29 +103,39 @@ function openDaemonStream(socketPath: string, required: boolean): Promise<Incomi
 async function fromDaemon(res: IncomingMessage, socketPath: string, io: Io, signal: AbortSignal, show: (e: MonitorEvent, line: string) => void, tally: Tally): Promise<void> {
   let partial = "";
   let ended = false;
-  const done = new Promise<void>((resolve) => {
+  // A line that is not JSON rejects here, so that it reaches the one error boundary (a throw in the
+  // data handler would be an uncaught exception).
+  const done = new Promise<void>((resolve, reject) => {
     res.on("end", () => {
       ended = true;
       resolve();
     });
     res.on("close", () => resolve());
     signal.addEventListener("abort", () => resolve(), { once: true });
+    res.on("data", (chunk: Buffer) => {
+      const lines = (partial + chunk.toString("utf8")).split("\n");
+      partial = lines.pop()!;
+      for (const line of lines) {
+        if (!line) continue;
+        let msg: { type: string; revision?: string | null } & Partial<Budget>;
+        try {
+          msg = JSON.parse(line) as typeof msg;
+        } catch {
+          return reject(new ReconcileError(`monitor: the daemon at ${socketPath} sent a line that is not JSON: ${line.slice(0, 200)}`));
+        }
+        if (msg.type === "hello") io.stderr.write(`monitor: reading events from the daemon at ${socketPath} (revision ${msg.revision ?? "none applied yet"})\n`);
+        else if (msg.type === "stats") {
+          const now = { suppressed: msg.suppressed ?? 0, lost: msg.lost ?? 0, skipped: msg.skipped ?? 0 };
+          tally.budget = { first: tally.budget?.first ?? now, last: now };
+        } else show(msg as unknown as MonitorEvent, line);
+      }
+    });
   });
-  res.on("data", (chunk: Buffer) => {
-    const lines = (partial + chunk.toString("utf8")).split("\n");
-    partial = lines.pop()!;
-    for (const line of lines) {
-      if (!line) continue;
-      const msg = JSON.parse(line) as { type: string; revision?: string | null } & Partial<Budget>;
-      if (msg.type === "hello") io.stderr.write(`monitor: reading events from the daemon at ${socketPath} (revision ${msg.revision ?? "none applied yet"})\n`);
-      else if (msg.type === "stats") {
-        const now = { suppressed: msg.suppressed ?? 0, lost: msg.lost ?? 0, skipped: msg.skipped ?? 0 };
-        tally.budget = { first: tally.budget?.first ?? now, last: now };
-      } else show(msg as unknown as MonitorEvent, line);
-    }
-  });
-  await done;
-  res.destroy();
+  try {
+    await done;
+  } finally {
+    res.destroy();
+  }
   if (ended && !signal.aborted) throw new ReconcileError(`monitor: the daemon at ${socketPath} ended the event stream (it stopped or restarted)`);
 }
 
@@ -140,13 +145,14 @@ async function fromRing(command: MonitorCommand, io: Io, deps: MonitorDeps, sign
   try {
     const ctx: NamingContext | undefined = command.opts.source ? namingContext(await deps.compile(kernel)) : undefined;
     const stream = kernel.events();
-    const ring = `${command.opts.bpffsRoot}/events`;
+    const ring = join(command.opts.bpffsRoot, "events"); // where the kernel port pins the map of that name
     if (!stream) throw new ReconcileError(`monitor: no event ring buffer at ${ring} (nothing applied there, or a datapath from before events)`);
     const budget = (): Budget => {
       const b = kernel.eventBudget();
       return { suppressed: Number(b.suppressed), lost: Number(b.lost) };
     };
-    tally.budget = { first: budget(), last: budget() };
+    const start = budget();
+    tally.budget = { first: start, last: start };
     io.stderr.write(`monitor: reading the ring buffer at ${ring} (${ctx ? `revision ${ctx.revision}` : "numbers only: give --source for names"})\n`);
     const clock = sampleClock();
     try {

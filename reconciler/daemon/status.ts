@@ -215,6 +215,15 @@ export function requestAction(socketPath: string, action: DaemonAction, body: Re
   return requestJson(socketPath, "POST", `/${action}`, body, timeoutMs);
 }
 
+/** What a refusal of the daemon says: the "error" of its JSON body, or the body as it is. */
+export function refusalText(body: string): string {
+  try {
+    return String((JSON.parse(body) as { error?: unknown }).error ?? body.trim());
+  } catch {
+    return body.trim(); // not JSON
+  }
+}
+
 function requestJson(socketPath: string, method: "GET" | "POST", path: string, body: unknown, timeoutMs: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, path, method, timeout: timeoutMs, headers: body === undefined ? {} : { "content-type": "application/json" } }, (res) => {
@@ -222,15 +231,7 @@ function requestJson(socketPath: string, method: "GET" | "POST", path: string, b
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
-        if (res.statusCode !== 200) {
-          let message = text.trim();
-          try {
-            message = String((JSON.parse(text) as { error?: unknown }).error ?? message);
-          } catch {
-            /* not JSON: as it is */
-          }
-          return reject(new StatusServerError(`${method} ${path} on ${socketPath}: HTTP ${res.statusCode}: ${message}`));
-        }
+        if (res.statusCode !== 200) return reject(new StatusServerError(`${method} ${path} on ${socketPath}: HTTP ${res.statusCode}: ${refusalText(text)}`));
         try {
           resolve(JSON.parse(text) as unknown);
         } catch (err) {

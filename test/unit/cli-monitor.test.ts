@@ -12,6 +12,7 @@ import type { EventBudget, KernelPort } from "../../reconciler/apply/port.js";
 import { parseArgs, UsageError } from "../../reconciler/cli/args.js";
 import { monitor } from "../../reconciler/cli/monitor.js";
 import { DropReason } from "../../reconciler/datapath/layouts.js";
+import { parsePrefix } from "../../reconciler/manifest/ip.js";
 import { encodeRecord, FakeEventStream } from "./helpers/event-records.js";
 
 const parse = (...argv: string[]) => parseArgs(argv, {}, { node: "vm" });
@@ -24,7 +25,7 @@ test("monitor's arguments: the daemon with --socket, the ring with --bpffs-root,
   assert.equal(m("--bpffs-root", "/sys/fs/bpf/t").via, "ring");
   assert.equal((parseArgs(["monitor"], { RECONCILE_SOCKET: "/run/x.sock" }, { node: "vm" }) as MonitorCommand).via, "daemon");
   const f = m("--endpoint", "app1", "--verdict", "drop,audit", "--from", "10.0.0.0/8", "--to", "app1", "--port", "80/TCP", "--count", "5");
-  assert.deepEqual(f.filter, { endpoint: "app1", verdicts: ["drop", "audit"], from: { prefix: f.filter.from && "prefix" in f.filter.from ? f.filter.from.prefix : undefined }, to: { name: "app1" }, port: { port: 80, protocol: 6 } });
+  assert.deepEqual(f.filter, { endpoint: "app1", verdicts: ["drop", "audit"], from: { prefix: parsePrefix("10.0.0.0/8") }, to: { name: "app1" }, port: { port: 80, protocol: 6 } });
   assert.equal(f.count, 5);
   assert.throws(() => m("--verdict", "dropped"), (e: Error) => e instanceof UsageError && /--verdict: expected one or more of drop, allow, deny, audit/.test(e.message));
   assert.throws(() => m("--count", "0"), /--count: expected a whole number of events, 1 or more, got 0/);
@@ -128,4 +129,19 @@ test("monitor through the daemon: a daemon without events is an error; with --so
   const auto = { ...(parse("monitor") as MonitorCommand), via: "auto" as const };
   auto.opts.socket = socket;
   await assert.rejects(monitor(auto, io().io, deps), /no event ring buffer at \/sys\/fs\/bpf\/reconcile\/events/);
+});
+
+test("monitor through the daemon: a line that is not JSON is an error of the command, not an uncaught exception", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "monitor-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const socket = join(dir, "d.sock");
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "application/x-ndjson" });
+    res.write(`${JSON.stringify({ type: "hello", revision: "dir:abc", node: "vm" })}\nnot json\n`);
+  });
+  await listen(server, socket);
+  t.after(() => server.close());
+  server.on("connection", (c) => t.after(() => c.destroy()));
+  const deps = { signal: new AbortController().signal, openKernel: async () => assert.fail("the daemon serves the events"), compile: async () => assert.fail() };
+  await assert.rejects(monitor(parse("monitor", "--socket", socket) as MonitorCommand, io().io, deps), /the daemon at .*d\.sock sent a line that is not JSON: not json/);
 });
