@@ -24,7 +24,7 @@ export interface Clock {
   every?: (ms: number, fn: () => void) => () => void;
 }
 
-const realClock: Clock = {
+export const realClock: Clock = {
   now: () => performance.now(),
   every: (ms, fn) => {
     const t = setInterval(fn, ms);

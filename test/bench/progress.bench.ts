@@ -28,7 +28,7 @@ import { KernelContext } from "../../reconciler/apply/kernel/context.js";
 import { endpointsTarget, ipcacheTarget } from "../../reconciler/apply/kernel/entries.js";
 import { MapTarget } from "../../reconciler/apply/kernel/maps.js";
 import { PolicyTarget } from "../../reconciler/apply/kernel/policy.js";
-import { PlainProgress, TerminalProgress, type ProgressOutput } from "../../reconciler/cli/progress.js";
+import { PlainProgress, realClock, TerminalProgress, type ProgressOutput } from "../../reconciler/cli/progress.js";
 import { tuneHeap } from "../../reconciler/cli/heap.js";
 import { buildDesiredState } from "../../reconciler/datapath/desired.js";
 import { emptyDesired, type DesiredState } from "../../reconciler/datapath/state.js";
@@ -54,14 +54,10 @@ const VARIANTS: Record<string, () => ProgressOutput | undefined> = {
   off: () => undefined,
   "off again": () => undefined,
   events: () => ({ sink: () => {}, finish: () => {} }),
-  plain: () => new PlainProgress(() => {}, now),
-  // With a redraw timer like the real clock's (every 200 ms while nothing reports), as on a terminal.
-  terminal: () => new TerminalProgress(() => {}, { now, every: redrawTimer }, () => 120),
+  plain: () => new PlainProgress(() => {}, realClock.now),
+  // The CLI's own clock, with its redraw timer (every REDRAW_MS while nothing reports), as on a terminal.
+  terminal: () => new TerminalProgress(() => {}, realClock, () => 120),
 };
-function redrawTimer(ms: number, fn: () => void): () => void {
-  const t = setInterval(fn, ms);
-  return () => clearInterval(t);
-}
 const NAMES = Object.keys(VARIANTS);
 
 interface Times {
