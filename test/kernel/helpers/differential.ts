@@ -1,7 +1,8 @@
 // Helpers for the differential test (explain vs the kernel datapath): the flows' vocabulary (the
 // models come from test/unit/helpers/random-policy.ts), and a "node": a private bpffs pin root whose
 // maps are written by the real reconciler targets (map, endpoint, ipcache, policy) through
-// reconcileOnce, with endpoint.o's programs loaded against those pinned maps for BPF_PROG_RUN.
+// reconcileOnce, with endpoint.o's programs loaded against those pinned maps for BPF_PROG_RUN, and
+// the events those programs write to the node's ring buffer.
 
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { MapTarget } from "../../../reconciler/apply/kernel/maps.js";
@@ -9,16 +10,17 @@ import { endpointsTarget, ipcacheTarget } from "../../../reconciler/apply/kernel
 import { PolicyTarget } from "../../../reconciler/apply/kernel/policy.js";
 import { KernelContext } from "../../../reconciler/apply/kernel/context.js";
 import { reconcileOnce, Targets } from "../../../reconciler/apply/executor.js";
-import { buildDesiredState } from "../../../reconciler/datapath/desired.js";
+import { buildDesiredState, type DesiredOptions } from "../../../reconciler/datapath/desired.js";
 import * as L from "../../../reconciler/datapath/layouts.js";
 import type { DesiredState } from "../../../reconciler/datapath/state.js";
-import { BpfMap, loadCollection, numPossibleCpus, type Collection } from "../../../reconciler/ebpf-loader/index.js";
+import { BpfMap, loadCollection, numPossibleCpus, RingBuffer, type Collection } from "../../../reconciler/ebpf-loader/index.js";
 import type { CIDRSelector, Model, PeerRule } from "../../../reconciler/manifest/model.js";
 import { compile } from "../../../reconciler/policy/compile.js";
 import { selectorString } from "../../../reconciler/policy/selector.js";
-import type { CompileOptions } from "../../../reconciler/policy/types.js";
+import type { CompiledPolicy, CompileOptions } from "../../../reconciler/policy/types.js";
+import { namingContext, type NamingContext } from "../../../reconciler/monitor/event.js";
 import { NODES, type NodeName } from "../../unit/helpers/random-policy.js";
-import { suffix } from "./datapath.js";
+import { readEvents, suffix } from "./datapath.js";
 
 // ---- flows -------------------------------------------------------------------------------------------
 
@@ -97,8 +99,12 @@ export class DiffNode {
   readonly ctx: KernelContext;
   private readonly targets: Targets;
   private programs: Collection | undefined;
+  private ring: RingBuffer | undefined;
   /** Endpoint name → endpoint number, of the last applied desired state. */
   epIds = new Map<string, number>();
+  /** The last applied compile, and its names for events (as monitor names them). */
+  compiled: CompiledPolicy | undefined;
+  naming: NamingContext | undefined;
 
   constructor(readonly name: NodeName) {
     mkdirSync(this.pinRoot);
@@ -106,10 +112,13 @@ export class DiffNode {
     this.targets = new Targets([new MapTarget(this.ctx), endpointsTarget(this.ctx), ipcacheTarget(this.ctx), new PolicyTarget(this.ctx)]);
   }
 
-  /** Compiles the model for this node, reconciles the maps to it, and checks a second run is a no-op. */
-  async apply(m: Model, enforcement: CompileOptions["enforcement"]): Promise<ApplyStats> {
+  /** Compiles the model for this node, reconciles the maps to it, and checks a second run is a no-op.
+   *  `events` are the event settings every endpoint entry gets (--monitor-verdicts, --event-rate). */
+  async apply(m: Model, enforcement: CompileOptions["enforcement"], events: Pick<DesiredOptions, "monitorVerdicts" | "eventRate"> = {}): Promise<ApplyStats> {
     const compiled = compile(m, compileOptions(this.name, enforcement));
-    const desired = mapsOnly(buildDesiredState(m, compiled, { attachMode: "tcx" }));
+    const desired = mapsOnly(buildDesiredState(m, compiled, { attachMode: "tcx", ...events }));
+    this.compiled = compiled;
+    this.naming = namingContext({ desired, policy: compiled });
     const before = this.innerIds();
     const report = await reconcileOnce(this.targets, desired);
     if (report.failed.length) throw new Error(`${this.name}: reconcile failed: ${report.failed.map((f) => `${f.resource} ${f.id}: ${f.error}`).join("; ")}`);
@@ -177,6 +186,16 @@ export class DiffNode {
     return out;
   }
 
+  /** The events written since the last call (the ring buffer drained). */
+  events(): L.DatapathEvent[] {
+    if (!this.ring) {
+      const m = this.ctx.map("events");
+      if (!m) throw new Error(`${this.name}: map events is not pinned at ${this.ctx.mapPath("events")}`);
+      this.ring = RingBuffer.open(m);
+    }
+    return readEvents(this.ring);
+  }
+
   clearConntrack(): void {
     const m = this.ctx.map("conntrack");
     if (!m) return;
@@ -184,6 +203,7 @@ export class DiffNode {
   }
 
   close(): void {
+    this.ring?.close();
     this.programs?.close();
     this.ctx.close();
     rmSync(this.pinRoot, { recursive: true, force: true });
