@@ -5,7 +5,7 @@
 import { Command as CommanderCommand, CommanderError, Option } from "commander";
 import { MAX_EVENT_RATE } from "../datapath/desired.js";
 import { DEFAULT_EVENT_RATE } from "../datapath/layouts.js";
-import type { EventOptions } from "../plan/pipeline.js";
+import type { EventOptions } from "../plan/snapshot-to-desired.js";
 import { FilterError, parseSide, parseVerdicts, type EventFilter } from "../monitor/filter.js";
 import { ATTACH_MODES, ATTACH_POSITIONS, COMMAND_NAMES, COMMANDS, ENFORCEMENT_MODES, ENFORCEMENTS, FLAGS, flagsOf, INSPECT_SORTS, INSPECT_WHAT, LOG_FORMATS, LOG_LEVELS, MONITOR_VERDICTS, OUTPUTS, SHELLS, type CommandName, type FlagDef } from "./flags.js";
 

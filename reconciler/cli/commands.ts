@@ -12,7 +12,7 @@ import { HOST_ENDPOINT } from "../policy/host.js";
 import { peerNames, type PeerNames } from "../policy/peer-names.js";
 import { diff, type Plan } from "../plan/diff.js";
 import { checkSavedPlan, parseSavedPlan, savePlan } from "../plan/saved.js";
-import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/pipeline.js";
+import { compileForNode, loadModel, refuseEmpty, type CompiledForNode } from "../plan/snapshot-to-desired.js";
 import { planDocument, renderPlanText } from "../plan/render.js";
 import { eventSettings, type Command, type GlobalOptions } from "./args.js";
 import { readAsset } from "./assets.js";

@@ -4,7 +4,7 @@
 
 import { stat } from "node:fs/promises";
 import { formatProblem, LoadCache, ManifestError } from "../manifest/load.js";
-import { loadModel } from "../plan/pipeline.js";
+import { loadModel } from "../plan/snapshot-to-desired.js";
 import { eventSettings } from "./args.js";
 import { hasChanges, manifestNodes, previewDocument, previewNodes, type PreviewSide } from "../plan/preview.js";
 import { renderPreviewMarkdown, renderPreviewText } from "../plan/render-preview.js";

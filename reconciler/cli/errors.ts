@@ -2,7 +2,7 @@
 
 import { StatusServerError } from "../daemon/errors.js";
 import { ManifestError, formatProblem } from "../manifest/load.js";
-import { CapacityError, EmptySnapshotError, NotThisNodeError } from "../plan/pipeline.js";
+import { CapacityError, EmptySnapshotError, NotThisNodeError } from "../plan/snapshot-to-desired.js";
 import { ExplainQueryError } from "../policy/explain.js";
 import { IdentityRangeExhaustedError } from "../policy/identity.js";
 import { PrefixParseError } from "../manifest/ip.js";

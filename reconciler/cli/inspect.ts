@@ -3,7 +3,7 @@
 
 import type { KernelPort } from "../apply/port.js";
 import { emptyDesired, isUndecodable, PolicyEntrySet, type ActualState, type DesiredState } from "../datapath/state.js";
-import type { Compiled } from "../plan/pipeline.js";
+import type { Compiled } from "../plan/snapshot-to-desired.js";
 import { portBlockEnd, portText, protocolName } from "../plan/render.js";
 import { peerNames, peerText, type Peer, type PeerNames } from "../policy/peer-names.js";
 import type { Command, GlobalOptions } from "./args.js";

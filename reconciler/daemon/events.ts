@@ -11,7 +11,7 @@ import { sampleClock, type WallClock } from "../monitor/clock.js";
 import { nameEvent, namingContext, type MonitorEvent, type NamingContext } from "../monitor/event.js";
 import { readEvents } from "../monitor/reader.js";
 import { isPolicyReason, reasonName } from "../monitor/reasons.js";
-import type { CompiledForNode } from "../plan/pipeline.js";
+import type { CompiledForNode } from "../plan/snapshot-to-desired.js";
 import type { Logger } from "./log.js";
 import type { Timers } from "./loop.js";
 import type { DaemonMetrics } from "./status.js";

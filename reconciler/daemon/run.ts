@@ -3,7 +3,7 @@
 // optional metrics, sd_notify, signals.
 
 import type { KernelPort, Suspension, Watch } from "../apply/port.js";
-import { eventOptions, type NodeCompileOptions } from "../plan/pipeline.js";
+import { eventOptions, type NodeCompileOptions } from "../plan/snapshot-to-desired.js";
 import { followSource, isGitSource, type SourceOptions } from "../source/open.js";
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
 import { ReconcileLoop, realTimers, type Timers } from "./loop.js";

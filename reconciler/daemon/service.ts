@@ -12,7 +12,7 @@ import { formatProblem, ManifestError } from "../manifest/load.js";
 import { diff, type Change, type Plan } from "../plan/diff.js";
 import { policyEntryText } from "../plan/render.js";
 import { peerNames, type PeerNames } from "../policy/peer-names.js";
-import { CapacityError, compileForNode, EmptySnapshotError, IncrementalPipeline, isEmptyModel, NotThisNodeError, refuseEmpty, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/pipeline.js";
+import { CapacityError, compileForNode, EmptySnapshotError, IncrementalPipeline, isEmptyModel, NotThisNodeError, refuseEmpty, requireLocal, type CompiledForNode, type NodeCompileOptions } from "../plan/snapshot-to-desired.js";
 import type { Snapshot } from "../source/snapshot.js";
 import type { Logger } from "./log.js";
 import type { ReconcileOutcome, Trigger } from "./loop.js";

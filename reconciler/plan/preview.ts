@@ -7,7 +7,7 @@ import type { DesiredState } from "../datapath/state.js";
 import type { ManifestProblem, Model } from "../manifest/model.js";
 import { diff, type Plan } from "./diff.js";
 import { policyImpact, ruleRefs, type PolicyImpact } from "./impact.js";
-import { IncrementalPipeline, type PipelineOptions } from "./pipeline.js";
+import { IncrementalPipeline, type PipelineOptions } from "./snapshot-to-desired.js";
 import { planDocument, type PlanDocument } from "./render.js";
 
 /** One side of a diff: what the user named, and its loaded model. */

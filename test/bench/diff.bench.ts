@@ -16,7 +16,7 @@ import { Writable } from "node:stream";
 import { parseArgs } from "../../reconciler/cli/args.js";
 import { runCommand } from "../../reconciler/cli/commands.js";
 import { tuneHeap } from "../../reconciler/cli/heap.js";
-import { compileForNode } from "../../reconciler/plan/pipeline.js";
+import { compileForNode } from "../../reconciler/plan/snapshot-to-desired.js";
 import { readDirSnapshot } from "../../reconciler/source/dir.js";
 import { Cleanups, runBench } from "./cleanups.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";

@@ -22,7 +22,7 @@ import { buildDesiredState } from "../../reconciler/datapath/desired.js";
 import { emptyDesired, type DesiredState } from "../../reconciler/datapath/state.js";
 import type { EndpointManifest, Model, RuleManifest, Selector } from "../../reconciler/manifest/model.js";
 import { diff, type Plan } from "../../reconciler/plan/diff.js";
-import { IncrementalPipeline, loadModel, type PipelineOptions, type PipelineStage } from "../../reconciler/plan/pipeline.js";
+import { IncrementalPipeline, loadModel, type PipelineOptions, type PipelineStage } from "../../reconciler/plan/snapshot-to-desired.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { watchDir } from "../../reconciler/source/dir.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";

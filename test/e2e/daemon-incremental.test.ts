@@ -1,4 +1,4 @@
-// The daemon compiles each new commit incrementally (plan/pipeline.ts IncrementalPipeline) and plans
+// The daemon compiles each new commit incrementally (plan/snapshot-to-desired.ts IncrementalPipeline) and plans
 // it against the state its last run left: after every kind of edit (a rule's port, a rule added, an
 // endpoint's labels, a rule removed) the debug log says what was reused, and a full, independent
 // `--dry-run` (whole compile, kernel read) then finds nothing to change: the kernel holds exactly

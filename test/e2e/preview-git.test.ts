@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { loadModel } from "../../reconciler/plan/pipeline.js";
+import { loadModel } from "../../reconciler/plan/snapshot-to-desired.js";
 import { explain } from "../../reconciler/policy/explain.js";
 import { readSourceOnce } from "../../reconciler/source/open.js";
 import { git } from "./helpers/git.js";

@@ -9,7 +9,7 @@ import { compile } from "../../reconciler/policy/compile.js";
 import { compileIncremental } from "../../reconciler/policy/incremental.js";
 import { explain, policyVerdict } from "../../reconciler/policy/explain.js";
 import type { CompileOptions, EndpointPolicy } from "../../reconciler/policy/types.js";
-import { compileModel, type PipelineOptions } from "../../reconciler/plan/pipeline.js";
+import { compileModel, type PipelineOptions } from "../../reconciler/plan/snapshot-to-desired.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { describe, planDocument, renderPlanText } from "../../reconciler/plan/render.js";
 import { emptyState, type EndpointEntry } from "../../reconciler/datapath/state.js";

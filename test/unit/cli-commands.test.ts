@@ -153,8 +153,8 @@ test("validate --path is confined to the source: climbing out, absolute paths an
 });
 
 test("an empty snapshot is refused when the kernel holds endpoints of ours, unless --allow-empty", async () => {
-  const { refuseEmpty } = await import("../../reconciler/plan/pipeline.js");
-  const { loadModel } = await import("../../reconciler/plan/pipeline.js");
+  const { refuseEmpty } = await import("../../reconciler/plan/snapshot-to-desired.js");
+  const { loadModel } = await import("../../reconciler/plan/snapshot-to-desired.js");
   const empty = { revision: "sha256:e", files: [] };
   const compiled = { ...loadModel(empty), snapshot: empty };
   assert.throws(() => refuseEmpty(false, compiled, 3), (err: unknown) => {

@@ -7,7 +7,7 @@ import { KERNEL_ERRORS } from "../../reconciler/apply/errors.js";
 import { describeError, knowKernelErrors, ReconcileError } from "../../reconciler/cli/errors.js";
 import { BpfError } from "../../reconciler/ebpf-loader/index.js";
 import { MessageFormatError } from "../../reconciler/netlink/index.js";
-import { CapacityError } from "../../reconciler/plan/pipeline.js";
+import { CapacityError } from "../../reconciler/plan/snapshot-to-desired.js";
 import { PathEscapeError } from "../../reconciler/source/errors.js";
 import { ManifestError } from "../../reconciler/manifest/load.js";
 import { ExplainQueryError } from "../../reconciler/policy/explain.js";

@@ -20,7 +20,7 @@ import { parseArgs } from "../../reconciler/cli/args.js";
 import { runCommand } from "../../reconciler/cli/commands.js";
 import { describeError } from "../../reconciler/cli/errors.js";
 import { ManifestError, formatProblem } from "../../reconciler/manifest/load.js";
-import { CapacityError, compileForNode } from "../../reconciler/plan/pipeline.js";
+import { CapacityError, compileForNode } from "../../reconciler/plan/snapshot-to-desired.js";
 import type { Snapshot, SnapshotFile } from "../../reconciler/source/snapshot.js";
 import { prng, type Rng } from "./helpers/random-policy.js";
 

@@ -10,7 +10,7 @@ import { compile } from "../../reconciler/policy/compile.js";
 import { explain } from "../../reconciler/policy/explain.js";
 import { GATEWAY_V4, GATEWAY_V6, HOST_ENDPOINT, HOST_GATEWAYS } from "../../reconciler/policy/host.js";
 import type { CompileOptions } from "../../reconciler/policy/types.js";
-import { compileModel } from "../../reconciler/plan/pipeline.js";
+import { compileModel } from "../../reconciler/plan/snapshot-to-desired.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
 const TCP = 6;

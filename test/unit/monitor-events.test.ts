@@ -9,7 +9,7 @@ import { sampleClock } from "../../reconciler/monitor/clock.js";
 import { formatJson, formatText } from "../../reconciler/monitor/format.js";
 import { FilterError, matchesFilter, parseSide, parseVerdicts, type EventFilter } from "../../reconciler/monitor/filter.js";
 import { readEvents } from "../../reconciler/monitor/reader.js";
-import { compileForNode, loadModel } from "../../reconciler/plan/pipeline.js";
+import { compileForNode, loadModel } from "../../reconciler/plan/snapshot-to-desired.js";
 import { explain } from "../../reconciler/policy/explain.js";
 import { encodeRecord, FakeEventStream, type RecordFields } from "./helpers/event-records.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { neighbourId, vxlanMac, VXLAN_DEVICE } from "../../reconciler/datapath/desired.js";
-import { compileSnapshot } from "../../reconciler/plan/pipeline.js";
+import { compileSnapshot } from "../../reconciler/plan/snapshot-to-desired.js";
 import { multinodeSnapshot, N1, N2, nodeYaml } from "./helpers/multinode-model.js";
 
 const compileFor = (node: string, extra: { underlayMtu?: number; hostAddresses?: string[] } = {}, app3On?: "n1" | "n2") =>

@@ -11,7 +11,7 @@ import { bytesToIp, parseAttrs } from "../../reconciler/netlink/message.js";
 import { eui64LinkLocal, vxlanMac, VXLAN_DEVICE } from "../../reconciler/datapath/desired.js";
 import { emptyState } from "../../reconciler/datapath/state.js";
 import { diff } from "../../reconciler/plan/diff.js";
-import { compileSnapshot } from "../../reconciler/plan/pipeline.js";
+import { compileSnapshot } from "../../reconciler/plan/snapshot-to-desired.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 import { REPO_ROOT } from "./helpers/manifest-snapshot.js";
 

@@ -7,7 +7,7 @@ import { buildFdb, decodeFdb, FDB_STATE } from "../../reconciler/netlink/fdb.js"
 import { decodeNdMsg, encodeNdMsg, parseAttrs, attr } from "../../reconciler/netlink/message.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { emptyState } from "../../reconciler/datapath/state.js";
-import { compileSnapshot } from "../../reconciler/plan/pipeline.js";
+import { compileSnapshot } from "../../reconciler/plan/snapshot-to-desired.js";
 import { nodeFacts } from "../../reconciler/plan/facts.js";
 import { multinodeSnapshot, N1 } from "./helpers/multinode-model.js";
 

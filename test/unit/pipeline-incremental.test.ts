@@ -1,4 +1,4 @@
-// The daemon's incremental pipeline (plan/pipeline.ts IncrementalPipeline) and its parts: the load
+// The daemon's incremental pipeline (plan/snapshot-to-desired.ts IncrementalPipeline) and its parts: the load
 // cache (manifest/load.ts), desired-state reuse (datapath/desired.ts) and the diff's skip of an
 // endpoint whose policy map is the very same object (plan/diff.ts). Each result must equal what the
 // non-incremental functions give for the same snapshot.
@@ -8,7 +8,7 @@ import { buildDesiredState } from "../../reconciler/datapath/desired.js";
 import { emptyState, PolicyEntrySet, type ActualState } from "../../reconciler/datapath/state.js";
 import { LoadCache, loadSnapshot, ManifestError } from "../../reconciler/manifest/load.js";
 import { diff } from "../../reconciler/plan/diff.js";
-import { compileModel, IncrementalPipeline, loadModel, type PipelineOptions } from "../../reconciler/plan/pipeline.js";
+import { compileModel, IncrementalPipeline, loadModel, type PipelineOptions } from "../../reconciler/plan/snapshot-to-desired.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { compileIncremental } from "../../reconciler/policy/incremental.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";

@@ -10,7 +10,7 @@ import { RESOURCE_KINDS } from "../../reconciler/datapath/state.js";
 import type { Entity, Model, PortRule, RuleManifest, Selector } from "../../reconciler/manifest/model.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { policyImpact, ruleRefs, type ImpactLine, type PolicyImpact } from "../../reconciler/plan/impact.js";
-import { compileModel, loadModel } from "../../reconciler/plan/pipeline.js";
+import { compileModel, loadModel } from "../../reconciler/plan/snapshot-to-desired.js";
 import { planBetween, previewNodes } from "../../reconciler/plan/preview.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { explain } from "../../reconciler/policy/explain.js";

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { policyRows } from "../../reconciler/cli/inspect.js";
 import { emptyState } from "../../reconciler/datapath/state.js";
 import { diff } from "../../reconciler/plan/diff.js";
-import { compileSnapshot } from "../../reconciler/plan/pipeline.js";
+import { compileSnapshot } from "../../reconciler/plan/snapshot-to-desired.js";
 import { planDocument, portText, renderPlanText } from "../../reconciler/plan/render.js";
 import { peerNames, peerText } from "../../reconciler/policy/peer-names.js";
 

@@ -10,7 +10,7 @@ import { MemoryTarget } from "../../reconciler/apply/target.js";
 import { emptyState, RESOURCE_KINDS, type ActualState, type ResourceKind } from "../../reconciler/datapath/state.js";
 import { ReconcileService } from "../../reconciler/daemon/service.js";
 import { diff } from "../../reconciler/plan/diff.js";
-import { compileForNode } from "../../reconciler/plan/pipeline.js";
+import { compileForNode } from "../../reconciler/plan/snapshot-to-desired.js";
 import { checkSavedPlan, parseSavedPlan, PlanFileError, savePlan, stateDigest, StalePlanError } from "../../reconciler/plan/saved.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";

@@ -12,7 +12,7 @@ import { parseArgs } from "../../reconciler/cli/args.js";
 import { PlainProgress, progressFor, REDRAW_MS, TerminalProgress } from "../../reconciler/cli/progress.js";
 import type { Io } from "../../reconciler/cli/io.js";
 import { emptyDesired, RESOURCE_KINDS, type DesiredState } from "../../reconciler/datapath/state.js";
-import { compileForNode } from "../../reconciler/plan/pipeline.js";
+import { compileForNode } from "../../reconciler/plan/snapshot-to-desired.js";
 import type { Change } from "../../reconciler/plan/diff.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 

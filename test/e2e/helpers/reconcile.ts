@@ -23,7 +23,7 @@ import {
 } from "../../../reconciler/datapath/layouts.js";
 import { endpointIds } from "../../../reconciler/datapath/desired.js";
 import { policyEntryId } from "../../../reconciler/datapath/state.js";
-import { compileSnapshot } from "../../../reconciler/plan/pipeline.js";
+import { compileSnapshot } from "../../../reconciler/plan/snapshot-to-desired.js";
 import { readDirSnapshot } from "../../../reconciler/source/dir.js";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");

@@ -1,4 +1,4 @@
-// Snapshot → Model → CompiledPolicy → DesiredState: the pure chain every command starts with.
+// Snapshot → Model → CompiledPolicy → DesiredState (load → compile → desired): the pure chain every command starts with.
 
 import { buildDesiredState, type DesiredOptions, type MonitorVerdicts } from "../datapath/desired.js";
 import { MAP_SPECS, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
