@@ -9,6 +9,7 @@ import { ReservedIdentity, type CompiledPolicy, type EndpointPolicy } from "../p
 import { DEFAULT_EVENT_RATE } from "./layouts.js";
 import { MAP_SPECS } from "./maps.js";
 import {
+  emptyState,
   type AddressSpec,
   type AttachmentSpec,
   type DesiredState,
@@ -166,21 +167,7 @@ export interface PreviousBuild {
 }
 
 export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: DesiredOptions, previous?: PreviousBuild): DesiredState {
-  const state: DesiredState = {
-    revision: compiled.revision,
-    node: compiled.node,
-    namespaces: new Map(),
-    devices: new Map(),
-    addresses: new Map(),
-    routes: new Map(),
-    neighbours: new Map(),
-    sysctls: new Map(),
-    maps: new Map(MAP_SPECS.map((m) => [m.name, m])),
-    attachments: new Map(),
-    endpoints: new Map(),
-    ipcache: new Map(),
-    policy: new Map(),
-  };
+  const state: DesiredState = { revision: compiled.revision, node: compiled.node, ...emptyState(), maps: new Map(MAP_SPECS.map((m) => [m.name, m])) };
 
   const local = model.endpoints.filter((e) => e.node === undefined || e.node === compiled.node);
   const ids = endpointIds(local.map((e) => e.name));

@@ -209,6 +209,39 @@ function addExtAck(out: NlError, tlv: Attrs): void {
 
 // ---------------------------------------------------------------- fixed headers
 
+type Scalar = "u8" | "u16" | "i32" | "u32";
+const WRITE: Record<Scalar, (b: Buffer, v: number, at: number) => void> = {
+  u8: (b, v, at) => b.writeUInt8(v & 0xff, at), // the low 8 bits (ifaddrmsg's flags: IFA_FLAGS carries all 32)
+  u16: (b, v, at) => b.writeUInt16LE(v, at),
+  i32: (b, v, at) => b.writeInt32LE(v, at),
+  u32: (b, v, at) => b.writeUInt32LE(v >>> 0, at),
+};
+const READ: Record<Scalar, (b: Buffer, at: number) => number> = {
+  u8: (b, at) => b.readUInt8(at),
+  u16: (b, at) => b.readUInt16LE(at),
+  i32: (b, at) => b.readInt32LE(at),
+  u32: (b, at) => b.readUInt32LE(at),
+};
+
+/** The codec of a fixed-layout kernel header: each field's byte offset and C type; the bytes not
+ *  named (the kernel's padding) and the fields a request leaves out are zero. */
+function fixedHeader<T extends object>(what: string, size: number, layout: { [K in keyof T]: [offset: number, type: Scalar] }) {
+  const fields = Object.entries(layout) as [keyof T & string, [number, Scalar]][];
+  return {
+    encode(m: T): Buffer {
+      const b = Buffer.alloc(size);
+      for (const [name, [at, type]] of fields) WRITE[type](b, (m[name] as number | undefined) ?? 0, at);
+      return b;
+    },
+    decode(p: Buffer): T {
+      if (p.length < size) throw new MessageFormatError(`${what}: expected at least ${size} bytes, got ${p.length}`);
+      const m: Record<string, number> = {};
+      for (const [name, [at, type]] of fields) m[name] = READ[type](p, at);
+      return m as T;
+    },
+  };
+}
+
 /** struct ifinfomsg (16 bytes). */
 export interface IfInfoMsg {
   family: number;
@@ -221,20 +254,9 @@ export interface IfInfoMsg {
   change: number;
 }
 
-export function encodeIfInfoMsg(m: Partial<IfInfoMsg>): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeUInt8(m.family ?? 0, 0);
-  b.writeUInt16LE(m.type ?? 0, 2);
-  b.writeInt32LE(m.index ?? 0, 4);
-  b.writeUInt32LE((m.flags ?? 0) >>> 0, 8);
-  b.writeUInt32LE((m.change ?? 0) >>> 0, 12);
-  return b;
-}
-
-export function decodeIfInfoMsg(p: Buffer): IfInfoMsg {
-  need(p, 16, "ifinfomsg");
-  return { family: p.readUInt8(0), type: p.readUInt16LE(2), index: p.readInt32LE(4), flags: p.readUInt32LE(8), change: p.readUInt32LE(12) };
-}
+const IFINFOMSG = fixedHeader<IfInfoMsg>("ifinfomsg", 16, { family: [0, "u8"], type: [2, "u16"], index: [4, "i32"], flags: [8, "u32"], change: [12, "u32"] });
+export const encodeIfInfoMsg = (m: Partial<IfInfoMsg>): Buffer => IFINFOMSG.encode(m as IfInfoMsg);
+export const decodeIfInfoMsg = IFINFOMSG.decode;
 
 /** struct ifaddrmsg (8 bytes). */
 export interface IfAddrMsg {
@@ -246,20 +268,9 @@ export interface IfAddrMsg {
   index: number;
 }
 
-export function encodeIfAddrMsg(m: IfAddrMsg): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt8(m.family, 0);
-  b.writeUInt8(m.prefixLen, 1);
-  b.writeUInt8(m.flags & 0xff, 2);
-  b.writeUInt8(m.scope, 3);
-  b.writeUInt32LE(m.index >>> 0, 4);
-  return b;
-}
-
-export function decodeIfAddrMsg(p: Buffer): IfAddrMsg {
-  need(p, 8, "ifaddrmsg");
-  return { family: p.readUInt8(0), prefixLen: p.readUInt8(1), flags: p.readUInt8(2), scope: p.readUInt8(3), index: p.readUInt32LE(4) };
-}
+const IFADDRMSG = fixedHeader<IfAddrMsg>("ifaddrmsg", 8, { family: [0, "u8"], prefixLen: [1, "u8"], flags: [2, "u8"], scope: [3, "u8"], index: [4, "u32"] });
+export const encodeIfAddrMsg = IFADDRMSG.encode;
+export const decodeIfAddrMsg = IFADDRMSG.decode;
 
 /** struct rtmsg (12 bytes). */
 export interface RtMsg {
@@ -279,27 +290,12 @@ export interface RtMsg {
   flags: number;
 }
 
-export function encodeRtMsg(m: RtMsg): Buffer {
-  const b = Buffer.alloc(12);
-  b.writeUInt8(m.family, 0);
-  b.writeUInt8(m.dstLen, 1);
-  b.writeUInt8(m.srcLen, 2);
-  b.writeUInt8(m.tos, 3);
-  b.writeUInt8(m.table, 4);
-  b.writeUInt8(m.protocol, 5);
-  b.writeUInt8(m.scope, 6);
-  b.writeUInt8(m.type, 7);
-  b.writeUInt32LE(m.flags >>> 0, 8);
-  return b;
-}
-
-export function decodeRtMsg(p: Buffer): RtMsg {
-  need(p, 12, "rtmsg");
-  return {
-    family: p.readUInt8(0), dstLen: p.readUInt8(1), srcLen: p.readUInt8(2), tos: p.readUInt8(3),
-    table: p.readUInt8(4), protocol: p.readUInt8(5), scope: p.readUInt8(6), type: p.readUInt8(7), flags: p.readUInt32LE(8),
-  };
-}
+const RTMSG = fixedHeader<RtMsg>("rtmsg", 12, {
+  family: [0, "u8"], dstLen: [1, "u8"], srcLen: [2, "u8"], tos: [3, "u8"], table: [4, "u8"],
+  protocol: [5, "u8"], scope: [6, "u8"], type: [7, "u8"], flags: [8, "u32"],
+});
+export const encodeRtMsg = RTMSG.encode;
+export const decodeRtMsg = RTMSG.decode;
 
 /** struct ndmsg (12 bytes). */
 export interface NdMsg {
@@ -313,20 +309,9 @@ export interface NdMsg {
   type: number;
 }
 
-export function encodeNdMsg(m: NdMsg): Buffer {
-  const b = Buffer.alloc(12);
-  b.writeUInt8(m.family, 0);
-  b.writeInt32LE(m.index, 4);
-  b.writeUInt16LE(m.state, 8);
-  b.writeUInt8(m.flags, 10);
-  b.writeUInt8(m.type, 11);
-  return b;
-}
-
-export function decodeNdMsg(p: Buffer): NdMsg {
-  need(p, 12, "ndmsg");
-  return { family: p.readUInt8(0), index: p.readInt32LE(4), state: p.readUInt16LE(8), flags: p.readUInt8(10), type: p.readUInt8(11) };
-}
+const NDMSG = fixedHeader<NdMsg>("ndmsg", 12, { family: [0, "u8"], index: [4, "i32"], state: [8, "u16"], flags: [10, "u8"], type: [11, "u8"] });
+export const encodeNdMsg = NDMSG.encode;
+export const decodeNdMsg = NDMSG.decode;
 
 /** struct tcmsg (20 bytes). */
 export interface TcMsg {
@@ -338,24 +323,9 @@ export interface TcMsg {
   info: number;
 }
 
-export function encodeTcMsg(m: TcMsg): Buffer {
-  const b = Buffer.alloc(20);
-  b.writeUInt8(m.family, 0);
-  b.writeInt32LE(m.index, 4);
-  b.writeUInt32LE(m.handle >>> 0, 8);
-  b.writeUInt32LE(m.parent >>> 0, 12);
-  b.writeUInt32LE(m.info >>> 0, 16);
-  return b;
-}
-
-export function decodeTcMsg(p: Buffer): TcMsg {
-  need(p, 20, "tcmsg");
-  return { family: p.readUInt8(0), index: p.readInt32LE(4), handle: p.readUInt32LE(8), parent: p.readUInt32LE(12), info: p.readUInt32LE(16) };
-}
-
-function need(p: Buffer, n: number, what: string): void {
-  if (p.length < n) throw new MessageFormatError(`${what}: expected at least ${n} bytes, got ${p.length}`);
-}
+const TCMSG = fixedHeader<TcMsg>("tcmsg", 20, { family: [0, "u8"], index: [4, "i32"], handle: [8, "u32"], parent: [12, "u32"], info: [16, "u32"] });
+export const encodeTcMsg = TCMSG.encode;
+export const decodeTcMsg = TCMSG.decode;
 
 // ---------------------------------------------------------------- addresses
 
