@@ -13,12 +13,16 @@ import type { ObjectResult, StepProgress, Target } from "../target.js";
 import type { TcxChain, TcxProgramOnHook } from "../port.js";
 import type { KernelContext } from "./context.js";
 import { eachChange } from "./per-object.js";
+import { withExpeditedRcu, type RcuKnob } from "./rcu.js";
 
 /** Name reconcile gives its tc filters, and the priority and handle they use. */
 const TC_NAME_PREFIX = "reconcile:";
 const TC_PRIO = 1;
 const TC_HANDLE = 1;
 const HOST_DIR = "host";
+/** Fresh tcx links in one apply from which RCU grace periods are expedited (when asked): below
+ *  it the wait is a few tens of milliseconds, not worth a host-wide knob. */
+export const EXPEDITE_FROM = 16;
 
 // Kept here too: callers that reason about attachments look for the tag functions next to them.
 export { programTag, programTags } from "../../ebpf-loader/tag.js";
@@ -31,10 +35,13 @@ export class AttachmentTarget implements Target<"attachment"> {
   readonly kind = "attachment" as const;
 
   /** `position`: where a fresh tcx link goes among the programs already on the hook ("first": at
-   *  the head, ahead of foreign programs). A link that exists is updated in place, never moved. */
+   *  the head, ahead of foreign programs). A link that exists is updated in place, never moved.
+   *  `expediteRcu`: the knob to expedite RCU grace periods with while a batch of fresh tcx links
+   *  is made (rcu.ts); undefined: links are made at the kernel's normal rate. */
   constructor(
     private readonly ctx: KernelContext,
     private readonly position: TcxPosition = "first",
+    private readonly expediteRcu?: RcuKnob,
   ) {}
 
   async observe(desired: DesiredState): Promise<StateOf<"attachment">> {
@@ -61,9 +68,8 @@ export class AttachmentTarget implements Target<"attachment"> {
       if (!p) throw new Error(`program ${name} is not in the datapath object`);
       return p;
     };
-    try {
-      // Awaited here: the programs are closed only once every change is made.
-      return await eachChange(changes, (c) => {
+    const makeAll = () =>
+      eachChange(changes, (c) => {
         const before = c.before;
         const after = c.after;
         if (before && (!after || after.mode !== before.mode)) this.detach(before);
@@ -72,6 +78,10 @@ export class AttachmentTarget implements Target<"attachment"> {
         else if (before?.mode === "tcx") this.updateTcx(after, program(after.program));
         else this.attachTcx(after, program(after.program));
       }, progress);
+    const fresh = changes.filter((c) => c.after?.mode === "tcx" && c.before?.mode !== "tcx").length;
+    try {
+      // Awaited here: the programs are closed only once every change is made.
+      return await (this.expediteRcu && fresh >= EXPEDITE_FROM ? withExpeditedRcu(this.expediteRcu, makeAll) : makeAll());
     } finally {
       programs?.close(); // links and filters hold their own references to the programs
     }

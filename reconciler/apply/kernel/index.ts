@@ -12,6 +12,7 @@ import { MapTarget } from "./maps.js";
 import { NeighbourTarget } from "./neighbour.js";
 import { NetnsTarget } from "./netns.js";
 import { PolicyTarget } from "./policy.js";
+import type { RcuKnob } from "./rcu.js";
 import { RouteTarget } from "./route.js";
 import { SysctlTarget } from "./sysctl.js";
 
@@ -46,8 +47,9 @@ function freshHandles(ctx: KernelContext, target: Target): Target {
   };
 }
 
-/** `attachPosition`: where fresh tcx links go among foreign programs (default first). */
-export function kernelTargets(ctx: KernelContext, opts: { attachPosition?: "first" | "last" } = {}): Targets {
+/** `attachPosition`: where fresh tcx links go among foreign programs (default first);
+ *  `expediteRcu`: the knob a batch of fresh tcx links expedites RCU grace periods with (rcu.ts). */
+export function kernelTargets(ctx: KernelContext, opts: { attachPosition?: "first" | "last"; expediteRcu?: RcuKnob } = {}): Targets {
   const targets: Target[] = [
     new NetnsTarget(ctx),
     new DeviceTarget(ctx),
@@ -59,7 +61,7 @@ export function kernelTargets(ctx: KernelContext, opts: { attachPosition?: "firs
     endpointsTarget(ctx),
     ipcacheTarget(ctx),
     new PolicyTarget(ctx),
-    new AttachmentTarget(ctx, opts.attachPosition ?? "first"),
+    new AttachmentTarget(ctx, opts.attachPosition ?? "first", opts.expediteRcu),
   ];
   return new KernelTargets(ctx, targets.map((t) => freshHandles(ctx, t)));
 }

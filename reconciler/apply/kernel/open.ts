@@ -13,6 +13,7 @@ import { addrList, constants, linkGet, netnsIdentity, subscribe, type NetlinkSoc
 import type { HostInfo } from "../../plan/facts.js";
 import { GATEWAY_V4 } from "../../policy/host.js";
 import { policyEntryKey } from "../../policy/key.js";
+import { sysfsRcuKnob } from "./rcu.js";
 
 export type { Features };
 
@@ -24,6 +25,8 @@ export interface OpenOptions {
   attachMode: "auto" | "tcx" | "tc";
   /** Where fresh tcx links go among foreign programs (default first). */
   attachPosition?: "first" | "last";
+  /** Expedite RCU grace periods (/sys/kernel/rcu_expedited) while a batch of tcx links is made. */
+  expediteAttach?: boolean;
   /** Reads an object this binary carries (bpf/build/NAME). */
   readObject: (name: string) => Buffer;
 }
@@ -38,7 +41,10 @@ export function openKernel(opts: OpenOptions): Kernel {
   for (const [name, spec] of ctx.collectionSpec().programs) tags.set(name, programTag(spec));
   return {
     ctx,
-    targets: kernelTargets(ctx, { ...(opts.attachPosition ? { attachPosition: opts.attachPosition } : {}) }),
+    targets: kernelTargets(ctx, {
+      ...(opts.attachPosition ? { attachPosition: opts.attachPosition } : {}),
+      ...(opts.expediteAttach ? { expediteRcu: sysfsRcuKnob() } : {}),
+    }),
     attachMode: resolveAttachMode(opts.attachMode),
     programTags: tags,
     host: () => readHostInfo(ctx.route()),
