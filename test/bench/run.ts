@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, "../..");
-const ALL = ["compile", "incremental", "diff", "maps", "apply", "progress", "daemon", "datapath", "events", "netlink", "source"] as const;
+const ALL = ["compile", "incremental", "diff", "maps", "apply", "progress", "daemon", "datapath", "events", "packet", "netlink", "source"] as const;
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !(ALL as readonly string[]).includes(w));
