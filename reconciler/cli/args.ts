@@ -64,6 +64,8 @@ export interface GlobalOptions {
   allowEmpty: boolean;
   /** --log-drops: the daemon logs each drop event (rate-limited). */
   logDrops: boolean;
+  /** --expedite-attach: a batch of fresh tcx links expedites RCU grace periods (apply/kernel/rcu.ts). */
+  expediteAttach: boolean;
   /** --no-progress: no progress lines on stderr (nor in the daemon's log for its first apply). */
   noProgress: boolean;
   // Settings only the environment gives (secrets and their files stay out of argv and ps):
@@ -377,6 +379,7 @@ function globalOptions(values: Record<string, string | boolean>, defaults: { nod
     node: str(values.node) ?? defaults.node,
     allowEmpty: bool(values.allowEmpty, "--allow-empty (RECONCILE_ALLOW_EMPTY)"),
     logDrops: bool(values.logDrops, "--log-drops (RECONCILE_LOG_DROPS)"),
+    expediteAttach: bool(values.expediteAttach, "--expedite-attach (RECONCILE_EXPEDITE_ATTACH)"),
     noProgress: bool(values.noProgress, "--no-progress (RECONCILE_NO_PROGRESS)"),
   };
   for (const key of ["source", "ref", "path", "listen", "verifySignatures"] as const) {

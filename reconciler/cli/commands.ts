@@ -63,7 +63,7 @@ export async function runCommand(command: Command, io: Io): Promise<number> {
 async function openKernel(opts: GlobalOptions): Promise<KernelPort> {
   const kernel = await import("../apply/kernel/open.js");
   knowKernelErrors(kernel.KERNEL_ERRORS);
-  return kernel.openKernel({ pinRoot: opts.bpffsRoot, attachMode: opts.attachMode, attachPosition: opts.attachPosition, readObject: readAsset });
+  return kernel.openKernel({ pinRoot: opts.bpffsRoot, attachMode: opts.attachMode, attachPosition: opts.attachPosition, expediteAttach: opts.expediteAttach, readObject: readAsset });
 }
 
 async function withKernel<T>(opts: GlobalOptions, fn: (kernel: KernelPort) => Promise<T>): Promise<T> {
