@@ -12,7 +12,7 @@
 // in this process, after the daemon stopped); the kernel floor of the cold start's attaches
 // (200 tcx links created in this process on fresh veths, scaled to 2 per endpoint).
 // Latencies polled over the status socket carry up to 10 ms of polling granularity.
-// Run (root): node --import tsx test/bench/daemon.bench.ts [--small] [--changes=5] [--resync=5s] [--attach-mode=tc]
+// Run (root): node --import tsx test/bench/daemon.bench.ts [--small] [--changes=5] [--resync=5s] [--attach-mode=tc] [--expedite-attach]
 // RECONCILE_BIN=path uses that binary, else one is built into the scratch directory.
 // --profile=DIR runs the daemon from source (tsx) under `node --cpu-prof` and leaves its profile in DIR.
 // Local endpoints ADOPT veth pairs made here with one `ip -batch` (no `interface.create`): create
@@ -33,6 +33,7 @@ import { endpointIds } from "../../reconciler/datapath/desired.js";
 import { fetchStatus } from "../../reconciler/daemon/status.js";
 import { BpfMap, loadCollection, parseElf, TcxLink } from "../../reconciler/ebpf-loader/index.js";
 import { withNetns } from "../../reconciler/netlink/index.js";
+import { sysfsRcuKnob, withExpeditedRcu } from "../../reconciler/apply/kernel/rcu.js";
 import type { Model } from "../../reconciler/manifest/model.js";
 import { contentRevision, readDirSnapshot } from "../../reconciler/source/dir.js";
 import type { SnapshotFile } from "../../reconciler/source/snapshot.js";
@@ -50,6 +51,8 @@ const RESYNC = argValue("resync") ?? "5s";
 const PROFILE = argValue("profile");
 /** --attach-mode passed to the daemon (auto picks tcx on this kernel). */
 const ATTACH_MODE = argValue("attach-mode") ?? "auto";
+/** --expedite-attach passed to the daemon (its cold start's tcx links with RCU grace periods expedited). */
+const EXPEDITE = process.argv.includes("--expedite-attach");
 const scale: ScaleOptions = small ? { endpoints: 100, rules: 200, remoteEndpoints: 1000, apps: 10, groups: 10 } : DESIGN_SCALE;
 /** Policy entries the model compiles to: rules per endpoint × peers per rule × endpoints (one identity per endpoint). */
 const EXPECTED_ENTRIES = scale.endpoints * (scale.rules / scale.apps) * (scale.endpoints / scale.groups);
@@ -334,7 +337,7 @@ async function main(): Promise<void> {
   console.log(`  ${scale.endpoints} veth pairs created in ${fmtMs(now() - v0)}`);
 
   // (a) cold start → ready.
-  const argv = ["--source", dir, "--node", NODE, "--bpffs-root", pinRoot, "--socket", socket, "--state-dir", join(scratch, "state"), "--resync-interval", RESYNC, "--attach-mode", ATTACH_MODE];
+  const argv = ["--source", dir, "--node", NODE, "--bpffs-root", pinRoot, "--socket", socket, "--state-dir", join(scratch, "state"), "--resync-interval", RESYNC, "--attach-mode", ATTACH_MODE, ...(EXPEDITE ? ["--expedite-attach"] : [])];
   const cmd = PROFILE ? [process.execPath, "--cpu-prof", "--cpu-prof-interval=50000", `--cpu-prof-dir=${resolve(PROFILE)}`, "--import", "tsx", join(REPO, "reconciler/cli/main.ts")] : [bin];
   const start = now();
   const daemon = new Daemon([...cmd, ...argv], logFile);
@@ -428,11 +431,13 @@ async function main(): Promise<void> {
   const floor = Math.min(...floors.map((f) => f.ms));
   row("    baseline: kernel floor of a resync (batch-read every map once, best of 3)", `${fmtMs(floor)} (${floors.map((f) => Math.round(f.ms)).join(", ")} ms)`);
   row("ratio no-op resync / kernel floor", `${(median(noop) / floor).toFixed(2)}`, "(info)");
-  const attach = tcxAttachFloor(200);
-  row(
-    "    baseline: kernel floor of the cold start's tcx attaches (BPF_LINK_CREATE)",
-    `${(attach.ms / attach.links).toFixed(1)} ms per link (${attach.links} links in ${fmtMs(attach.ms)}); × ${2 * scale.endpoints} links = ${fmtMs((attach.ms / attach.links) * 2 * scale.endpoints)}`,
-  );
+  for (const expedited of [false, true]) {
+    const attach = expedited ? await withExpeditedRcu(sysfsRcuKnob(), async () => tcxAttachFloor(200, "dme")) : tcxAttachFloor(200, "dmf");
+    row(
+      `    baseline: kernel floor of the cold start's tcx attaches (BPF_LINK_CREATE${expedited ? ", RCU expedited" : ""})`,
+      `${(attach.ms / attach.links).toFixed(2)} ms per link (${attach.links} links in ${fmtMs(attach.ms)}); × ${2 * scale.endpoints} links = ${fmtMs((attach.ms / attach.links) * 2 * scale.endpoints)}`,
+    );
+  }
   log.poll();
   if (log.problems.length) console.log(`  warnings/errors in the daemon's log (${log.problems.length}):\n    ${log.problems.slice(0, 10).join("\n    ")}`);
   row("runs in the log (trigger:changes/ms)", `${log.runs.length}: ${log.runs.map((r) => `${r.trigger}:${r.changes}/${r.ms}`).join(" ").slice(0, 300)}`);
@@ -445,12 +450,12 @@ async function main(): Promise<void> {
  * Time to create `n` tcx links (ingress) on `n` fresh veths in the bench's namespace, in this
  * process, with counter.o's program: what the cold start's 2 links per endpoint cost at least.
  */
-function tcxAttachFloor(n: number): { links: number; ms: number } {
+function tcxAttachFloor(n: number, prefix: string): { links: number; ms: number } {
   const lines: string[] = [];
-  for (let i = 0; i < n; i++) lines.push(`link add dmf${i} type veth peer name dmg${i}`);
+  for (let i = 0; i < n; i++) lines.push(`link add ${prefix}${i} type veth peer name ${prefix}p${i}`);
   run("ip", ["-n", netns, "-batch", "-"], lines.join("\n") + "\n");
   const links = JSON.parse(run("ip", ["-n", netns, "-j", "link", "show"])) as Array<{ ifname: string; ifindex: number }>;
-  const ifindexes = links.filter((l) => /^dmf\d+$/.test(l.ifname)).map((l) => l.ifindex);
+  const ifindexes = links.filter((l) => new RegExp(`^${prefix}\\d+$`).test(l.ifname)).map((l) => l.ifindex);
   const collection = loadCollection(parseElf(readFileSync(join(REPO, "bpf/build/counter.o"))));
   const made: TcxLink[] = [];
   try {
