@@ -56,7 +56,7 @@ export const FLAGS: Record<string, FlagDef> = {
   "--resync-interval": { key: "resyncInterval", value: true, env: "RECONCILE_RESYNC_INTERVAL", arg: "DURATION", help: "period of the drift resync", default: "30s" },
   "--attach-mode": { key: "attachMode", value: true, env: "RECONCILE_ATTACH_MODE", arg: "MODE", help: "tcx links, tc filters, or tcx where the kernel has it", default: "auto", choices: ATTACH_MODES, commands: KERNEL_USERS },
   "--attach-position": { key: "attachPosition", value: true, env: "RECONCILE_ATTACH_POSITION", arg: "POS", help: "where a fresh tcx attachment goes among foreign programs", default: "first", choices: ATTACH_POSITIONS },
-  "--expedite-attach": { key: "expediteAttach", value: false, env: "RECONCILE_EXPEDITE_ATTACH", help: "set /sys/kernel/rcu_expedited (host-wide) while 16+ tcx links are made: ms, not 8 ms a link", commands: ["run"] },
+  "--expedite-attach": { key: "expediteAttach", value: false, env: "RECONCILE_EXPEDITE_ATTACH", help: "set /sys/kernel/rcu_expedited (host-wide) while 16+ tcx links are made or removed: ms, not 8 ms a link", commands: ["run", "teardown"] },
   "--enforcement": { key: "enforcement", value: true, env: "RECONCILE_ENFORCEMENT", arg: "MODE", help: "policy enforcement mode", default: "default", choices: ENFORCEMENTS, commands: SOURCE_USERS },
   "--enforcement-mode": {
     key: "enforcementMode",

@@ -1,7 +1,8 @@
 // --expedite-attach against the real kernel, in a private namespace: a batch of fresh tcx links
 // below EXPEDITE_FROM leaves /sys/kernel/rcu_expedited alone; a batch of EXPEDITE_FROM sets it
 // while the links are made and puts it back; every link is made and pinned either way, and the
-// next observation sees them all. The time per link is reported, not asserted.
+// next observation sees them all; removing them all sets and puts it back again and leaves no
+// link. The time per link is reported, not asserted.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -28,7 +29,7 @@ function desired(netns: string, devices: string[]): DesiredState {
   return { ...d, devices: none, addresses: none, routes: none, sysctls: none, neighbours: none, endpoints: none, ipcache: none, policy: none, attachments };
 }
 
-test("expedite attach: a large batch of fresh tcx links sets rcu_expedited while it runs and puts it back", async (t) => {
+test("expedite attach: a large batch of tcx links made or removed sets rcu_expedited while it runs and puts it back", async (t) => {
   const real = sysfsRcuKnob();
   const initial = real.read();
   if (initial !== "0") return t.skip(`${RCU_EXPEDITED_PATH} is ${initial ?? "absent"} here: nothing to expedite`);
@@ -72,5 +73,15 @@ test("expedite attach: a large batch of fresh tcx links sets rcu_expedited while
   assert.equal(linked.length, devices.length, "every device has reconcile's link, in both batches");
   const again = await reconcileOnce(targets, desired(ns, devices));
   assert.deepEqual(again.plan.changes, [], "the next run plans nothing");
-  t.diagnostic(`ms per run / link: ${small} links not expedited ${smallMs.toFixed(2)}, ${EXPEDITE_FROM} expedited ${largeMs.toFixed(2)}`);
+
+  // Removing links waits for grace periods too: removing all of them expedites again.
+  t0 = performance.now();
+  report = await reconcileOnce(targets, desired(ns, []));
+  const removeMs = (performance.now() - t0) / devices.length;
+  assert.deepEqual(report.failed, []);
+  assert.equal(report.plan.changes.filter((c) => c.resource === "attachment" && c.op === "delete").length, devices.length);
+  assert.deepEqual(writes, ["1", "0", "1", "0"], `${devices.length} links removed: set, then put back`);
+  assert.equal(real.read(), "0");
+  assert.deepEqual(tcxChains(ctx), [], "no link of reconcile's is left");
+  t.diagnostic(`ms per link, the whole run included: ${small} made not expedited ${smallMs.toFixed(2)}, ${EXPEDITE_FROM} made expedited ${largeMs.toFixed(2)}, ${devices.length} removed expedited ${removeMs.toFixed(2)}`);
 });

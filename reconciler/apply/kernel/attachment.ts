@@ -20,9 +20,15 @@ const TC_NAME_PREFIX = "reconcile:";
 const TC_PRIO = 1;
 const TC_HANDLE = 1;
 const HOST_DIR = "host";
-/** Fresh tcx links in one apply from which RCU grace periods are expedited (when asked): below
- *  it the wait is a few tens of milliseconds, not worth a host-wide knob. */
+/** tcx links made or removed in one apply from which RCU grace periods are expedited (when
+ *  asked): below it the wait is a few tens of milliseconds, not worth a host-wide knob. */
 export const EXPEDITE_FROM = 16;
+
+/** A tcx link is made or removed, so the kernel waits for an RCU grace period (≈ 8.5 ms here, for a
+ *  detach as for an attach); a program updated in place (BPF_LINK_UPDATE) does not wait. */
+function swapsTcxHook(c: Change<"attachment">): boolean {
+  return (c.after?.mode === "tcx") !== (c.before?.mode === "tcx");
+}
 
 // Kept here too: callers that reason about attachments look for the tag functions next to them.
 export { programTag, programTags } from "../../ebpf-loader/tag.js";
@@ -36,8 +42,8 @@ export class AttachmentTarget implements Target<"attachment"> {
 
   /** `position`: where a fresh tcx link goes among the programs already on the hook ("first": at
    *  the head, ahead of foreign programs). A link that exists is updated in place, never moved.
-   *  `expediteRcu`: the knob to expedite RCU grace periods with while a batch of fresh tcx links
-   *  is made (rcu.ts); undefined: links are made at the kernel's normal rate. */
+   *  `expediteRcu`: the knob to expedite RCU grace periods with while a batch of tcx links is
+   *  made or removed (rcu.ts); undefined: at the kernel's normal rate. */
   constructor(
     private readonly ctx: KernelContext,
     private readonly position: TcxPosition = "first",
@@ -78,10 +84,10 @@ export class AttachmentTarget implements Target<"attachment"> {
         else if (before?.mode === "tcx") this.updateTcx(after, program(after.program));
         else this.attachTcx(after, program(after.program));
       }, progress);
-    const fresh = changes.filter((c) => c.after?.mode === "tcx" && c.before?.mode !== "tcx").length;
+    const expedite = this.expediteRcu && changes.filter(swapsTcxHook).length >= EXPEDITE_FROM;
     try {
       // Awaited here: the programs are closed only once every change is made.
-      return await (this.expediteRcu && fresh >= EXPEDITE_FROM ? withExpeditedRcu(this.expediteRcu, makeAll) : makeAll());
+      return await (expedite ? withExpeditedRcu(this.expediteRcu!, makeAll) : makeAll());
     } finally {
       programs?.close(); // links and filters hold their own references to the programs
     }
