@@ -211,7 +211,7 @@ function addExtAck(out: NlError, tlv: Attrs): void {
 
 type Scalar = "u8" | "u16" | "i32" | "u32";
 const WRITE: Record<Scalar, (b: Buffer, v: number, at: number) => void> = {
-  u8: (b, v, at) => b.writeUInt8(v & 0xff, at), // the low 8 bits (ifaddrmsg's flags: IFA_FLAGS carries all 32)
+  u8: (b, v, at) => b.writeUInt8(v, at),
   u16: (b, v, at) => b.writeUInt16LE(v, at),
   i32: (b, v, at) => b.writeInt32LE(v, at),
   u32: (b, v, at) => b.writeUInt32LE(v >>> 0, at),
@@ -269,7 +269,8 @@ export interface IfAddrMsg {
 }
 
 const IFADDRMSG = fixedHeader<IfAddrMsg>("ifaddrmsg", 8, { family: [0, "u8"], prefixLen: [1, "u8"], flags: [2, "u8"], scope: [3, "u8"], index: [4, "u32"] });
-export const encodeIfAddrMsg = IFADDRMSG.encode;
+/** ifa_flags holds the low 8 bits of the flags (IFA_FLAGS carries all 32). */
+export const encodeIfAddrMsg = (m: IfAddrMsg): Buffer => IFADDRMSG.encode({ ...m, flags: m.flags & 0xff });
 export const decodeIfAddrMsg = IFADDRMSG.decode;
 
 /** struct rtmsg (12 bytes). */
