@@ -30,7 +30,7 @@ import { createInterface } from "node:readline";
 import { Datapath, readEvents, tcp, v4, type EndpointDef } from "../kernel/helpers/datapath.js";
 import { MAX_EVENT_RATE } from "../../reconciler/datapath/desired.js";
 import type { RingBuffer } from "../../reconciler/ebpf-loader/index.js";
-import { printTable, Results } from "./table.js";
+import { median, medianRange, printTable, Results, Samples, whole as fmt } from "./table.js";
 
 const arg = (name: string, dflt: number): number => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1] ?? dflt);
 const ROUNDS = arg("rounds", 7);
@@ -47,9 +47,7 @@ const SYN = 0x02;
 const ACK = 0x10;
 const toApp = (sport: number, dport: number, flags = SYN) => v4({ src: PEER, dst: APP, proto: TCP }, tcp(sport, dport, flags));
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const load = () => loadavg()[0]!.toFixed(2);
-const fmt = (n: number) => Math.round(n).toLocaleString("en");
 
 /** A private datapath with app1, app2 and app1's ingress policy: allow 80 from app2, deny 25 from all. */
 function datapath(events: Pick<EndpointDef, "verdictAllow" | "verdictDeny" | "eventRate">): Datapath {
@@ -121,8 +119,8 @@ type Packet = (typeof PACKETS)[number];
 function nsPerPacket(results: Results): void {
   const names = Object.keys(SETTINGS) as Setting[];
   const paths = new Map<Setting, { dp: Datapath; rb: RingBuffer }>();
-  const samples = new Map<string, number[]>();
-  const add = (s: Setting, p: Packet, v: number) => samples.set(`${s}|${p}`, [...(samples.get(`${s}|${p}`) ?? []), v]);
+  const samples = new Samples();
+  const add = (s: Setting, p: Packet, v: number) => samples.add(`${s}|${p}`, v);
   const loads: string[] = [load()];
   try {
     for (const s of names) {
@@ -162,12 +160,11 @@ function nsPerPacket(results: Results): void {
   }
 
   console.log(`\n(1) BPF_PROG_RUN ns/packet, to_endpoint, ${ROUNDS} interleaved rounds; median (min–max); load ${loads.join(" → ")}`);
-  const stat = (s: Setting, p: Packet) => samples.get(`${s}|${p}`)!;
-  const cell = (xs: number[]) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
+  const stat = (s: Setting, p: Packet) => samples.get(`${s}|${p}`);
   const ratio = (s: Setting, p: Packet) => median(stat(s, p).map((v, i) => v / stat("drops only", p)[i]!));
   printTable(
     [{ title: "packet" }, ...names.map((s) => ({ title: s, align: "right" as const })), { title: "all ÷ drops only", align: "right" }, { title: "suppressed ÷ drops only", align: "right" }],
-    PACKETS.map((p) => [p, ...names.map((s) => cell(stat(s, p))), ratio("all verdicts", p).toFixed(3), ratio("suppressed", p).toFixed(3)]),
+    PACKETS.map((p) => [p, ...names.map((s) => medianRange(stat(s, p))), ratio("all verdicts", p).toFixed(3), ratio("suppressed", p).toFixed(3)]),
   );
   const newFlow = ratio("all verdicts", "allowed, new flow");
   results.row("new-flow packet, all verdicts ÷ drops only (median of per-round ratios)", newFlow.toFixed(3), "≤ 1.10", newFlow <= 1.1);
@@ -227,7 +224,7 @@ async function monitorThroughput(results: Results): Promise<void> {
     const pinRoot = /^ready (\S+)$/.exec(ready)?.[1];
     if (!pinRoot) throw new Error(`producer said ${ready}`);
     const rows: string[][] = [];
-    const byCase = new Map<string, number[]>();
+    const byCase = new Samples();
     const loads: string[] = [load()];
     const cases = [
       { name: "paced 250,000/s, numbers only", pace: 250_000, extra: [] as string[] },
@@ -246,7 +243,7 @@ async function monitorThroughput(results: Results): Promise<void> {
         const accounted = seen.read + seen.suppressed + seen.lost;
         if (accounted !== p.caused) throw new Error(`${c.name}: the producer caused ${p.caused} events, monitor accounts for ${accounted} (read ${seen.read}, suppressed ${seen.suppressed}, lost ${seen.lost})`);
         const rate = seen.read / p.seconds;
-        byCase.set(c.name, [...(byCase.get(c.name) ?? []), rate]);
+        byCase.add(c.name, rate);
         rows.push([c.name, `${round + 1}`, fmt(p.caused / p.seconds), fmt(rate), fmt(seen.lost), fmt(seen.suppressed)]);
         loads.push(load());
       }
@@ -257,9 +254,8 @@ async function monitorThroughput(results: Results): Promise<void> {
       rows,
     );
     for (const c of cases) {
-      const xs = byCase.get(c.name)!;
-      const m = median(xs);
-      results.row(`monitor read/s, ${c.name}; every event read or counted`, `${fmt(m)} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`, "≥ 200,000", m >= 200_000);
+      const xs = byCase.get(c.name);
+      results.row(`monitor read/s, ${c.name}; every event read or counted`, medianRange(xs), "≥ 200,000", median(xs) >= 200_000);
     }
   } finally {
     producer.stdin!.write("close\n");

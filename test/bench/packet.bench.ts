@@ -12,7 +12,7 @@
 import { loadavg } from "node:os";
 import { Datapath, tcp, v4, type RuleDef } from "../kernel/helpers/datapath.js";
 import { IDENTITY_HOST } from "../../reconciler/datapath/layouts.js";
-import { printTable, Results } from "./table.js";
+import { median, medianRange, printTable, Results, Samples, whole as fmt } from "./table.js";
 
 const arg = (name: string, dflt: number): number => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1] ?? dflt);
 const ROUNDS = arg("rounds", 9);
@@ -28,8 +28,6 @@ const toApp = (sport: number, dport: number, flags = ACK) => v4({ src: PEER, dst
 const fromApp = (sport: number, dport: number) => v4({ src: APP, dst: PEER, proto: TCP }, tcp(sport, dport, ACK));
 const elsewhere = v4({ src: "192.0.2.1", dst: "192.0.2.2", proto: TCP }, tcp(1, 2, ACK));
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const fmt = (n: number) => Math.round(n).toLocaleString("en");
 
 interface Variant {
   name: string;
@@ -68,8 +66,8 @@ function datapath(v: Variant): Datapath {
 function main(): void {
   const results = new Results();
   const paths = new Map<string, Datapath>();
-  const samples = new Map<string, number[]>();
-  const add = (v: string, p: Packet, ns: number) => samples.set(`${v}|${p}`, [...(samples.get(`${v}|${p}`) ?? []), ns]);
+  const samples = new Samples();
+  const add = (v: string, p: Packet, ns: number) => samples.add(`${v}|${p}`, ns);
   const loads = [loadavg()[0]!.toFixed(2)];
   try {
     for (const v of VARIANTS) paths.set(v.name, datapath(v));
@@ -98,11 +96,10 @@ function main(): void {
   }
 
   console.log(`\nBPF_PROG_RUN ns/packet (repeat ${REPEAT.toLocaleString("en")}), ${ROUNDS} interleaved rounds; median (min–max); load ${loads.join(" → ")}`);
-  const stat = (v: string, p: Packet) => samples.get(`${v}|${p}`)!;
-  const cell = (xs: number[]) => `${fmt(median(xs))} (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
+  const stat = (v: string, p: Packet) => samples.get(`${v}|${p}`);
   printTable(
     [{ title: "packet" }, ...VARIANTS.map((v) => ({ title: v.name, align: "right" as const }))],
-    PACKETS.map((p) => [p, ...VARIANTS.map((v) => cell(stat(v.name, p)))]),
+    PACKETS.map((p) => [p, ...VARIANTS.map((v) => medianRange(stat(v.name, p)))]),
   );
   const overFloor = (v: string, p: Packet) => median(stat(v, p).map((x, i) => x - stat(v, "no endpoint (floor)")[i]!));
   const ratio = (a: string, b: string, p: Packet) => median(stat(a, p).map((x, i) => x / stat(b, p)[i]!));

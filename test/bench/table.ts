@@ -49,3 +49,35 @@ export class Results {
     printTable([{}, {}, {}], this.rows);
   }
 }
+
+/** The median of xs (the upper one of an even count). */
+export function median(xs: readonly number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+}
+
+/** A count or a time rounded to a whole number, with thousands separators: "1,150". */
+export function whole(n: number): string {
+  return Math.round(n).toLocaleString("en");
+}
+
+/** "median (min–max)" of xs, as whole numbers. */
+export function medianRange(xs: readonly number[]): string {
+  return `${whole(median(xs))} (${whole(Math.min(...xs))}–${whole(Math.max(...xs))})`;
+}
+
+/** Measurements collected per case over interleaved rounds, in round order. */
+export class Samples {
+  private readonly byCase = new Map<string, number[]>();
+
+  add(key: string, value: number): void {
+    const xs = this.byCase.get(key);
+    if (xs) xs.push(value);
+    else this.byCase.set(key, [value]);
+  }
+
+  get(key: string): number[] {
+    const xs = this.byCase.get(key);
+    if (!xs) throw new Error(`no samples for ${key}`);
+    return xs;
+  }
+}
