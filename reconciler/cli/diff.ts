@@ -2,15 +2,13 @@
 // --source fetched into a private temporary directory), previews every node asked for, prints.
 // No kernel, no root: the plan is between the two desired states.
 
-import { stat } from "node:fs/promises";
 import { formatProblem, LoadCache, ManifestError } from "../manifest/load.js";
 import { loadModel } from "../plan/snapshot-to-desired.js";
 import { eventSettings } from "./args.js";
 import { hasChanges, manifestNodes, previewDocument, previewNodes, type PreviewSide } from "../plan/preview.js";
 import { renderPreviewMarkdown, renderPreviewText } from "../plan/render-preview.js";
-import { readSourceOnce } from "../source/open.js";
 import type { Command, GlobalOptions } from "./args.js";
-import { onceOptions } from "./source.js";
+import { isDirectory, readSourceAt } from "./source.js";
 import { ReconcileError } from "./errors.js";
 import type { Io } from "./io.js";
 
@@ -34,15 +32,17 @@ export async function diffCommand(command: Extract<Command, { name: "diff" }>, i
   return hasChanges(previews) ? 2 : 0;
 }
 
-/** A side named by a directory that exists is that directory; anything else is a git ref of --source. */
+/**
+ * A side named by a directory that exists is that directory; anything else is a git ref of --source
+ * (read as every one-shot command reads a source at a ref: readSourceAt).
+ */
 async function readSide(opts: GlobalOptions, value: string, flag: string, io: Io, cache: LoadCache): Promise<PreviewSide> {
   let snapshot;
   if (await isDirectory(value)) {
-    snapshot = await readSourceOnce(onceOptions(opts, value, undefined, undefined));
+    snapshot = await readSourceAt(opts, value, undefined);
   } else {
     if (!opts.source) throw new ReconcileError(`diff ${flag} ${value}: not a directory, and no --source (RECONCILE_SOURCE) to read it from as a git ref`);
-    // A local repository path counts as a git source here: the side names a ref of it.
-    snapshot = await readSourceOnce(onceOptions(opts, opts.source, value, "git"));
+    snapshot = await readSourceAt(opts, opts.source, value, flag);
   }
   try {
     const { model, warnings } = loadModel(snapshot, cache);
@@ -51,13 +51,5 @@ async function readSide(opts: GlobalOptions, value: string, flag: string, io: Io
   } catch (err) {
     if (err instanceof ManifestError) io.stderr.write(`reconcile: diff ${flag} ${value} (revision ${snapshot.revision}) is invalid:\n`);
     throw err;
-  }
-}
-
-async function isDirectory(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isDirectory();
-  } catch {
-    return false;
   }
 }

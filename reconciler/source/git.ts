@@ -414,3 +414,32 @@ function gitMessage(err: unknown): string {
     .filter((l) => l !== "")
     .join("; ");
 }
+
+/** What a local directory is to git: the top of a repository (a work tree's or a bare one), inside one, or neither. */
+export type LocalRepository = { kind: "top" } | { kind: "inside"; top: string; prefix: string } | { kind: "none" };
+
+/**
+ * Whether a local directory is a git repository that a one-shot read can fetch a ref from (git
+ * fetches from the top of a work tree or a bare repository, not from a directory inside one).
+ * Git runs without the caller's GIT_* settings, as GitSource runs it.
+ */
+export async function localRepository(dir: string): Promise<LocalRepository> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
+  env.LC_ALL = "C";
+  env.GIT_TERMINAL_PROMPT = "0";
+  let out: string;
+  try {
+    ({ stdout: out } = await execFileAsync("git", ["rev-parse", "--is-bare-repository", "--is-inside-work-tree", "--absolute-git-dir", "--show-prefix"], { cwd: dir, env, timeout: 30_000 }));
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr ?? "";
+    if (/not a git repository/i.test(stderr)) return { kind: "none" };
+    throw new GitSourceError("rev-parse", `${dir}: ${gitMessage(stderr || err)}`, { cause: err });
+  }
+  const [bare, inWorkTree, gitDir, prefix = ""] = out.split("\n");
+  if (bare === "true") return gitDir === (await realpath(dir)) ? { kind: "top" } : { kind: "none" };
+  if (inWorkTree !== "true") return { kind: "none" }; // inside a .git directory
+  if (prefix === "") return { kind: "top" };
+  const top = (await execFileAsync("git", ["rev-parse", "--show-toplevel"], { cwd: dir, env, timeout: 30_000 })).stdout.trim();
+  return { kind: "inside", top, prefix: prefix.replace(/\/$/, "") };
+}

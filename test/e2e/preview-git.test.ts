@@ -33,25 +33,28 @@ import {
   type Env,
 } from "./helpers/reconcile.js";
 
-/** A bare repository and a work clone pushing to it; `commit` writes files (null deletes) and pushes. */
+/**
+ * A bare repository and a work clone pushing to it; `commit` writes files (null deletes), commits
+ * (with `config`, git -c settings, e.g. to sign) and pushes.
+ */
 function repo(env: Env, name: string, files: Record<string, string>) {
   const bare = path.join(env.tmp, `${name}.git`);
   const work = path.join(env.tmp, `${name}-work`);
   git(env.tmp, "init", "-q", "--bare", "-b", "main", bare);
   git(env.tmp, "init", "-q", "-b", "main", work);
   git(work, "remote", "add", "origin", bare);
-  const commit = (change: Record<string, string | null>, message: string): string => {
+  const commit = (change: Record<string, string | null>, message: string, config: string[] = []): string => {
     for (const [f, text] of Object.entries(change)) {
       if (text === null) rmSync(path.join(work, f));
       else writeFileSync(path.join(work, f), text);
     }
     git(work, "add", "-A");
-    git(work, "commit", "-q", "-m", message);
+    git(work, ...config, "commit", "-q", "-m", message);
     git(work, "push", "-q", "origin", "main");
     return git(work, "rev-parse", "HEAD");
   };
   const first = commit(files, "first");
-  return { url: `file://${bare}`, first, commit };
+  return { url: `file://${bare}`, work, first, commit };
 }
 
 function seedFiles(env: Env): Record<string, string> {
@@ -230,6 +233,42 @@ function checkGrid(doc: DiffJson, base: ReturnType<typeof loadModel>["model"], r
   }
   if (doc.summary.newlyAllowed + doc.summary.newlyDenied > 0) assert.ok(changed > 0, "the grid meets the changed verdicts");
 }
+
+test("a local directory with --ref: a repository's commit for --dry-run, validate, explain and diff; a plain directory is refused", async (t) => {
+  requireTools("git", "nsenter");
+  const env = makeEnv(t, "plocal");
+  const r = repo(env, "repo", seedFiles(env));
+  // The work clone's tree moves the rule to 8080 without committing it: --ref reads the commit.
+  writeFileSync(path.join(r.work, "l3-rule.json"), seedRuleWithPort(8080));
+  const dry = await reconcile(env, ["--dry-run", "--source", r.work, "--ref", "main", "--output", "json"]);
+  assert.equal(dry.code, 2, show(dry));
+  const plan = JSON.parse(dry.stdout) as { revision: string; changes: Array<{ id: string }> };
+  assert.equal(plan.revision, `git:${r.first}`);
+  assert.ok(plan.changes.some((c) => c.id === "app1/ingress/36895/6/80/16"), "the committed port 80, not the tree's 8080");
+  const tree = await reconcile(env, ["--dry-run", "--source", r.work, "--output", "json"]);
+  assert.match((JSON.parse(tree.stdout) as { revision: string }).revision, /^sha256:/);
+  assert.ok((JSON.parse(tree.stdout) as { changes: Array<{ id: string }> }).changes.some((c) => c.id === "app1/ingress/36895/6/8080/16"));
+  const v = await reconcile(env, ["validate", "--source", r.work, "--ref", r.first]);
+  assert.equal(v.code, 0, show(v));
+  assert.match(v.stdout, new RegExp(`revision git:${r.first}`));
+  const ex = await reconcile(env, ["explain", "--source", r.work, "--ref", "main", "--from", "app2", "--to", "app1", "--port", "80/TCP"]);
+  assert.match(ex.stdout, /^ALLOW: app2 → app1 80\/TCP/, show(ex));
+  const d = await reconcile(env, ["diff", "--source", r.work, "--base", "main", "--ref", r.work, "--output", "json"]);
+  assert.equal(d.code, 2, show(d));
+  assert.equal((JSON.parse(d.stdout) as DiffJson).base.revision, `git:${r.first}`);
+
+  // env.dir is no git repository: every one-shot command refuses the ref, exit 1, nothing on stdout.
+  for (const args of [["--dry-run"], ["validate"], ["explain", "--from", "app2", "--to", "app1", "--port", "80"]]) {
+    const run = await reconcile(env, [...args, "--source", env.dir, "--ref", "main"]);
+    assert.equal(run.code, 1, show(run));
+    assert.equal(run.stdout, "");
+    assert.match(run.stderr, /^reconcile: --ref main: --source \S+ is a directory that is not a git repository, so it has no commit main to read/, show(run));
+  }
+  const bad = await reconcile(env, ["diff", "--source", env.dir, "--base", "main", "--ref", env.dir]);
+  assert.equal(bad.code, 1, show(bad));
+  assert.match(bad.stderr, /^reconcile: --base main: --source \S+ is a directory that is not a git repository/, show(bad));
+  assert.ok(!existsSync(env.pinRoot), "nothing was pinned");
+});
 
 test("saved plans: refused after a manual map edit and after a new commit, nothing written; a fresh one applies", async (t) => {
   requireTools("git", "nsenter", "bpftool");

@@ -2,7 +2,8 @@
 // --out and --plan, and where markdown output is accepted.
 
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -84,4 +85,58 @@ test("diff: two directories; exit 0 for no change, 2 with the impact in text, js
   const bad = await run(["diff", "--base", "no-such-dir", "--ref", ref]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /--base no-such-dir: not a directory, and no --source/);
+});
+
+/** Runs git in `cwd` with a fixed identity and no system or user configuration. */
+function git(cwd: string, ...args: string[]): string {
+  const env = { ...process.env, GIT_AUTHOR_NAME: "T", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "T", GIT_COMMITTER_EMAIL: "t@example.com", GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null" };
+  return execFileSync("git", args, { cwd, env, encoding: "utf8" }).trim();
+}
+
+test("a local directory with --ref: a git repository is read at that commit (git:<sha>) by validate, explain and diff alike; any other directory is refused", async () => {
+  // A repository whose commit allows app2 → app1 TCP/80 and whose working tree (uncommitted) moved it to 8080.
+  const repo = join(scratch, "repo");
+  cpSync("examples/seed", repo, { recursive: true });
+  git(repo, "init", "-q", "-b", "main");
+  git(repo, "add", "-A");
+  git(repo, "commit", "-qm", "seed");
+  const sha = git(repo, "rev-parse", "HEAD");
+  const rule = join(repo, "l3-rule.json");
+  writeFileSync(rule, readFileSync(rule, "utf8").replace('"port": "80"', '"port": "8080"'));
+
+  const atRef = await run(["validate", "--source", repo, "--ref", "main", "--output", "json"]);
+  assert.equal(atRef.code, 0, atRef.stderr);
+  assert.equal(JSON.parse(atRef.stdout).revision, `git:${sha}`);
+  const tree = await run(["validate", "--source", repo, "--output", "json"]);
+  assert.match(JSON.parse(tree.stdout).revision, /^sha256:/, "without --ref: the directory as it is");
+  const flow = ["--from", "app2", "--to", "app1", "--port", "80/TCP", "--node", "n"];
+  const explainAt = await run(["explain", "--source", repo, "--ref", sha, ...flow]);
+  assert.match(explainAt.stdout, /^ALLOW: app2 → app1 80\/TCP/, "the commit, not the working tree");
+  assert.match((await run(["explain", "--source", repo, ...flow])).stdout, /^DENY: app2 → app1 80\/TCP/);
+  // diff reads a ref of the same --source the same way: the commit against the working tree.
+  const d = await run(["diff", "--source", repo, "--base", "main", "--ref", repo, "--node", "n", "--output", "json"]);
+  assert.equal(d.code, 2, d.stderr);
+  const doc = JSON.parse(d.stdout);
+  assert.equal(doc.base.revision, `git:${sha}`);
+  assert.deepEqual(doc.summary, { nodes: 1, changes: 2, newlyAllowed: 1, newlyDenied: 1 });
+  assert.equal((await run(["diff", "--source", repo, "--base", "main", "--ref", sha, "--node", "n"])).code, 0);
+
+  // Not a git repository: refused, naming the flag and why; nothing printed on stdout.
+  const plain = join(scratch, "plain");
+  cpSync("examples/seed", plain, { recursive: true });
+  for (const argv of [
+    ["validate", "--source", plain, "--ref", "main"],
+    ["explain", "--source", plain, "--ref", "main", ...flow],
+    ["diff", "--source", plain, "--base", "main", "--ref", plain],
+  ]) {
+    const r = await run(argv);
+    assert.equal(r.code, 1, argv.join(" "));
+    assert.equal(r.stdout, "");
+    assert.match(r.stderr, /^reconcile: --(ref|base) main: --source \S+plain is a directory that is not a git repository, so it has no commit main to read/, argv.join(" "));
+  }
+  // A directory inside a repository, not its top: refused, with the --path that reads it.
+  mkdirSync(join(repo, "sub"));
+  const inside = await run(["validate", "--source", join(repo, "sub"), "--ref", "main"]);
+  assert.equal(inside.code, 1);
+  assert.match(inside.stderr, /--ref main: --source \S+repo\/sub is inside the git repository \S+repo, not its top, .*--source \S+repo --path sub --ref main/);
 });
