@@ -47,7 +47,7 @@ const EVENT_USERS: readonly CommandName[] = ["run", "diff", "inspect"];
 
 export const FLAGS: Record<string, FlagDef> = {
   "--source": { key: "source", value: true, env: "RECONCILE_SOURCE", arg: "DIR|GIT-URL", help: "manifest directory or git URL", commands: MANIFEST_USERS },
-  "--ref": { key: "ref", value: true, env: "RECONCILE_REF", arg: "REF", help: "git branch, tag or full commit SHA", default: "the remote's default branch", commands: MANIFEST_USERS },
+  "--ref": { key: "ref", value: true, env: "RECONCILE_REF", arg: "REF", help: "git branch, tag or full commit SHA (a local --source must then be a git repository)", default: "the remote's default branch", commands: MANIFEST_USERS },
   "--path": { key: "path", value: true, env: "RECONCILE_PATH", arg: "SUBDIR", help: "subdirectory of the source that holds the manifests", default: "the whole source", commands: MANIFEST_USERS },
   "--node": { key: "node", value: true, env: "RECONCILE_NODE", arg: "NAME", help: "the node this host is", default: "the host name", commands: [...MANIFEST_USERS, "teardown"] },
   "--output": { key: "output", value: true, env: "RECONCILE_OUTPUT", arg: "FORMAT", help: "output format (diff also takes markdown)", default: "text", choices: [...OUTPUTS, "markdown"], commands: ["run", "validate", "explain", "diff", "inspect", "monitor", "status", "suspend", "resume", "teardown", "version"] },
@@ -84,7 +84,7 @@ export const FLAGS: Record<string, FlagDef> = {
   "--log-format": { key: "logFormat", value: true, env: "RECONCILE_LOG_FORMAT", arg: "FORMAT", help: "daemon log line format", default: "logfmt", choices: LOG_FORMATS },
   "--log-level": { key: "logLevel", value: true, env: "RECONCILE_LOG_LEVEL", arg: "LEVEL", help: "lowest level logged", default: "info", choices: LOG_LEVELS },
   "--git-interval": { key: "gitInterval", value: true, env: "RECONCILE_GIT_INTERVAL", arg: "DURATION", help: "how often a git source fetches", default: "30s" },
-  "--verify-signatures": { key: "verifySignatures", value: true, env: "RECONCILE_GIT_ALLOWED_SIGNERS_FILE", arg: "FILE", help: "ssh allowed-signers file: apply only commits signed by its keys", default: "off" },
+  "--verify-signatures": { key: "verifySignatures", value: true, env: "RECONCILE_GIT_ALLOWED_SIGNERS_FILE", arg: "FILE", help: "ssh allowed-signers file: git sources read and apply only commits signed by its keys", default: "off", commands: MANIFEST_USERS },
   "--allow-empty": { key: "allowEmpty", value: false, env: "RECONCILE_ALLOW_EMPTY", help: "apply a snapshot without manifests even while endpoints are in force" },
   "--log-drops": { key: "logDrops", value: false, env: "RECONCILE_LOG_DROPS", help: "log each drop the datapath reports as a structured line (at most 10 a second, the rest counted)" },
   "--dry-run": { key: "dryRun", value: false, help: "print the plan and exit (2 when it has changes)" },

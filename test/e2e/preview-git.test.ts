@@ -270,6 +270,43 @@ test("a local directory with --ref: a repository's commit for --dry-run, validat
   assert.ok(!existsSync(env.pinRoot), "nothing was pinned");
 });
 
+test("--verify-signatures in one-shot commands: an unsigned commit is refused with exit 1 and nothing else happens; a signed one is read", async (t) => {
+  requireTools("git", "nsenter", "ssh-keygen");
+  const env = makeEnv(t, "psig");
+  const r = repo(env, "repo", seedFiles(env));
+  const key = path.join(env.tmp, "signer");
+  spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "signer", "-f", key], { stdio: "ignore" });
+  const allowed = path.join(env.tmp, "allowed_signers");
+  writeFileSync(allowed, `test@example.com namespaces="git" ${readFileSync(`${key}.pub`, "utf8").trim()}\n`);
+  const signed = r.commit({ "l3-rule.json": seedRuleWithPort(8080) }, "signed", ["-c", "gpg.format=ssh", "-c", `user.signingkey=${key}`, "-c", "commit.gpgsign=true"]);
+  const unsigned = r.commit({ "l3-rule.json": seedRuleWithPort(8081) }, "unsigned");
+  const stateDir = path.join(env.tmp, "state");
+  const verify = ["--verify-signatures", allowed, "--state-dir", stateDir];
+
+  const ok = await reconcile(env, ["validate", "--source", r.url, "--ref", signed, ...verify]);
+  assert.equal(ok.code, 0, show(ok));
+  assert.match(ok.stdout, new RegExp(`revision git:${signed}`));
+  const refusal = new RegExp(`^reconcile: commit ${unsigned}: signature verification failed \\(expected a good signature from an allowed signer\\)`);
+  for (const args of [
+    ["validate", "--source", r.url, "--ref", "main"],
+    ["--dry-run", "--source", r.url, "--ref", "main"],
+    ["explain", "--source", r.url, "--ref", unsigned, "--from", "app2", "--to", "app1", "--port", "8081"],
+    ["diff", "--source", r.url, "--base", signed, "--ref", "main"],
+  ]) {
+    const run = await reconcile(env, [...args, ...verify]);
+    assert.equal(run.code, 1, `${args.join(" ")}: ${show(run)}`);
+    assert.match(run.stderr, refusal, `${args.join(" ")}: ${show(run)}`);
+    assert.equal(run.stderr.split("\n").filter(Boolean).length, 1, `one line: ${show(run)}`);
+    assert.equal(run.stdout, "", `${args.join(" ")}: nothing printed`);
+  }
+  // Nothing else: no checkout left behind, nothing pinned. Without the check the same ref reads.
+  assert.deepEqual(readdirSync(stateDir), []);
+  assert.ok(!existsSync(env.pinRoot), "nothing was pinned");
+  const unchecked = await reconcile(env, ["validate", "--source", r.url, "--ref", "main"]);
+  assert.equal(unchecked.code, 0, show(unchecked));
+  assert.match(unchecked.stdout, new RegExp(`revision git:${unsigned}`));
+});
+
 test("saved plans: refused after a manual map edit and after a new commit, nothing written; a fresh one applies", async (t) => {
   requireTools("git", "nsenter", "bpftool");
   const env = makeEnv(t, "splan");

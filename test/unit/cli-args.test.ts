@@ -106,6 +106,12 @@ test("every command has its own --help: synopsis, its flags with defaults and va
   assert.doesNotMatch(explain, /--resync-interval/);
   assert.doesNotMatch(helpOf(["--help"]), /--from/);
   assert.match(helpOf(["--help"]), /Exit codes: 0 success and nothing to change, 2 --dry-run found changes, 1 error/);
+  // The one-shot commands read git sources as the daemon does, signature check included.
+  for (const argv of [["validate"], ["explain"], ["diff"], []]) {
+    const text = helpOf([...argv, "--help"]);
+    assert.match(text, /--verify-signatures <FILE> +ssh allowed-signers file/, `reconcile ${argv.join(" ")} --help`);
+    assert.match(text, /--ref <REF> /, `reconcile ${argv.join(" ")} --help`);
+  }
 });
 
 test("a mistyped flag, command or value gets the nearest one suggested", () => {
