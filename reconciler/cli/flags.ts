@@ -117,91 +117,61 @@ export interface CommandDef {
   examples: string[];
 }
 
+/** A command's entry: its summary, synopsis and examples, and what some commands have besides. */
+function command(summary: string, usage: string, examples: string[], more: Pick<CommandDef, "args" | "details"> = {}): CommandDef {
+  return { summary, usage, ...more, examples };
+}
+
 export const COMMANDS: Record<CommandName, CommandDef> = {
-  run: {
-    summary: "reconcile the datapath with the manifests: a daemon, or once (--once), or a preview (--dry-run)",
-    usage: "[--source DIR|GIT-URL] [--dry-run | --once] [options]",
-    details: "Without --once or --dry-run, reconcile runs as a daemon.",
-    examples: [
-      "--source examples/seed --dry-run",
-      "--source examples/seed --once --output json",
-      "--source https://git.example.org/net.git --ref main --listen 127.0.0.1:9963",
-      "validate --source examples/seed",
-    ],
-  },
-  validate: {
-    summary: "validate and compile the manifests (no kernel, no privileges)",
-    usage: "--source DIR [options]",
-    examples: ["validate --source examples/seed", "validate --source . --output json"],
-  },
-  explain: {
-    summary: "say whether the manifests allow one flow, and which rule decides",
-    usage: "--source DIR --from EP|IP|host --to EP|IP|host --port PORT[/PROTO] [options]",
-    examples: ["explain --source examples/seed --from app2 --to app1 --port 80/TCP", "explain --source examples/seed --from 10.11.90.17 --to app1 --port 81 --output json"],
-  },
-  diff: {
-    summary: "plan and policy impact between two revisions, from the manifests alone (no kernel, no root)",
-    usage: "[--source GIT-URL] --base REF|DIR --ref REF|DIR [--node NAME | --all-nodes] [--output text|json|markdown]",
-    details: "Exit code 0: no change, 2: changes, 1: error. A side that is a directory is read as one; anything else is a git ref of --source.",
-    examples: [
-      "diff --base examples/seed --ref ../seed-next",
-      "diff --source . --base origin/main --ref HEAD --all-nodes --output markdown",
-    ],
-  },
-  inspect: {
-    summary: "show what the kernel holds now (with --source: names and provenance)",
-    usage: "endpoints|ipcache|devices|links|drops | policy ENDPOINT [--sort hits] [options]",
-    args: "[what] [endpoint]",
-    examples: ["inspect endpoints", "inspect policy app1 --source examples/seed --sort hits", "inspect drops --source examples/seed", "inspect links --output json"],
-  },
-  monitor: {
-    summary: "print the datapath's drops, verdicts and audits as they happen, with the deciding rule",
-    usage: "[--socket PATH | --bpffs-root PATH [--source DIR]] [--endpoint NAME] [--verdict LIST] [--from X] [--to X] [--port PORT[/PROTO]] [--output text|json] [--count N]",
-    details:
-      "Reads the events through the running daemon (its --socket) when it answers, with names from the revision in force;\n" +
-      "without a daemon (or with --bpffs-root and no --socket) it reads the pinned ring buffer itself, with names from --source\n" +
-      "(numbers only without it). Only one reader should own the ring: while the daemon runs, go through it.\n" +
-      "Ctrl-C stops it and prints a summary (shown, read, suppressed and lost events) on stderr. docs/monitor.md has the fields.",
-    examples: [
-      "monitor",
-      "monitor --verdict drop --endpoint app1",
-      "monitor --output json --port 80/TCP --from app3",
-      "monitor --bpffs-root /sys/fs/bpf/reconcile --source examples/seed --count 10",
-    ],
-  },
-  status: {
-    summary: "ask the running daemon what it applied and how its last run went",
-    usage: "[options]",
-    examples: ["status", "status --output json --socket /run/reconcile/reconcile.sock"],
-  },
-  suspend: {
-    summary: "pause the daemon's applying (it still fetches, observes and reports drift)",
-    usage: "[--reason TEXT] [options]",
+  run: command(
+    "reconcile the datapath with the manifests: a daemon, or once (--once), or a preview (--dry-run)",
+    "[--source DIR|GIT-URL] [--dry-run | --once] [options]",
+    ["--source examples/seed --dry-run", "--source examples/seed --once --output json", "--source https://git.example.org/net.git --ref main --listen 127.0.0.1:9963", "validate --source examples/seed"],
+    { details: "Without --once or --dry-run, reconcile runs as a daemon." },
+  ),
+  validate: command("validate and compile the manifests (no kernel, no privileges)", "--source DIR [options]", ["validate --source examples/seed", "validate --source . --output json"]),
+  explain: command(
+    "say whether the manifests allow one flow, and which rule decides",
+    "--source DIR --from EP|IP|host --to EP|IP|host --port PORT[/PROTO] [options]",
+    ["explain --source examples/seed --from app2 --to app1 --port 80/TCP", "explain --source examples/seed --from 10.11.90.17 --to app1 --port 81 --output json"],
+  ),
+  diff: command(
+    "plan and policy impact between two revisions, from the manifests alone (no kernel, no root)",
+    "[--source GIT-URL] --base REF|DIR --ref REF|DIR [--node NAME | --all-nodes] [--output text|json|markdown]",
+    ["diff --base examples/seed --ref ../seed-next", "diff --source . --base origin/main --ref HEAD --all-nodes --output markdown"],
+    { details: "Exit code 0: no change, 2: changes, 1: error. A side that is a directory is read as one; anything else is a git ref of --source." },
+  ),
+  inspect: command(
+    "show what the kernel holds now (with --source: names and provenance)",
+    "endpoints|ipcache|devices|links|drops | policy ENDPOINT [--sort hits] [options]",
+    ["inspect endpoints", "inspect policy app1 --source examples/seed --sort hits", "inspect drops --source examples/seed", "inspect links --output json"],
+    { args: "[what] [endpoint]" },
+  ),
+  monitor: command(
+    "print the datapath's drops, verdicts and audits as they happen, with the deciding rule",
+    "[--socket PATH | --bpffs-root PATH [--source DIR]] [--endpoint NAME] [--verdict LIST] [--from X] [--to X] [--port PORT[/PROTO]] [--output text|json] [--count N]",
+    ["monitor", "monitor --verdict drop --endpoint app1", "monitor --output json --port 80/TCP --from app3", "monitor --bpffs-root /sys/fs/bpf/reconcile --source examples/seed --count 10"],
+    {
+      details:
+        "Reads the events through the running daemon (its --socket) when it answers, with names from the revision in force;\n" +
+        "without a daemon (or with --bpffs-root and no --socket) it reads the pinned ring buffer itself, with names from --source\n" +
+        "(numbers only without it). Only one reader should own the ring: while the daemon runs, go through it.\n" +
+        "Ctrl-C stops it and prints a summary (shown, read, suppressed and lost events) on stderr. docs/monitor.md has the fields.",
+    },
+  ),
+  status: command("ask the running daemon what it applied and how its last run went", "[options]", ["status", "status --output json --socket /run/reconcile/reconcile.sock"]),
+  suspend: command("pause the daemon's applying (it still fetches, observes and reports drift)", "[--reason TEXT] [options]", ["suspend --reason 'NIC firmware upgrade'", "suspend --socket /run/reconcile/reconcile.sock"], {
     details: "The suspension is recorded under the pin root and survives a restart of the daemon.",
-    examples: ["suspend --reason 'NIC firmware upgrade'", "suspend --socket /run/reconcile/reconcile.sock"],
-  },
-  resume: {
-    summary: "end a suspension: the daemon applies what is pending at once",
-    usage: "[options]",
-    examples: ["resume", "resume --output json"],
-  },
-  teardown: {
-    summary: "remove everything reconcile owns from this host",
-    usage: "[options]",
-    examples: ["teardown", "teardown --bpffs-root /sys/fs/bpf/reconcile-test"],
-  },
-  version: {
-    summary: "print the version, the kernel's features and the programs this binary carries",
-    usage: "[options]",
-    examples: ["version", "version --output json"],
-  },
-  completion: {
-    summary: "print a shell completion script",
-    usage: "bash|zsh|fish",
-    args: "[shell]",
-    details: "Install it with, e.g.: reconcile completion bash > /etc/bash_completion.d/reconcile",
-    examples: ["completion bash > /etc/bash_completion.d/reconcile", "completion zsh > \"${fpath[1]}/_reconcile\"", "completion fish > ~/.config/fish/completions/reconcile.fish"],
-  },
+  }),
+  resume: command("end a suspension: the daemon applies what is pending at once", "[options]", ["resume", "resume --output json"]),
+  teardown: command("remove everything reconcile owns from this host", "[options]", ["teardown", "teardown --bpffs-root /sys/fs/bpf/reconcile-test"]),
+  version: command("print the version, the kernel's features and the programs this binary carries", "[options]", ["version", "version --output json"]),
+  completion: command(
+    "print a shell completion script",
+    "bash|zsh|fish",
+    ["completion bash > /etc/bash_completion.d/reconcile", 'completion zsh > "${fpath[1]}/_reconcile"', "completion fish > ~/.config/fish/completions/reconcile.fish"],
+    { args: "[shell]", details: "Install it with, e.g.: reconcile completion bash > /etc/bash_completion.d/reconcile" },
+  ),
 };
 
 /** The flags whose --help entry belongs to `command`. */
