@@ -47,15 +47,16 @@ export function manifestNodes(...models: Model[]): string[] {
 
 /**
  * Each node's plan and policy impact from `base` to `ref`. Throws CapacityError as compiling does.
- * The ref is compiled incrementally from the base, as the daemon compiles a new commit from the
- * one in force: a one-rule change then costs about one compile, not two, and the endpoints it does
- * not touch share the base's entry sets, which the plan and the impact skip by identity.
+ * The ref is compiled incrementally from the base in `pipeline` (pass the one that loaded both
+ * sides: the daemon's path from the commit in force to a new one), so a one-rule change costs about
+ * one compile, not two, and the endpoints it does not touch share the base's entry sets, which the
+ * plan and the impact skip by identity. Each node's base is a full compile (the node is a compile
+ * option); the results are those of separate full compiles.
  */
-export function previewNodes(base: PreviewSide, ref: PreviewSide, nodes: readonly string[], opts: PreviewOptions): NodePreview[] {
+export function previewNodes(base: PreviewSide, ref: PreviewSide, nodes: readonly string[], opts: PreviewOptions, pipeline = new IncrementalPipeline()): NodePreview[] {
   const baseRules = ruleRefs(base.model.rules);
   const refRules = ruleRefs(ref.model.rules);
   return nodes.map((node) => {
-    const pipeline = new IncrementalPipeline();
     const b = pipeline.compileModel(base.model, [], { ...opts, node });
     const r = pipeline.compileModel(ref.model, [], { ...opts, node });
     const refPeers = peerNames(r.policy);

@@ -10,8 +10,8 @@ import { RESOURCE_KINDS } from "../../reconciler/datapath/state.js";
 import type { Entity, Model, PortRule, RuleManifest, Selector } from "../../reconciler/manifest/model.js";
 import { diff } from "../../reconciler/plan/diff.js";
 import { policyImpact, ruleRefs, type ImpactLine, type PolicyImpact } from "../../reconciler/plan/impact.js";
-import { compileModel, loadModel } from "../../reconciler/plan/snapshot-to-desired.js";
-import { planBetween, previewNodes } from "../../reconciler/plan/preview.js";
+import { compileModel, IncrementalPipeline, loadModel } from "../../reconciler/plan/snapshot-to-desired.js";
+import { planBetween, previewDocument, previewNodes } from "../../reconciler/plan/preview.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { explain } from "../../reconciler/policy/explain.js";
 import { labelSetString } from "../../reconciler/policy/labels.js";
@@ -103,6 +103,27 @@ test("impact: a renumbered identity (pinned number changed) is the same peer: no
   const [p] = previewNodes({ name: "a", model: base, warnings: [] }, { name: "b", model: ref, warnings: [] }, ["n1"], { enforcement: "default", attachMode: "tcx" });
   assert.ok(p!.plan.changes.some((c) => c.resource === "policy" && c.id === "app1/ingress/40000/6/80/16" && c.op === "create"));
   assert.deepEqual(p!.impact.newlyAllowed, []);
+});
+
+test("previewNodes in the pipeline that loaded both sides (diff's path): the ref is loaded and compiled incrementally, and the previews equal separate full compiles", () => {
+  const baseSnap = snapshotOfDir("examples/seed", "base");
+  const refSnap = { revision: "ref", files: baseSnap.files.map((f) => (f.path === "l3-rule.json" ? { ...f, content: f.content.replace('"port": "80"', '"port": "8080"') } : f)) };
+  const opts = { enforcement: "default", attachMode: "tcx" } as const;
+  const nodes = ["n1", "n2"];
+  const pipeline = new IncrementalPipeline();
+  const b = pipeline.load(baseSnap);
+  const r = pipeline.load(refSnap);
+  assert.match(pipeline.describeLast(), /^2 files reused, 1 parsed$/);
+  const side = (name: string, m: typeof b) => ({ name, model: m.model, warnings: m.warnings });
+  const inc = previewNodes(side("base", b), side("ref", r), nodes, opts, pipeline);
+  // The last node's ref: compiled from its base, only the changed rule's endpoints recomputed.
+  assert.match(pipeline.describeLast(), /; \d+ rules changed, 1 endpoint policies recomputed, ipcache reused$/);
+  // Each side loaded alone and each node compiled afresh give the same document.
+  const full = previewNodes(side("base", loadModel(baseSnap)), side("ref", loadModel(refSnap)), nodes, opts);
+  const doc = (p: typeof inc) => JSON.stringify(previewDocument(side("base", b), side("ref", r), p));
+  assert.equal(doc(inc), doc(full));
+  assert.equal(inc.length, 2);
+  assert.ok(inc.every((p) => p.plan.changes.length === 2 && p.impact.newlyAllowed.length === 1 && p.impact.newlyDenied.length === 1));
 });
 
 test("impact: endpoints only one side has are listed, not compared cell by cell", () => {
