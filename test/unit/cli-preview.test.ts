@@ -140,3 +140,27 @@ test("a local directory with --ref: a git repository is read at that commit (git
   assert.equal(inside.code, 1);
   assert.match(inside.stderr, /--ref main: --source \S+repo\/sub is inside the git repository \S+repo, not its top, .*--source \S+repo --path sub --ref main/);
 });
+
+test("README's diff samples (text and markdown) are what diff prints for the seed with l3-rule moved to 8080", async () => {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  const base = join(scratch, "readme-base");
+  const ref = join(scratch, "readme-ref");
+  cpSync("examples/seed", base, { recursive: true });
+  cpSync("examples/seed", ref, { recursive: true });
+  const rule = join(ref, "l3-rule.json");
+  writeFileSync(rule, readFileSync(rule, "utf8").replace('"port": "80"', '"port": "8080"'));
+  // From the first line after the revisions (they differ: git there, directories here) to the end.
+  const sample = (command: string, from: string, to: string): string => {
+    const at = readme.indexOf(`$ ${command}\n`);
+    assert.ok(at >= 0, `README shows ${command}`);
+    const text = readme.slice(at);
+    return text.slice(text.indexOf(from), text.indexOf(to));
+  };
+  const text = await run(["diff", "--base", base, "--ref", ref, "--node", "vm"]);
+  assert.equal(text.code, 2, text.stderr);
+  const shown = sample("reconcile diff --source . --base main --ref my-branch --node vm", "Node vm:", "$ echo $?");
+  assert.equal(text.stdout.slice(text.stdout.indexOf("Node vm:")), shown);
+  const md = await run(["diff", "--base", base, "--ref", ref, "--all-nodes", "--node", "vm", "--output", "markdown"]);
+  const shownMd = sample("reconcile diff --source . --base origin/main --ref HEAD --all-nodes --node vm --output markdown", "| Node |", "````");
+  assert.equal(md.stdout.slice(md.stdout.indexOf("| Node |")), shownMd);
+});
