@@ -171,12 +171,15 @@ function countByKind(changes: readonly Change[]): Partial<Record<ResourceKind, n
   return counts;
 }
 
-/** Consecutive changes of the same resource kind and op. */
+/** Whether a change belongs to the delete phase; a swapped policy map's deletes go with its swap. */
+const removes = (c: Change): boolean => c.op === "delete" && !(c.resource === "policy" && c.swap);
+
+/** Consecutive changes of the same resource kind and phase (making or removing). */
 export function* batches(changes: readonly Change[]): Generator<Change[]> {
   let current: Change[] = [];
   for (const c of changes) {
     const head = current[0];
-    if (head && (head.resource !== c.resource || (head.op === "delete") !== (c.op === "delete"))) {
+    if (head && (head.resource !== c.resource || removes(head) !== removes(c))) {
       yield current;
       current = [];
     }

@@ -170,6 +170,8 @@ export abstract class PolicyChange {
   abstract readonly before: PolicyMapEntry | undefined;
   abstract readonly after: DesiredPolicyEntry | undefined;
   abstract readonly reason: string;
+  /** The endpoint's map is swapped for a new one holding its whole desired set (see walk). */
+  swap = false;
 
   get resource(): "policy" {
     return "policy";
@@ -296,14 +298,14 @@ function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], cr
   for (const [endpoint, wanted] of want) {
     const present = have.get(endpoint);
     if (present === wanted) continue; // planned against the very state it was built from
-    walk(endpoint, wanted, present ?? PolicyEntrySet.EMPTY, creates, deletes);
+    walk(endpoint, wanted, present ?? PolicyEntrySet.EMPTY, present !== undefined, creates, deletes);
   }
   for (const [endpoint, present] of have) {
     if (want.has(endpoint)) continue;
     // An empty map in a slot no endpoint has (someone else's, or left by a crash) has no entry to
     // delete: the slot itself goes.
     if (present.size === 0 && !present.unreadable) deletes.push(new PolicyWholeMap(endpoint, "delete", "an empty policy map in a slot no desired endpoint has"));
-    else walk(endpoint, PolicyEntrySet.EMPTY, present, creates, deletes);
+    else walk(endpoint, PolicyEntrySet.EMPTY, present, true, creates, deletes);
   }
 }
 
@@ -340,8 +342,19 @@ class PolicyWholeMap extends PolicyChange {
   }
 }
 
-function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, creates: Change[], deletes: Change[]): void {
-  if (have.unreadable) creates.push(new PolicyWholeMap(endpoint, "update", `the map holds ${have.unreadable} entries no policy key names (written by someone else); rebuilt`));
+/**
+ * One endpoint's entry changes. Its creates and updates are applied in the make phase, its deletes
+ * in the delete phase. An existing map is written in place when each phase's changes only widen or
+ * only narrow the policy, so no write makes a state that is a mix within one phase (with allows
+ * alone, creates before deletes keep every packet judged as the old or the new policy would). Any
+ * other change to an existing map is a swap: the target fills a new inner map with the whole
+ * desired set and puts it in the slot in one update, so all of the endpoint's changes, its deletes
+ * too, are planned together in the make phase.
+ */
+function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, existing: boolean, creates: Change[], deletes: Change[]): void {
+  const made: PolicyChange[] = [];
+  const gone: PolicyChange[] = [];
+  if (have.unreadable) made.push(new PolicyWholeMap(endpoint, "update", `the map holds ${have.unreadable} entries no policy key names (written by someone else); rebuilt`));
   const a = want.packed;
   const b = have.packed;
   let i = 0;
@@ -350,15 +363,35 @@ function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, crea
     const ka = i < a.length ? entryKey(a[i]!) : Infinity;
     const kb = j < b.length ? entryKey(b[j]!) : Infinity;
     if (ka < kb) {
-      creates.push(new PolicyCreate(endpoint, want, i++));
+      made.push(new PolicyCreate(endpoint, want, i++));
     } else if (kb < ka) {
-      deletes.push(new PolicyDelete(endpoint, have, j++));
+      gone.push(new PolicyDelete(endpoint, have, j++));
     } else {
-      if (a[i] !== b[j]) creates.push(new PolicyUpdate(endpoint, have, j, want, i));
+      if (a[i] !== b[j]) made.push(new PolicyUpdate(endpoint, have, j, want, i));
       i++;
       j++;
     }
   }
+  const swap = existing && want.size > 0 && !(isMonotonic(made) && isMonotonic(gone));
+  for (const c of made) creates.push(c);
+  for (const c of gone) {
+    if (swap) creates.push(c);
+    else deletes.push(c);
+  }
+  if (swap) for (const c of made.concat(gone)) c.swap = true;
+}
+
+/** True when every change widens the policy (new allows, removed denies), or every one narrows it. */
+function isMonotonic(group: readonly PolicyChange[]): boolean {
+  let widens = false;
+  let narrows = false;
+  for (const c of group) {
+    if (c.op === "update") return false;
+    const widening = (c.op === "create") === (c.decision === "allow");
+    if (widening) widens = true;
+    else narrows = true;
+  }
+  return !(widens && narrows);
 }
 
 /** "netns/name" of a device spec, or of the device an address, route or neighbour sits on. */

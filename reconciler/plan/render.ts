@@ -18,7 +18,8 @@ export interface PlanDocument {
   notes: string[];
   summary: Plan["summary"];
   /** `replace: true` on an update that deletes and makes the object again (a device the kernel cannot change in place). */
-  changes: Array<{ op: Change["op"]; resource: Change["resource"]; id: string; before: unknown; after: unknown; reason: string; replace?: true }>;
+  /** `swap: true` on a policy change whose endpoint map is written as a new map swapped in whole (the change both widens and narrows it). */
+  changes: Array<{ op: Change["op"]; resource: Change["resource"]; id: string; before: unknown; after: unknown; reason: string; replace?: true; swap?: true }>;
 }
 
 /** The JSON document for `--dry-run --output json`. */
@@ -36,6 +37,7 @@ export function planDocument(plan: Plan, ctx: RenderContext): PlanDocument {
       after: c.resource === "policy" ? policyView(c.after, ctx.peers) : (c.after ?? null),
       reason: c.reason,
       ...("replace" in c && c.replace ? { replace: true } : {}),
+      ...(c.resource === "policy" && c.swap ? { swap: true } : {}),
     })),
   };
 }
@@ -152,9 +154,23 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
     lines.push(`  ${opts.colour ? `${COLOUR[c.op]}${row}${RESET}` : row}`);
   }
   for (const [resource, n] of hidden) lines.push(`  … ${n} more ${resource} changes (use --output json to see all)`);
+  const swapped = swappedEndpoints(plan);
+  if (swapped.length) {
+    const names = swapped.length > SWAPPED_NAMES_MAX ? `${swapped.slice(0, SWAPPED_NAMES_MAX).join(", ")} and ${swapped.length - SWAPPED_NAMES_MAX} more` : swapped.join(", ");
+    lines.push("", `Policy written as a new map and swapped in whole (the change both widens and narrows it): ${names}.`);
+  }
   const s = plan.summary;
   lines.push("", `Plan: ${s.create} to create, ${s.update} to update, ${s.delete} to delete.`);
   return lines.join("\n") + "\n";
+}
+
+const SWAPPED_NAMES_MAX = 20;
+
+/** The endpoints whose policy map the plan swaps, in plan order. */
+function swappedEndpoints(plan: Plan): string[] {
+  const out = new Set<string>();
+  for (const c of plan.changes) if (c.resource === "policy" && c.swap) out.add(c.endpoint);
+  return [...out];
 }
 
 /** A change as its plan row shows it (after the sign): "policy app1 ingress allow TCP/80 from app2 (identity 36895) ← l3-rule (l3-rule.json:2)". */

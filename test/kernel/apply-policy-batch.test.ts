@@ -1,7 +1,7 @@
 // The policy target against the real kernel, at a scale where its batching matters: more endpoints
 // than one batch of outer-map slots (swaps and removals are written SLOT_BATCH at a time), and a
-// plan whose creates swap in complete new maps while its deletes (a later batch of the executor)
-// name entries those maps no longer hold. After every step, a fresh observe must diff to nothing.
+// plan that swaps in complete new maps, the swapped endpoints' deletes planned in the same batch as
+// their creates. After every step, a fresh observe must diff to nothing.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -24,7 +24,7 @@ function mapsOnly(model: Model): DesiredState {
   return { ...d, devices: new Map(), addresses: new Map(), routes: new Map(), sysctls: new Map(), attachments: new Map() };
 }
 
-test("policy target: batched swaps and removals over 600 endpoints; deletes after a swap count as done", async (t) => {
+test("policy target: batched swaps and removals over 600 endpoints; a swapped map keeps its deletes in its batch", async (t) => {
   const pinRoot = `/sys/fs/bpf/apply-policy-batch-${randomBytes(3).toString("hex")}`;
   let ctx: KernelContext | undefined;
   t.after(() => {
@@ -53,7 +53,7 @@ test("policy target: batched swaps and removals over 600 endpoints; deletes afte
   // Creates include the 8 pinned maps (events and event_budget among them).
   await step("cold", model, { create: 109_310, delete: 0 });
   // Ten rules move to another port and gain a deny: allows and denies added and allows removed for
-  // the same endpoints, so their new maps are swapped in; the deletes then find nothing to delete.
+  // the same endpoints, so the plan swaps their maps, their deletes included in the swap.
   for (const r of model.rules.slice(0, 10)) {
     const p = r.rule.ingress[0]!.ports![0]!;
     p.port = p.endPort = p.port + 30_000;

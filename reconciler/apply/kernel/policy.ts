@@ -1,9 +1,8 @@
 // Per-endpoint policy: an LPM trie per endpoint, held in the `policy` map-of-maps under the
-// endpoint's number. A change that only widens an endpoint's policy (new allows, removed denies) or
-// only narrows it (removed allows, new denies) is written in place, because every intermediate state
-// then lies between the old and the new policy. Any other change fills a new inner map with the
-// complete new policy and swaps it in with one map update, so a packet sees the old policy or the new
-// one, never a mix. Counters live in policy_stats, keyed by entry, so they survive the swap.
+// endpoint's number. The plan (plan/diff.ts walk) decides how an endpoint's map is written: in place
+// when the changes of each phase (creates and updates, then deletes) only widen or only narrow the
+// policy; otherwise marked `swap`: a new inner map is filled with the complete new policy and
+// swapped in with one map update, so a packet sees the old policy or the new one, never a mix. Counters live in policy_stats, keyed by entry, so they survive the swap.
 
 import { POLICY_VALUE, decodePolicyValue, encodePolicyValue } from "../../datapath/layouts.js";
 import { PolicyEntrySet, type DesiredState, type StateOf } from "../../datapath/state.js";
@@ -101,7 +100,7 @@ export class PolicyTarget implements Target<"policy"> {
    *  with the endpoint's complete policy, for the caller to swap in. */
   private applyEndpoint(outer: BpfMap, epId: number, group: PolicyChange[], wanted: PolicyEntrySet): BpfMap | undefined {
     const innerId = outer.innerId(epKey(epId));
-    if (innerId !== undefined && isMonotonic(group)) {
+    if (innerId !== undefined && !group[0]!.swap) {
       const inner = BpfMap.fromId(innerId);
       try {
         const creates = group.filter((c) => c.op === "create");
@@ -199,19 +198,6 @@ function packedOf(entries: ReadonlyArray<{ key: number; decision: Decision; audi
   const packed = new Float64Array(entries.length);
   entries.forEach((e, i) => (packed[i] = packEntry(e.key, e.decision, e.audit)));
   return packed;
-}
-
-/** True when every change widens the policy, or every change narrows it. */
-export function isMonotonic(group: readonly PolicyChange[]): boolean {
-  let widens = false;
-  let narrows = false;
-  for (const c of group) {
-    if (c.op === "update") return false;
-    const widening = (c.op === "create") === (c.decision === "allow");
-    if (widening) widens = true;
-    else narrows = true;
-  }
-  return !(widens && narrows);
 }
 
 /** The kernel's entries of one inner map as a packed set; entries no key can name are counted. */
