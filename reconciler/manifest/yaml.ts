@@ -18,8 +18,10 @@ export interface NodeLines {
   items: number[];
 }
 
-/** Where each collection of a parsed file came from. Scalars are located through their parent. */
-export type LineIndex = WeakMap<object, NodeLines>;
+/** Where each collection of a parsed file came from. Scalars are located through their parent.
+ *  A Map, not a WeakMap: it lives only while its file is validated, and half a million WeakMap
+ *  entries cost the garbage collector (ephemeron marking) more than the lookups themselves. */
+export type LineIndex = Map<object, NodeLines>;
 
 /** One parsed YAML document. */
 export interface ParsedDocument {
@@ -96,7 +98,7 @@ export function parseYamlWithLines(content: string, limits: ParseLimits = DEFAUL
       1,
     );
   }
-  const lines: LineIndex = new WeakMap();
+  const lines: LineIndex = new Map();
   const docLines: number[] = [];
   const aliasCount: number[] = [];
   const stack: Frame[] = [];
@@ -177,9 +179,9 @@ export function parseYamlWithLines(content: string, limits: ParseLimits = DEFAUL
 
 /** Build the key/item lines of a just-closed collection from the nodes closed inside it. */
 function describe(result: object, frame: Frame): NodeLines {
-  const out: NodeLines = { line: frame.line + 1, keys: new Map(), items: [] };
   const kids = frame.children;
   if (Array.isArray(result)) {
+    const out: NodeLines = { line: frame.line + 1, keys: NO_KEYS, items: [] };
     // Usually one closed child per item; empty items (`-` alone) have none, so align by value.
     let k = 0;
     for (let i = 0; i < result.length; i++) {
@@ -200,6 +202,7 @@ function describe(result: object, frame: Frame): NodeLines {
     return out;
   }
   // Mapping: children alternate key, value (a trailing failed key attempt may follow).
+  const out: NodeLines = { line: frame.line + 1, keys: new Map(), items: NO_ITEMS };
   const own = result as Record<string, unknown>;
   for (let i = 0; i < kids.length; ) {
     const k = kids[i]!.result;
@@ -213,6 +216,10 @@ function describe(result: object, frame: Frame): NodeLines {
   }
   return out;
 }
+
+/** What a sequence has for keys and a mapping for items (never written: describe fills only its own). */
+const NO_KEYS: Map<string, number> = new Map();
+const NO_ITEMS: number[] = [];
 
 function sameValue(a: unknown, b: unknown): boolean {
   if (a === b) return true;
