@@ -27,13 +27,16 @@ function vmHWM(): number {
 }
 
 async function runChild(kind: string, dir: string): Promise<void> {
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const snapshot = await readDirSnapshot(dir);
   const t1 = performance.now();
   if (kind === "load") loadModel(snapshot);
   else compileForNode(snapshot, { node: NODE, enforcement: "default", attachMode: "tcx" });
   const t2 = performance.now();
-  process.stdout.write(JSON.stringify({ readMs: t1 - t0, ms: t2 - t0, workMs: t2 - t1, hwmMiB: vmHWM() }) + "\n");
+  const cpu = process.cpuUsage(c0);
+  // CPU time (user + system, all threads: GC helpers included) is less disturbed than wall time by other load on the machine.
+  process.stdout.write(JSON.stringify({ readMs: t1 - t0, ms: t2 - t0, workMs: t2 - t1, cpuMs: (cpu.user + cpu.system) / 1000, hwmMiB: vmHWM() }) + "\n");
 }
 
 const stats = (xs: number[]) => {
@@ -51,20 +54,21 @@ async function main(): Promise<void> {
       mkdirSync(dirname(join(dir, rel)), { recursive: true });
       writeFileSync(join(dir, rel), text);
     }
-    const got: Record<string, { ms: number[]; hwm: number[] }> = { load: { ms: [], hwm: [] }, compile: { ms: [], hwm: [] } };
+    const got: Record<string, { ms: number[]; cpu: number[]; hwm: number[] }> = { load: { ms: [], cpu: [], hwm: [] }, compile: { ms: [], cpu: [], hwm: [] } };
     const loads: number[] = [loadavg()[0]!];
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? ["load", "compile"] : ["compile", "load"];
       for (const kind of order) {
         const out = execFileSync(process.execPath, [...process.execArgv, process.argv[1]!, `--child=${kind}`, dir], { encoding: "utf8" });
-        const m = JSON.parse(out.trim().split("\n").at(-1)!) as { ms: number; hwmMiB: number };
+        const m = JSON.parse(out.trim().split("\n").at(-1)!) as { ms: number; cpuMs: number; hwmMiB: number };
         got[kind]!.ms.push(m.ms);
+        got[kind]!.cpu.push(m.cpuMs);
         got[kind]!.hwm.push(m.hwmMiB);
       }
       loads.push(loadavg()[0]!);
     }
     console.log(`load average ${loads.map((l) => l.toFixed(2)).join(" → ")}; ${rounds} rounds, median (min–max)`);
-    for (const k of ["load", "compile"]) console.log(`${k.padEnd(8)} read+${k === "load" ? "load" : "load+compile+desired"}: ${stats(got[k]!.ms)} ms; VmHWM ${stats(got[k]!.hwm)} MiB`);
+    for (const k of ["load", "compile"]) console.log(`${k.padEnd(8)} read+${k === "load" ? "load" : "load+compile+desired"}: ${stats(got[k]!.ms)} ms (CPU ${stats(got[k]!.cpu)} ms); VmHWM ${stats(got[k]!.hwm)} MiB`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
