@@ -4,14 +4,14 @@
 // that peak RSS (VmHWM) of a full compile is measured per round.
 //
 //   node --import tsx test/bench/load.bench.ts [--small] [--rounds=3]
-//   node --import tsx test/bench/load.bench.ts --child=load|compile DIR   (one measurement, JSON)
+//   node --import tsx test/bench/load.bench.ts --child=load|compile|pipeline DIR   (one measurement, JSON)
 
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { tuneHeap } from "../../reconciler/cli/heap.js";
-import { compileForNode, loadModel } from "../../reconciler/plan/snapshot-to-desired.js";
+import { compileForNode, IncrementalPipeline, loadModel } from "../../reconciler/plan/snapshot-to-desired.js";
 import { readDirSnapshot } from "../../reconciler/source/dir.js";
 import { DESIGN_SCALE, generateModel, type ScaleOptions } from "./generate.js";
 import { manifestFiles } from "./manifests.js";
@@ -31,8 +31,10 @@ async function runChild(kind: string, dir: string): Promise<void> {
   const t0 = performance.now();
   const snapshot = await readDirSnapshot(dir);
   const t1 = performance.now();
+  const opts = { node: NODE, enforcement: "default", attachMode: "tcx" } as const;
   if (kind === "load") loadModel(snapshot);
-  else compileForNode(snapshot, { node: NODE, enforcement: "default", attachMode: "tcx" });
+  else if (kind === "pipeline") compileForNode(snapshot, opts, undefined, new IncrementalPipeline()); // the daemon's cold start
+  else compileForNode(snapshot, opts);
   const t2 = performance.now();
   const cpu = process.cpuUsage(c0);
   // CPU time (user + system, all threads: GC helpers included) is less disturbed than wall time by other load on the machine.
@@ -54,10 +56,11 @@ async function main(): Promise<void> {
       mkdirSync(dirname(join(dir, rel)), { recursive: true });
       writeFileSync(join(dir, rel), text);
     }
-    const got: Record<string, { ms: number[]; cpu: number[]; hwm: number[] }> = { load: { ms: [], cpu: [], hwm: [] }, compile: { ms: [], cpu: [], hwm: [] } };
+    const got: Record<string, { ms: number[]; cpu: number[]; hwm: number[] }> = { load: { ms: [], cpu: [], hwm: [] }, compile: { ms: [], cpu: [], hwm: [] }, pipeline: { ms: [], cpu: [], hwm: [] } };
     const loads: number[] = [loadavg()[0]!];
     for (let r = 0; r < rounds; r++) {
-      const order = r % 2 === 0 ? ["load", "compile"] : ["compile", "load"];
+      const kinds = ["load", "compile", "pipeline"];
+      const order = [...kinds.slice(r % 3), ...kinds.slice(0, r % 3)];
       for (const kind of order) {
         const out = execFileSync(process.execPath, [...process.execArgv, process.argv[1]!, `--child=${kind}`, dir], { encoding: "utf8" });
         const m = JSON.parse(out.trim().split("\n").at(-1)!) as { ms: number; cpuMs: number; hwmMiB: number };
@@ -68,7 +71,8 @@ async function main(): Promise<void> {
       loads.push(loadavg()[0]!);
     }
     console.log(`load average ${loads.map((l) => l.toFixed(2)).join(" → ")}; ${rounds} rounds, median (min–max)`);
-    for (const k of ["load", "compile"]) console.log(`${k.padEnd(8)} read+${k === "load" ? "load" : "load+compile+desired"}: ${stats(got[k]!.ms)} ms (CPU ${stats(got[k]!.cpu)} ms); VmHWM ${stats(got[k]!.hwm)} MiB`);
+    const what: Record<string, string> = { load: "read+load", compile: "read+load+compile+desired", pipeline: "the same through IncrementalPipeline (daemon cold start)" };
+    for (const k of ["load", "compile", "pipeline"]) console.log(`${k.padEnd(8)} ${what[k]}: ${stats(got[k]!.ms)} ms (CPU ${stats(got[k]!.cpu)} ms); VmHWM ${stats(got[k]!.hwm)} MiB`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
