@@ -22,6 +22,8 @@ export interface VersionInfo {
   platform: string;
   /** True for the single executable, false when running from source. */
   singleExecutable: boolean;
+  /** Node/V8 flags the process started with (the binary's are built in: tools/build-binary.mjs). */
+  execArgv: string[];
   /** BPF objects this build carries (file names, e.g. "policy.o"). */
   objects: string[];
   /** Programs in those objects, read from their ELF sections (not loaded into the kernel). */
@@ -56,6 +58,7 @@ export async function versionInfo(options: VersionOptions = {}): Promise<Version
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     singleExecutable: isSingleExecutable(),
+    execArgv: [...process.execArgv],
     objects: listBpfObjects(),
     programs: [],
     native: [],
@@ -84,6 +87,7 @@ export function renderVersion(info: VersionInfo, format: "text" | "json"): strin
   const lines = [
     `reconcile ${info.version} (commit ${info.commit})`,
     `  runtime: node ${info.node} ${info.platform}${info.singleExecutable ? ", single executable" : ", from source"}`,
+    ...(info.execArgv.length ? [`  node flags: ${info.execArgv.join(" ")}`] : []),
     `  objects: ${info.objects.length ? info.objects.join(", ") : "none"}`,
     `  programs: ${info.programs.length ? info.programs.map((p) => `${p.name} (${p.object}, ${p.section}, tag ${p.tag})`).join(", ") : "none"}`,
   ];

@@ -76,6 +76,7 @@ interface VersionJson {
   version: string;
   commit: string;
   singleExecutable: boolean;
+  execArgv: string[];
   objects: string[];
   programs: { name: string; object: string; section: string }[];
   native: { module: string; path: string; sha256: string; action: string }[];
@@ -164,6 +165,8 @@ test("reconcile --dry-run --output json: exit 2 with app1's ingress allow from i
 test("version: embedded BPF objects parse, and koffi works inside the binary (kernel features match the source build's)", () => {
   const info = versionJson(runtimeDir("rt-features"));
   assert.equal(info.singleExecutable, true);
+  // The V8 flags built into the binary are in force (tools/build-binary.mjs, V8_LAUNCH_FLAGS).
+  assert.ok(info.execArgv.includes("--max-semi-space-size=16"), `execArgv: ${info.execArgv.join(" ")}`);
   assert.deepEqual(info.objects, objectsAtBuild);
   assert.ok(fixtures.includes("counter.o") && fixtures.includes("ringbuf.o"), `fixtures: ${fixtures.join(", ")}`);
   for (const f of fixtures) assert.ok(!info.objects.includes(f), `the test fixture ${f} is not shipped`);

@@ -30,6 +30,7 @@ test("renderVersion: text names version, commit, programs, native modules and ke
     node: "v24.22.3",
     platform: "linux-x64",
     singleExecutable: true,
+    execArgv: ["--max-semi-space-size=16"],
     objects: ["endpoint.o"],
     programs: [{ name: "to_endpoint", object: "endpoint.o", section: "tc", tag: "0c16ac578f204efc", tagSha1: "69dbb9d7123371cd" }],
     native: [{ module: "koffi.node", path: "/run/reconcile/native/koffi-ab.node", sha256: "ab", action: "reused" }],
@@ -40,6 +41,7 @@ test("renderVersion: text names version, commit, programs, native modules and ke
     [
       "reconcile 1.2.3 (commit 0123456789abcdef0123456789abcdef01234567)",
       "  runtime: node v24.22.3 linux-x64, single executable",
+      "  node flags: --max-semi-space-size=16",
       "  objects: endpoint.o",
       "  programs: to_endpoint (endpoint.o, tc, tag 0c16ac578f204efc)",
       "  native: koffi.node at /run/reconcile/native/koffi-ab.node (reused)",
