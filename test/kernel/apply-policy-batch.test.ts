@@ -12,6 +12,9 @@ import { KernelContext } from "../../reconciler/apply/kernel/context.js";
 import { endpointsTarget, ipcacheTarget } from "../../reconciler/apply/kernel/entries.js";
 import { MapTarget } from "../../reconciler/apply/kernel/maps.js";
 import { PolicyTarget } from "../../reconciler/apply/kernel/policy.js";
+import { decodePolicyValue, encodePolicyValue, POLICY_VALUE } from "../../reconciler/datapath/layouts.js";
+import { BpfMap } from "../../reconciler/ebpf-loader/index.js";
+import { POLICY_KEY } from "../../reconciler/policy/key.js";
 import { buildDesiredState } from "../../reconciler/datapath/desired.js";
 import type { DesiredState } from "../../reconciler/datapath/state.js";
 import type { Model } from "../../reconciler/manifest/model.js";
@@ -76,3 +79,56 @@ test("policy target: batched swaps and removals over 600 endpoints; a swapped ma
     delete: before.endpoints.size - after.endpoints.size + before.ipcache.size - after.ipcache.size,
   });
 });
+
+test("policy target: a resync that reads the bytes it verified last reuses the desired sets; a trie changed behind its back is decoded and repaired", async (t) => {
+  const pinRoot = `/sys/fs/bpf/apply-policy-verified-${randomBytes(3).toString("hex")}`;
+  let ctx: KernelContext | undefined;
+  t.after(() => {
+    ctx?.close();
+    rmSync(pinRoot, { recursive: true, force: true });
+  });
+  mkdirSync(pinRoot);
+  ctx = new KernelContext({ pinRoot, datapathObject: readFileSync("bpf/build/endpoint.o") });
+  const targets = new Targets([new MapTarget(ctx), endpointsTarget(ctx), ipcacheTarget(ctx), new PolicyTarget(ctx)]);
+  const desired = mapsOnly(generateModel({ endpoints: 20, rules: 10, remoteEndpoints: 10, apps: 5, groups: 5 }));
+  assert.deepEqual((await reconcileOnce(targets, desired)).failed, []);
+  const withEntries = [...desired.policy].filter(([, set]) => set.size > 1);
+  assert.ok(withEntries.length >= 2, "the model gives endpoints entries");
+  for (let i = 0; i < 2; i++) {
+    const seen = (await targets.observe(desired)).policy;
+    for (const [name, set] of withEntries) assert.equal(seen.get(name), set, `observe ${i + 1}: ${name} is found as desired`);
+  }
+
+  // Behind the reconciler's back, in the same trie (its id unchanged): one entry deleted from the
+  // first endpoint, one allow turned into a deny in the second.
+  const [[first], [second]] = withEntries as [[string, unknown], [string, unknown]];
+  const inner = (name: string): BpfMap => {
+    const outer = ctx!.map("policy")!;
+    const epId = [...desired.endpoints.values()].find((e) => e.endpoint === name)!.endpointId;
+    const id = outer.innerId(u32(epId))!;
+    return BpfMap.fromId(id);
+  };
+  const a = inner(first);
+  const read = a.lookupBatch();
+  a.delete(read.keys.subarray(0, POLICY_KEY.size));
+  a.close();
+  const b = inner(second);
+  const readB = b.lookupBatch();
+  const value = Buffer.alloc(POLICY_VALUE.size);
+  const { decision, prefixlen } = decodePolicyValue(readB.values, 0);
+  encodePolicyValue(decision === "allow" ? "deny" : "allow", prefixlen, value, 0);
+  b.update(readB.keys.subarray(0, POLICY_KEY.size), value);
+  b.close();
+
+  const drifted = diff(desired, await targets.observe(desired));
+  assert.deepEqual(drifted.changes.map((c) => `${c.op} ${c.id.split("/")[0]}`).sort(), [`create ${first}`, `update ${second}`].sort());
+  assert.deepEqual((await reconcileOnce(targets, desired)).failed, []);
+  const after = (await targets.observe(desired)).policy;
+  for (const [name, set] of withEntries) assert.equal(after.get(name), set, `after the repair: ${name} is found as desired`);
+});
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
