@@ -46,7 +46,9 @@
  * - Audit never lets a malformed packet through; an audited deny yields to a deny that is not
  *   audited (exact identity or identity 0), as a deny wins over an allow. An audited packet is
  *   recorded in conntrack, so its replies pass; it is not counted in policy_stats (not allowed).
- * - Host-policy checks (between an endpoint and the host) report as the host endpoint.
+ * - Host-policy checks (between an endpoint and the host) report as the host endpoint. They are
+ *   only made when the endpoint's entry has EP_HOST_POLICY, which reconcile sets on every endpoint
+ *   while the host endpoint enforces a direction: without it no host lookup is made at all.
  */
 #include "maps.h"
 #include "parse.h"
@@ -417,7 +419,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, const i
 	struct endpoint_info *host = NULL;
 	struct policy_result host_res = {};
 	__u8 host_dir = dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
-	if (at == AT_ENDPOINT)
+	if (at == AT_ENDPOINT && (ep->flags & EP_HOST_POLICY))
 		host = host_entry(dir == DIR_INGRESS ? f.tuple.saddr : f.tuple.daddr, f.tuple.family);
 	if (dir == DIR_INGRESS && host_check(skb, host, ep_identity, host_dir, &f, &host_res))
 		return TC_ACT_SHOT;

@@ -15,6 +15,9 @@
 #define EP_AUDIT_EGRESS 8    /* egress likewise */
 #define EP_VERDICT_ALLOW 16  /* report a VERDICT event for each new flow policy allows */
 #define EP_VERDICT_DENY 32   /* report a VERDICT event for each packet policy denies (besides its DROP) */
+#define EP_HOST_POLICY 64    /* a host endpoint enforces (host policies): the endpoint programs look the
+			      * peer address up as a host address and apply the host's policy. Clear:
+			      * no host-policy lookup at all (the fast path of every other packet). */
 
 /* 20 bytes. */
 struct endpoint_key {
@@ -28,7 +31,7 @@ struct endpoint_info {
 	__u32 ifindex;  /* host-side device the programs run on (informational for the datapath) */
 	__u32 ep_id;    /* endpoint number: key of its inner map in "policy", and of its counters */
 	__u32 identity; /* the endpoint's own security identity */
-	__u32 flags;    /* EP_ENFORCE_* | EP_AUDIT_* | EP_VERDICT_* */
+	__u32 flags;    /* EP_ENFORCE_* | EP_AUDIT_* | EP_VERDICT_* | EP_HOST_POLICY */
 	__u32 event_rate; /* events per second per CPU the endpoint may report (events.h); 0 = none */
 	__u32 pad;      /* zero */
 };

@@ -68,7 +68,7 @@ export const MAX_EVENT_RATE = 1_000_000;
 /** An endpoint entry's flags and event settings: enforcement and audit from its compiled policy,
  *  verdict events and the rate from the options. They live in each endpoint's entry (rather than a
  *  config map) so that they are planned, applied and drift-corrected like everything else. */
-function endpointFlags(policy: EndpointPolicy, opts: DesiredOptions): Pick<EndpointEntry, "enforceIngress" | "enforceEgress" | "auditIngress" | "auditEgress" | "verdictAllow" | "verdictDeny" | "eventRate"> {
+function endpointFlags(policy: EndpointPolicy, opts: DesiredOptions, hostPolicy = false): Pick<EndpointEntry, "enforceIngress" | "enforceEgress" | "auditIngress" | "auditEgress" | "verdictAllow" | "verdictDeny" | "hostPolicy" | "eventRate"> {
   const verdicts = opts.monitorVerdicts ?? "none";
   return {
     enforceIngress: policy.enforce.ingress,
@@ -77,6 +77,7 @@ function endpointFlags(policy: EndpointPolicy, opts: DesiredOptions): Pick<Endpo
     auditEgress: policy.audit.egress,
     verdictAllow: verdicts === "allow" || verdicts === "all",
     verdictDeny: verdicts === "deny" || verdicts === "all",
+    hostPolicy,
     eventRate: opts.eventRate ?? DEFAULT_EVENT_RATE,
   };
 }
@@ -178,6 +179,12 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
   const overlayMtu = localNode?.tunnel ? (opts.underlayMtu ?? DEFAULT_UNDERLAY_MTU) - overhead : undefined;
   if (localNode?.tunnel) addOverlay(state, localNode, model.nodes, overlayMtu!, opts);
 
+  // While the host endpoint enforces a direction, every endpoint's entry says so (EP_HOST_POLICY) and
+  // its programs look peers up as host addresses; otherwise they skip that lookup. Planned as data:
+  // host policy appearing or going changes every endpoint entry, so the diff rewrites them.
+  const hostPolicy = policyByEndpoint.get(HOST_ENDPOINT);
+  const hostEnforces = hostPolicy !== undefined && (hostPolicy.enforce.ingress || hostPolicy.enforce.egress);
+
   let anyV4 = localNode?.tunnel !== undefined;
   let anyV6 = false;
   for (const ep of local) {
@@ -193,7 +200,7 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
         address,
         endpointId: ids.get(ep.name)!,
         identity: policy.identity,
-        ...endpointFlags(policy, opts),
+        ...endpointFlags(policy, opts, hostEnforces),
         endpoint: ep.name,
       });
     }
@@ -202,7 +209,6 @@ export function buildDesiredState(model: Model, compiled: CompiledPolicy, opts: 
     state.policy.set(ep.name, policy.entrySet);
   }
 
-  const hostPolicy = policyByEndpoint.get(HOST_ENDPOINT);
   if (hostPolicy) addHostEndpoint(state, hostPolicy, compiled, localNode, opts);
 
   // Routing between endpoints on this host goes through the host namespace.

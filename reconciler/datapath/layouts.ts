@@ -28,6 +28,8 @@ export const EP_AUDIT_INGRESS = 4;
 export const EP_AUDIT_EGRESS = 8;
 export const EP_VERDICT_ALLOW = 16;
 export const EP_VERDICT_DENY = 32;
+/** A host endpoint enforces: the endpoint programs apply host policy between this endpoint and host addresses. */
+export const EP_HOST_POLICY = 64;
 /** endpoint_info.event_rate when nothing else is configured: events/s per endpoint and CPU. */
 export const DEFAULT_EVENT_RATE = 1000;
 
@@ -212,6 +214,8 @@ export interface EndpointInfo {
   /** Report a VERDICT event for every new flow policy allows / every packet policy denies. */
   verdictAllow?: boolean;
   verdictDeny?: boolean;
+  /** A host endpoint enforces (EP_HOST_POLICY): look peers up as host addresses for host policy. */
+  hostPolicy?: boolean;
   /** Events per second per CPU the endpoint may report; DEFAULT_EVENT_RATE when absent. */
   eventRate?: number;
 }
@@ -224,7 +228,8 @@ function endpointFlags(v: EndpointInfo): number {
     (v.auditIngress ? EP_AUDIT_INGRESS : 0) |
     (v.auditEgress ? EP_AUDIT_EGRESS : 0) |
     (v.verdictAllow ? EP_VERDICT_ALLOW : 0) |
-    (v.verdictDeny ? EP_VERDICT_DENY : 0)
+    (v.verdictDeny ? EP_VERDICT_DENY : 0) |
+    (v.hostPolicy ? EP_HOST_POLICY : 0)
   );
 }
 
@@ -254,6 +259,7 @@ export function decodeEndpointInfo(buf: Buffer, offset: number): Required<Endpoi
     auditEgress: (flags & EP_AUDIT_EGRESS) !== 0,
     verdictAllow: (flags & EP_VERDICT_ALLOW) !== 0,
     verdictDeny: (flags & EP_VERDICT_DENY) !== 0,
+    hostPolicy: (flags & EP_HOST_POLICY) !== 0,
     eventRate: buf.readUInt32LE(offset + 16),
   };
 }

@@ -155,6 +155,10 @@ export interface EndpointEntry {
    *  denies (EP_VERDICT_DENY); drops are reported regardless. */
   verdictAllow: boolean;
   verdictDeny: boolean;
+  /** The host endpoint enforces a direction (EP_HOST_POLICY): the endpoint's programs look peers up
+   *  as host addresses and apply host policy. False while no host policy enforces, so that every
+   *  packet skips that lookup; set and cleared as host policy appears and goes (a changed entry). */
+  hostPolicy: boolean;
   /** Events per second per CPU the endpoint may report (0 = none). */
   eventRate: number;
   /** Endpoint name (not stored in the kernel; observe/ reports "" for entries it cannot name). */
@@ -264,7 +268,7 @@ export const RESOURCES: { readonly [K in ResourceKind]: ResourceInfo<K> } = {
   neighbour: { field: "neighbours", compared: ["mac", "fdbDst"] },
   sysctl: { field: "sysctls", compared: ["value"] },
   map: { field: "maps", compared: ["type", "keySize", "valueSize", "maxEntries", "flags"] },
-  endpoint: { field: "endpoints", compared: ["endpointId", "identity", "enforceIngress", "enforceEgress", "auditIngress", "auditEgress", "verdictAllow", "verdictDeny", "eventRate"] },
+  endpoint: { field: "endpoints", compared: ["endpointId", "identity", "enforceIngress", "enforceEgress", "auditIngress", "auditEgress", "verdictAllow", "verdictDeny", "hostPolicy", "eventRate"] },
   ipcache: { field: "ipcache", compared: ["identity", "tunnelEndpoint"] },
   policy: { field: "policy", compared: ["decision", "audit"] },
   attachment: { field: "attachments", compared: ["program", "mode", "tag"] },

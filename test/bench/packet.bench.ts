@@ -47,7 +47,8 @@ type Packet = (typeof PACKETS)[number];
  *  identities' ports) up to `entries`. A host endpoint with a policy in both directions if asked. */
 function datapath(v: Variant): Datapath {
   const dp = new Datapath();
-  dp.addEndpoint({ addresses: [APP], epId: 1, identity: 1001, enforceIngress: true, enforceEgress: false });
+  // EP_HOST_POLICY on the endpoint exactly when a host endpoint enforces, as reconcile writes it.
+  dp.addEndpoint({ addresses: [APP], epId: 1, identity: 1001, enforceIngress: true, enforceEgress: false, hostPolicy: v.hostPolicy });
   dp.addIpcache(`${APP}/32`, 1001);
   dp.addIpcache(`${PEER}/32`, 36895);
   const rules: RuleDef[] = [
@@ -105,7 +106,7 @@ function main(): void {
   const ratio = (a: string, b: string, p: Packet) => median(stat(a, p).map((x, i) => x / stat(b, p)[i]!));
   for (const p of PACKETS.slice(1)) results.row(`${p}: ns over the floor, 10 / 16,000 entries`, `${fmt(overFloor("10 entries", p))} / ${fmt(overFloor("16,000 entries", p))}`, "(info)");
   results.row("allowed, established: 16,000 ÷ 10 entries", ratio("16,000 entries", "10 entries", "allowed, established").toFixed(3), "(info: the ipcache and policy tries are the same lookups, the policy trie is deeper)");
-  results.row("allowed, established: with a host policy ÷ without (10 entries; both look the host endpoint up)", ratio("10 entries, host policy", "10 entries", "allowed, established").toFixed(3), "(info)");
+  results.row("allowed, established: with a host policy ÷ without (10 entries; only the first looks the peer up as a host address)", ratio("10 entries, host policy", "10 entries", "allowed, established").toFixed(3), "(info)");
   console.log("\nResults");
   results.print();
 }

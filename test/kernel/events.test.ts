@@ -154,7 +154,7 @@ test("a POLICY_AUDIT deny entry: the packet passes with AUDIT naming the entry; 
 });
 
 test("host policy checks report as the host endpoint", (t) => {
-  const { dp, rb } = setup(t);
+  const { dp, rb } = setup(t, { hostPolicy: true });
   dp.addEndpoint({ addresses: [HOST], epId: 9, identity: L.IDENTITY_HOST, enforceIngress: false, enforceEgress: true });
   assert.equal(dp.run("to_endpoint", toApp(HOST, 40009, 80)), TC_ACT_SHOT);
   const [e, ...rest] = readEvents(rb);

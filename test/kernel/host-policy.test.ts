@@ -4,7 +4,8 @@
 // Cast: the host (192.0.2.11, ep 65536, identity 1) enforces ingress and egress: ingress allows
 // TCP/8080 from app2 and TCP/22 from remote nodes; egress allows TCP/80 to app1 and TCP/443 to
 // remote nodes. app1 (10.11.0.1, ep 1, identity 1001) and app2 (10.11.0.2, ep 2, identity 1002)
-// enforce nothing themselves. 192.0.2.12 is a remote node (identity 6), 203.0.113.9 the world.
+// enforce nothing themselves; their entries carry EP_HOST_POLICY, as reconcile writes them while the
+// host endpoint enforces. 192.0.2.12 is a remote node (identity 6), 203.0.113.9 the world.
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -27,8 +28,8 @@ let dp: Datapath;
 
 before(() => {
   dp = new Datapath();
-  dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: false, enforceEgress: false });
-  dp.addEndpoint({ addresses: [APP2], epId: 2, identity: 1002, enforceIngress: false, enforceEgress: false });
+  dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: false, enforceEgress: false, hostPolicy: true });
+  dp.addEndpoint({ addresses: [APP2], epId: 2, identity: 1002, enforceIngress: false, enforceEgress: false, hostPolicy: true });
   dp.addEndpoint({ addresses: [HOST, HOST_6], epId: HOST_ENDPOINT_ID, identity: 1, enforceIngress: true, enforceEgress: true });
   dp.addIpcache(`${REMOTE_NODE_6}/128`, 6);
   dp.addIpcache(`${APP1}/32`, 1001);
@@ -103,12 +104,12 @@ test("IPv6: a host address judged the same way on a host device", () => {
 
 test("an endpoint entry is not the host on a host device, and a host entry is not an endpoint on an endpoint device", () => {
   // from_netdev never judges a packet for an endpoint address (app1's egress/ingress are its programs' job)...
-  dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: true, enforceEgress: true });
+  dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: true, enforceEgress: true, hostPolicy: true });
   try {
     assert.equal(run("from_netdev", pkt(WORLD, 43000, APP1, 7)), TC_ACT_OK);
     assert.equal(run("to_endpoint", pkt(WORLD, 43000, APP1, 7)), TC_ACT_SHOT, "to_endpoint does judge it");
   } finally {
-    dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: false, enforceEgress: false });
+    dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: false, enforceEgress: false, hostPolicy: true });
   }
   // ... and to_endpoint with the host address as destination passes as before host policies.
   assert.equal(run("to_endpoint", pkt(WORLD, 43001, HOST, 7)), TC_ACT_OK);
@@ -124,4 +125,27 @@ test("a host that enforces nothing lets everything through (host policy not sele
   } finally {
     dp.addEndpoint({ addresses: [HOST], epId: HOST_ENDPOINT_ID, identity: 1, enforceIngress: true, enforceEgress: true });
   }
+});
+
+test("without EP_HOST_POLICY on the endpoint's entry the endpoint programs make no host-policy check; with it, the same packets are judged by the host's policy", () => {
+  // The host endpoint still enforces, but app1's entry says no host policy applies (what reconcile
+  // writes when none enforces): no host lookup, so packets between app1 and the host pass untouched.
+  dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: false, enforceEgress: false, hostPolicy: false });
+  const ingressBefore = hostDrops("ingress");
+  const egressBefore = hostDrops("egress");
+  try {
+    assert.equal(run("from_endpoint", pkt(APP1, 46000, HOST, 8080)), TC_ACT_OK, "app1 -> host: the host's ingress is not consulted");
+    assert.equal(run("to_endpoint", pkt(HOST, 46001, APP1, 443)), TC_ACT_OK, "host -> app1: the host's egress is not consulted");
+    assert.equal(hostDrops("ingress"), ingressBefore);
+    assert.equal(hostDrops("egress"), egressBefore);
+  } finally {
+    dp.addEndpoint({ addresses: [APP1], epId: 1, identity: 1001, enforceIngress: false, enforceEgress: false, hostPolicy: true });
+  }
+  // Flag back: the host's policy applies again to new flows.
+  assert.equal(run("from_endpoint", pkt(APP1, 46002, HOST, 8080)), TC_ACT_SHOT, "app1 may not reach the host on TCP/8080");
+  assert.equal(run("to_endpoint", pkt(HOST, 46003, APP1, 443)), TC_ACT_SHOT, "the host may only reach app1 on TCP/80");
+  assert.equal(hostDrops("ingress"), ingressBefore + 1n);
+  assert.equal(hostDrops("egress"), egressBefore + 1n);
+  // The host firewall programs do not depend on the flag (they judge the host's own entries).
+  assert.equal(run("from_netdev", pkt(WORLD, 46004, HOST, 22)), TC_ACT_SHOT);
 });

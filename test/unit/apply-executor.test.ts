@@ -134,7 +134,7 @@ test("a known state is not planned against when an endpoint with a policy leaves
     d.policy.clear();
     for (const [name, endpointId] of Object.entries(names)) {
       const address = `10.11.0.${endpointId}`;
-      d.endpoints.set(address, { address, endpointId, identity: 300 + endpointId, enforceIngress: true, enforceEgress: false, auditIngress: false, auditEgress: false, verdictAllow: false, verdictDeny: false, eventRate: 1000, endpoint: name });
+      d.endpoints.set(address, { address, endpointId, identity: 300 + endpointId, enforceIngress: true, enforceEgress: false, auditIngress: false, auditEgress: false, verdictAllow: false, verdictDeny: false, hostPolicy: false, eventRate: 1000, endpoint: name });
       const e: DesiredPolicyEntry = { endpoint: name, direction: "ingress", identity: 36895, protocol: 6, port: 80, portPrefixLen: 16, decision: "allow", endPort: 80, rules: [] };
       d.policy.set(name, PolicyEntrySet.fromEntries([e]));
     }

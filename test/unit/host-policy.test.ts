@@ -11,6 +11,8 @@ import { explain } from "../../reconciler/policy/explain.js";
 import { GATEWAY_V4, GATEWAY_V6, HOST_ENDPOINT, HOST_GATEWAYS } from "../../reconciler/policy/host.js";
 import type { CompileOptions } from "../../reconciler/policy/types.js";
 import { compileModel } from "../../reconciler/plan/snapshot-to-desired.js";
+import { diff } from "../../reconciler/plan/diff.js";
+import type { DesiredState } from "../../reconciler/datapath/state.js";
 import { snapshotOfDir } from "./helpers/manifest-snapshot.js";
 
 const TCP = 6;
@@ -208,6 +210,7 @@ test("desired: the host endpoint has an endpoints entry per host address, its po
       auditEgress: false,
       verdictAllow: false,
       verdictDeny: false,
+      hostPolicy: false,
       eventRate: 1000,
       endpoint: HOST_ENDPOINT,
     });
@@ -246,8 +249,33 @@ test("desired: a host firewall device that is an endpoint's interface is skipped
   ]);
 });
 
+test("desired: endpoint entries carry hostPolicy exactly while the host endpoint enforces; the plan rewrites them as host policy comes and goes", () => {
+  const epFlags = (d: DesiredState) => [...d.endpoints.values()].filter((e) => e.endpoint !== HOST_ENDPOINT).map((e) => [e.endpoint, e.hostPolicy]);
+  const withHost = compileModel(model(), [], { node: "n1", enforcement: "default", attachMode: "tcx" }).desired;
+  assert.deepEqual(epFlags(withHost), [["app1", true], ["app2", true]]);
+  assert.ok([...withHost.endpoints.values()].filter((e) => e.endpoint === HOST_ENDPOINT).every((e) => !e.hostPolicy), "the host's own entries do not need it");
+  const without = compileModel(loadOk({ "nodes.yaml": NODES, "eps.yaml": EPS }), [], { node: "n1", enforcement: "default", attachMode: "tcx" }).desired;
+  assert.deepEqual(epFlags(without), [["app1", false], ["app2", false]]);
+  // A host endpoint that enforces nothing (a host firewall, no selecting rule) needs no lookup either.
+  const firewallOnly = loadOk({ "nodes.yaml": NODES.replace("  address: 192.0.2.11\n", "  address: 192.0.2.11\n  hostFirewall:\n    devices: [eth1]\n"), "eps.yaml": EPS });
+  const idle = compileModel(firewallOnly, [], { node: "n1", enforcement: "default", attachMode: "tcx" }).desired;
+  assert.ok(idle.policy.has(HOST_ENDPOINT));
+  assert.deepEqual(epFlags(idle), [["app1", false], ["app2", false]]);
+  assert.deepEqual(epFlags(compileModel(firewallOnly, [], { node: "n1", enforcement: "always", attachMode: "tcx" }).desired), [["app1", true], ["app2", true]], "--enforcement always: the host enforces");
+  assert.deepEqual(epFlags(compileModel(model(), [], { node: "n1", enforcement: "never", attachMode: "tcx" }).desired), [["app1", false], ["app2", false]]);
+
+  // Planned as data: host policy appearing updates each endpoint's entry (and creates the host's);
+  // going clears the flag again; the same state again is no change.
+  const endpointOps = (d: DesiredState, a: DesiredState) =>
+    diff(d, a, ["endpoint"]).changes.map((c) => `${c.op} ${c.id}${c.op === "update" ? ` (${c.reason})` : ""}`).filter((s) => s.startsWith("update") || s.includes("10.11."));
+  assert.deepEqual(endpointOps(withHost, without), ["update 10.11.0.1 (hostPolicy false → true)", "update 10.11.0.2 (hostPolicy false → true)"]);
+  assert.deepEqual(endpointOps(without, withHost), ["update 10.11.0.1 (hostPolicy true → false)", "update 10.11.0.2 (hostPolicy true → false)"]);
+  assert.deepEqual(diff(withHost, withHost, ["endpoint"]).changes, []);
+});
+
 test("desired: without host policy for the node, nothing of the host endpoint is there (existing datapaths unchanged)", () => {
   const { desired } = compileModel(model(), [], { node: "n2", enforcement: "default", attachMode: "tcx" });
+  assert.ok([...desired.endpoints.values()].every((e) => !e.hostPolicy), "no host-policy lookup in the programs");
   assert.equal(desired.policy.has(HOST_ENDPOINT), false);
   assert.deepEqual([...desired.endpoints.values()].filter((e) => e.identity === 1), []);
   assert.deepEqual([...desired.attachments.values()].filter((a) => a.program.endsWith("_netdev")), []);

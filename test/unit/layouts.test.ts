@@ -140,13 +140,14 @@ test("endpoint key and info round-trip; flags bits", () => {
   assert.equal(v.readUInt32LE(12), L.EP_ENFORCE_INGRESS);
   assert.equal(v.readUInt32LE(16), L.DEFAULT_EVENT_RATE, "event rate defaults");
   assert.equal(v.readUInt32LE(20), 0, "pad zero");
-  const defaults = { auditIngress: false, auditEgress: false, verdictAllow: false, verdictDeny: false, eventRate: L.DEFAULT_EVENT_RATE };
+  const defaults = { auditIngress: false, auditEgress: false, verdictAllow: false, verdictDeny: false, hostPolicy: false, eventRate: L.DEFAULT_EVENT_RATE };
   assert.deepEqual(L.decodeEndpointInfo(v, 0), { ...info, ...defaults });
   L.encodeEndpointInfo({ ...info, enforceEgress: true }, v, 0);
   assert.equal(v.readUInt32LE(12), 3);
-  const all = { ...info, auditIngress: true, auditEgress: true, verdictAllow: true, verdictDeny: true, eventRate: 5 };
+  const all = { ...info, auditIngress: true, auditEgress: true, verdictAllow: true, verdictDeny: true, hostPolicy: true, eventRate: 5 };
   L.encodeEndpointInfo(all, v, 0);
-  assert.equal(v.readUInt32LE(12), L.EP_ENFORCE_INGRESS | L.EP_AUDIT_INGRESS | L.EP_AUDIT_EGRESS | L.EP_VERDICT_ALLOW | L.EP_VERDICT_DENY);
+  assert.equal(v.readUInt32LE(12), L.EP_ENFORCE_INGRESS | L.EP_AUDIT_INGRESS | L.EP_AUDIT_EGRESS | L.EP_VERDICT_ALLOW | L.EP_VERDICT_DENY | L.EP_HOST_POLICY);
+  assert.equal(L.EP_HOST_POLICY, 64, "the bit after EP_VERDICT_DENY");
   assert.deepEqual(L.decodeEndpointInfo(v, 0), all);
   assert.throws(() => L.encodeEndpointInfo({ ...info, epId: -1 }, v, 0), L.LayoutError);
 });

@@ -145,7 +145,7 @@ test("port blocks: prefix length → last port", () => {
 test("a map of another layout is replaced: its entries are planned into the new map and every program moves onto it", () => {
   const d = desired();
   d.maps.set("endpoints", { name: "endpoints", type: "hash", keySize: 20, valueSize: 16, maxEntries: 65536, flags: 1 });
-  d.endpoints.set("10.0.0.1", { address: "10.0.0.1", endpointId: 7, identity: 300, enforceIngress: true, enforceEgress: false, auditIngress: false, auditEgress: false, verdictAllow: false, verdictDeny: false, eventRate: 1000, endpoint: "a" });
+  d.endpoints.set("10.0.0.1", { address: "10.0.0.1", endpointId: 7, identity: 300, enforceIngress: true, enforceEgress: false, auditIngress: false, auditEgress: false, verdictAllow: false, verdictDeny: false, hostPolicy: false, eventRate: 1000, endpoint: "a" });
   d.ipcache.set("10.0.0.1/32", { prefix: "10.0.0.1/32", identity: 300 });
   d.attachments.set("lxc1/egress", { device: "lxc1", hook: "egress", program: "to_endpoint", mode: "tcx", tag: "t1" });
   const a = emptyState();

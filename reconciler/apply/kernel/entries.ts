@@ -47,8 +47,8 @@ export function sameLpmKey(a: Buffer, b: Buffer): boolean {
 
 /** The flags and event settings of endpoint_info, which EndpointEntry and EndpointInfo name alike. */
 function endpointFlagsOf(e: Omit<EndpointEntry, "address" | "endpointId" | "identity" | "endpoint">): Omit<EndpointEntry, "address" | "endpointId" | "identity" | "endpoint"> {
-  const { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, eventRate } = e;
-  return { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, eventRate };
+  const { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, hostPolicy, eventRate } = e;
+  return { enforceIngress, enforceEgress, auditIngress, auditEgress, verdictAllow, verdictDeny, hostPolicy, eventRate };
 }
 
 const endpointCodec: Codec<EndpointEntry> = {

@@ -148,6 +148,8 @@ export interface EndpointDef {
   auditEgress?: boolean;
   verdictAllow?: boolean;
   verdictDeny?: boolean;
+  /** EP_HOST_POLICY: the endpoint programs apply host policy between it and host addresses. */
+  hostPolicy?: boolean;
   /** DEFAULT_EVENT_RATE when absent. */
   eventRate?: number;
 }
