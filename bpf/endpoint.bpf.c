@@ -15,9 +15,10 @@
  * and is judged by the endpoint programs.
  *
  * Per packet: parse → endpoint lookup (not ours: pass) → conntrack reply check (pass) → related
- * ICMP error check (pass) → direction not enforced: record the flow, pass → peer identity from
+ * ICMP error check (pass) → direction not enforced: record the flow, pass → an allow cached in
+ * the flow's conntrack entry for the current policy_rev: count it, pass → peer identity from
  * the ipcache → policy (real identity, then identity 0; a deny wins, else an allow, else drop)
- * → count, record the flow, pass. A packet policy would drop passes instead when the drop is
+ * → count, record the flow (and cache the allow), pass. A packet policy would drop passes instead when the drop is
  * audited (a POLICY_AUDIT deny entry, or EP_AUDIT_<dir> for default deny) and goes on as allowed.
  *
  * Events (events.h) go to the "events" ring buffer, each paid for with a token from the
@@ -186,27 +187,6 @@ static __always_inline void ct_account(struct ct_value *v, struct __sk_buff *skb
 		v->flags |= flag;
 }
 
-/* Records a forward packet admitted at the policy point `flag` (CT_F_INGRESS/CT_F_EGRESS).
- * Returns 1 when the flow is new at this point (entry created, or its flag not yet set). */
-static __always_inline int ct_forward(const struct ct_key *k, struct __sk_buff *skb, __u32 flag)
-{
-	struct ct_value *v = bpf_map_lookup_elem(&conntrack, k);
-
-	if (v) {
-		int fresh = !(v->flags & flag);
-		ct_account(v, skb, flag);
-		return fresh;
-	}
-	struct ct_value init = {
-		.last_seen_ns = bpf_ktime_get_ns(),
-		.packets = 1,
-		.bytes = skb->len,
-		.flags = flag,
-	};
-	bpf_map_update_elem(&conntrack, k, &init, BPF_NOEXIST);
-	return 1;
-}
-
 /* ICMP error about a tracked flow: its quoted packet belongs to a conntrack entry, either as the
  * flow's forward direction or as one of its replies. */
 static __always_inline int ct_related(const struct ct_key *quoted)
@@ -342,6 +322,79 @@ static __always_inline int policy_point(struct __sk_buff *skb, const struct flow
 	return drop(skb, f, ep, reason, dir, peer, &res->entry.key);
 }
 
+/* The current policy revision (policy_rev.h); 0 when unseeded: no cached verdict is valid. */
+static __always_inline __u32 policy_revision(void)
+{
+	__u32 zero = 0;
+	struct policy_rev *r = bpf_map_lookup_elem(&policy_rev, &zero);
+	return r ? r->rev : 0;
+}
+
+/* Stores an allow at point dir in c (a verdict policy gave under revision rev). Plain stores: two
+ * CPUs storing at once can only mix the deciding entries of two allows, never cache a deny. */
+static __always_inline void ct_store_verdict(struct ct_verdict *c, __u32 rev, const struct policy_result *res)
+{
+	c->identity = res->entry.key.identity;
+	c->prefixlen = res->entry.key.prefixlen;
+	c->rev = rev;
+}
+
+/* Records a forward packet admitted at the policy point `flag` (CT_F_INGRESS/CT_F_EGRESS, of
+ * direction dir) in v, the flow's entry (NULL: none yet, it is created). When rev is not 0 and the
+ * point's policy allowed the packet (res->allowed), the verdict is cached for the flow's next
+ * forward packets. Returns 1 when the flow is new at this point (entry created, or its flag not
+ * yet set). */
+static __always_inline int ct_forward(struct ct_value *v, const struct ct_key *k, struct __sk_buff *skb,
+				      __u32 flag, const __u8 dir, __u32 rev, const struct policy_result *res)
+{
+	int cache = rev && res->allowed;
+
+	if (!v) {
+		struct ct_value init = {
+			.last_seen_ns = bpf_ktime_get_ns(),
+			.packets = 1,
+			.bytes = skb->len,
+			.flags = flag,
+		};
+		if (cache)
+			ct_store_verdict(&init.verdict[dir], rev, res);
+		if (bpf_map_update_elem(&conntrack, k, &init, BPF_NOEXIST) == 0)
+			return 1;
+		/* Another CPU created it meanwhile: account on that one. */
+		v = bpf_map_lookup_elem(&conntrack, k);
+		if (!v)
+			return 1;
+	}
+	int fresh = !(v->flags & flag);
+	ct_account(v, skb, flag);
+	if (cache)
+		ct_store_verdict(&v->verdict[dir], rev, res);
+	return fresh;
+}
+
+/* A verdict cached at point dir of flow v for revision rev: counted on the policy_stats entry
+ * that decided it, as the full lookup would. Returns 1 when it applies (the packet is allowed
+ * without the ipcache and policy lookups), 0 when the packet must be judged in full. */
+static __always_inline int ct_cached_allow(struct __sk_buff *skb, const struct flow *f, const struct ct_value *v,
+					   __u32 rev, __u32 ep_id, const __u8 dir, __u32 flag)
+{
+	if (!v || !rev || !(v->flags & flag))
+		return 0;
+	const struct ct_verdict *c = &v->verdict[dir];
+	if (c->rev != rev)
+		return 0;
+	struct policy_key pkt = {
+		.identity = c->identity,
+		.direction = dir,
+		.protocol = f->tuple.protocol,
+		.dport = f->policy_dport,
+	};
+	struct policy_stats_key entry = {};
+	deciding_entry(&entry, ep_id, &pkt, c->prefixlen);
+	count_packet(&policy_stats, &entry, skb);
+	return 1;
+}
+
 /* A VERDICT allow event for the first packet of a flow res's policy point allowed, if asked. */
 static __always_inline void report_new_flow(struct __sk_buff *skb, const struct flow *f,
 					    const struct endpoint_info *ep, __u32 peer, __u8 dir,
@@ -424,18 +477,26 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, const i
 	if (dir == DIR_INGRESS && host_check(skb, host, ep_identity, host_dir, &f, &host_res))
 		return TC_ACT_SHOT;
 
+	/* The flow's own entry: a verdict this point cached for the current revision spares the
+	 * ipcache and policy lookups; the entry is then updated without another lookup. */
+	__u32 flag = dir == DIR_INGRESS ? CT_F_INGRESS : CT_F_EGRESS;
+	struct ct_value *fwd = bpf_map_lookup_elem(&conntrack, &f.tuple);
 	struct policy_result res = {};
 	__u32 identity = 0;
+	__u32 cur_rev = 0;
 	if (enforced) {
-		identity = peer_identity(dir == DIR_INGRESS ? f.tuple.saddr : f.tuple.daddr, f.tuple.family);
-		if (policy_point(skb, &f, ep, identity, dir, &res))
-			return TC_ACT_SHOT;
+		cur_rev = policy_revision(); /* read before the lookups it will vouch for */
+		if (!ct_cached_allow(skb, &f, fwd, cur_rev, ep->ep_id, dir, flag)) {
+			identity = peer_identity(dir == DIR_INGRESS ? f.tuple.saddr : f.tuple.daddr, f.tuple.family);
+			if (policy_point(skb, &f, ep, identity, dir, &res))
+				return TC_ACT_SHOT;
+		}
 	}
 
 	/* ... and a packet from the endpoint to the host enters the host (its ingress). */
 	if (dir == DIR_EGRESS && host_check(skb, host, ep_identity, host_dir, &f, &host_res))
 		return TC_ACT_SHOT;
-	if (ct_forward(&f.tuple, skb, dir == DIR_INGRESS ? CT_F_INGRESS : CT_F_EGRESS)) {
+	if (ct_forward(fwd, &f.tuple, skb, flag, dir, cur_rev, &res)) {
 		report_new_flow(skb, &f, ep, identity, dir, &res);
 		if (host)
 			report_new_flow(skb, &f, host, ep_identity, host_dir, &host_res);

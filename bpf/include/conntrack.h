@@ -33,13 +33,30 @@ struct ct_key {
 	__u8 pad[2];     /* zero */
 };
 
-/* 32 bytes. */
+/* 12 bytes. The verdict a policy point's policy gave the flow's forward packets, cached so that
+ * the next forward packets of the flow skip the ipcache and policy lookups. Only allows are cached
+ * (a denied packet is dropped, an audited one reported every time). Valid while rev equals the
+ * current revision in the policy_rev map (policy_rev.h), which reconcile bumps after every batch of
+ * endpoint, ipcache or policy writes: any change of policy, identities or enforcement makes every
+ * cached verdict stale, and the next packet is judged in full again (so removing a rule still cuts
+ * existing flows). rev 0 is never current: no verdict. */
+struct ct_verdict {
+	__u32 rev;      /* policy_rev when stored; 0 = none */
+	__u32 identity; /* identity of the deciding entry: the peer's, or 0 (an L4-only entry) */
+	__u8 prefixlen; /* the deciding entry's prefix length: with identity and the packet's
+			 * protocol and port it names the policy_stats entry a cached packet counts on */
+	__u8 pad[3];    /* zero */
+};
+
+/* 56 bytes. */
 struct ct_value {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last packet */
 	__u64 packets;      /* packets in both directions, counted at each policy point */
 	__u64 bytes;        /* their bytes (skb->len) */
 	__u32 flags;        /* CT_F_* */
 	__u32 pad;          /* zero */
+	struct ct_verdict verdict[2]; /* by policy point: [DIR_INGRESS] the destination endpoint's
+				       * ingress, [DIR_EGRESS] the source endpoint's egress */
 };
 
 /* The tuple a reply to k would carry. */

@@ -12,6 +12,7 @@
 #include "conntrack.h"
 #include "drops.h"
 #include "events.h"
+#include "policy_rev.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -93,5 +94,13 @@ struct {
 	__type(value, struct event_budget);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } event_budget SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POLICY_REV_MAX_ENTRIES);
+	__type(key, __u32); /* 0 */
+	__type(value, struct policy_rev);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy_rev SEC(".maps");
 
 #endif /* RECONCILE_MAPS_H */

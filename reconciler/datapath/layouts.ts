@@ -78,7 +78,9 @@ export const POLICY_VALUE = { name: "policy_value", size: 8, offsets: { flags: 0
 export const POLICY_STATS_KEY = { name: "policy_stats_key", size: 16, offsets: { ep_id: 0, key: 4 } } as const;
 export const POLICY_STATS = { name: "policy_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
 export const CT_KEY = { name: "ct_key", size: 40, offsets: { saddr: 0, daddr: 16, sport: 32, dport: 34, protocol: 36, family: 37, pad: 38 } } as const;
-export const CT_VALUE = { name: "ct_value", size: 32, offsets: { last_seen_ns: 0, packets: 8, bytes: 16, flags: 24, pad: 28 } } as const;
+export const CT_VERDICT = { name: "ct_verdict", size: 12, offsets: { rev: 0, identity: 4, prefixlen: 8, pad: 9 } } as const;
+export const CT_VALUE = { name: "ct_value", size: 56, offsets: { last_seen_ns: 0, packets: 8, bytes: 16, flags: 24, pad: 28, verdict: 32 } } as const;
+export const POLICY_REV = { name: "policy_rev", size: 4, offsets: { rev: 0 } } as const;
 export const DROP_KEY = { name: "drop_key", size: 8, offsets: { ep_id: 0, reason: 4, direction: 5, pad: 6 } } as const;
 export const DROP_STATS = { name: "drop_stats", size: 16, offsets: { packets: 0, bytes: 8 } } as const;
 export const EVENT = {
@@ -91,7 +93,8 @@ export const EVENT_BUDGET = { name: "event_budget", size: 32, offsets: { last_ns
 /** Every layout, for the BTF test. */
 export const STRUCT_LAYOUTS: readonly StructLayout[] = [
   IPCACHE_KEY, IPCACHE_VALUE, ENDPOINT_KEY, ENDPOINT_INFO, POLICY_KEY, POLICY_VALUE,
-  POLICY_STATS_KEY, POLICY_STATS, CT_KEY, CT_VALUE, DROP_KEY, DROP_STATS, EVENT, EVENT_BUDGET,
+  POLICY_STATS_KEY, POLICY_STATS, CT_KEY, CT_VERDICT, CT_VALUE, DROP_KEY, DROP_STATS, EVENT, EVENT_BUDGET,
+  POLICY_REV,
 ];
 
 // ---- Errors ------------------------------------------------------------------------------------
@@ -383,6 +386,16 @@ export function decodeCtKey(buf: Buffer, offset: number): CtKey & { family: Fami
   };
 }
 
+/** An allow a policy point cached in a flow's entry (struct ct_verdict): valid while `rev` is the
+ *  policy_rev map's revision; rev 0 = none. */
+export interface CtVerdict {
+  rev: number;
+  /** Identity of the deciding entry: the peer's, or 0 (an L4-only entry). */
+  identity: number;
+  /** The deciding entry's prefix length. */
+  prefixlen: number;
+}
+
 export interface CtValue {
   /** CLOCK_MONOTONIC nanoseconds of the last packet. */
   lastSeenNs: bigint;
@@ -390,6 +403,23 @@ export interface CtValue {
   bytes: bigint;
   /** CT_F_* bits. */
   flags: number;
+  /** The verdicts cached at the destination's ingress and the source's egress; none when absent. */
+  verdict?: { ingress: CtVerdict; egress: CtVerdict };
+}
+
+const NO_VERDICT: CtVerdict = { rev: 0, identity: 0, prefixlen: 0 };
+
+function encodeCtVerdict(v: CtVerdict, out: Buffer, offset: number): void {
+  checkUint("ct verdict rev", v.rev, 0xffffffff);
+  checkUint("ct verdict identity", v.identity, 0xffffffff);
+  checkUint("ct verdict prefixlen", v.prefixlen, 255);
+  out.writeUInt32LE(v.rev, offset);
+  out.writeUInt32LE(v.identity, offset + 4);
+  out.writeUInt32LE(v.prefixlen, offset + 8); // prefixlen + pad
+}
+
+function decodeCtVerdict(buf: Buffer, offset: number): CtVerdict {
+  return { rev: buf.readUInt32LE(offset), identity: buf.readUInt32LE(offset + 4), prefixlen: buf[offset + 8]! };
 }
 
 export function encodeCtValue(v: CtValue, out: Buffer, offset: number): void {
@@ -398,15 +428,28 @@ export function encodeCtValue(v: CtValue, out: Buffer, offset: number): void {
   out.writeBigUInt64LE(v.bytes, offset + 16);
   out.writeUInt32LE(v.flags, offset + 24);
   out.writeUInt32LE(0, offset + 28);
+  const at = offset + CT_VALUE.offsets.verdict;
+  encodeCtVerdict(v.verdict?.ingress ?? NO_VERDICT, out, at + DIR_INGRESS * CT_VERDICT.size);
+  encodeCtVerdict(v.verdict?.egress ?? NO_VERDICT, out, at + DIR_EGRESS * CT_VERDICT.size);
 }
 
-export function decodeCtValue(buf: Buffer, offset: number): CtValue {
+export function decodeCtValue(buf: Buffer, offset: number): Required<CtValue> {
+  const at = offset + CT_VALUE.offsets.verdict;
   return {
     lastSeenNs: buf.readBigUInt64LE(offset),
     packets: buf.readBigUInt64LE(offset + 8),
     bytes: buf.readBigUInt64LE(offset + 16),
     flags: buf.readUInt32LE(offset + 24),
+    verdict: { ingress: decodeCtVerdict(buf, at + DIR_INGRESS * CT_VERDICT.size), egress: decodeCtVerdict(buf, at + DIR_EGRESS * CT_VERDICT.size) },
   };
+}
+
+// ---- policy_rev ----------------------------------------------------------------------------------
+
+/** The next policy revision after `rev`: rev + 1, skipping 0 (which no cached verdict may match). */
+export function nextPolicyRevision(rev: number): number {
+  const next = (rev + 1) >>> 0;
+  return next === 0 ? 1 : next;
 }
 
 // ---- drops -------------------------------------------------------------------------------------

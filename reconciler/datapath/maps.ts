@@ -14,12 +14,16 @@ export const MAP_SPECS: readonly MapSpec[] = [
   { name: "endpoints", type: "hash", keySize: 20, valueSize: 24, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
   { name: "policy", type: "hash_of_maps", keySize: 4, valueSize: 4, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
   { name: "policy_stats", type: "percpu_hash", keySize: 16, valueSize: 16, maxEntries: 1048576, flags: BPF_F_NO_PREALLOC },
-  { name: "conntrack", type: "lru_hash", keySize: 40, valueSize: 32, maxEntries: 262144, flags: 0 },
+  { name: "conntrack", type: "lru_hash", keySize: 40, valueSize: 56, maxEntries: 262144, flags: 0 },
   { name: "drops", type: "percpu_hash", keySize: 8, valueSize: 16, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
   // Written by the programs, read by `reconcile monitor` and the daemon; reconcile owns the maps,
   // not their contents (as for conntrack and the counters).
   { name: "events", type: "ringbuf", keySize: 0, valueSize: 0, maxEntries: 2 * 1024 * 1024, flags: 0 },
   { name: "event_budget", type: "percpu_hash", keySize: 4, valueSize: 32, maxEntries: 65536, flags: BPF_F_NO_PREALLOC },
+  // The policy revision the verdicts cached in conntrack are valid for (bpf/include/policy_rev.h):
+  // seeded when the map is created, bumped after every batch of endpoint, ipcache or policy writes
+  // (apply/kernel). Its one value is reconcile's counter, not desired state: never diffed.
+  { name: "policy_rev", type: "array", keySize: 4, valueSize: 4, maxEntries: 1, flags: 0 },
 ];
 
 export function mapSpec(name: string): MapSpec {

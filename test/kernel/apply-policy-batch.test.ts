@@ -53,8 +53,8 @@ test("policy target: batched swaps and removals over 600 endpoints; a swapped ma
     assert.equal([...ctx!.map("policy")!.keys()].length, withEntries, `${label}: one outer slot per endpoint with entries`);
   };
 
-  // Creates include the 8 pinned maps (events and event_budget among them).
-  await step("cold", model, { create: 109_310, delete: 0 });
+  // Creates include the 9 pinned maps (events, event_budget and policy_rev among them).
+  await step("cold", model, { create: 109_311, delete: 0 });
   // Ten rules move to another port and gain a deny: allows and denies added and allows removed for
   // the same endpoints, so the plan swaps their maps, their deletes included in the swap.
   for (const r of model.rules.slice(0, 10)) {

@@ -42,7 +42,7 @@ test("seed: veth pairs into their namespaces, gateway, routes, attachments, endp
   const entry = d.policy.get("app1")!.entry(0, "app1");
   assert.deepEqual([entry.endPort, entry.rules], [80, [{ file: "l3-rule.json", line: 2, name: "l3-rule" }]]);
   assert.equal(d.ipcache.get("10.11.90.17/32")!.identity, 36895);
-  assert.deepEqual([...d.maps.keys()], ["ipcache", "endpoints", "policy", "policy_stats", "conntrack", "drops", "events", "event_budget"]);
+  assert.deepEqual([...d.maps.keys()], ["ipcache", "endpoints", "policy", "policy_stats", "conntrack", "drops", "events", "event_budget", "policy_rev"]);
 });
 
 test("macvlan endpoints attach inside their namespace with the hooks reversed; adopted interfaces are not owned", () => {

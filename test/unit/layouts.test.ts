@@ -23,7 +23,7 @@ test("every layout matches its C struct in the object's BTF (size, member names,
     const btfOffsets = Object.fromEntries(s.members.map((m) => [m.name, m.offset]));
     assert.deepEqual({ ...layout.offsets }, btfOffsets, `members of struct ${layout.name}`);
   }
-  assert.equal(L.STRUCT_LAYOUTS.length, 14);
+  assert.equal(L.STRUCT_LAYOUTS.length, 16);
 });
 
 test("policy_stats_key embeds a policy_key; per-CPU counters are 8-aligned", () => {
@@ -57,7 +57,7 @@ test("the object's map definitions equal datapath/maps.ts MAP_SPECS, and are pin
 
 test("#define constants in bpf/include equal the TypeScript constants", () => {
   const defines = new Map<string, number>();
-  for (const h of ["common.h", "endpoints.h", "policy.h", "conntrack.h", "drops.h", "events.h"]) {
+  for (const h of ["common.h", "endpoints.h", "policy.h", "conntrack.h", "drops.h", "events.h", "policy_rev.h"]) {
     for (const m of readFileSync(`${root}bpf/include/${h}`, "utf8").matchAll(/^#define\s+(\w+)\s+(\d+)\b/gm)) defines.set(m[1], Number(m[2]));
   }
   const expected: Record<string, number> = {
@@ -72,6 +72,7 @@ test("#define constants in bpf/include equal the TypeScript constants", () => {
     POLICY_AUDIT: L.POLICY_AUDIT, DEFAULT_EVENT_RATE: L.DEFAULT_EVENT_RATE,
     EVENT_DROP: L.EventType.DROP, EVENT_VERDICT: L.EventType.VERDICT, EVENT_AUDIT: L.EventType.AUDIT,
     VERDICT_ALLOW: L.Verdict.ALLOW, VERDICT_DENY: L.Verdict.DENY,
+    EP_HOST_POLICY: L.EP_HOST_POLICY, POLICY_REV_MAX_ENTRIES: 1,
   };
   for (const [name, value] of Object.entries(expected)) assert.equal(defines.get(name), value, name);
 });
@@ -193,11 +194,19 @@ test("conntrack key/value, drop key and per-CPU counters round-trip", () => {
   assert.deepEqual(L.decodeCtKey(k, 40), { ...b, family: 6 });
   assert.deepEqual([...k.subarray(32, 36)], [0x9c, 0x40, 0, 80], "ports big endian");
   assert.throws(() => L.encodeCtKey({ ...a, daddr: "f00d::1" }, k, 0), L.LayoutError, "mixed families");
-  const v = Buffer.alloc(32, 0xff);
+  const v = Buffer.alloc(L.CT_VALUE.size, 0xff);
+  assert.equal(L.CT_VALUE.size, 56, "32 bytes + two 12-byte cached verdicts");
+  const none = { rev: 0, identity: 0, prefixlen: 0 };
   const cv = { lastSeenNs: 123456789012345n, packets: 3n, bytes: 180n, flags: L.CT_F_INGRESS | L.CT_F_REPLY };
   L.encodeCtValue(cv, v, 0);
-  assert.deepEqual(L.decodeCtValue(v, 0), cv);
+  assert.deepEqual(L.decodeCtValue(v, 0), { ...cv, verdict: { ingress: none, egress: none } }, "no verdict: zeros");
   assert.equal(v.readUInt32LE(28), 0);
+  const cached = { ...cv, verdict: { ingress: { rev: 7, identity: 36895, prefixlen: 64 }, egress: { rev: 0xffffffff, identity: 0, prefixlen: 40 } } };
+  L.encodeCtValue(cached, v, 0);
+  assert.deepEqual(L.decodeCtValue(v, 0), cached);
+  assert.deepEqual([v.readUInt32LE(32), v.readUInt32LE(36), v[40], v[41], v.readUInt32LE(44)], [7, 36895, 64, 0, 0xffffffff], "ingress at 32, egress at 44");
+  assert.equal(L.nextPolicyRevision(1), 2);
+  assert.equal(L.nextPolicyRevision(0xffffffff), 1, "never 0");
 
   const d = Buffer.alloc(8, 0xff);
   L.encodeDropKey({ epId: 9, reason: L.DropReason.NO_POLICY, direction: "egress" }, d, 0);

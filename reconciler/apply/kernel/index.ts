@@ -8,7 +8,7 @@ import { AttachmentTarget } from "./attachment.js";
 import type { KernelContext } from "./context.js";
 import { DeviceTarget } from "./device.js";
 import { endpointsTarget, ipcacheTarget } from "./entries.js";
-import { MapTarget } from "./maps.js";
+import { bumpPolicyRevision, MapTarget } from "./maps.js";
 import { NeighbourTarget } from "./neighbour.js";
 import { NetnsTarget } from "./netns.js";
 import { PolicyTarget } from "./policy.js";
@@ -35,14 +35,25 @@ class KernelTargets extends Targets {
   }
 }
 
-/** A target whose every batch of changes first has the kept namespace sockets checked again. */
+/** The kinds whose entries the programs judge packets by: verdicts cached in conntrack are only
+ *  valid for the policy revision they were stored under, which a batch of these moves on. */
+const JUDGED_BY: ReadonlySet<ResourceKind> = new Set(["endpoint", "ipcache", "policy"]);
+
+/** A target whose every batch of changes first has the kept namespace sockets checked again, and,
+ *  for the entries packets are judged by, bumps the policy revision once the batch is written
+ *  (also after a partial failure: whatever was written must not be judged by cached verdicts). */
 function freshHandles(ctx: KernelContext, target: Target): Target {
+  const bumps = JUDGED_BY.has(target.kind);
   return {
     kind: target.kind,
     observe: (desired) => target.observe(desired),
-    apply: (changes, desired) => {
+    apply: async (changes, desired) => {
       ctx.revalidate();
-      return target.apply(changes, desired);
+      try {
+        return await target.apply(changes, desired);
+      } finally {
+        if (bumps && changes.length > 0) bumpPolicyRevision(ctx);
+      }
     },
   };
 }

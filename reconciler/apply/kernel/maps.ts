@@ -5,6 +5,8 @@
 // map, are updated in place onto programs that use the new one. Until that update the old programs
 // keep their old map, which they hold themselves, so no packet meets a half-filled map.
 
+import { randomInt } from "node:crypto";
+import { nextPolicyRevision } from "../../datapath/layouts.js";
 import type { DesiredState, MapSpec, StateOf } from "../../datapath/state.js";
 import { BpfMap, unpin, type MapSpec as LoaderMapSpec } from "../../ebpf-loader/index.js";
 import type { Change } from "../../plan/diff.js";
@@ -37,6 +39,7 @@ export class MapTarget implements Target<"map"> {
       this.ctx.ensureDir(this.ctx.pinRoot);
       const m = createMap(spec);
       try {
+        if (name === POLICY_REV_MAP) seedPolicyRevision(m);
         // A map of another layout gives up its pin; programs still using it keep it alive.
         if (c.op === "update") unpin(this.ctx.mapPath(name));
         m.pin(this.ctx.mapPath(name));
@@ -64,4 +67,38 @@ export function createInnerPolicyMap(ctx: KernelContext): BpfMap {
   const inner = ctx.collectionSpec().maps.get("policy")?.innerMap;
   if (!inner) throw new Error("the datapath object declares no inner map for policy: this is a bug");
   return BpfMap.create(inner);
+}
+
+/** The map holding the policy revision of the verdicts cached in conntrack (bpf/include/policy_rev.h). */
+export const POLICY_REV_MAP = "policy_rev";
+
+const ZERO_KEY = Buffer.alloc(4);
+
+/**
+ * Seeds a new policy_rev map. Its revision must not be one that verdicts cached in a conntrack map
+ * that outlives it (the map recreated, its pin removed) were stored under, or those would count
+ * as current: a random start in 1..2^31 makes that as unlikely as two random 31-bit numbers
+ * meeting within the revisions since. Never 0, which no cached verdict may match.
+ */
+export function seedPolicyRevision(m: BpfMap, seed: number = randomInt(1, 2 ** 31)): number {
+  const value = Buffer.alloc(4);
+  value.writeUInt32LE(seed >>> 0 || 1, 0);
+  m.update(ZERO_KEY, value);
+  return value.readUInt32LE(0);
+}
+
+/**
+ * Moves the policy revision on (read, + 1 skipping 0, write; reconcile is its only writer): every
+ * verdict cached in conntrack under an older revision is stale, so the next forward packet of each
+ * flow is judged against the maps as they are now. Called after every batch that wrote endpoint,
+ * ipcache or policy entries. Returns the new revision, or undefined when the map is not pinned.
+ */
+export function bumpPolicyRevision(ctx: KernelContext): number | undefined {
+  const m = ctx.map(POLICY_REV_MAP);
+  if (!m) return undefined;
+  const cur = m.lookup(ZERO_KEY)?.readUInt32LE(0) ?? 0;
+  const value = Buffer.alloc(4);
+  value.writeUInt32LE(nextPolicyRevision(cur), 0);
+  m.update(ZERO_KEY, value);
+  return value.readUInt32LE(0);
 }

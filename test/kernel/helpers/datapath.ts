@@ -154,6 +154,11 @@ export interface EndpointDef {
   eventRate?: number;
 }
 
+/** A write to the maps packets are judged by: `bump: false` leaves the policy revision as it is. */
+export interface WriteOpts {
+  bump?: boolean;
+}
+
 export interface RuleDef {
   direction: Direction;
   identity: number;
@@ -172,22 +177,48 @@ export interface EventBudget {
   perCpu: Array<{ lastNs: bigint; tokens: bigint; suppressed: bigint; lost: bigint }>;
 }
 
-/** endpoint.o loaded with its maps pinned in a fresh private pin dir, plus typed map helpers. */
+/**
+ * endpoint.o loaded with its maps pinned in a fresh private pin dir, plus typed map helpers.
+ * Like reconcile, it seeds the policy revision (policy_rev) and bumps it after each write of
+ * endpoint, ipcache or policy entries, so verdicts cached in conntrack go stale as they do in
+ * production; `{ bump: false }` on a write leaves the revision alone (to observe the cache).
+ */
 export class Datapath {
   readonly pinDir = `/sys/fs/bpf/test-dp-${suffix()}`;
   readonly coll: Collection;
   readonly inners = new Map<number, BpfMap>();
   private readonly ncpu = numPossibleCpus();
 
-  constructor() {
+  constructor(opts: { policyRev?: number } = {}) {
     mkdirSync(this.pinDir);
     try {
       const spec = parseElf(readFileSync(new URL("../../../bpf/build/endpoint.o", import.meta.url)));
       this.coll = loadCollection(spec, { pinRoot: this.pinDir });
+      this.setPolicyRev(opts.policyRev ?? 1);
     } catch (err) {
       rmSync(this.pinDir, { recursive: true, force: true });
       throw err;
     }
+  }
+
+  /** The current policy revision (0: unseeded, no cached verdict is used). */
+  policyRev(): number {
+    return this.map("policy_rev").lookup(u32(0))!.readUInt32LE(0);
+  }
+
+  setPolicyRev(rev: number): void {
+    this.map("policy_rev").update(u32(0), u32(rev));
+  }
+
+  /** Moves the revision on, as reconcile does after a batch of writes; returns the new one. */
+  bumpPolicyRev(): number {
+    const next = L.nextPolicyRevision(this.policyRev());
+    this.setPolicyRev(next);
+    return next;
+  }
+
+  private written(opts: WriteOpts | undefined): void {
+    if (opts?.bump !== false && this.policyRev() !== 0) this.bumpPolicyRev();
   }
 
   map(name: string): BpfMap {
@@ -206,7 +237,7 @@ export class Datapath {
     return this.coll.programs.get(prog)!.testRun({ data: frame }).retval;
   }
 
-  addEndpoint(ep: EndpointDef): void {
+  addEndpoint(ep: EndpointDef, opts?: WriteOpts): void {
     const k = Buffer.alloc(L.ENDPOINT_KEY.size);
     const v = Buffer.alloc(L.ENDPOINT_INFO.size);
     const { addresses: _, ifindex, ...info } = ep;
@@ -215,18 +246,20 @@ export class Datapath {
       L.encodeEndpointKey(a, k, 0);
       this.map("endpoints").update(k, v);
     }
+    this.written(opts);
   }
 
-  addIpcache(prefix: string, identity: number): void {
+  addIpcache(prefix: string, identity: number, opts?: WriteOpts): void {
     const k = Buffer.alloc(L.IPCACHE_KEY.size);
     const v = Buffer.alloc(L.IPCACHE_VALUE.size);
     L.encodeIpcacheKey(prefix, k, 0);
     L.encodeIpcacheValue({ identity }, v, 0);
     this.map("ipcache").update(k, v);
+    this.written(opts);
   }
 
   /** Creates (once) the endpoint's inner policy map and writes the rules into it. */
-  addRules(epId: number, rules: RuleDef[]): void {
+  addRules(epId: number, rules: RuleDef[], opts?: WriteOpts): void {
     let inner = this.inners.get(epId);
     if (!inner) {
       inner = BpfMap.create(this.map("policy").spec.innerMap!);
@@ -240,12 +273,15 @@ export class Datapath {
       L.encodePolicyValue(r.decision, prefixlen, v, 0, r.audit ?? false);
       inner.update(k, v);
     }
+    this.written(opts);
   }
 
-  removeRule(epId: number, r: Omit<RuleDef, "decision">): boolean {
+  removeRule(epId: number, r: Omit<RuleDef, "decision">, opts?: WriteOpts): boolean {
     const k = Buffer.alloc(L.POLICY_KEY.size);
     L.encodePolicyKey(r, k, 0);
-    return this.inners.get(epId)!.delete(k);
+    const removed = this.inners.get(epId)!.delete(k);
+    this.written(opts);
+    return removed;
   }
 
   drops(epId: number, reason: number, direction: Direction): bigint {
