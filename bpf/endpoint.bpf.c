@@ -18,8 +18,9 @@
  * ICMP error check (pass) → direction not enforced: record the flow, pass → an allow cached in
  * the flow's conntrack entry for the current policy_rev: count it, pass → peer identity from
  * the ipcache → policy (real identity, then identity 0; a deny wins, else an allow, else drop)
- * → count, record the flow (and cache the allow), pass. A packet policy would drop passes instead when the drop is
- * audited (a POLICY_AUDIT deny entry, or EP_AUDIT_<dir> for default deny) and goes on as allowed.
+ * → count, record the flow (and cache the allow), pass. A packet policy would drop passes
+ * instead when the drop is audited (a POLICY_AUDIT deny entry, or EP_AUDIT_<dir> for default
+ * deny) and goes on as allowed.
  *
  * Events (events.h) go to the "events" ring buffer, each paid for with a token from the
  * endpoint's per-CPU bucket in "event_budget" (refilled at endpoint_info.event_rate per second;
