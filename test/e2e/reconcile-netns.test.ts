@@ -202,7 +202,8 @@ test("netns: a namespace is an object of the plan, deleted with its endpoint eve
   assert.equal(docs.filter((d) => /kind:\s*Endpoint/.test(d)).length, 2);
   writeFileSync(endpoints, docs.join("---\n"));
   await waitFor(`${ns} and its mark to be deleted`, () => !existsSync(`/run/netns/${ns}`) && !existsSync(path.join(env.pinRoot, "netns", ns)), 15_000, 20);
-  assert.match(out.log, /msg=change op=delete resource=netns id=\S+/);
+  // The run's change lines are written once it finishes, after the namespace is already gone.
+  await waitFor("the netns delete in the daemon's log", () => /msg=change op=delete resource=netns id=\S+/.test(out.log), 15_000, 20);
   const dry = await reconcileSrc(env, ["--dry-run"]);
   assert.equal(dry.code, 0, show(dry));
   assert.match(dry.stdout, /No changes/);
