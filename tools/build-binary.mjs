@@ -14,6 +14,7 @@
 // Works offline: everything comes from node_modules.
 
 import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative, resolve } from "node:path";
@@ -25,6 +26,8 @@ const require = createRequire(import.meta.url);
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 const KOFFI_ASSET = "koffi.node";
+// 64 characters, as long as the hex SHA-256 stampBundleId() writes over it.
+const BUNDLE_ID_PLACEHOLDER = "reconcile-bundle-id-placeholder".padEnd(64, "-");
 // V8 flags the binary starts with (the heap policy that can be set at run time is in
 // reconciler/cli/heap.ts). The young generation's semi-spaces are sized when the isolate starts:
 // left to V8 they grow to 32 MiB each while the cold start parses 17 MB of YAML into short-lived
@@ -164,6 +167,7 @@ async function bundle(file, objects) {
       __RECONCILE_VERSION__: JSON.stringify(pkg.version),
       __RECONCILE_COMMIT__: JSON.stringify(commit),
       __RECONCILE_BPF_OBJECTS__: JSON.stringify(objects),
+      __RECONCILE_BUNDLE_ID__: JSON.stringify(BUNDLE_ID_PLACEHOLDER),
     },
     plugins: [koffiSeaPlugin(join(root, "reconciler", "cli", "assets.ts"))],
     metafile: true,
@@ -172,7 +176,20 @@ async function bundle(file, objects) {
   });
   // import.meta rewritten by `define` above; anything esbuild still warns about is a real problem.
   if (result.warnings.length) throw new BuildError(`esbuild warnings (fix them):\n${result.warnings.map((w) => w.text).join("\n")}`);
+  stampBundleId(file);
   return { commit, version: pkg.version };
+}
+
+/**
+ * The bundle names itself (reconciler/manifest/dir-store.ts keys the daemon's stored load results
+ * by it): the SHA-256 of the bundle as esbuild wrote it, the placeholder still in place, written
+ * over the placeholder. Same length, so nothing moves; the same sources give the same id.
+ */
+function stampBundleId(file) {
+  const text = readFileSync(file, "utf8");
+  if (!text.includes(BUNDLE_ID_PLACEHOLDER)) throw new BuildError(`the bundle lacks the bundle-id placeholder (is reconciler/manifest/dir-store.ts still bundled?)`);
+  const id = createHash("sha256").update(text).digest("hex");
+  writeFileSync(file, text.replaceAll(BUNDLE_ID_PLACEHOLDER, id));
 }
 
 /** Objects in bpf/build that only the tests load: those built from bpf/test/*.bpf.c. */

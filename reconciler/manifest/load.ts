@@ -11,6 +11,8 @@ import type {
   NodeManifest,
   RuleManifest,
 } from "./model.js";
+import { createHash } from "node:crypto";
+import { deserialize, serialize } from "node:v8";
 import type { Snapshot } from "../source/snapshot.js";
 import { Reader, describe, type Field } from "./fields.js";
 import { DEFAULT_LIMITS, parseYamlWithLines, YamlParseError, type ParseLimits } from "./yaml.js";
@@ -111,35 +113,101 @@ interface FileResult {
 }
 
 /**
+ * Where a LoadCache keeps its per-file results between processes (the daemon's state directory),
+ * so that a restart does not parse again the files it had already loaded. Results are opaque bytes
+ * here; `key` names a file's path, content and limits for one build of the loader (storeKey).
+ */
+export interface LoadStore {
+  /** The bytes stored under `key`, or undefined when there are none (or they are damaged). */
+  read(key: string): Uint8Array | undefined;
+  write(key: string, bytes: Uint8Array): void;
+  /** Forgets every stored result whose key is not in `keys`. */
+  retain(keys: ReadonlySet<string>): void;
+}
+
+/**
  * Per-file load results of earlier snapshots, reused for a file whose path and content are the same
  * (the content itself is compared, so there is no hash to collide; comparing two equal strings is a
  * memcmp, cheaper than hashing them). Loading a file is a pure function of its path, content and the
  * limits, so a reused result is exactly what parsing again would give; the objects are shared between
  * the models of both snapshots, which is why nothing downstream may modify a Model. Only the files of
  * the last snapshot are kept. The cross-object checks run on the whole snapshot every time.
+ *
+ * With a `store`, a file the cache does not hold is looked up there (by a SHA-256 of the loader's
+ * build, limits, path and content) before it is parsed, and persist() writes what was parsed since.
  */
 export class LoadCache {
-  /** Path → the content loaded, the limits it was loaded with and the result. */
-  private readonly files = new Map<string, { content: string; limits: ParseLimits; result: FileResult }>();
+  /** Path → the content loaded, the limits it was loaded with, the result and its store key. */
+  private readonly files = new Map<string, { content: string; limits: ParseLimits; result: FileResult; key?: string }>();
+  /** Store keys of results parsed since the last persist(). */
+  private readonly unsaved = new Set<string>();
   /** Field names and paths shared by the cached objects that have the same ones (see PackedFields). */
   private readonly shapes = new Map<string, { names: string[]; paths: string[] }>();
   /** The endpoint cross-checks of the last load and the endpoints and nodes they were run on. */
   private checked: { endpoints: readonly unknown[]; nodes: readonly unknown[]; groups: ManifestProblem[][] } | undefined;
-  /** Files of the last load taken from the cache and files parsed. */
-  readonly last = { reused: 0, parsed: 0 };
+  /** Files of the last load taken from the cache, read from the store and parsed. */
+  readonly last = { reused: 0, restored: 0, parsed: 0 };
 
-  /** The result for one file, parsed only when the cache holds no result for this exact content. */
+  constructor(private readonly store?: { store: LoadStore; build: string }) {}
+
+  /** The result for one file, parsed only when neither the cache nor its store holds one for this exact content. */
   file(path: string, content: string, limits: ParseLimits): FileResult {
     const hit = this.files.get(path);
     if (hit !== undefined && hit.content === content && hit.limits === limits) {
       this.last.reused++;
       return hit.result;
     }
-    this.last.parsed++;
     if (this.shapes.size > 10_000) this.shapes.clear();
+    const key = this.store && storeKey(this.store.build, path, content, limits);
+    const stored = key !== undefined ? this.restore(key) : undefined;
+    if (stored !== undefined) {
+      this.last.restored++;
+      this.files.set(path, { content, limits, result: stored, key: key! });
+      return stored;
+    }
+    this.last.parsed++;
     const result = loadFileAlone(path, content, limits, this.shapes);
-    this.files.set(path, { content, limits, result });
+    this.files.set(path, { content, limits, result, ...(key !== undefined ? { key } : {}) });
+    if (key !== undefined) this.unsaved.add(key);
     return result;
+  }
+
+  /**
+   * Writes results parsed since the last call to the store, until `maxBytes` have been written,
+   * and forgets stored results of files no longer loaded. What is left is written by the next call
+   * (`remaining`). Throws what the store throws; the results not written are tried again next time.
+   */
+  persist(maxBytes = Infinity): { written: number; bytes: number; remaining: number } {
+    const out = { written: 0, bytes: 0, remaining: 0 };
+    if (this.store === undefined) return out;
+    const keys = new Set<string>();
+    for (const f of this.files.values()) {
+      if (f.key === undefined) continue;
+      keys.add(f.key);
+      if (!this.unsaved.has(f.key)) continue;
+      if (out.bytes >= maxBytes) {
+        out.remaining++;
+        continue;
+      }
+      const bytes = encodeFileResult(f.result);
+      this.store.store.write(f.key, bytes);
+      this.unsaved.delete(f.key);
+      out.written++;
+      out.bytes += bytes.length;
+    }
+    for (const k of this.unsaved) if (!keys.has(k)) this.unsaved.delete(k);
+    if (out.written > 0) this.store.store.retain(keys);
+    return out;
+  }
+
+  /** A stored result, or undefined when there is none or it cannot be read (then it is parsed again). */
+  private restore(key: string): FileResult | undefined {
+    try {
+      const bytes = this.store!.store.read(key);
+      return bytes === undefined ? undefined : decodeFileResult(bytes, this.shapes);
+    } catch {
+      return undefined;
+    }
   }
 
   /** The endpoint cross-checks of the last load, when its endpoints and nodes were these same objects in this order. */
@@ -155,6 +223,7 @@ export class LoadCache {
   /** Starts a load: counters reset. */
   begin(): void {
     this.last.reused = 0;
+    this.last.restored = 0;
     this.last.parsed = 0;
   }
 
@@ -162,6 +231,35 @@ export class LoadCache {
   keepOnly(paths: ReadonlySet<string>): void {
     for (const p of this.files.keys()) if (!paths.has(p)) this.files.delete(p);
   }
+}
+
+/** Names one file's load result in a store: the loader build, the limits, the path and the content. */
+function storeKey(build: string, path: string, content: string, limits: ParseLimits): string {
+  return createHash("sha256").update(`${build}\0${JSON.stringify(limits)}\0${path}\0`).update(content).digest("hex");
+}
+
+/** A file's result as bytes (V8's serialization: the objects as they are, without prototypes). */
+function encodeFileResult(result: FileResult): Uint8Array {
+  return serialize(result);
+}
+
+/** The inverse of encodeFileResult: the packed fields become PackedFields again, their names and
+ *  paths shared with the cache's other objects of the same shape. */
+function decodeFileResult(bytes: Uint8Array, shapes: Map<string, { names: string[]; paths: string[] }>): FileResult {
+  const result = deserialize(bytes) as FileResult;
+  const g = result.got;
+  for (const s of [...g.endpoints, ...g.identities, ...g.rules, ...g.nodes, ...g.cidrGroups] as Seen<unknown>[]) {
+    const f = s.fields as unknown as { names: string[]; paths: string[]; lines: Int32Array; at: number };
+    const key = shapeKey(f.names, f.paths);
+    let shape = shapes.get(key);
+    if (shape === undefined) shapes.set(key, (shape = { names: f.names, paths: f.paths }));
+    s.fields = new PackedFields(shape.names, shape.paths, f.lines, f.at);
+  }
+  return result;
+}
+
+function shapeKey(names: readonly string[], paths: readonly string[]): string {
+  return `${names.join("\u0000")}\u0001${paths.join("\u0000")}`;
 }
 
 function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean {
@@ -184,7 +282,7 @@ function loadFileAlone(path: string, content: string, limits: ParseLimits, shape
     const entries = Object.entries(s.fields as Record<string, Field>);
     const names = entries.map(([k]) => k);
     const paths = entries.map(([, f]) => f.path);
-    const key = `${names.join("\u0000")}\u0001${paths.join("\u0000")}`;
+    const key = shapeKey(names, paths);
     let shape = shapes.get(key);
     if (shape === undefined) shapes.set(key, (shape = { names, paths }));
     entries.forEach(([, f], i) => (lines[at + i] = f.line));

@@ -105,11 +105,11 @@ test("LoadCache: unchanged files give the same objects without parsing; changed 
   const seed = snapshotOfDir("examples/cilium-crd", "r0");
   const cache = new LoadCache();
   const a = loadSnapshot(seed, undefined, cache).model!;
-  assert.deepEqual(cache.last, { reused: 0, parsed: seed.files.filter((f) => /\.(ya?ml|json)$/.test(f.path)).length });
+  assert.deepEqual(cache.last, { reused: 0, restored: 0, parsed: seed.files.filter((f) => /\.(ya?ml|json)$/.test(f.path)).length });
   const policies = seed.files.find((f) => f.path === "policies.yaml")!;
   const edited = withFile(seed, "policies.yaml", policies.content.replace('port: "80"', 'port: "81"'), "r1");
   const b = loadSnapshot(edited, undefined, cache).model!;
-  assert.deepEqual(cache.last, { reused: 2, parsed: 1 });
+  assert.deepEqual(cache.last, { reused: 2, restored: 0, parsed: 1 });
   assert.deepStrictEqual(b, loadSnapshot(edited).model, "same model as without the cache");
   assert.equal(b.endpoints[0], a.endpoints[0], "endpoints of an unchanged file are the same objects");
   assert.notEqual(b.rules[0], a.rules[0], "rules of the edited file are new objects");
