@@ -2,7 +2,11 @@
 // reconcile service; netlink events and a periodic resync catch drift; status on a unix socket,
 // optional metrics, sd_notify, signals.
 
+import { createHash } from "node:crypto";
+import path from "node:path";
 import type { KernelPort, Suspension, Watch } from "../apply/port.js";
+import { DirLoadStore, loaderBuild } from "../manifest/dir-store.js";
+import type { LoadStore } from "../manifest/load.js";
 import { eventOptions, type NodeCompileOptions } from "../plan/snapshot-to-desired.js";
 import { followSource, isGitSource, type SourceOptions } from "../source/open.js";
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
@@ -62,15 +66,17 @@ export interface CoreOptions {
   log: Logger;
   notifier?: Notifier;
   timers?: Timers;
+  /** Keeps the load results of manifest files across restarts (see openLoadStore). */
+  loadStore?: { store: LoadStore; build: string };
 }
 
 /**
  * The service, the loop and the drift watches wired together. A netlink event in a managed
  * namespace triggers a resync after EVENT_DEBOUNCE_MS of quiet.
  */
-export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers }: CoreOptions): DaemonCore {
+export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers, loadStore }: CoreOptions): DaemonCore {
   const metrics = new DaemonMetrics();
-  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, ...eventOptions(opts), attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics });
+  const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, ...eventOptions(opts), attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics, ...(loadStore ? { loadStore } : {}) });
   const events = new DaemonEvents({ kernel, metrics, log, logDrops: opts.logDrops ?? false, inForce: () => service.inForceCompiled(), timers });
   const restored = service.restoreSuspension();
   metrics.setSuspended(restored !== undefined);
@@ -191,6 +197,21 @@ function suspensionFields(s: Suspension): Record<string, unknown> {
   return { since: new Date(s.since).toISOString(), ...(s.reason ? { reason: s.reason } : {}) };
 }
 
+/**
+ * The load results of the source's manifest files, kept under the state directory
+ * (`load-cache/<hash of the source>`): a restart reads back the results of unchanged files instead
+ * of parsing them. Without a usable directory the daemon runs as well, only its starts parse everything.
+ */
+function openLoadStore(opts: DaemonOptions, log: Logger): { store: LoadStore; build: string } | undefined {
+  const dir = path.join(opts.stateDir, "load-cache", createHash("sha256").update(opts.source).digest("hex").slice(0, 16));
+  try {
+    return { store: new DirLoadStore(dir), build: loaderBuild() };
+  } catch (err) {
+    log.warn("load results are not kept across restarts (every start parses all manifests)", { dir, error: (err as Error).message });
+    return undefined;
+  }
+}
+
 export interface DaemonIo {
   /** Where log lines go. */
   writeLog: (line: string) => void;
@@ -202,7 +223,8 @@ export interface DaemonIo {
 export async function runDaemon(opts: DaemonOptions, kernel: KernelPort, io: DaemonIo): Promise<number> {
   const log = new Logger({ format: opts.logFormat, level: opts.logLevel, write: io.writeLog });
   const notifier = createNotifier(io.systemd as NodeJS.ProcessEnv, (err) => log.warn("sd_notify failed", { error: err.message }));
-  const core = createDaemonCore({ kernel, opts, log, notifier });
+  const loadStore = openLoadStore(opts, log);
+  const core = createDaemonCore({ kernel, opts, log, notifier, ...(loadStore ? { loadStore } : {}) });
   const { loop } = core;
   core.watchNamespaces();
 
@@ -224,6 +246,8 @@ export async function runDaemon(opts: DaemonOptions, kernel: KernelPort, io: Dae
     if (source.webhook) log.addSecret(source.webhook.secret);
     closables.push({ name: "source", close: () => source.close() });
     closables.push({ name: "loop", close: () => loop.stop() });
+    // After the loop: no run adds results while the rest are written.
+    closables.push({ name: "load results", close: () => core.service.persistLoadsNow() });
     const statusServer = await startStatusServer({
       socketPath: opts.socket,
       getStatus: () => core.status(source.status ? { git: source.status() } : {}),

@@ -8,7 +8,7 @@ import type { ProgressSink } from "../apply/progress.js";
 import { foreignPrograms, type ForeignProgram, type KernelPort, type Suspension } from "../apply/port.js";
 import { mapSpec, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { ActualState, DesiredState, PolicyMapEntry } from "../datapath/state.js";
-import { formatProblem, ManifestError } from "../manifest/load.js";
+import { formatProblem, ManifestError, type LoadStore } from "../manifest/load.js";
 import { diff, type Change, type Plan } from "../plan/diff.js";
 import { policyEntryText } from "../plan/render.js";
 import { peerNames, type PeerNames } from "../policy/peer-names.js";
@@ -23,6 +23,8 @@ export interface ServiceOptions extends NodeCompileOptions {
   allowEmpty?: boolean;
   log?: Logger;
   metrics?: DaemonMetrics;
+  /** Where the load results of parsed files are kept across restarts (the daemon's state directory). */
+  loadStore?: { store: LoadStore; build: string };
 }
 
 /**
@@ -51,6 +53,9 @@ export interface Pending {
   counts: Record<string, number>;
 }
 
+/** Bytes of load results saved after one run (see persistLoadsLater). */
+const PERSIST_BYTES_PER_RUN = 8 * 1024 * 1024;
+
 export class ReconcileService {
   /** Objects in error after the last run, for `reconcile status`. */
   readonly objects = new StatusTable();
@@ -64,7 +69,10 @@ export class ReconcileService {
   // A new revision is loaded and compiled incrementally from the previous one: unchanged files are
   // not parsed again, only the endpoints whose selecting rules changed are recompiled, and their
   // unchanged policy maps are skipped by the diff against `inForce`.
-  private readonly pipeline = new IncrementalPipeline();
+  private readonly pipeline: IncrementalPipeline;
+  // persistLoads() is due (set while one is scheduled), and the last error it logged.
+  private persistDue = false;
+  private persistError: string | undefined;
   // Foreign tcx programs ahead of ours can pass traffic before our policy sees it. They are not
   // ours to remove: reported in status and metrics, and logged once each time the set changes.
   private foreign: ForeignProgram[] = [];
@@ -83,6 +91,7 @@ export class ReconcileService {
     private readonly opts: ServiceOptions,
   ) {
     this.recorded = kernel.recordedRevision();
+    this.pipeline = new IncrementalPipeline(opts.loadStore);
   }
 
   /** Foreign tcx programs that run ahead of reconcile's, as the last run that looked saw them. */
@@ -189,6 +198,7 @@ export class ReconcileService {
     try {
       run = await this.run(snapshot, trigger, undefined, progress);
     } catch (err) {
+      this.persistLoadsLater();
       if (err instanceof ManifestError) {
         const problems = err.problems.filter((p) => p.severity === "error").map(formatProblem);
         log?.error("revision rejected: invalid manifests, nothing applied", { revision: snapshot.revision, errors: problems.length });
@@ -206,6 +216,7 @@ export class ReconcileService {
       }
       throw err;
     }
+    this.persistLoadsLater();
     const { report, drift } = run;
     if (run.suspended) {
       const pending = this.pendingPlan!;
@@ -221,6 +232,38 @@ export class ReconcileService {
       drift: drift ? report.plan.changes.length : 0,
       errors: report.failed.map((f) => ({ object: `${f.resource}/${f.id}`, message: f.error ?? "" })),
     };
+  }
+
+  /**
+   * Saves load results of the files runs parsed, once the run has been reported (a cold start is
+   * ready first), at most PERSIST_BYTES_PER_RUN after each run: V8 frees a serialized record's
+   * memory only at its next garbage collection, and writing all 28 MB of a DESIGN-scale cold start
+   * at once raised the daemon's peak RSS by ≈ 60–80 MiB. The rest follows after the next runs
+   * (resyncs), and all of it at a graceful stop (persistLoadsNow). A failure costs only the next
+   * start's speed: it is logged, and the results are tried again after the next run.
+   */
+  private persistLoadsLater(): void {
+    if (this.opts.loadStore === undefined || this.persistDue) return;
+    this.persistDue = true;
+    setImmediate(() => {
+      this.persistDue = false;
+      this.persistLoadsNow(PERSIST_BYTES_PER_RUN);
+    });
+  }
+
+  /** Writes the load results not saved yet (all of them, unless `maxBytes`). */
+  persistLoadsNow(maxBytes = Infinity): void {
+    if (this.opts.loadStore === undefined) return;
+    const t0 = Date.now();
+    try {
+      const saved = this.pipeline.persistLoads(maxBytes);
+      this.persistError = undefined;
+      if (saved.written > 0) this.opts.log?.debug("load results saved", { files: saved.written, bytes: saved.bytes, remaining: saved.remaining, ms: Date.now() - t0 });
+    } catch (err) {
+      const message = (err as Error).message;
+      if (message !== this.persistError) this.opts.log?.warn("cannot save the load results; the next start parses those files again", { error: message });
+      this.persistError = message;
+    }
   }
 
   /** What the pins enforce from now on: a daemon started later while its source is invalid reports it. */

@@ -3,7 +3,7 @@
 import { buildDesiredState, type DesiredOptions, type MonitorVerdicts } from "../datapath/desired.js";
 import { MAP_SPECS, POLICY_MAP_CAPACITY } from "../datapath/maps.js";
 import type { DesiredState } from "../datapath/state.js";
-import { DEFAULT_LOAD_LIMITS, LoadCache, loadSnapshot, ManifestError } from "../manifest/load.js";
+import { DEFAULT_LOAD_LIMITS, LoadCache, loadSnapshot, ManifestError, type LoadStore } from "../manifest/load.js";
 import type { ManifestProblem, Model } from "../manifest/model.js";
 import { compile, type CompileMemo } from "../policy/compile.js";
 import { compileIncremental, type IncrementalReport } from "../policy/incremental.js";
@@ -158,12 +158,22 @@ export type PipelineStage = "compile" | "desired";
  * use: one call at a time, as the daemon's loop makes them.
  */
 export class IncrementalPipeline {
-  private readonly cache = new LoadCache();
+  private readonly cache: LoadCache;
   private last: { memo: CompileMemo; policy: CompiledPolicy; desired: DesiredState } | undefined;
   private report: IncrementalReport | undefined;
 
+  /** With a `loadStore`, files no earlier call loaded are looked up there before they are parsed. */
+  constructor(loadStore?: { store: LoadStore; build: string }) {
+    this.cache = new LoadCache(loadStore);
+  }
+
   load(snapshot: Snapshot): { model: Model; warnings: ManifestProblem[] } {
     return loadModel(snapshot, this.cache);
+  }
+
+  /** Writes load results parsed since the last call to the load store (LoadCache.persist). */
+  persistLoads(maxBytes?: number): { written: number; bytes: number; remaining: number } {
+    return this.cache.persist(maxBytes);
   }
 
   compileModel(model: Model, warnings: ManifestProblem[], opts: PipelineOptions, onStage?: (stage: PipelineStage) => void): Compiled {
@@ -182,7 +192,8 @@ export class IncrementalPipeline {
   /** One line on what the last load and compile reused, for logs. */
   describeLast(): string {
     const r = this.report;
-    const files = `${this.cache.last.reused} files reused, ${this.cache.last.parsed} parsed`;
+    const { reused, restored, parsed } = this.cache.last;
+    const files = `${reused} files reused, ${restored ? `${restored} read back from the load store, ` : ""}${parsed} parsed`;
     if (r === undefined) return files;
     if (r.full) return `${files}; full compile (${r.reason})`;
     return `${files}; ${r.changedRules} rules changed, ${r.recomputedEndpoints} endpoint policies recomputed, ipcache ${r.ipcacheReused ? "reused" : "rebuilt"}`;

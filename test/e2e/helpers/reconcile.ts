@@ -187,7 +187,8 @@ export function cliCommand(): string[] {
 
 /** Environment for a reconcile process: the binary extracts its native module below the test's own dir. */
 export function cliEnv(env: Pick<Env, "tmp">): NodeJS.ProcessEnv {
-  return { ...process.env, NO_COLOR: "1", RUNTIME_DIRECTORY: path.join(env.tmp, "run") };
+  // The state directory (load results, git checkouts) inside the test's own, never the host's /var/lib/reconcile.
+  return { ...process.env, NO_COLOR: "1", RUNTIME_DIRECTORY: path.join(env.tmp, "run"), RECONCILE_STATE_DIR: path.join(env.tmp, "state") };
 }
 
 /** argv for the CLI inside the host namespace (optionally under strace). */
