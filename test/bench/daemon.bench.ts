@@ -114,6 +114,8 @@ interface RunLine {
 class LogTail {
   readonly runs: RunLine[] = [];
   readonly problems: string[] = [];
+  /** The first run's progress lines: each phase and the run's ms when it began, with the line's epoch ms. */
+  readonly phases: Array<{ phase: string; ms: number; at: number }> = [];
   changeLines = 0;
   /** Bytes of log so far. */
   offset = 0;
@@ -144,6 +146,12 @@ class LogTail {
       return;
     }
     if (line.includes("(summary)")) return;
+    if (line.includes('msg="first run: progress" ')) {
+      const m = /^ts=(\S+) .* phase=(\w+) ms=(\d+)/.exec(line);
+      const last = this.phases[this.phases.length - 1];
+      if (m && m[2] !== last?.phase) this.phases.push({ phase: m[2]!, ms: Number(m[3]), at: Date.parse(m[1]!) });
+      return;
+    }
     if (line.includes("msg=reconciled ")) {
       const f = Object.fromEntries([...line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)].map((m) => [m[1]!, m[2]!.replace(/^"|"$/g, "")]));
       this.runs.push({ trigger: f.trigger!, revision: f.revision!, result: f.result!, changes: Number(f.changes), drift: Number(f.drift), ms: Number(f.ms) });
@@ -423,9 +431,17 @@ async function main(): Promise<void> {
   const again = new Daemon([...cmd, ...argv], join(scratch, "daemon-restart.log"));
   await again.waitFor("revision applied after the restart", 600_000, (st) => st?.appliedRevision === current, 100);
   const restartMs = now() - r0;
+  const restartEpoch = Date.now() - restartMs;
   again.log.poll();
   const first = again.log.runs[0];
   row("(e) restart, datapath in place → ready", `${fmtMs(restartMs)} (daemon's ms= ${first?.ms ?? "?"}, changes=${first?.changes ?? "?"}; VmHWM ${mib(memory(again.pid).hwm)})`);
+  const phases = again.log.phases;
+  if (phases.length > 0) {
+    // Where the restart's time goes: spawn → the run's first phase line, then each phase until ready.
+    const parts = [`spawn → run ${fmtMs(phases[0]!.at - phases[0]!.ms - restartEpoch)}`];
+    phases.forEach((p, i) => parts.push(`${p.phase} ${fmtMs((phases[i + 1]?.ms ?? first?.ms ?? p.ms) - p.ms)}`));
+    row("    restart phases (the first run's progress lines)", parts.join(", "));
+  }
   row("    SIGTERM → exit", await again.stop());
   const floors = [readAllMaps(), readAllMaps(), readAllMaps()];
   const floor = Math.min(...floors.map((f) => f.ms));
