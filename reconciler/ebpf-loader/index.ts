@@ -11,6 +11,7 @@ export {
 } from "./sys.js";
 export {
   BpfMap,
+  type BatchScratch,
   MapMismatchError,
   UnsupportedMapTypeError,
   type MapSpec,

@@ -139,6 +139,12 @@ function batchUnsupported(errno: number, processed: number): boolean {
   return errno === Errno.EINVAL && processed === 0;
 }
 
+/** Buffers lookupBatch() may read into and reuse (see there); start with empty ones. */
+export interface BatchScratch {
+  keys: Buffer;
+  values: Buffer;
+}
+
 export class BpfMap {
   readonly fd: number;
   readonly spec: MapSpec;
@@ -314,17 +320,23 @@ export class BpfMap {
     }
   }
 
-  /** The whole map, keys and values packed; batch lookup where supported, else iteration. */
-  lookupBatch(): { keys: Buffer; values: Buffer; count: number } {
+  /**
+   * The whole map, keys and values packed; batch lookup where supported, else iteration. With a
+   * `scratch`, the batch read goes into its buffers (grown as needed, and kept in it for the next
+   * call) and the result is a view of them, valid until the next call with the same scratch: a
+   * resync reads 1,000 policy tries one after another and keeps none of the bytes.
+   */
+  lookupBatch(scratch?: BatchScratch): { keys: Buffer; values: Buffer; count: number } {
     const ks = this.spec.keySize;
     const vs = this.valueBytes;
     if (!this.noBatch) {
       const cap = this.spec.maxEntries;
       // Start small and grow: sizing for max_entries up front costs more than the read itself
       // for the mostly-empty maps this reads (an endpoint's policy trie holds 16,384 at most).
-      let slots = Math.min(cap, 1024);
-      let keys = Buffer.allocUnsafe(slots * ks);
-      let values = Buffer.allocUnsafe(slots * vs);
+      const reusable = scratch !== undefined && ks > 0 && vs > 0 ? Math.min(Math.floor(scratch.keys.length / ks), Math.floor(scratch.values.length / vs)) : 0;
+      let slots = Math.min(cap, Math.max(1024, reusable));
+      let keys = reusable >= slots ? scratch!.keys : Buffer.allocUnsafe(slots * ks);
+      let values = reusable >= slots ? scratch!.values : Buffer.allocUnsafe(slots * vs);
       const grow = () => {
         slots = Math.min(cap, slots * 4);
         const k = Buffer.allocUnsafe(slots * ks);
@@ -373,6 +385,10 @@ export class BpfMap {
         outTok = outTok === tokA ? tokB : tokA;
       }
       if (!this.noBatch) {
+        if (scratch !== undefined && keys.length > scratch.keys.length) {
+          scratch.keys = keys;
+          scratch.values = values;
+        }
         return { keys: keys.subarray(0, total * ks), values: values.subarray(0, total * vs), count: total };
       }
     }

@@ -52,3 +52,37 @@ test("LPM trie: 5,000 prefixes read back once each", () => {
     m.close();
   }
 });
+
+test("LPM tries read one after another into one scratch: each read is its own map's entries, the grown buffers kept for the next", () => {
+  const mk = (name: string, n: number, base: number): BpfMap => {
+    const m = BpfMap.create({ name, type: "lpm_trie", keySize: 8, valueSize: 4, maxEntries: 16_384, flags: BPF_F_NO_PREALLOC });
+    fill(m, n, (i, out, off) => {
+      out.writeUInt32LE(32, off);
+      out.writeUInt32BE(base + i, off + 4);
+    });
+    return m;
+  };
+  const maps = [mk("scr_big", 5_000, 0x0a000000), mk("scr_small", 10, 0x0b000000), mk("scr_mid", 2_000, 0x0c000000)];
+  try {
+    const scratch = { keys: Buffer.alloc(0), values: Buffer.alloc(0) };
+    const expected = [[5_000, 0x0a000000], [10, 0x0b000000], [2_000, 0x0c000000]] as const;
+    let grown: Buffer | undefined;
+    maps.forEach((m, j) => {
+      const { keys, values, count } = m.lookupBatch(scratch);
+      const [n, base] = expected[j]!;
+      assert.equal(count, n);
+      const seen = new Set<number>();
+      for (let i = 0; i < count; i++) {
+        assert.equal(keys.readUInt32BE(i * 8 + 4) - base, values.readUInt32LE(i * 4), `map ${j} entry ${i}`);
+        seen.add(values.readUInt32LE(i * 4));
+      }
+      assert.equal(seen.size, n);
+      assert.equal(keys.buffer, scratch.keys.buffer, "the result is a view of the scratch");
+      if (j === 0) grown = scratch.keys;
+      else assert.equal(scratch.keys, grown, "the first read's grown buffer is reused, not replaced");
+    });
+    assert.ok(scratch.keys.length >= 5_000 * 8);
+  } finally {
+    for (const m of maps) m.close();
+  }
+});

@@ -9,7 +9,7 @@ import { POLICY_VALUE, decodePolicyValue, encodePolicyValue } from "../../datapa
 import { PolicyEntrySet, type DesiredState, type StateOf } from "../../datapath/state.js";
 import { entryAudit, entryDecision, entryKey, packEntry, POLICY_KEY, readPackedPolicyKey, writePackedPolicyKey } from "../../policy/key.js";
 import type { Decision } from "../../policy/types.js";
-import { BpfError, BpfMap } from "../../ebpf-loader/index.js";
+import { BpfError, BpfMap, type BatchScratch } from "../../ebpf-loader/index.js";
 import { PolicyChange } from "../../plan/diff.js";
 import { errorText, failuresOf, type ObjectResult, type StepProgress, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
@@ -53,6 +53,8 @@ export class PolicyTarget implements Target<"policy"> {
       return out;
     }
     const names = new Map([...endpointNumbers(desired)].map(([name, id]) => [id, name]));
+    // Every trie is read into the same buffers: its bytes are digested or decoded, never kept.
+    const scratch: BatchScratch = { keys: Buffer.alloc(0), values: Buffer.alloc(0) };
     for (const key of outer.keys()) {
       const epId = key.readUInt32LE(0);
       const innerId = outer.innerId(key);
@@ -60,7 +62,7 @@ export class PolicyTarget implements Target<"policy"> {
       const inner = BpfMap.fromId(innerId);
       try {
         const endpoint = names.get(epId) ?? orphanName(epId);
-        const { keys, values, count } = inner.lookupBatch();
+        const { keys, values, count } = inner.lookupBatch(scratch);
         const digest = digestOf(keys, values, count);
         const wanted = desired.policy.get(endpoint);
         const last = this.verified.get(endpoint);
