@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import { reconcileOnce, Targets } from "../../reconciler/apply/executor.js";
 import { KernelContext } from "../../reconciler/apply/kernel/context.js";
 import { endpointsTarget, ipcacheTarget } from "../../reconciler/apply/kernel/entries.js";
@@ -22,21 +22,26 @@ import { diff } from "../../reconciler/plan/diff.js";
 import { compile } from "../../reconciler/policy/compile.js";
 import { generateModel } from "../bench/generate.js";
 
+/** A pin root of its own and the map targets over it; removed after the test. */
+function mapTargets(t: TestContext, name: string): { ctx: KernelContext; targets: Targets } {
+  const pinRoot = `/sys/fs/bpf/${name}-${randomBytes(3).toString("hex")}`;
+  mkdirSync(pinRoot);
+  let ctx: KernelContext | undefined;
+  t.after(() => {
+    ctx?.close();
+    rmSync(pinRoot, { recursive: true, force: true });
+  });
+  ctx = new KernelContext({ pinRoot, datapathObject: readFileSync("bpf/build/endpoint.o") });
+  return { ctx, targets: new Targets([new MapTarget(ctx), endpointsTarget(ctx), ipcacheTarget(ctx), new PolicyTarget(ctx)]) };
+}
+
 function mapsOnly(model: Model): DesiredState {
   const d = buildDesiredState(model, compile(model, { node: "n", enforcement: "default" }), { attachMode: "tcx" });
   return { ...d, devices: new Map(), addresses: new Map(), routes: new Map(), sysctls: new Map(), attachments: new Map() };
 }
 
 test("policy target: batched swaps and removals over 600 endpoints; a swapped map keeps its deletes in its batch", async (t) => {
-  const pinRoot = `/sys/fs/bpf/apply-policy-batch-${randomBytes(3).toString("hex")}`;
-  let ctx: KernelContext | undefined;
-  t.after(() => {
-    ctx?.close();
-    rmSync(pinRoot, { recursive: true, force: true });
-  });
-  mkdirSync(pinRoot);
-  ctx = new KernelContext({ pinRoot, datapathObject: readFileSync("bpf/build/endpoint.o") });
-  const targets = new Targets([new MapTarget(ctx), endpointsTarget(ctx), ipcacheTarget(ctx), new PolicyTarget(ctx)]);
+  const { ctx, targets } = mapTargets(t, "apply-policy-batch");
   const model = generateModel({ endpoints: 600, rules: 60, remoteEndpoints: 100, apps: 10, groups: 20 });
 
   const step = async (label: string, m: Model, expect: { create: number; delete: number }): Promise<void> => {
@@ -50,7 +55,7 @@ test("policy target: batched swaps and removals over 600 endpoints; a swapped ma
     // One slot per endpoint that has entries: no entries is no map (the datapath reads a missing map
     // as an empty one), so a slot never outlives its endpoint's last entry.
     const withEntries = [...desired.policy.values()].filter((m) => m.size > 0).length;
-    assert.equal([...ctx!.map("policy")!.keys()].length, withEntries, `${label}: one outer slot per endpoint with entries`);
+    assert.equal([...ctx.map("policy")!.keys()].length, withEntries, `${label}: one outer slot per endpoint with entries`);
   };
 
   // Creates include the 9 pinned maps (events, event_budget and policy_rev among them).
@@ -81,15 +86,7 @@ test("policy target: batched swaps and removals over 600 endpoints; a swapped ma
 });
 
 test("policy target: a resync that reads the bytes it verified last reuses the desired sets; a trie changed behind its back is decoded and repaired", async (t) => {
-  const pinRoot = `/sys/fs/bpf/apply-policy-verified-${randomBytes(3).toString("hex")}`;
-  let ctx: KernelContext | undefined;
-  t.after(() => {
-    ctx?.close();
-    rmSync(pinRoot, { recursive: true, force: true });
-  });
-  mkdirSync(pinRoot);
-  ctx = new KernelContext({ pinRoot, datapathObject: readFileSync("bpf/build/endpoint.o") });
-  const targets = new Targets([new MapTarget(ctx), endpointsTarget(ctx), ipcacheTarget(ctx), new PolicyTarget(ctx)]);
+  const { ctx, targets } = mapTargets(t, "apply-policy-verified");
   const desired = mapsOnly(generateModel({ endpoints: 20, rules: 10, remoteEndpoints: 10, apps: 5, groups: 5 }));
   assert.deepEqual((await reconcileOnce(targets, desired)).failed, []);
   const withEntries = [...desired.policy].filter(([, set]) => set.size > 1);
@@ -103,7 +100,7 @@ test("policy target: a resync that reads the bytes it verified last reuses the d
   // first endpoint, one allow turned into a deny in the second.
   const [[first], [second]] = withEntries as [[string, unknown], [string, unknown]];
   const inner = (name: string): BpfMap => {
-    const outer = ctx!.map("policy")!;
+    const outer = ctx.map("policy")!;
     const epId = [...desired.endpoints.values()].find((e) => e.endpoint === name)!.endpointId;
     const id = outer.innerId(u32(epId))!;
     return BpfMap.fromId(id);
