@@ -141,6 +141,8 @@ export class LoadCache {
   private readonly files = new Map<string, { content: string; limits: ParseLimits; result: FileResult; key?: string }>();
   /** Store keys of results parsed since the last persist(). */
   private readonly unsaved = new Set<string>();
+  /** A stored result's file left the cache (removed, or its content replaced): the store holds a record it no longer needs. */
+  private storeHoldsStale = false;
   /** Field names and paths shared by the cached objects that have the same ones (see PackedFields). */
   private readonly shapes = new Map<string, { names: string[]; paths: string[] }>();
   /** The endpoint cross-checks of the last load and the endpoints and nodes they were run on. */
@@ -159,6 +161,7 @@ export class LoadCache {
     }
     if (this.shapes.size > 10_000) this.shapes.clear();
     const key = this.store && storeKey(this.store.build, path, content, limits);
+    if (hit?.key !== undefined && hit.key !== key) this.storeHoldsStale = true;
     const stored = key !== undefined ? this.restore(key) : undefined;
     if (stored !== undefined) {
       this.last.restored++;
@@ -179,7 +182,7 @@ export class LoadCache {
    */
   persist(maxBytes = Infinity): { written: number; bytes: number; remaining: number } {
     const out = { written: 0, bytes: 0, remaining: 0 };
-    if (this.store === undefined) return out;
+    if (this.store === undefined || (this.unsaved.size === 0 && !this.storeHoldsStale)) return out;
     const keys = new Set<string>();
     for (const f of this.files.values()) {
       if (f.key === undefined) continue;
@@ -196,7 +199,10 @@ export class LoadCache {
       out.bytes += bytes.length;
     }
     for (const k of this.unsaved) if (!keys.has(k)) this.unsaved.delete(k);
-    if (out.written > 0) this.store.store.retain(keys);
+    if (out.written > 0 || this.storeHoldsStale) {
+      this.store.store.retain(keys);
+      this.storeHoldsStale = false;
+    }
     return out;
   }
 
@@ -229,7 +235,11 @@ export class LoadCache {
 
   /** Ends a load: forget files that are no longer in the snapshot. */
   keepOnly(paths: ReadonlySet<string>): void {
-    for (const p of this.files.keys()) if (!paths.has(p)) this.files.delete(p);
+    for (const [p, f] of this.files) {
+      if (paths.has(p)) continue;
+      this.files.delete(p);
+      if (f.key !== undefined) this.storeHoldsStale = true;
+    }
   }
 }
 

@@ -78,6 +78,13 @@ test("load store: a changed file is parsed, the others read back; records of fil
   // The old content's record is gone, the new one is there: still one record per file.
   assert.equal(records().length, manifests(s));
   assert.notDeepEqual(records(), before);
+
+  // A file removed, nothing parsed: its record goes all the same.
+  const fewer: Snapshot = { revision: "r3", files: changed.files.filter((f) => f.path !== "identities.yaml") };
+  loadSnapshot(fewer, DEFAULT_LOAD_LIMITS, second);
+  assert.equal(second.last.parsed, 0);
+  assert.equal(second.persist().written, 0);
+  assert.equal(records().length, manifests(s) - 1);
 });
 
 test("load store: a damaged record, another build or other limits are parsed again, never read back", (t) => {
