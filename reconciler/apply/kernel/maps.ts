@@ -81,10 +81,7 @@ const ZERO_KEY = Buffer.alloc(4);
  * meeting within the revisions since. Never 0, which no cached verdict may match.
  */
 export function seedPolicyRevision(m: BpfMap, seed: number = randomInt(1, 2 ** 31)): number {
-  const value = Buffer.alloc(4);
-  value.writeUInt32LE(seed >>> 0 || 1, 0);
-  m.update(ZERO_KEY, value);
-  return value.readUInt32LE(0);
+  return writeRevision(m, seed >>> 0 || 1);
 }
 
 /**
@@ -97,8 +94,12 @@ export function bumpPolicyRevision(ctx: KernelContext): number | undefined {
   const m = ctx.map(POLICY_REV_MAP);
   if (!m) return undefined;
   const cur = m.lookup(ZERO_KEY)?.readUInt32LE(0) ?? 0;
+  return writeRevision(m, nextPolicyRevision(cur));
+}
+
+function writeRevision(m: BpfMap, revision: number): number {
   const value = Buffer.alloc(4);
-  value.writeUInt32LE(nextPolicyRevision(cur), 0);
+  value.writeUInt32LE(revision, 0);
   m.update(ZERO_KEY, value);
-  return value.readUInt32LE(0);
+  return revision;
 }
