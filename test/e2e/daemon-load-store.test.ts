@@ -17,6 +17,7 @@ import {
   makeEnv,
   requireTools,
   seedRuleWithPort,
+  show,
   spawnReconcile,
   startServer,
   waitFor,
@@ -43,10 +44,11 @@ async function startDaemon(env: Env, socket: string, stateDir: string) {
   return { ...daemon, log, status };
 }
 
-async function stop(d: { child: import("node:child_process").ChildProcess }): Promise<void> {
+/** SIGTERM; the daemon must exit 0 (it writes the load results not saved yet on the way out). */
+async function stop(d: Awaited<ReturnType<typeof startDaemon>>): Promise<void> {
   d.child.kill("SIGTERM");
-  await waitFor("the daemon to exit", () => d.child.exitCode !== null || d.child.signalCode !== null, 15_000, 20);
-  assert.equal(d.child.exitCode, 0);
+  const stopped = await d.done;
+  assert.equal(stopped.code, 0, show(stopped));
 }
 
 /** The "compiled" debug line's reuse note: how many files were read back and how many parsed. */
