@@ -14,11 +14,13 @@
  * (to_netdev) a host address; everything else (forwarded to or from endpoints) passes untouched
  * and is judged by the endpoint programs.
  *
- * Per packet: parse → endpoint lookup (not ours: pass) → conntrack reply check (pass) → related
- * ICMP error check (pass) → direction not enforced: record the flow, pass → an allow cached in
- * the flow's conntrack entry for the current policy_rev: count it, pass → peer identity from
- * the ipcache → policy (real identity, then identity 0; a deny wins, else an allow, else drop)
- * → count, record the flow (and cache the allow), pass. A packet policy would drop passes
+ * Per packet: parse → endpoint lookup (not ours: pass) → the flow's own conntrack entry: a
+ * forward packet of a flow this point admitted before passes at once when the direction is not
+ * enforced or an allow is cached for the current policy_rev (the fast path; not taken while a
+ * host policy applies) → conntrack reply check (pass) → related ICMP error check (pass) →
+ * direction not enforced: record the flow, pass → cached allow: count it, pass → peer identity
+ * from the ipcache → policy (real identity, then identity 0; a deny wins, else an allow, else
+ * drop) → count, record the flow (and cache the allow), pass. A packet policy would drop passes
  * instead when the drop is audited (a POLICY_AUDIT deny entry, or EP_AUDIT_<dir> for default
  * deny) and goes on as allowed.
  *
@@ -45,6 +47,11 @@
  *   conntrack. Quoted IPv6 packets are not walked past extension headers.
  * - Flows are recorded in conntrack in unenforced directions too, so that replies to traffic an
  *   endpoint may send freely pass its enforced other direction.
+ * - The forward lookup comes before the reply lookup: forward packets of established flows are
+ *   most of the traffic, and this way they pay one conntrack lookup, not two (a reply pays the
+ *   forward lookup's miss). A packet whose tuple is both a flow this point admitted and the reply
+ *   of another (the same two sockets opened from both ends) passes either way; it is counted on
+ *   its own entry.
  * - Audit never lets a malformed packet through; an audited deny yields to a deny that is not
  *   audited (exact identity or identity 0), as a deny wins over an allow. An audited packet is
  *   recorded in conntrack, so its replies pass; it is not counted in policy_stats (not allowed).
@@ -180,7 +187,7 @@ static __always_inline int drop(struct __sk_buff *skb, const struct flow *f, con
 /* Counts a packet on an existing flow entry and marks flag on it. */
 static __always_inline void ct_account(struct ct_value *v, struct __sk_buff *skb, __u32 flag)
 {
-	v->last_seen_ns = bpf_ktime_get_ns();
+	v->last_seen = bpf_jiffies64();
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, skb->len);
 	/* Plain store: a lost race only delays the bit to the flow's next forward packet. */
@@ -352,7 +359,7 @@ static __always_inline int ct_forward(struct ct_value *v, const struct ct_key *k
 
 	if (!v) {
 		struct ct_value init = {
-			.last_seen_ns = bpf_ktime_get_ns(),
+			.last_seen = bpf_jiffies64(),
 			.packets = 1,
 			.bytes = skb->len,
 			.flags = flag,
@@ -456,6 +463,21 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, const i
 	if (f.nd)
 		return TC_ACT_OK;
 
+	/* The flow's own entry. When this point admitted the flow before and the host's policy has no
+	 * say, an unenforced direction needs nothing more, and an allow cached for the current
+	 * revision spares the reply, ipcache and policy lookups. Otherwise the entry is kept for
+	 * recording the packet below, without another lookup. */
+	__u32 flag = dir == DIR_INGRESS ? CT_F_INGRESS : CT_F_EGRESS;
+	struct ct_value *fwd = bpf_map_lookup_elem(&conntrack, &f.tuple);
+	__u32 cur_rev = 0;
+	if (enforced)
+		cur_rev = policy_revision(); /* read before the lookups it will vouch for */
+	if (fwd && (fwd->flags & flag) && !(ep->flags & EP_HOST_POLICY) &&
+	    (!enforced || ct_cached_allow(skb, &f, fwd, cur_rev, ep->ep_id, dir, flag))) {
+		ct_account(fwd, skb, flag);
+		return TC_ACT_OK;
+	}
+
 	/* Reply: the reversed tuple was admitted by the policy point opposite to this one. */
 	struct ct_key rev = {};
 	ct_reverse(&f.tuple, &rev);
@@ -478,16 +500,12 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir, const i
 	if (dir == DIR_INGRESS && host_check(skb, host, ep_identity, host_dir, &f, &host_res))
 		return TC_ACT_SHOT;
 
-	/* The flow's own entry: a verdict this point cached for the current revision spares the
-	 * ipcache and policy lookups; the entry is then updated without another lookup. */
-	__u32 flag = dir == DIR_INGRESS ? CT_F_INGRESS : CT_F_EGRESS;
-	struct ct_value *fwd = bpf_map_lookup_elem(&conntrack, &f.tuple);
+	/* With a host policy the fast path above was not taken: here too a verdict this point cached
+	 * for the current revision spares the ipcache and policy lookups. */
 	struct policy_result res = {};
 	__u32 identity = 0;
-	__u32 cur_rev = 0;
 	if (enforced) {
-		cur_rev = policy_revision(); /* read before the lookups it will vouch for */
-		if (!ct_cached_allow(skb, &f, fwd, cur_rev, ep->ep_id, dir, flag)) {
+		if (!(ep->flags & EP_HOST_POLICY) || !ct_cached_allow(skb, &f, fwd, cur_rev, ep->ep_id, dir, flag)) {
 			identity = peer_identity(dir == DIR_INGRESS ? f.tuple.saddr : f.tuple.daddr, f.tuple.family);
 			if (policy_point(skb, &f, ep, identity, dir, &res))
 				return TC_ACT_SHOT;

@@ -50,7 +50,8 @@ struct ct_verdict {
 
 /* 56 bytes. */
 struct ct_value {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last packet */
+	__u64 last_seen;    /* bpf_jiffies64() of the last packet: kernel ticks (CONFIG_HZ a second),
+			     * cheaper per packet than bpf_ktime_get_ns(), as Cilium's bpf_mono_now() */
 	__u64 packets;      /* packets in both directions, counted at each policy point */
 	__u64 bytes;        /* their bytes (skb->len) */
 	__u32 flags;        /* CT_F_* */
