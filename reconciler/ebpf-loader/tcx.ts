@@ -64,28 +64,33 @@ export class TcxLink {
     return TcxLink.checked(sys.linkGetFdById(id, op), op);
   }
 
+  /**
+   * What a pinned tcx link attaches, read without keeping it open (open, one info, close: a resync
+   * reads thousands of them). Throws TcxLinkError when the pin is not a tcx link.
+   */
+  static readPinned(path: string): TcxLinkInfo {
+    const op = `open pinned tcx link ${path}`;
+    const fd = sys.objGet(path, op);
+    try {
+      return checkedInfo(fd, op);
+    } finally {
+      sys.closeFd(fd);
+    }
+  }
+
   private static checked(fd: number, op: string): TcxLink {
     const l = new TcxLink(fd);
     try {
-      l.info(); // throws when it is not a tcx link
+      checkedInfo(fd, op);
     } catch (err) {
       l.close();
-      throw new TcxLinkError(`${op}: ${(err as Error).message}`, { cause: err });
+      throw err;
     }
     return l;
   }
 
-  // struct bpf_link_info: type @0, id @4, prog_id @8, tcx.ifindex @16, tcx.attach_type @20 (64 bytes).
   info(): TcxLinkInfo {
-    const b = Buffer.alloc(64);
-    sys.objGetInfoByFd(this.fd, b, "info tcx link");
-    const type = b.readUInt32LE(0);
-    if (type !== BPF_LINK_TYPE_TCX) throw new TcxLinkError(`link ${b.readUInt32LE(4)} is of type ${type}, not tcx (${BPF_LINK_TYPE_TCX})`);
-    const at = b.readUInt32LE(20);
-    const hook: TcxHook | undefined = at === attachTypes.ingress ? "ingress" : at === attachTypes.egress ? "egress" : undefined;
-    if (!hook) throw new TcxLinkError(`tcx link ${b.readUInt32LE(4)} has attach type ${at}`);
-    // A detached link reports ifindex 0.
-    return { id: b.readUInt32LE(4), progId: b.readUInt32LE(8), ifindex: b.readUInt32LE(16), hook };
+    return linkInfo(this.fd);
   }
 
   /** Replace the program in place (BPF_LINK_UPDATE): no gap, same link id. */
@@ -109,6 +114,28 @@ export class TcxLink {
     this.closed = true;
     sys.untrackFd(this);
     sys.closeFd(this.fd);
+  }
+}
+
+// struct bpf_link_info: type @0, id @4, prog_id @8, tcx.ifindex @16, tcx.attach_type @20 (64 bytes).
+function linkInfo(fd: number): TcxLinkInfo {
+  const b = Buffer.alloc(64);
+  sys.objGetInfoByFd(fd, b, "info tcx link");
+  const type = b.readUInt32LE(0);
+  if (type !== BPF_LINK_TYPE_TCX) throw new TcxLinkError(`link ${b.readUInt32LE(4)} is of type ${type}, not tcx (${BPF_LINK_TYPE_TCX})`);
+  const at = b.readUInt32LE(20);
+  const hook: TcxHook | undefined = at === attachTypes.ingress ? "ingress" : at === attachTypes.egress ? "egress" : undefined;
+  if (!hook) throw new TcxLinkError(`tcx link ${b.readUInt32LE(4)} has attach type ${at}`);
+  // A detached link reports ifindex 0.
+  return { id: b.readUInt32LE(4), progId: b.readUInt32LE(8), ifindex: b.readUInt32LE(16), hook };
+}
+
+/** linkInfo() of a link just opened by `op`; any failure is a TcxLinkError naming op. */
+function checkedInfo(fd: number, op: string): TcxLinkInfo {
+  try {
+    return linkInfo(fd);
+  } catch (err) {
+    throw new TcxLinkError(`${op}: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -6,12 +6,12 @@ import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
 import type { AttachmentSpec, DesiredState, StateOf } from "../../datapath/state.js";
-import { BpfProgram, TcxLink, loadCollection, programTags, queryTcx, unpin, type Collection, type TcxPosition } from "../../ebpf-loader/index.js";
+import { BpfProgram, TcxLink, loadCollection, programTags, queryTcx, unpin, type Collection, type TcxLinkInfo, type TcxPosition } from "../../ebpf-loader/index.js";
 import { filterDelete, filterList, filterReplaceBpf, linkIndex, linkList, qdiscEnsureClsact, qdiscList, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, StepProgress, Target } from "../target.js";
 import type { TcxChain, TcxProgramOnHook } from "../port.js";
-import type { KernelContext } from "./context.js";
+import type { KernelContext, PinnedTcxLink } from "./context.js";
 import { eachChange } from "./per-object.js";
 import { withExpeditedRcu, type RcuKnob } from "./rcu.js";
 
@@ -54,10 +54,13 @@ export class AttachmentTarget implements Target<"attachment"> {
     const out = new Map<string, AttachmentSpec>();
     // Thousands of links run the same two programs: each program is looked at once per observation.
     const programs = new Map<number, Pick<AttachmentSpec, "program" | "tag">>();
-    for (const a of this.pinnedLinks()) {
-      const seen = this.readLink(a, programs);
-      if (seen) out.set(attachmentId(seen), seen);
+    const links = readPinnedLinks(this.ctx.pinRoot);
+    for (const link of links) {
+      if (link.ifindex === 0) continue; // its device is gone: the link no longer attaches anything
+      const seen: AttachmentSpec = { device: link.device, hook: link.hook, ...(link.netns ? { netns: link.netns } : {}), ...this.programOf(link.progId, programs), mode: "tcx" };
+      out.set(attachmentId(seen), seen);
     }
+    this.ctx.notePinnedTcxLinks(links);
     // tc filters are not pinned, and may sit on devices the desired state no longer names (an adopted
     // interface at teardown): look on every device with a clsact qdisc in the namespaces observed.
     for (const netns of this.ctx.namespaces(desired)) {
@@ -67,6 +70,9 @@ export class AttachmentTarget implements Target<"attachment"> {
   }
 
   async apply(changes: readonly Change<"attachment">[], _desired?: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
+    // The links the last observation read are no longer what is pinned (kernelTargets forgets them
+    // before any kind's changes; this covers the target used on its own).
+    if (changes.length > 0) this.ctx.forgetObservedTcxLinks();
     let programs: Collection | undefined;
     const program = (name: string): BpfProgram => {
       programs ??= this.loadPrograms();
@@ -143,35 +149,20 @@ export class AttachmentTarget implements Target<"attachment"> {
     unpin(linkPinPath(this.ctx.pinRoot, a));
   }
 
-  private pinnedLinks(): Generator<Pick<AttachmentSpec, "device" | "netns" | "hook">> {
-    return pinnedLinks(this.ctx.pinRoot);
-  }
-
-  private readLink(a: Pick<AttachmentSpec, "device" | "netns" | "hook">, programs: Map<number, Pick<AttachmentSpec, "program" | "tag">>): AttachmentSpec | undefined {
-    let link: TcxLink;
-    try {
-      link = TcxLink.openPinned(linkPinPath(this.ctx.pinRoot, a));
-    } catch {
-      return undefined;
-    }
-    try {
-      const info = link.info();
-      if (info.ifindex === 0) return undefined; // its device is gone: the link no longer attaches anything
-      let seen = programs.get(info.progId);
-      if (!seen) {
-        const prog = BpfProgram.fromId(info.progId);
-        try {
-          const p = prog.info();
-          seen = { program: p.name, tag: this.observedTag(prog, p.name, p.tag) };
-          programs.set(info.progId, seen);
-        } finally {
-          prog.close();
-        }
+  /** The name and tag of an attached program, read once per observation (`programs`). */
+  private programOf(progId: number, programs: Map<number, Pick<AttachmentSpec, "program" | "tag">>): Pick<AttachmentSpec, "program" | "tag"> {
+    let seen = programs.get(progId);
+    if (!seen) {
+      const prog = BpfProgram.fromId(progId);
+      try {
+        const p = prog.info();
+        seen = { program: p.name, tag: this.observedTag(prog, p.name, p.tag) };
+        programs.set(progId, seen);
+      } finally {
+        prog.close();
       }
-      return { ...a, ...seen, mode: "tcx" };
-    } finally {
-      link.close();
     }
+    return seen;
   }
 
   /** The kernel's tag of a program, as programTag() would write it when it is this binary's program. */
@@ -238,18 +229,29 @@ export class AttachmentTarget implements Target<"attachment"> {
 }
 
 /**
- * Where a link may be pinned: <pin root>/links/<netns|host>/<device>/<hook>, for every device
- * directory and both hooks. The hooks are not listed: a resync at DESIGN scale would read 1,000
- * device directories twice (≈ 25 ms) only to learn that each holds ingress and egress; the
- * callers open each path and skip the ones with nothing pinned.
+ * Every tcx link pinned at <pin root>/links/<netns|host>/<device>/<hook>. The hooks are not
+ * listed: a resync at DESIGN scale would read 1,000 device directories (≈ 12 ms) only to learn
+ * that each holds ingress and egress; both paths are opened, and one with nothing pinned, or
+ * something that is not a tcx link, is skipped (the attachment target plans it).
  */
-function* pinnedLinks(pinRoot: string): Generator<Pick<AttachmentSpec, "device" | "netns" | "hook">> {
+function readPinnedLinks(pinRoot: string): PinnedTcxLink[] {
   const root = join(pinRoot, "links");
+  const out: PinnedTcxLink[] = [];
   for (const ns of safeReaddir(root)) {
     for (const device of safeReaddir(join(root, ns))) {
-      for (const hook of HOOKS) yield { device, hook, ...(ns !== HOST_DIR ? { netns: ns } : {}) };
+      for (const hook of HOOKS) {
+        const at = { device, hook, ...(ns !== HOST_DIR ? { netns: ns } : {}) };
+        let info: TcxLinkInfo;
+        try {
+          info = TcxLink.readPinned(linkPinPath(pinRoot, at));
+        } catch {
+          continue;
+        }
+        out.push({ ...at, id: info.id, progId: info.progId, ifindex: info.ifindex });
+      }
     }
   }
+  return out;
 }
 
 const HOOKS = ["ingress", "egress"] as const;
@@ -257,6 +259,8 @@ const HOOKS = ["ingress", "egress"] as const;
 /**
  * The programs on each hook that carries one of reconcile's pinned tcx links (BPF_PROG_QUERY, one
  * per hook), ours and foreign ones, in run order. Foreign programs are reported, never touched.
+ * The links are those the last observation read when nothing was applied since (a no-op resync
+ * opens each pinned link once, not twice), else read now.
  */
 export function tcxChains(ctx: KernelContext): TcxChain[] {
   const chains: TcxChain[] = [];
@@ -278,25 +282,14 @@ export function tcxChains(ctx: KernelContext): TcxChain[] {
     }
     return name;
   };
-  for (const a of pinnedLinks(ctx.pinRoot)) {
-    let link: TcxLink;
-    try {
-      link = TcxLink.openPinned(linkPinPath(ctx.pinRoot, a));
-    } catch {
-      continue; // not a tcx link (or gone): the attachment target plans it
-    }
-    try {
-      const info = link.info();
-      if (info.ifindex === 0) continue; // its device is gone
-      const seen = withNetns(a.netns, () => queryTcx(info.ifindex, a.hook));
-      const programs = seen.progIds.map((progId, i): TcxProgramOnHook => {
-        const linkId = seen.linkIds[i] ?? 0;
-        return { progId, linkId, program: nameOf(progId), owner: linkId === info.id ? "reconcile" : "foreign" };
-      });
-      chains.push({ ...a, programs });
-    } finally {
-      link.close();
-    }
+  for (const link of ctx.observedTcxLinks() ?? readPinnedLinks(ctx.pinRoot)) {
+    if (link.ifindex === 0) continue; // its device is gone
+    const seen = withNetns(link.netns, () => queryTcx(link.ifindex, link.hook));
+    const programs = seen.progIds.map((progId, i): TcxProgramOnHook => {
+      const linkId = seen.linkIds[i] ?? 0;
+      return { progId, linkId, program: nameOf(progId), owner: linkId === link.id ? "reconcile" : "foreign" };
+    });
+    chains.push({ device: link.device, hook: link.hook, ...(link.netns ? { netns: link.netns } : {}), programs });
   }
   return chains;
 }

@@ -44,6 +44,18 @@ const NAME_MAX = 255;
 /** Alias that marks a device as created by reconcile (and for which endpoint). */
 export const OWNER_ALIAS_PREFIX = "reconcile:";
 
+/** A tcx link pinned under <pin root>/links/, as BPF_OBJ_GET_INFO_BY_FD reported it. */
+export interface PinnedTcxLink {
+  device: string;
+  netns?: string;
+  hook: "ingress" | "egress";
+  /** The link's id. */
+  id: number;
+  progId: number;
+  /** 0: its device is gone, the link attaches nothing. */
+  ifindex: number;
+}
+
 export interface KernelOptions {
   /** bpffs directory holding reconcile's pins (maps, links, ownership marks). */
   pinRoot: string;
@@ -62,6 +74,10 @@ export class KernelContext {
   // at the owned links of every namespace); dropped when the next observation begins.
   private seenNamespaces: Array<string | undefined> | undefined;
   private readonly seenOwnedLinks = new Map<string, Link[]>();
+  // The pinned tcx links the last observation read, kept until anything is applied or the next
+  // observation begins: the foreign-program check after a run that changed nothing reads the hooks
+  // of these links instead of opening every pinned link a second time.
+  private seenTcxLinks: PinnedTcxLink[] | undefined;
 
   /** Fails at once when the pin root is not on bpffs: nothing may be created until that is right. */
   constructor(readonly opts: KernelOptions) {
@@ -73,6 +89,22 @@ export class KernelContext {
     this.revalidate();
     this.seenNamespaces = undefined;
     this.seenOwnedLinks.clear();
+    this.seenTcxLinks = undefined;
+  }
+
+  /** Changes are about to be applied: the tcx links the last observation read may no longer be so. */
+  forgetObservedTcxLinks(): void {
+    this.seenTcxLinks = undefined;
+  }
+
+  /** The pinned tcx links an observation read (the attachment target reports them). */
+  notePinnedTcxLinks(links: PinnedTcxLink[]): void {
+    this.seenTcxLinks = links;
+  }
+
+  /** The pinned tcx links as the last observation read them, if nothing was applied since. */
+  observedTcxLinks(): readonly PinnedTcxLink[] | undefined {
+    return this.seenTcxLinks;
   }
 
   /** Namespaces to look in: the host's, every namespace the desired state names, and ours. */
