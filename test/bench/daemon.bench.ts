@@ -9,7 +9,7 @@
 //   (e) SIGTERM, and a restart with the datapath in place → ready (and how much it rewrites).
 // Baselines in the same run: the binary's max RSS for `reconcile version`; the kernel floor of a
 // resync (one BPF_MAP_LOOKUP_BATCH pass over every policy trie, the ipcache and the endpoints map,
-// in this process, after the daemon stopped); the kernel floor of the cold start's attaches
+// in this process, after the daemon stopped; median and best of 5 passes); the kernel floor of the cold start's attaches
 // (200 tcx links created in this process on fresh veths, scaled to 2 per endpoint).
 // Latencies polled over the status socket carry up to 10 ms of polling granularity.
 // Run (root): node --import tsx test/bench/daemon.bench.ts [--small] [--changes=5] [--resync=5s] [--attach-mode=tc] [--expedite-attach]
@@ -443,10 +443,13 @@ async function main(): Promise<void> {
     row("    restart phases (the first run's progress lines)", parts.join(", "));
   }
   row("    SIGTERM → exit", await again.stop());
-  const floors = [readAllMaps(), readAllMaps(), readAllMaps()];
-  const floor = Math.min(...floors.map((f) => f.ms));
-  row("    baseline: kernel floor of a resync (batch-read every map once, best of 3)", `${fmtMs(floor)} (${floors.map((f) => Math.round(f.ms)).join(", ")} ms)`);
-  row("ratio no-op resync / kernel floor", `${(median(noop) / floor).toFixed(2)}`, "(info)");
+  // Five passes: the resyncs are a median, so is the floor they are compared with; the best pass
+  // is printed too (the ratio to it is the stricter one).
+  const floors = Array.from({ length: 5 }, () => readAllMaps().ms);
+  const floorMedian = median(floors);
+  const floorBest = Math.min(...floors);
+  row("    baseline: kernel floor of a resync (batch-read every map once, median of 5)", `${fmtMs(floorMedian)} (best ${fmtMs(floorBest)}; ${floors.map((ms) => Math.round(ms)).join(", ")} ms)`);
+  row("ratio no-op resync / kernel floor (medians)", `${(median(noop) / floorMedian).toFixed(2)} (to the best pass ${(median(noop) / floorBest).toFixed(2)})`, "<= 1.2", median(noop) / floorMedian <= 1.2);
   for (const expedited of [false, true]) {
     const attach = expedited ? await withExpeditedRcu(sysfsRcuKnob(), async () => tcxAttachFloor(200, "dme")) : tcxAttachFloor(200, "dmf");
     row(
