@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { attachmentId } from "../../datapath/desired.js";
 import type { AttachmentSpec, DesiredState, StateOf } from "../../datapath/state.js";
-import { BpfProgram, TcxLink, loadCollection, programTags, queryTcx, unpin, type Collection, type TcxLinkInfo, type TcxPosition } from "../../ebpf-loader/index.js";
+import { BpfProgram, TcxLink, loadCollection, programTags, queryTcx, unpin, type Collection, type TcxPosition } from "../../ebpf-loader/index.js";
 import { filterDelete, filterList, filterReplaceBpf, linkIndex, linkList, qdiscEnsureClsact, qdiscList, withNetns } from "../../netlink/index.js";
 import type { Change } from "../../plan/diff.js";
 import type { ObjectResult, StepProgress, Target } from "../target.js";
@@ -241,13 +241,11 @@ function readPinnedLinks(pinRoot: string): PinnedTcxLink[] {
     for (const device of safeReaddir(join(root, ns))) {
       for (const hook of HOOKS) {
         const at = { device, hook, ...(ns !== HOST_DIR ? { netns: ns } : {}) };
-        let info: TcxLinkInfo;
         try {
-          info = TcxLink.readPinned(linkPinPath(pinRoot, at));
+          out.push({ ...TcxLink.readPinned(linkPinPath(pinRoot, at)), ...at });
         } catch {
           continue;
         }
-        out.push({ ...at, id: info.id, progId: info.progId, ifindex: info.ifindex });
       }
     }
   }

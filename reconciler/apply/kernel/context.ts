@@ -3,7 +3,7 @@
 
 import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, statfsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { BpfMap, parseElf, type CollectionSpec } from "../../ebpf-loader/index.js";
+import { BpfMap, parseElf, type CollectionSpec, type TcxLinkInfo } from "../../ebpf-loader/index.js";
 import { linkList, netnsExists, netnsIdentity, openRouteIdentified, type Link, type NetlinkSocket } from "../../netlink/index.js";
 import type { DesiredState } from "../../datapath/state.js";
 import type { Suspension } from "../port.js";
@@ -44,16 +44,11 @@ const NAME_MAX = 255;
 /** Alias that marks a device as created by reconcile (and for which endpoint). */
 export const OWNER_ALIAS_PREFIX = "reconcile:";
 
-/** A tcx link pinned under <pin root>/links/, as BPF_OBJ_GET_INFO_BY_FD reported it. */
-export interface PinnedTcxLink {
+/** A tcx link pinned under <pin root>/links/<netns|host>/<device>/<hook>, as BPF_OBJ_GET_INFO_BY_FD
+ *  reported it (ifindex 0: its device is gone, the link attaches nothing). */
+export interface PinnedTcxLink extends TcxLinkInfo {
   device: string;
   netns?: string;
-  hook: "ingress" | "egress";
-  /** The link's id. */
-  id: number;
-  progId: number;
-  /** 0: its device is gone, the link attaches nothing. */
-  ifindex: number;
 }
 
 export interface KernelOptions {
