@@ -73,20 +73,17 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
   // million entry changes once, after the maps exist.
   if (diff(desired, actual, ["map"]).changes.some((c) => c.op !== "delete")) {
     const upToMaps = diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete");
-    const early = await applyChanges(targets, desired, upToMaps, progress);
+    const early = await applyChanges(targets, desired, upToMaps, countByKind(upToMaps), progress);
     const rest = diff(desired, await observe());
-    const late = await applyChanges(targets, desired, rest.changes, progress);
-    const changes = upToMaps.concat(rest.changes);
-    const summary = { create: 0, update: 0, delete: 0 };
-    for (const c of changes) summary[c.op]++;
+    const late = await applyChanges(targets, desired, rest, rest.countsByKind(), progress);
     // An object planned again in the second round (it failed in the first) counts by its last result.
-    const replanned = new Set(rest.changes.filter((c) => RESOURCE_KINDS.indexOf(c.resource) <= RESOURCE_KINDS.indexOf("map")).map((c) => `${c.resource}/${c.id}`));
+    const replanned = new Set(Array.from(rest.of(KINDS_UP_TO_MAPS), (c) => `${c.resource}/${c.id}`));
     const stillFailed = early.failed.filter((r) => !replanned.has(`${r.resource}/${r.id}`));
     const failed = stillFailed.concat(late.failed);
-    return { plan: { ...rest, changes, summary }, applied: early.applied + late.applied, failed };
+    return { plan: rest.after(upToMaps), applied: early.applied + late.applied, failed };
   }
   const first = diff(desired, actual);
-  const { applied, failed } = await applyChanges(targets, desired, first.changes, progress);
+  const { applied, failed } = await applyChanges(targets, desired, first, first.countsByKind(), progress);
   return { plan: first, applied, failed };
 }
 
@@ -115,8 +112,7 @@ export function canPlanAgainst(known: ActualState, desired: DesiredState): boole
  * longer what the name means, or undone at once) is drift still there, not a success.
  */
 export async function unconfirmed(targets: Targets, desired: DesiredState, plan: Plan): Promise<Change[]> {
-  const changed = new Set(plan.changes.map((c) => c.resource));
-  const kinds = RESOURCE_KINDS.filter((k) => changed.has(k));
+  const kinds = RESOURCE_KINDS.filter((k) => plan.touches(k));
   if (kinds.length === 0) return [];
   return diff(desired, await targets.observe(desired, kinds), kinds).changes;
 }
@@ -131,10 +127,10 @@ export const YIELD_MS = 50;
  * YIELD_MS at a target's step, so a terminal line redraws and the daemon's status socket answers
  * during a long apply. What is applied, and in which order, is the same with and without it.
  */
-async function applyChanges(targets: Targets, desired: DesiredState, changes: readonly Change[], progress?: ProgressSink): Promise<{ applied: number; failed: ObjectResult[] }> {
+async function applyChanges(targets: Targets, desired: DesiredState, changes: Iterable<Change>, planned: Partial<Record<ResourceKind, number>>, progress?: ProgressSink): Promise<{ applied: number; failed: ObjectResult[] }> {
   let applied = 0;
   const failures: ObjectResult[] = [];
-  if (progress) progress({ type: "phase", phase: "apply", planned: countByKind(changes) });
+  if (progress) progress({ type: "phase", phase: "apply", planned });
   let lastYield = performance.now();
   const yieldDue = (): Promise<void> | undefined => {
     if (performance.now() - lastYield < YIELD_MS) return undefined;
@@ -174,12 +170,23 @@ function countByKind(changes: readonly Change[]): Partial<Record<ResourceKind, n
 /** Whether a change belongs to the delete phase; a swapped policy map's deletes go with its swap. */
 const removes = (c: Change): boolean => c.op === "delete" && !(c.resource === "policy" && c.swap);
 
-/** Consecutive changes of the same resource kind and phase (making or removing). */
-export function* batches(changes: readonly Change[]): Generator<Change[]> {
+/**
+ * Policy changes per batch, about: a batch ends at the first endpoint boundary after this many, so
+ * a cold plan's million entries are made and applied a part at a time, not held at once. Large
+ * enough that the policy target still swaps in the maps of a hundred or more endpoints per slot
+ * update (each such syscall waits for an RCU grace period).
+ */
+export const POLICY_BATCH_CHANGES = 128 * 1024;
+
+/** Consecutive changes of the same resource kind and phase (making or removing); policy changes in
+ *  batches of whole endpoints of about POLICY_BATCH_CHANGES. */
+export function* batches(changes: Iterable<Change>, policyBatch = POLICY_BATCH_CHANGES): Generator<Change[]> {
   let current: Change[] = [];
   for (const c of changes) {
     const head = current[0];
-    if (head && (head.resource !== c.resource || removes(head) !== removes(c))) {
+    const last = current[current.length - 1];
+    const full = c.resource === "policy" && last?.resource === "policy" && current.length >= policyBatch && last.endpoint !== c.endpoint;
+    if (head && (head.resource !== c.resource || removes(head) !== removes(c) || full)) {
       yield current;
       current = [];
     }

@@ -137,7 +137,7 @@ async function dryRun(opts: GlobalOptions, io: Io, out?: string): Promise<number
     const ctx = { notes, peers: peerNames(compiled.policy) };
     if (opts.output === "json") io.stdout.write(JSON.stringify(planDocument(plan, ctx), null, 2) + "\n");
     else io.stdout.write(renderPlanText(plan, ctx, { colour: io.stdout.isTTY === true && !io.env.NO_COLOR }));
-    return plan.changes.length ? 2 : 0;
+    return plan.size ? 2 : 0;
   } finally {
     kernel?.close();
   }
@@ -222,7 +222,7 @@ function writeReport(report: ApplyReport, opts: GlobalOptions, io: Io, peers?: P
     io.stdout.write(JSON.stringify({ ...doc, applied: ok, failed: report.failed }, null, 2) + "\n");
     return;
   }
-  if (report.plan.changes.length === 0) {
+  if (report.plan.size === 0) {
     io.stdout.write(`No changes. The datapath of node ${report.plan.node} matches revision ${report.plan.revision}.\n`);
     return;
   }

@@ -161,7 +161,7 @@ export class ReconcileService {
     const drift = snapshot.revision === this.lastApplied && trigger !== "source";
     // A repair counts only when the kernel shows it afterwards: the kinds it changed are read again.
     // What is still planned did not stick; it is drift still there, retried with backoff, not "ok".
-    if (drift && report.failed.length === 0 && report.plan.changes.length > 0) {
+    if (drift && report.failed.length === 0 && report.plan.size > 0) {
       for (const c of await unconfirmed(this.kernel.targets, compiled.desired, report.plan)) {
         report.failed.push({ resource: c.resource, id: c.id, error: `repaired, but the kernel does not show it afterwards (${c.op}: ${c.reason})` });
       }
@@ -170,7 +170,7 @@ export class ReconcileService {
     this.objects.record(report);
     // A run that read the kernel (or changed attachments) looks at the hooks too; a new commit
     // planned against the last known state does not pay for it.
-    if (!known || report.plan.changes.some((c) => c.resource === "attachment")) this.checkForeignPrograms();
+    if (!known || report.plan.touches("attachment")) this.checkForeignPrograms();
     if (report.failed.length === 0) {
       this.lastApplied = snapshot.revision;
       this.appliedCompiled = compiled;
@@ -184,9 +184,7 @@ export class ReconcileService {
   private async planOnly(snapshot: Snapshot, compiled: CompiledForNode): Promise<RunReport> {
     const plan = diff(compiled.desired, await this.kernel.targets.observe(compiled.desired));
     const drift = snapshot.revision === (this.lastApplied ?? this.recorded);
-    const counts: Record<string, number> = {};
-    for (const c of plan.changes) counts[`${c.resource}.${c.op}`] = (counts[`${c.resource}.${c.op}`] ?? 0) + 1;
-    this.pendingPlan = { revision: snapshot.revision, changes: plan.changes.length, drift, counts };
+    this.pendingPlan = { revision: snapshot.revision, changes: plan.size, drift, counts: plan.tally() };
     this.inForce = undefined; // the kernel may differ from what the last run left: read it after resume
     return { report: { plan, applied: 0, failed: [] }, compiled, drift, suspended: true };
   }
@@ -221,15 +219,15 @@ export class ReconcileService {
     if (run.suspended) {
       const pending = this.pendingPlan!;
       if (pending.changes) log?.warn(`suspended: ${drift ? "drift" : "changes"} pending, nothing applied`, { revision: pending.revision, pending: pending.changes, ...pending.counts });
-      if (log?.enabled("debug")) for (const c of report.plan.changes.slice(0, CHANGE_LINES_MAX)) log.debug("pending", { op: c.op, resource: c.resource, id: c.id, reason: c.reason });
+      if (log?.enabled("debug")) for (const c of take(report.plan, CHANGE_LINES_MAX)) log.debug("pending", { op: c.op, resource: c.resource, id: c.id, reason: c.reason });
       return { ok: true, suspended: true, changes: pending.changes, drift: drift ? pending.changes : 0, errors: [] };
     }
-    if (log) logChanges(log, report.plan.changes, drift, peerNames(run.compiled.policy));
+    if (log) logChanges(log, report.plan, drift, peerNames(run.compiled.policy));
     for (const f of report.failed) log?.error("apply failed", { resource: f.resource, id: f.id, error: f.error });
     return {
       ok: report.failed.length === 0,
-      changes: report.plan.changes.length,
-      drift: drift ? report.plan.changes.length : 0,
+      changes: report.plan.size,
+      drift: drift ? report.plan.size : 0,
       errors: report.failed.map((f) => ({ object: `${f.resource}/${f.id}`, message: f.error ?? "" })),
     };
   }
@@ -324,16 +322,14 @@ export const CHANGE_LINES_MAX = 1000;
  * One line per change (warn "drift corrected" for drift, else info "change"), or a summary past
  * CHANGE_LINES_MAX. A policy change's line also says in words what the entry means (`entry=`).
  */
-export function logChanges(log: Logger, changes: readonly Change[], drift: boolean, peers?: PeerNames): void {
-  const detailed = changes.length <= CHANGE_LINES_MAX;
+export function logChanges(log: Logger, plan: Plan, drift: boolean, peers?: PeerNames): void {
+  const detailed = plan.size <= CHANGE_LINES_MAX;
   const level = detailed ? (drift ? "warn" : "info") : "debug";
-  // A change's id and entries are made only when asked (a cold plan holds a million): only for lines
-  // that are written.
-  const lines = log.enabled(level);
   const msg = drift ? "drift corrected" : "change";
-  const counts: Record<string, number> = {};
-  for (const c of changes) {
-    if (lines) {
+  // A change, its id and its entries are made only when asked (a cold plan has a million): only for
+  // lines that are written; the summary counts come from the plan.
+  if (log.enabled(level)) {
+    for (const c of plan) {
       const entry = c.resource === "policy" ? (c.after ?? c.before) : undefined;
       log.log(level, msg, {
         op: c.op,
@@ -344,14 +340,20 @@ export function logChanges(log: Logger, changes: readonly Change[], drift: boole
         ...(drift ? { found: c.before ?? null, restored: c.after ?? null } : {}),
       });
     }
-    if (detailed) continue;
-    const k = `${c.resource}.${c.op}`;
-    counts[k] = (counts[k] ?? 0) + 1;
   }
   if (detailed) return;
-  const summary = { total: changes.length, ...counts, detail: "one line per change at --log-level debug" };
+  const summary = { total: plan.size, ...plan.tally(), detail: "one line per change at --log-level debug" };
   if (drift) log.warn("drift corrected (summary)", summary);
   else log.info("changes (summary)", summary);
+}
+
+/** The first `n` of some changes. */
+function* take(changes: Iterable<Change>, n: number): Generator<Change> {
+  if (n <= 0) return;
+  for (const c of changes) {
+    yield c;
+    if (--n === 0) return;
+  }
 }
 
 /**

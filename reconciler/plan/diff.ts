@@ -3,7 +3,7 @@
 // the programs that read them); deletes go in reverse, after all creates and updates, so a program is
 // never left pointing at state that is already gone (make before break).
 
-import { decodePolicyEntryKey, entryKey } from "../policy/key.js";
+import { decodePolicyEntryKey, entryDecision, entryKey } from "../policy/key.js";
 import type { Decision } from "../policy/types.js";
 import {
   isUndecodable,
@@ -47,11 +47,92 @@ type SpecChange<K extends ResourceKind> = {
  */
 export type Change<K extends ResourceKind = ResourceKind> = K extends "policy" ? PolicyChange : K extends ResourceKind ? SpecChange<K> : never;
 
-export interface Plan {
-  revision: string;
-  node: string;
-  changes: Change[];
-  summary: { create: number; update: number; delete: number };
+/** What a plan holds in order: changes, and runs of one endpoint's policy changes (see PolicyRun). */
+type PlanItem = Change | PolicyRun;
+
+/**
+ * The changes to make, in order. A cold plan holds a million policy entry changes; it keeps each
+ * endpoint's as a PolicyRun and makes their objects while they are iterated (the executor applies
+ * them batch by batch), so a plan costs a few objects per endpoint instead of one per entry.
+ * `changes` makes them all at once and keeps them, for what shows or saves a whole plan.
+ */
+export class Plan {
+  readonly summary: { create: number; update: number; delete: number } = { create: 0, update: 0, delete: 0 };
+  /** Changes by "resource.op". */
+  private readonly byKindOp = new Map<string, number>();
+  private all: Change[] | undefined;
+
+  constructor(
+    readonly revision: string,
+    readonly node: string,
+    private readonly items: readonly PlanItem[],
+  ) {
+    for (const item of items) {
+      if (item instanceof PolicyRun) {
+        for (const [op, n] of item.counts()) this.count("policy", op, n);
+      } else this.count(item.resource, item.op, 1);
+    }
+  }
+
+  private count(resource: ResourceKind, op: Op, n: number): void {
+    this.summary[op] += n;
+    const k = `${resource}.${op}`;
+    this.byKindOp.set(k, (this.byKindOp.get(k) ?? 0) + n);
+  }
+
+  /** How many changes the plan holds. */
+  get size(): number {
+    return this.summary.create + this.summary.update + this.summary.delete;
+  }
+
+  /** Every change, made once and kept (a plan that is shown, saved or compared). */
+  get changes(): Change[] {
+    return (this.all ??= [...this]);
+  }
+
+  /** The changes in order; a policy run's are made as they are reached. */
+  *[Symbol.iterator](): Generator<Change> {
+    if (this.all) return yield* this.all;
+    for (const item of this.items) {
+      if (item instanceof PolicyRun) yield* item.changes();
+      else yield item;
+    }
+  }
+
+  /** The changes of some kinds only, in order (without making the policy entries when policy is not asked for). */
+  *of(kinds: readonly ResourceKind[]): Generator<Change> {
+    const wanted = new Set(kinds);
+    for (const item of this.all ?? this.items) {
+      if (item instanceof PolicyRun) {
+        if (wanted.has("policy")) yield* item.changes();
+      } else if (wanted.has(item.resource)) yield item;
+    }
+  }
+
+  /** Changes by "resource.op" (e.g. "policy.create"), without making them. */
+  tally(): Record<string, number> {
+    return Object.fromEntries(this.byKindOp);
+  }
+
+  /** Changes by kind, without making them. */
+  countsByKind(): Partial<Record<ResourceKind, number>> {
+    const out: Partial<Record<ResourceKind, number>> = {};
+    for (const [k, n] of this.byKindOp) {
+      const kind = k.slice(0, k.indexOf(".")) as ResourceKind;
+      out[kind] = (out[kind] ?? 0) + n;
+    }
+    return out;
+  }
+
+  /** Whether the plan changes anything of `kind`. */
+  touches(kind: ResourceKind): boolean {
+    return this.countsByKind()[kind] !== undefined;
+  }
+
+  /** This plan with `changes` applied before it (the executor's first round, up to the maps). */
+  after(changes: readonly Change[]): Plan {
+    return new Plan(this.revision, this.node, [...changes, ...(this.all ?? this.items)]);
+  }
 }
 
 /** Fields the manifests may leave open: `undefined` on the desired side means "whatever it is". */
@@ -90,8 +171,8 @@ function replacedMaps(desired: DesiredState, actual: ActualState): string[] {
 
 /** Plans every kind, or only `kinds` (the others are left out of the plan). */
 export function diff(desired: DesiredState, observed: ActualState, kinds: readonly ResourceKind[] = RESOURCE_KINDS): Plan {
-  const creates: Change[] = [];
-  const deletes: Change[] = [];
+  const creates: PlanItem[] = [];
+  const deletes: PlanItem[] = [];
   const newMaps = replacedMaps(desired, observed);
   let actual = observed;
   if (newMaps.length) {
@@ -141,11 +222,8 @@ export function diff(desired: DesiredState, observed: ActualState, kinds: readon
       deletes.push(change({ op: "delete", resource, id, before, reason }));
     }
   }
-  deletes.reverse();
-  const changes = creates.concat(deletes);
-  const summary = { create: 0, update: 0, delete: 0 };
-  for (const c of changes) summary[c.op]++;
-  return { revision: desired.revision, node: desired.node, changes, summary };
+  deletes.reverse(); // a policy run in the delete phase yields its entries in reverse too
+  return new Plan(desired.revision, desired.node, creates.concat(deletes));
 }
 
 /** A change the generic walk made: its specs come from the state field of its own kind. */
@@ -155,8 +233,8 @@ function change(c: { op: Op; resource: Exclude<ResourceKind, "policy">; id: stri
 
 /**
  * One policy entry to create, update or delete. It points into the packed sets it was planned from
- * and makes its id and entry objects only when asked: a cold plan holds a million of them, so each
- * kind keeps only the fields it needs.
+ * and makes its id and entry objects only when asked: a cold plan makes a million of them (a batch
+ * at a time, see Plan), so each kind keeps only the fields it needs.
  */
 export abstract class PolicyChange {
   abstract readonly op: Op;
@@ -294,7 +372,7 @@ class PolicyUpdate extends PolicyChange {
 }
 
 /** Per endpoint, one merge walk over the two sorted sets. */
-function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], creates: Change[], deletes: Change[]): void {
+function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], creates: PlanItem[], deletes: PlanItem[]): void {
   for (const [endpoint, wanted] of want) {
     const present = have.get(endpoint);
     if (present === wanted) continue; // planned against the very state it was built from
@@ -349,12 +427,13 @@ class PolicyWholeMap extends PolicyChange {
  * alone, creates before deletes keep every packet judged as the old or the new policy would). Any
  * other change to an existing map is a swap: the target fills a new inner map with the whole
  * desired set and puts it in the slot in one update, so all of the endpoint's changes, its deletes
- * too, are planned together in the make phase.
+ * too, are planned together in the make phase. The walk only counts; the changes themselves are
+ * made when the plan is iterated (PolicyRun).
  */
-function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, existing: boolean, creates: Change[], deletes: Change[]): void {
-  const made: PolicyChange[] = [];
-  const gone: PolicyChange[] = [];
-  if (have.unreadable) made.push(new PolicyWholeMap(endpoint, "update", `the map holds ${have.unreadable} entries no policy key names (written by someone else); rebuilt`));
+function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, existing: boolean, creates: PlanItem[], deletes: PlanItem[]): void {
+  const made = new Monotony();
+  const gone = new Monotony();
+  if (have.unreadable) made.update();
   const a = want.packed;
   const b = have.packed;
   let i = 0;
@@ -362,36 +441,98 @@ function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, exis
   while (i < a.length || j < b.length) {
     const ka = i < a.length ? entryKey(a[i]!) : Infinity;
     const kb = j < b.length ? entryKey(b[j]!) : Infinity;
-    if (ka < kb) {
-      made.push(new PolicyCreate(endpoint, want, i++));
-    } else if (kb < ka) {
-      gone.push(new PolicyDelete(endpoint, have, j++));
-    } else {
-      if (a[i] !== b[j]) made.push(new PolicyUpdate(endpoint, have, j, want, i));
+    if (ka < kb) made.add(entryDecision(a[i++]!) === "allow");
+    else if (kb < ka) gone.add(entryDecision(b[j++]!) !== "allow");
+    else {
+      if (a[i] !== b[j]) made.update();
       i++;
       j++;
     }
   }
-  const swap = existing && want.size > 0 && !(isMonotonic(made) && isMonotonic(gone));
-  for (const c of made) creates.push(c);
-  for (const c of gone) {
-    if (swap) creates.push(c);
-    else deletes.push(c);
+  const swap = existing && want.size > 0 && !(made.monotonic() && gone.monotonic());
+  const run = { endpoint, want, have, swap };
+  if (made.count) creates.push(new PolicyRun(run, "made", made.count, made.updates));
+  if (gone.count) {
+    if (swap) creates.push(new PolicyRun(run, "gone", gone.count, 0));
+    else deletes.push(new PolicyRun(run, "gone", gone.count, 0, true));
   }
-  if (swap) for (const c of made.concat(gone)) c.swap = true;
 }
 
-/** True when every change widens the policy (new allows, removed denies), or every one narrows it. */
-function isMonotonic(group: readonly PolicyChange[]): boolean {
-  let widens = false;
-  let narrows = false;
-  for (const c of group) {
-    if (c.op === "update") return false;
-    const widening = (c.op === "create") === (c.decision === "allow");
-    if (widening) widens = true;
-    else narrows = true;
+/** Counts one phase's changes of an endpoint and whether they all widen or all narrow its policy. */
+class Monotony {
+  count = 0;
+  updates = 0;
+  private widens = false;
+  private narrows = false;
+
+  add(widening: boolean): void {
+    this.count++;
+    if (widening) this.widens = true;
+    else this.narrows = true;
   }
-  return !(widens && narrows);
+
+  update(): void {
+    this.count++;
+    this.updates++;
+  }
+
+  monotonic(): boolean {
+    return this.updates === 0 && !(this.widens && this.narrows);
+  }
+}
+
+/**
+ * One endpoint's changes of one part of its walk: "made" (creates and updates, in key order, a
+ * rebuild of an unreadable map first) or "gone" (deletes, in key order or, in the delete phase,
+ * reversed). Its PolicyChange objects are made when it is iterated, by walking the two sets again.
+ */
+class PolicyRun {
+  constructor(
+    private readonly run: { endpoint: string; want: PolicyEntrySet; have: PolicyEntrySet; swap: boolean },
+    private readonly part: "made" | "gone",
+    private readonly size: number,
+    private readonly updates: number,
+    private readonly reversed = false,
+  ) {}
+
+  /** Changes by op. */
+  counts(): Array<[Op, number]> {
+    if (this.part === "gone") return [["delete", this.size]];
+    return [["create", this.size - this.updates], ["update", this.updates]].filter(([, n]) => n !== 0) as Array<[Op, number]>;
+  }
+
+  *changes(): Generator<PolicyChange> {
+    const { endpoint, want, have, swap } = this.run;
+    const marked = <C extends PolicyChange>(c: C): C => {
+      if (swap) c.swap = true;
+      return c;
+    };
+    if (this.part === "made" && have.unreadable) yield marked(new PolicyWholeMap(endpoint, "update", `the map holds ${have.unreadable} entries no policy key names (written by someone else); rebuilt`));
+    const a = want.packed;
+    const b = have.packed;
+    const gone: number[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < a.length || j < b.length) {
+      const ka = i < a.length ? entryKey(a[i]!) : Infinity;
+      const kb = j < b.length ? entryKey(b[j]!) : Infinity;
+      if (ka < kb) {
+        if (this.part === "made") yield marked(new PolicyCreate(endpoint, want, i));
+        i++;
+      } else if (kb < ka) {
+        if (this.part === "gone") {
+          if (this.reversed) gone.push(j);
+          else yield marked(new PolicyDelete(endpoint, have, j));
+        }
+        j++;
+      } else {
+        if (this.part === "made" && a[i] !== b[j]) yield marked(new PolicyUpdate(endpoint, have, j, want, i));
+        i++;
+        j++;
+      }
+    }
+    for (let k = gone.length - 1; k >= 0; k--) yield marked(new PolicyDelete(endpoint, have, gone[k]!));
+  }
 }
 
 /** "netns/name" of a device spec, or of the device an address, route or neighbour sits on. */

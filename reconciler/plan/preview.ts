@@ -71,7 +71,7 @@ export function previewNodes(base: PreviewSide, ref: PreviewSide, nodes: readonl
 
 /** Whether a preview shows anything at all (exit code 2). */
 export function hasChanges(previews: readonly NodePreview[]): boolean {
-  return previews.some((p) => p.plan.changes.length > 0 || p.impact.newlyAllowed.length > 0 || p.impact.newlyDenied.length > 0);
+  return previews.some((p) => p.plan.size > 0 || p.impact.newlyAllowed.length > 0 || p.impact.newlyDenied.length > 0);
 }
 
 /** The JSON document of `reconcile diff --output json` (docs/operations.md describes it). */
@@ -89,7 +89,7 @@ export function previewDocument(base: PreviewSide, ref: PreviewSide, previews: r
     ref: { name: ref.name, revision: ref.model.revision },
     summary: {
       nodes: previews.length,
-      changes: previews.reduce((n, p) => n + p.plan.changes.length, 0),
+      changes: previews.reduce((n, p) => n + p.plan.size, 0),
       newlyAllowed: previews.reduce((n, p) => n + p.impact.newlyAllowed.length, 0),
       newlyDenied: previews.reduce((n, p) => n + p.impact.newlyDenied.length, 0),
     },

@@ -33,7 +33,7 @@ function endpointLines(p: NodePreview): string[] {
 export function renderPreviewText(base: PreviewSide, ref: PreviewSide, previews: readonly NodePreview[], opts: { colour: boolean }): string {
   const lines = [`reconcile diff: ${sideText(base)} → ${sideText(ref)}`, ""];
   for (const p of previews) {
-    if (p.plan.changes.length === 0) {
+    if (p.plan.size === 0) {
       lines.push(`Node ${p.node}: no changes.`, "");
       continue;
     }
@@ -72,7 +72,7 @@ export function renderPreviewMarkdown(base: PreviewSide, ref: PreviewSide, previ
   }
   out.push("");
   for (const p of previews) {
-    if (p.plan.changes.length === 0) continue;
+    if (p.plan.size === 0) continue;
     out.push(`#### Node ${escapeMarkdown(p.node)}`, "");
     const impact = impactLines(p);
     for (const l of impact) {
@@ -86,6 +86,6 @@ export function renderPreviewMarkdown(base: PreviewSide, ref: PreviewSide, previ
     for (const l of plan) if (l.startsWith("  ")) out.push(l.slice(2).replaceAll("```", "'''"));
     out.push("```", "", "</details>", "");
   }
-  if (previews.every((p) => p.plan.changes.length === 0)) out.push("No changes on any node.", "");
+  if (previews.every((p) => p.plan.size === 0)) out.push("No changes on any node.", "");
   return out.join("\n");
 }

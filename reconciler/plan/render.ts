@@ -134,7 +134,7 @@ export function renderPlanText(plan: Plan, ctx: RenderContext, opts: { colour: b
   const lines: string[] = [];
   for (const note of ctx.notes) lines.push(`Note: ${note}`);
   if (ctx.notes.length) lines.push("");
-  if (plan.changes.length === 0) {
+  if (plan.size === 0) {
     lines.push(`No changes. The datapath of node ${plan.node} matches revision ${plan.revision}.`);
     return lines.join("\n") + "\n";
   }

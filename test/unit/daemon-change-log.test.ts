@@ -4,14 +4,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CHANGE_LINES_MAX, logChanges } from "../../reconciler/daemon/service.js";
 import { Logger } from "../../reconciler/daemon/log.js";
-import type { Change } from "../../reconciler/plan/diff.js";
+import { Plan, type Change } from "../../reconciler/plan/diff.js";
 
 const changes = (n: number): Change[] =>
   Array.from({ length: n }, (_, i) => ({ op: i % 3 === 0 ? "delete" : "create", resource: "policy", id: `ep${i}/ingress/1/6/80/16`, reason: "missing" }) as Change);
 
 function lines(level: "info" | "debug", cs: Change[], drift: boolean): string[] {
   const out: string[] = [];
-  logChanges(new Logger({ write: (l) => out.push(l), journald: false, level, now: () => 0 }), cs, drift);
+  logChanges(new Logger({ write: (l) => out.push(l), journald: false, level, now: () => 0 }), new Plan("r1", "n1", cs), drift);
   return out;
 }
 
@@ -43,6 +43,6 @@ test("change log: a policy change's line says what the entry means (entry=), the
   const c = { op: "create", resource: "policy", id: "app1/ingress/36895/6/80/16", reason: "missing", after: entry } as unknown as Change;
   const out: string[] = [];
   const peers = (id: number) => (id === 36895 ? { kind: "endpoint" as const, names: ["app2"] } : { kind: "unknown" as const, names: [] });
-  logChanges(new Logger({ write: (l) => out.push(l), journald: false, level: "info", now: () => 0 }), [c], true, peers);
+  logChanges(new Logger({ write: (l) => out.push(l), journald: false, level: "info", now: () => 0 }), new Plan("r1", "n1", [c]), true, peers);
   assert.match(out[0]!, /level=warn msg="drift corrected" op=create resource=policy id=app1\/ingress\/36895\/6\/80\/16 entry="app1 ingress allow TCP\/80 from app2 \(identity 36895\)" reason=missing/);
 });
