@@ -67,7 +67,13 @@ export interface Request {
 }
 
 const RECV_BUF = 1 << 20;
-const DUMP_RETRIES = 5;
+/** Attempts of an interrupted dump, the first one included. */
+const DUMP_ATTEMPTS = 8;
+
+/** Blocks this thread for `ms` (the netlink calls are synchronous; a dump's retry waits in place). */
+function pause(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 export class NetlinkSocket {
   readonly fd: number;
@@ -128,15 +134,18 @@ export class NetlinkSocket {
 
   /**
    * A dump (NLM_F_DUMP): all parts until NLMSG_DONE. If the kernel flags the dump as interrupted
-   * (NLM_F_DUMP_INTR: the table changed while dumping) it is retried, up to 5 times.
+   * (NLM_F_DUMP_INTR: the table changed while dumping) it is tried again after 2, 4, … 128 ms,
+   * DUMP_ATTEMPTS times in all (≈ 0.25 s): right after a thousand interfaces are made, their IPv6
+   * addresses keep the address table changing for a while, and retries back to back all failed.
    */
   dump(op: string, req: Request): NlMsg[] {
     for (let attempt = 1; ; attempt++) {
       const { msgs, interrupted } = this.dumpOnce(op, req);
       if (!interrupted) return msgs;
-      if (attempt >= DUMP_RETRIES) {
+      if (attempt >= DUMP_ATTEMPTS) {
         throw new NetlinkError(op, req.type, 4 /* EINTR */, `dump interrupted ${attempt} times by concurrent changes`);
       }
+      pause(2 ** attempt);
     }
   }
 
