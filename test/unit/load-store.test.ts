@@ -140,3 +140,28 @@ test("load store: persist(maxBytes) stops once that much is written and the next
   loadSnapshot(s, DEFAULT_LOAD_LIMITS, next);
   assert.equal(next.last.restored, total);
 });
+
+test("load: endpoints with equal label sets hold one array, parsed or read back from the store, across files", (t) => {
+  const { store } = tempStore(t);
+  const build = loaderBuild();
+  const generated = manifestFiles(generateModel({ endpoints: 40, rules: 60, remoteEndpoints: 2000, apps: 5, groups: 4 }), 1000);
+  const snapshot: Snapshot = { revision: "r1", files: [...generated].map(([p, content]) => ({ path: p, content })) };
+  const first = new LoadCache({ store, build });
+  const loads = { parsed: loadSnapshot(snapshot), cached: loadSnapshot(snapshot, DEFAULT_LOAD_LIMITS, first) };
+  first.persist();
+  const second = new LoadCache({ store, build });
+  const restored = loadSnapshot(snapshot, DEFAULT_LOAD_LIMITS, second);
+  assert.equal(second.last.restored, manifests(snapshot));
+  for (const [how, load] of Object.entries({ ...loads, restored })) {
+    const endpoints = load.model!.endpoints;
+    const sets = new Map<string, unknown>();
+    for (const e of endpoints) {
+      const text = JSON.stringify(e.labels);
+      if (!sets.has(text)) sets.set(text, e.labels);
+      assert.equal(e.labels, sets.get(text), `${how}: ${e.name} holds the one array of its label set`);
+    }
+    // 2,000 remote endpoints in two files with 500 apps, 40 local ones each with its own id label.
+    assert.equal(sets.size, 540, how);
+    assert.ok(new Set(endpoints.map((e) => e.at.file)).size > 1, `${how}: the endpoints come from several files`);
+  }
+});
