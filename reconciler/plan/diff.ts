@@ -3,7 +3,7 @@
 // the programs that read them); deletes go in reverse, after all creates and updates, so a program is
 // never left pointing at state that is already gone (make before break).
 
-import { decodePolicyEntryKey, entryDecision, entryKey } from "../policy/key.js";
+import { decodePolicyEntryKey, entryKey } from "../policy/key.js";
 import type { Decision } from "../policy/types.js";
 import {
   isUndecodable,
@@ -434,6 +434,25 @@ function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, exis
   const made = new Monotony();
   const gone = new Monotony();
   if (have.unreadable) made.update();
+  mergeSets(want, have, {
+    create: (i) => made.add(want.decision(i) === "allow"),
+    remove: (j) => gone.add(have.decision(j) !== "allow"),
+    update: () => made.update(),
+  });
+  const swap = existing && want.size > 0 && !(made.monotonic() && gone.monotonic());
+  const run = { endpoint, want, have, swap };
+  if (made.count) creates.push(new PolicyRun(run, "made", made.count, made.updates));
+  if (gone.count) {
+    if (swap) creates.push(new PolicyRun(run, "gone", gone.count, 0));
+    else deletes.push(new PolicyRun(run, "gone", gone.count, 0, true));
+  }
+}
+
+/**
+ * One merge walk over two sorted entry sets, in key order: an entry only `want` has, one only
+ * `have` has, and one both have with another value (decision or audit).
+ */
+function mergeSets(want: PolicyEntrySet, have: PolicyEntrySet, visit: { create(i: number): void; remove(j: number): void; update(j: number, i: number): void }): void {
   const a = want.packed;
   const b = have.packed;
   let i = 0;
@@ -441,20 +460,13 @@ function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, exis
   while (i < a.length || j < b.length) {
     const ka = i < a.length ? entryKey(a[i]!) : Infinity;
     const kb = j < b.length ? entryKey(b[j]!) : Infinity;
-    if (ka < kb) made.add(entryDecision(a[i++]!) === "allow");
-    else if (kb < ka) gone.add(entryDecision(b[j++]!) !== "allow");
+    if (ka < kb) visit.create(i++);
+    else if (kb < ka) visit.remove(j++);
     else {
-      if (a[i] !== b[j]) made.update();
+      if (a[i] !== b[j]) visit.update(j, i);
       i++;
       j++;
     }
-  }
-  const swap = existing && want.size > 0 && !(made.monotonic() && gone.monotonic());
-  const run = { endpoint, want, have, swap };
-  if (made.count) creates.push(new PolicyRun(run, "made", made.count, made.updates));
-  if (gone.count) {
-    if (swap) creates.push(new PolicyRun(run, "gone", gone.count, 0));
-    else deletes.push(new PolicyRun(run, "gone", gone.count, 0, true));
   }
 }
 
@@ -484,7 +496,7 @@ class Monotony {
 /**
  * One endpoint's changes of one part of its walk: "made" (creates and updates, in key order, a
  * rebuild of an unreadable map first) or "gone" (deletes, in key order or, in the delete phase,
- * reversed). Its PolicyChange objects are made when it is iterated, by walking the two sets again.
+ * reversed). Its PolicyChange objects are made when the plan reaches it, by walking the two sets again.
  */
 class PolicyRun {
   constructor(
@@ -501,37 +513,23 @@ class PolicyRun {
     return [["create", this.size - this.updates], ["update", this.updates]].filter(([, n]) => n !== 0) as Array<[Op, number]>;
   }
 
-  *changes(): Generator<PolicyChange> {
+  /** Its changes, made now (one endpoint's at a time: the executor applies them batch by batch). */
+  changes(): PolicyChange[] {
     const { endpoint, want, have, swap } = this.run;
-    const marked = <C extends PolicyChange>(c: C): C => {
-      if (swap) c.swap = true;
-      return c;
-    };
-    if (this.part === "made" && have.unreadable) yield marked(new PolicyWholeMap(endpoint, "update", `the map holds ${have.unreadable} entries no policy key names (written by someone else); rebuilt`));
-    const a = want.packed;
-    const b = have.packed;
-    const gone: number[] = [];
-    let i = 0;
-    let j = 0;
-    while (i < a.length || j < b.length) {
-      const ka = i < a.length ? entryKey(a[i]!) : Infinity;
-      const kb = j < b.length ? entryKey(b[j]!) : Infinity;
-      if (ka < kb) {
-        if (this.part === "made") yield marked(new PolicyCreate(endpoint, want, i));
-        i++;
-      } else if (kb < ka) {
-        if (this.part === "gone") {
-          if (this.reversed) gone.push(j);
-          else yield marked(new PolicyDelete(endpoint, have, j));
-        }
-        j++;
-      } else {
-        if (this.part === "made" && a[i] !== b[j]) yield marked(new PolicyUpdate(endpoint, have, j, want, i));
-        i++;
-        j++;
-      }
+    const out: PolicyChange[] = [];
+    if (this.part === "made") {
+      if (have.unreadable) out.push(new PolicyWholeMap(endpoint, "update", `the map holds ${have.unreadable} entries no policy key names (written by someone else); rebuilt`));
+      mergeSets(want, have, {
+        create: (i) => out.push(new PolicyCreate(endpoint, want, i)),
+        remove: () => {},
+        update: (j, i) => out.push(new PolicyUpdate(endpoint, have, j, want, i)),
+      });
+    } else {
+      mergeSets(want, have, { create: () => {}, remove: (j) => out.push(new PolicyDelete(endpoint, have, j)), update: () => {} });
+      if (this.reversed) out.reverse();
     }
-    for (let k = gone.length - 1; k >= 0; k--) yield marked(new PolicyDelete(endpoint, have, gone[k]!));
+    if (swap) for (const c of out) c.swap = true;
+    return out;
   }
 }
 
