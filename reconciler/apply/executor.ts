@@ -3,7 +3,7 @@
 // from what the kernel really holds, so a failed object is simply planned again.
 
 import { emptyState, isUndecodable, RESOURCE_KINDS, RESOURCES, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
-import { diff, type Change, type Plan } from "../plan/diff.js";
+import { diff, Plan, type Change } from "../plan/diff.js";
 import type { ProgressSink } from "./progress.js";
 import { errorText, failure, type ObjectResult, type Target } from "./target.js";
 
@@ -72,18 +72,18 @@ export async function reconcileOnce(targets: Targets, desired: DesiredState, kno
   // alone are compared first, so a run without a new map plans once, and a cold apply makes its
   // million entry changes once, after the maps exist.
   if (diff(desired, actual, ["map"]).changes.some((c) => c.op !== "delete")) {
-    const upToMaps = diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete");
-    const early = await applyChanges(targets, desired, upToMaps, countByKind(upToMaps), progress);
+    const upToMaps = new Plan(desired.revision, desired.node, diff(desired, actual, KINDS_UP_TO_MAPS).changes.filter((c) => c.op !== "delete"));
+    const early = await applyChanges(targets, desired, upToMaps, progress);
     const rest = diff(desired, await observe());
-    const late = await applyChanges(targets, desired, rest, rest.countsByKind(), progress);
+    const late = await applyChanges(targets, desired, rest, progress);
     // An object planned again in the second round (it failed in the first) counts by its last result.
     const replanned = new Set(Array.from(rest.of(KINDS_UP_TO_MAPS), (c) => `${c.resource}/${c.id}`));
     const stillFailed = early.failed.filter((r) => !replanned.has(`${r.resource}/${r.id}`));
     const failed = stillFailed.concat(late.failed);
-    return { plan: rest.after(upToMaps), applied: early.applied + late.applied, failed };
+    return { plan: rest.after(upToMaps.changes), applied: early.applied + late.applied, failed };
   }
   const first = diff(desired, actual);
-  const { applied, failed } = await applyChanges(targets, desired, first, first.countsByKind(), progress);
+  const { applied, failed } = await applyChanges(targets, desired, first, progress);
   return { plan: first, applied, failed };
 }
 
@@ -127,16 +127,16 @@ export const YIELD_MS = 50;
  * YIELD_MS at a target's step, so a terminal line redraws and the daemon's status socket answers
  * during a long apply. What is applied, and in which order, is the same with and without it.
  */
-async function applyChanges(targets: Targets, desired: DesiredState, changes: Iterable<Change>, planned: Partial<Record<ResourceKind, number>>, progress?: ProgressSink): Promise<{ applied: number; failed: ObjectResult[] }> {
+async function applyChanges(targets: Targets, desired: DesiredState, plan: Plan, progress?: ProgressSink): Promise<{ applied: number; failed: ObjectResult[] }> {
   let applied = 0;
   const failures: ObjectResult[] = [];
-  if (progress) progress({ type: "phase", phase: "apply", planned });
+  if (progress) progress({ type: "phase", phase: "apply", planned: plan.countsByKind() });
   let lastYield = performance.now();
   const yieldDue = (): Promise<void> | undefined => {
     if (performance.now() - lastYield < YIELD_MS) return undefined;
     return new Promise<void>((resolve) => setImmediate(resolve)).then(() => void (lastYield = performance.now()));
   };
-  for (const batch of batches(changes)) {
+  for (const batch of batches(plan)) {
     const resource = batch[0]!.resource;
     const before = failures.length;
     const target = targets.get(resource);
@@ -159,12 +159,6 @@ async function applyChanges(targets: Targets, desired: DesiredState, changes: It
     }
   }
   return { applied, failed: failures };
-}
-
-function countByKind(changes: readonly Change[]): Partial<Record<ResourceKind, number>> {
-  const counts: Partial<Record<ResourceKind, number>> = {};
-  for (const c of changes) counts[c.resource] = (counts[c.resource] ?? 0) + 1;
-  return counts;
 }
 
 /** Whether a change belongs to the delete phase; a swapped policy map's deletes go with its swap. */
