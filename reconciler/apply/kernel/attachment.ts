@@ -70,8 +70,8 @@ export class AttachmentTarget implements Target<"attachment"> {
   }
 
   async apply(changes: readonly Change<"attachment">[], _desired?: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
-    // The links the last observation read are no longer what is pinned (kernelTargets forgets them
-    // before any kind's changes; this covers the target used on its own).
+    // The links the last observation read are no longer what is pinned. Only this target changes
+    // them: a device that is replaced or removed takes its attachments into the same plan.
     if (changes.length > 0) this.ctx.forgetObservedTcxLinks();
     let programs: Collection | undefined;
     const program = (name: string): BpfProgram => {
@@ -244,7 +244,7 @@ function readPinnedLinks(pinRoot: string): PinnedTcxLink[] {
         try {
           out.push({ ...TcxLink.readPinned(linkPinPath(pinRoot, at)), ...at });
         } catch {
-          continue;
+          /* nothing pinned there, or not a tcx link */
         }
       }
     }

@@ -69,7 +69,7 @@ export class KernelContext {
   // at the owned links of every namespace); dropped when the next observation begins.
   private seenNamespaces: Array<string | undefined> | undefined;
   private readonly seenOwnedLinks = new Map<string, Link[]>();
-  // The pinned tcx links the last observation read, kept until anything is applied or the next
+  // The pinned tcx links the last observation read, kept until attachments are applied or the next
   // observation begins: the foreign-program check after a run that changed nothing reads the hooks
   // of these links instead of opening every pinned link a second time.
   private seenTcxLinks: PinnedTcxLink[] | undefined;
@@ -87,7 +87,7 @@ export class KernelContext {
     this.seenTcxLinks = undefined;
   }
 
-  /** Changes are about to be applied: the tcx links the last observation read may no longer be so. */
+  /** Attachments are about to be applied: the tcx links the last observation read may no longer be so. */
   forgetObservedTcxLinks(): void {
     this.seenTcxLinks = undefined;
   }

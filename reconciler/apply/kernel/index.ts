@@ -39,8 +39,7 @@ class KernelTargets extends Targets {
  *  valid for the policy revision they were stored under, which a batch of these moves on. */
 const JUDGED_BY: ReadonlySet<ResourceKind> = new Set(["endpoint", "ipcache", "policy"]);
 
-/** A target whose every batch of changes first has the kept namespace sockets checked again (and
- *  what the last observation read forgotten), and,
+/** A target whose every batch of changes first has the kept namespace sockets checked again, and,
  *  for the entries packets are judged by, bumps the policy revision once the batch is written
  *  (also after a partial failure: whatever was written must not be judged by cached verdicts). */
 function freshHandles(ctx: KernelContext, target: Target): Target {
@@ -50,7 +49,6 @@ function freshHandles(ctx: KernelContext, target: Target): Target {
     observe: (desired) => target.observe(desired),
     apply: async (changes, desired) => {
       ctx.revalidate();
-      if (changes.length > 0) ctx.forgetObservedTcxLinks();
       try {
         return await target.apply(changes, desired);
       } finally {
