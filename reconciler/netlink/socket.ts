@@ -70,9 +70,11 @@ const RECV_BUF = 1 << 20;
 /** Attempts of an interrupted dump, the first one included. */
 const DUMP_ATTEMPTS = 8;
 
+const NEVER_NOTIFIED = new Int32Array(new SharedArrayBuffer(4));
+
 /** Blocks this thread for `ms` (the netlink calls are synchronous; a dump's retry waits in place). */
 function pause(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  Atomics.wait(NEVER_NOTIFIED, 0, 0, ms);
 }
 
 export class NetlinkSocket {
