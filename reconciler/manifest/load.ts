@@ -160,7 +160,7 @@ export class LoadCache {
       this.last.reused++;
       return hit.result;
     }
-    if (this.shared.shapes.size > 10_000 || this.shared.labelSets.size > 200_000) this.shared = newShared();
+    if (this.shared.shapes.size > 10_000 || this.shared.labelSets.size > 200_000 || this.shared.nodeNames.size > 200_000) this.shared = newShared();
     const key = this.store && storeKey(this.store.build, path, content, limits);
     if (hit?.key !== undefined && hit.key !== key) this.storeHoldsStale = true;
     const stored = key !== undefined ? this.restore(key) : undefined;
@@ -260,7 +260,7 @@ function decodeFileResult(bytes: Uint8Array, shared: Shared): FileResult {
   const result = deserialize(bytes) as FileResult;
   const g = result.got;
   const { shapes } = shared;
-  shareLabelSets(g.endpoints, shared);
+  shareEndpointValues(g.endpoints, shared);
   for (const s of [...g.endpoints, ...g.identities, ...g.rules, ...g.nodes, ...g.cidrGroups] as Seen<unknown>[]) {
     const f = s.fields as unknown as { names: string[]; paths: string[]; lines: Int32Array; at: number };
     const key = shapeKey(f.names, f.paths);
@@ -273,27 +273,37 @@ function decodeFileResult(bytes: Uint8Array, shared: Shared): FileResult {
 
 /**
  * What the objects of the files one load (or one cache) holds share instead of each holding its
- * own copy: the names and paths of their fields (see PackedFields), and endpoint label sets. At
- * DESIGN scale 99,000 remote endpoints carry 500 label sets; one array per set (with its labels,
- * their strings and its memoized key) instead of one per endpoint keeps ≈ 15 MiB less alive.
+ * own copy: the names and paths of their fields (see PackedFields), endpoint label sets and node
+ * names. At DESIGN scale 99,000 remote endpoints carry 500 label sets; one array per set (with its
+ * labels, their strings and its memoized key) instead of one per endpoint keeps ≈ 15 MiB less
+ * alive. They name 99 nodes: the parser and the store each give every endpoint its own copy of
+ * the name (≈ 2 MiB), where one string per name does.
  */
 interface Shared {
   shapes: Map<string, { names: string[]; paths: string[] }>;
   /** Label set key (labelSetKey) → the first endpoint's set of that key. */
   labelSets: Map<string, EndpointManifest["labels"]>;
+  /** Node name → the one string of that name. */
+  nodeNames: Map<string, string>;
 }
 
 function newShared(): Shared {
-  return { shapes: new Map(), labelSets: new Map() };
+  return { shapes: new Map(), labelSets: new Map(), nodeNames: new Map() };
 }
 
-/** Points endpoints with equal label sets at one array (label sets are never written to). */
-function shareLabelSets(endpoints: readonly Seen<EndpointManifest>[], shared: Shared): void {
+/** Points endpoints with equal label sets at one array (label sets are never written to), and
+ *  endpoints on one node at one string of its name. */
+function shareEndpointValues(endpoints: readonly Seen<EndpointManifest>[], shared: Shared): void {
   for (const s of endpoints) {
     const key = labelSetKey(s.item.labels);
     const first = shared.labelSets.get(key);
     if (first === undefined) shared.labelSets.set(key, s.item.labels);
     else s.item.labels = first;
+    const node = s.item.node;
+    if (node === undefined) continue;
+    const name = shared.nodeNames.get(node);
+    if (name === undefined) shared.nodeNames.set(node, node);
+    else s.item.node = name;
   }
 }
 
@@ -313,7 +323,7 @@ function loadFileAlone(path: string, content: string, limits: ParseLimits, share
   const result: FileResult = { problems: [], got: { endpoints: [], identities: [], rules: [], nodes: [], cidrGroups: [] } };
   loadFile(path, content, limits, result.problems, result.got);
   const { shapes } = shared;
-  shareLabelSets(result.got.endpoints, shared);
+  shareEndpointValues(result.got.endpoints, shared);
   const seen = [...result.got.endpoints, ...result.got.identities, ...result.got.rules, ...result.got.nodes, ...result.got.cidrGroups] as Seen<unknown>[];
   let count = 0;
   for (const s of seen) count += Object.keys(s.fields).length;
