@@ -57,8 +57,7 @@ type PlanItem = Change | PolicyRun;
  * `changes` makes them all at once and keeps them, for what shows or saves a whole plan.
  */
 export class Plan {
-  readonly summary: { create: number; update: number; delete: number } = { create: 0, update: 0, delete: 0 };
-  /** Changes by "resource.op". */
+  /** Changes by "resource.op", in the order the plan first has each: every count it gives is read from here. */
   private readonly byKindOp = new Map<string, number>();
   private all: Change[] | undefined;
 
@@ -75,14 +74,22 @@ export class Plan {
   }
 
   private count(resource: ResourceKind, op: Op, n: number): void {
-    this.summary[op] += n;
     const k = `${resource}.${op}`;
     this.byKindOp.set(k, (this.byKindOp.get(k) ?? 0) + n);
   }
 
+  /** Changes by op. */
+  get summary(): Record<Op, number> {
+    const out = { create: 0, update: 0, delete: 0 };
+    for (const [k, n] of this.byKindOp) out[k.slice(k.indexOf(".") + 1) as Op] += n;
+    return out;
+  }
+
   /** How many changes the plan holds. */
   get size(): number {
-    return this.summary.create + this.summary.update + this.summary.delete;
+    let total = 0;
+    for (const n of this.byKindOp.values()) total += n;
+    return total;
   }
 
   /** Every change, made once and kept (a plan that is shown, saved or compared). */
@@ -126,7 +133,8 @@ export class Plan {
 
   /** Whether the plan changes anything of `kind`. */
   touches(kind: ResourceKind): boolean {
-    return this.countsByKind()[kind] !== undefined;
+    for (const op of ["create", "update", "delete"] as const) if (this.byKindOp.has(`${kind}.${op}`)) return true;
+    return false;
   }
 
   /** This plan with `changes` applied before it (the executor's first round, up to the maps). */
