@@ -258,17 +258,26 @@ function encodeFileResult(result: FileResult): Uint8Array {
  *  paths shared with the cache's other objects of the same shape. */
 function decodeFileResult(bytes: Uint8Array, shared: Shared): FileResult {
   const result = deserialize(bytes) as FileResult;
-  const g = result.got;
-  const { shapes } = shared;
-  shareEndpointValues(g.endpoints, shared);
-  for (const s of [...g.endpoints, ...g.identities, ...g.rules, ...g.nodes, ...g.cidrGroups] as Seen<unknown>[]) {
+  shareEndpointValues(result.got.endpoints, shared);
+  for (const s of everySeen(result.got)) {
     const f = s.fields as unknown as { names: string[]; paths: string[]; lines: Int32Array; at: number };
-    const key = shapeKey(f.names, f.paths);
-    let shape = shapes.get(key);
-    if (shape === undefined) shapes.set(key, (shape = { names: f.names, paths: f.paths }));
+    const shape = sharedShape(shared, f.names, f.paths);
     s.fields = new PackedFields(shape.names, shape.paths, f.lines, f.at);
   }
   return result;
+}
+
+/** Every object a file gave, of all kinds. */
+function everySeen(got: Collected): Seen<unknown>[] {
+  return [...got.endpoints, ...got.identities, ...got.rules, ...got.nodes, ...got.cidrGroups] as Seen<unknown>[];
+}
+
+/** The one shape of these field names and paths among the objects that share `shared`. */
+function sharedShape(shared: Shared, names: string[], paths: string[]): { names: string[]; paths: string[] } {
+  const key = shapeKey(names, paths);
+  let shape = shared.shapes.get(key);
+  if (shape === undefined) shared.shapes.set(key, (shape = { names, paths }));
+  return shape;
 }
 
 /**
@@ -322,20 +331,19 @@ function sameItems(a: readonly unknown[], b: readonly unknown[]): boolean {
 function loadFileAlone(path: string, content: string, limits: ParseLimits, shared: Shared): FileResult {
   const result: FileResult = { problems: [], got: { endpoints: [], identities: [], rules: [], nodes: [], cidrGroups: [] } };
   loadFile(path, content, limits, result.problems, result.got);
-  const { shapes } = shared;
   shareEndpointValues(result.got.endpoints, shared);
-  const seen = [...result.got.endpoints, ...result.got.identities, ...result.got.rules, ...result.got.nodes, ...result.got.cidrGroups] as Seen<unknown>[];
+  const seen = everySeen(result.got);
   let count = 0;
   for (const s of seen) count += Object.keys(s.fields).length;
   const lines = new Int32Array(count);
   let at = 0;
   for (const s of seen) {
     const entries = Object.entries(s.fields as Record<string, Field>);
-    const names = entries.map(([k]) => k);
-    const paths = entries.map(([, f]) => f.path);
-    const key = shapeKey(names, paths);
-    let shape = shapes.get(key);
-    if (shape === undefined) shapes.set(key, (shape = { names, paths }));
+    const shape = sharedShape(
+      shared,
+      entries.map(([k]) => k),
+      entries.map(([, f]) => f.path),
+    );
     entries.forEach(([, f], i) => (lines[at + i] = f.line));
     s.fields = new PackedFields(shape.names, shape.paths, lines, at);
     at += entries.length;
