@@ -12,6 +12,7 @@ import { followSource, isGitSource, type SourceOptions } from "../source/open.js
 import { Logger, type LogFormat, type LogLevel } from "./log.js";
 import { ReconcileLoop, realTimers, type Timers } from "./loop.js";
 import { createNotifier, type Notifier } from "./notify.js";
+import { MemoryReleaser, releaseUnusedMemory, type MemoryReleaserOptions } from "./memory.js";
 import { withStartupProgress } from "./progress.js";
 import { ReconcileService } from "./service.js";
 import { DaemonEvents } from "./events.js";
@@ -52,7 +53,7 @@ export interface DaemonCore {
   ready(): boolean;
   /** Subscribes to netlink events of any namespace reconcile owns that has no subscription yet. */
   watchNamespaces(): void;
-  /** Stops the event subscriptions. */
+  /** Stops the event subscriptions and the pending memory release. */
   closeWatches(): void;
   /** `reconcile suspend`: apply nothing until resume (recorded with the pins); returns the status. */
   suspend(reason?: string): Record<string, unknown>;
@@ -68,13 +69,15 @@ export interface CoreOptions {
   timers?: Timers;
   /** Keeps the load results of manifest files across restarts (see openLoadStore). */
   loadStore?: { store: LoadStore; build: string };
+  /** Gives unused memory back when idle after a run (memory.ts): the process's own in runDaemon. */
+  memory?: Pick<MemoryReleaserOptions, "rss" | "release">;
 }
 
 /**
  * The service, the loop and the drift watches wired together. A netlink event in a managed
  * namespace triggers a resync after EVENT_DEBOUNCE_MS of quiet.
  */
-export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers, loadStore }: CoreOptions): DaemonCore {
+export function createDaemonCore({ kernel, opts, log, notifier, timers = realTimers, loadStore, memory: processMemory }: CoreOptions): DaemonCore {
   const metrics = new DaemonMetrics();
   const service = new ReconcileService(kernel, { node: opts.node, enforcement: opts.enforcement, ...eventOptions(opts), attachMode: opts.attachMode, allowEmpty: opts.allowEmpty ?? false, log, metrics, ...(loadStore ? { loadStore } : {}) });
   const events = new DaemonEvents({ kernel, metrics, log, logDrops: opts.logDrops ?? false, inForce: () => service.inForceCompiled(), timers });
@@ -86,12 +89,17 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
   let eventTimer: unknown;
   // The first run (a cold start's long apply) logs its progress, and status shows it while it runs.
   const startup = withStartupProgress(service, { log, now: () => timers.now(), quiet: opts.noProgress ?? false });
+  const memory = processMemory && memoryReleaser(processMemory, timers, log);
   const loop = new ReconcileLoop({
-    reconcile: startup.reconcile,
+    reconcile: (snapshot, trigger) => {
+      memory?.runStarted();
+      return startup.reconcile(snapshot, trigger);
+    },
     resyncIntervalMs: opts.resyncIntervalMs,
     recordedRevision: service.recorded ?? null,
     timers,
     onRun: (run, status) => {
+      memory?.runEnded();
       metrics.observeRun(run, status);
       if (run.result === "suspended") {
         log.info("reconciled", { trigger: run.trigger, revision: run.revision, result: run.result, pending: run.changes, drift: run.drift, ms: run.finishedAt - run.startedAt });
@@ -152,17 +160,28 @@ export function createDaemonCore({ kernel, opts, log, notifier, timers = realTim
     events,
     status: (extra = {}) => {
       const progress = startup.current();
-      return { node: opts.node, suspended: service.suspended() ?? null, ...(progress ? { progress } : {}), ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), events: events.totals(), ...extra };
+      return { node: opts.node, suspended: service.suspended() ?? null, ...(progress ? { progress } : {}), ...loop.status(), objectsInError: service.objects.errors(), foreignAhead: service.foreignAhead(), events: events.totals(), ...(memory ? { memory: memory.summary() } : {}), ...extra };
     },
     ready: () => ready,
     watchNamespaces,
     ...suspensionControls({ service, metrics, log, loop, timers, node: opts.node }),
     closeWatches: () => {
+      memory?.close();
       timers.clearTimeout(eventTimer);
       for (const s of subscriptions.values()) s.close();
       subscriptions.clear();
     },
   };
+}
+
+/** Gives unused memory back when the daemon is idle after a run (memory.ts): in status, and logged at debug level. */
+function memoryReleaser(processMemory: NonNullable<CoreOptions["memory"]>, timers: Timers, log: Logger): MemoryReleaser {
+  const releaser: MemoryReleaser = new MemoryReleaser({
+    timers,
+    ...processMemory,
+    onReleased: () => log.debug("memory released", releaser.summary().last),
+  });
+  return releaser;
 }
 
 /** suspend() and resume() of the daemon core: the service's state, the metric, the log line, and a run at once. */
@@ -224,7 +243,8 @@ export async function runDaemon(opts: DaemonOptions, kernel: KernelPort, io: Dae
   const log = new Logger({ format: opts.logFormat, level: opts.logLevel, write: io.writeLog });
   const notifier = createNotifier(io.systemd as NodeJS.ProcessEnv, (err) => log.warn("sd_notify failed", { error: err.message }));
   const loadStore = openLoadStore(opts, log);
-  const core = createDaemonCore({ kernel, opts, log, notifier, ...(loadStore ? { loadStore } : {}) });
+  const memory = { rss: () => process.memoryUsage.rss(), release: releaseUnusedMemory };
+  const core = createDaemonCore({ kernel, opts, log, notifier, memory, ...(loadStore ? { loadStore } : {}) });
   const { loop } = core;
   core.watchNamespaces();
 

@@ -11,7 +11,8 @@ import type { KernelPort, Suspension } from "../../reconciler/apply/port.js";
 import { MemoryTarget } from "../../reconciler/apply/target.js";
 import { RESOURCE_KINDS, type ResourceKind } from "../../reconciler/datapath/state.js";
 import { Logger } from "../../reconciler/daemon/log.js";
-import { createDaemonCore } from "../../reconciler/daemon/run.js";
+import { createDaemonCore, type CoreOptions } from "../../reconciler/daemon/run.js";
+import { RELEASE_IDLE_MS } from "../../reconciler/daemon/memory.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
 import type { ProgressSnapshot } from "../../reconciler/apply/progress.js";
 import { FakeTimers } from "./helpers/fake-timers.js";
@@ -53,12 +54,12 @@ function memoryKernel(pins: { revision?: string; suspension?: Suspension } = {})
   return { kernel, pins, target: (k: ResourceKind) => target.get(k)!, netlinkEvent: (netns = "") => watchers.get(netns)?.() };
 }
 
-function daemon(pins: { revision?: string; suspension?: Suspension } = {}, extra: { noProgress?: boolean } = {}) {
+function daemon(pins: { revision?: string; suspension?: Suspension } = {}, extra: { noProgress?: boolean } = {}, memory?: CoreOptions["memory"]) {
   const timers = new FakeTimers();
   const mem = memoryKernel(pins);
   const lines: string[] = [];
-  const log = new Logger({ format: "logfmt", level: "info", write: (l) => lines.push(l) });
-  const core = createDaemonCore({ kernel: mem.kernel, opts: { node: "vm", enforcement: "default", attachMode: "tcx", resyncIntervalMs: 30_000, ...extra }, log, timers });
+  const log = new Logger({ format: "logfmt", level: memory ? "debug" : "info", write: (l) => lines.push(l) });
+  const core = createDaemonCore({ kernel: mem.kernel, opts: { node: "vm", enforcement: "default", attachMode: "tcx", resyncIntervalMs: 30_000, ...extra }, log, timers, ...(memory ? { memory } : {}) });
   core.watchNamespaces();
   return { ...core, ...mem, timers, lines };
 }
@@ -330,4 +331,27 @@ test("scenario: a first run that throws (invalid manifests) ends its progress; t
   await d.loop.idle();
   assert.equal(d.loop.status().appliedRevision, "r2");
   assert.equal(d.lines.filter((l) => l.includes("first run: progress")).length, 1);
+});
+
+test("scenario: after a run that grew RSS the idle daemon gives memory back, before the next resync, and logs it", async () => {
+  const MiB = 2 ** 20;
+  let rss = 100 * MiB;
+  let releases = 0;
+  const d = daemon({}, {}, { rss: () => rss, release: () => { releases++; rss = 120 * MiB; } });
+  rss = 300 * MiB; // what the first run left resident
+  d.loop.submit(seed());
+  await d.loop.idle();
+  assert.equal(d.loop.status().appliedRevision, "r1");
+  assert.deepEqual(d.timers.pending(), [RELEASE_IDLE_MS, 30_000], "the release, then the resync");
+  d.timers.fireNext();
+  assert.equal(releases, 1);
+  assert.deepEqual(d.status().memory, { releases: 1, last: { rssBeforeMiB: 300, rssAfterMiB: 120, ms: 0 } });
+  assert.ok(d.lines.some((l) => l.includes('msg="memory released"') && l.includes("rssBeforeMiB=300") && l.includes("rssAfterMiB=120")), d.lines.join("\n"));
+
+  // The resync leaves RSS where the release left it: nothing more to give back.
+  d.timers.fireNext();
+  await d.loop.idle();
+  assert.equal(d.loop.status().lastRun?.trigger, "resync");
+  assert.deepEqual(d.timers.pending(), [30_000]);
+  assert.equal(releases, 1);
 });
