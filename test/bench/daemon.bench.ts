@@ -30,6 +30,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { decodePolicyKey, POLICY_KEY } from "../../reconciler/datapath/layouts.js";
 import { endpointIds } from "../../reconciler/datapath/desired.js";
+import { RELEASE_IDLE_MS } from "../../reconciler/daemon/memory.js";
 import { fetchStatus } from "../../reconciler/daemon/status.js";
 import { BpfMap, loadCollection, parseElf, TcxLink } from "../../reconciler/ebpf-loader/index.js";
 import { withNetns } from "../../reconciler/netlink/index.js";
@@ -165,6 +166,7 @@ class LogTail {
 interface Status {
   appliedRevision: string | null;
   running: boolean;
+  memory?: { releases: number; last?: { rssBeforeMiB: number; rssAfterMiB: number; ms: number } };
   lastRun: { trigger: string; revision: string; startedAt: number; finishedAt: number; result: string; changes: number; errors: unknown[]; invalid: string[] } | null;
 }
 
@@ -416,6 +418,16 @@ async function main(): Promise<void> {
     median(noop) <= 1000,
   );
 
+  // (d) RSS at rest: a second after the daemon gives unused memory back, before the next resync.
+  const restMs = RELEASE_IDLE_MS + 1000;
+  const rest = await waitFor("an idle moment after a run", 60_000, (s) => s?.running === false && s.lastRun !== null && Date.now() - s.lastRun.finishedAt >= restMs, 50);
+  row(`(d) VmRSS at rest (${restMs / 1000} s after a run)`, mib(memory(pid).rss));
+  const released = rest?.memory;
+  log.poll();
+  row(
+    "    the daemon's idle memory releases (status)",
+    released?.last ? `${released.releases} after ${log.runs.length} runs; the last ${released.last.rssBeforeMiB} → ${released.last.rssAfterMiB} MiB in ${released.last.ms} ms` : "none",
+  );
   // (d) peak RSS.
   const memEnd = memory(pid);
   row("(d) VmHWM at the end (daemon's peak RSS)", `${mib(memEnd.hwm)} (VmRSS now ${mib(memEnd.rss)})`, "<= 400 MiB", memEnd.hwm <= 400 * 2 ** 20);
