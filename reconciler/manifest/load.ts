@@ -14,7 +14,7 @@ import type {
 import { createHash } from "node:crypto";
 import { labelSetKey } from "../policy/labels.js";
 import { deserialize, serialize } from "node:v8";
-import type { Snapshot } from "../source/snapshot.js";
+import type { Snapshot, SnapshotFile } from "../source/snapshot.js";
 import { Reader, describe, type Field } from "./fields.js";
 import { DEFAULT_LIMITS, parseYamlWithLines, YamlParseError, type ParseLimits } from "./yaml.js";
 import { readEndpoint } from "./endpoint.js";
@@ -127,19 +127,21 @@ export interface LoadStore {
 }
 
 /**
- * Per-file load results of earlier snapshots, reused for a file whose path and content are the same
- * (the content itself is compared, so there is no hash to collide; comparing two equal strings is a
- * memcmp, cheaper than hashing them). Loading a file is a pure function of its path, content and the
+ * Per-file load results of earlier snapshots, reused for a file whose path and content are the same.
+ * The content is recognised by the SHA-256 digest its source gives (a directory source, which keeps
+ * the text packed: an unchanged file is then never unpacked), else by comparing the text itself
+ * (a memcmp, cheaper than hashing it). Loading a file is a pure function of its path, content and the
  * limits, so a reused result is exactly what parsing again would give; the objects are shared between
  * the models of both snapshots, which is why nothing downstream may modify a Model. Only the files of
  * the last snapshot are kept. The cross-object checks run on the whole snapshot every time.
  *
  * With a `store`, a file the cache does not hold is looked up there (by a SHA-256 of the loader's
- * build, limits, path and content) before it is parsed, and persist() writes what was parsed since.
+ * build, limits, path and content digest) before it is parsed, and persist() writes what was parsed since.
  */
 export class LoadCache {
-  /** Path → the content loaded, the limits it was loaded with, the result and its store key. */
-  private readonly files = new Map<string, { content: string; limits: ParseLimits; result: FileResult; key?: string }>();
+  /** Path → the content loaded (its digest when the source gave one, else the text), the limits it
+   *  was loaded with, the result and its store key. */
+  private readonly files = new Map<string, { content: Content; limits: ParseLimits; result: FileResult; key?: string }>();
   /** Store keys of results parsed since the last persist(). */
   private readonly unsaved = new Set<string>();
   /** A stored result's file left the cache (removed, or its content replaced): the store holds a record it no longer needs. */
@@ -154,14 +156,16 @@ export class LoadCache {
   constructor(private readonly store?: { store: LoadStore; build: string }) {}
 
   /** The result for one file, parsed only when neither the cache nor its store holds one for this exact content. */
-  file(path: string, content: string, limits: ParseLimits): FileResult {
+  file(file: SnapshotFile, limits: ParseLimits): FileResult {
+    const { path } = file;
     const hit = this.files.get(path);
-    if (hit !== undefined && hit.content === content && hit.limits === limits) {
+    if (hit !== undefined && sameContent(hit.content, file) && hit.limits === limits) {
       this.last.reused++;
       return hit.result;
     }
     if (this.shared.shapes.size > 10_000 || this.shared.labelSets.size > 200_000 || this.shared.nodeNames.size > 200_000) this.shared = newShared();
-    const key = this.store && storeKey(this.store.build, path, content, limits);
+    const content: Content = file.digest !== undefined ? { digest: file.digest } : { text: file.content };
+    const key = this.store && storeKey(this.store.build, path, content.digest ?? sha256(content.text!), limits);
     if (hit?.key !== undefined && hit.key !== key) this.storeHoldsStale = true;
     const stored = key !== undefined ? this.restore(key) : undefined;
     if (stored !== undefined) {
@@ -170,7 +174,7 @@ export class LoadCache {
       return stored;
     }
     this.last.parsed++;
-    const result = loadFileAlone(path, content, limits, this.shared);
+    const result = loadFileAlone(path, content.text ?? file.content, limits, this.shared);
     this.files.set(path, { content, limits, result, ...(key !== undefined ? { key } : {}) });
     if (key !== undefined) this.unsaved.add(key);
     return result;
@@ -244,9 +248,20 @@ export class LoadCache {
   }
 }
 
-/** Names one file's load result in a store: the loader build, the limits, the path and the content. */
-function storeKey(build: string, path: string, content: string, limits: ParseLimits): string {
-  return createHash("sha256").update(`${build}\0${JSON.stringify(limits)}\0${path}\0`).update(content).digest("hex");
+/** What a LoadCache knows of a file's content: the digest its source gave, or else its text. */
+type Content = { digest: string; text?: undefined } | { digest?: undefined; text: string };
+
+function sameContent(known: Content, file: SnapshotFile): boolean {
+  return known.digest !== undefined ? known.digest === file.digest : file.digest === undefined && known.text === file.content;
+}
+
+function sha256(text: string): string {
+  return createHash("sha256").update(text, "utf8").digest("hex");
+}
+
+/** Names one file's load result in a store: the loader build, the limits, the path and the SHA-256 of the content. */
+function storeKey(build: string, path: string, digest: string, limits: ParseLimits): string {
+  return createHash("sha256").update(`${build}\0${JSON.stringify(limits)}\0${path}\0${digest}`).digest("hex");
 }
 
 /** A file's result as bytes (V8's serialization: the objects as they are, without prototypes). */
@@ -366,7 +381,7 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
   const shared = newShared();
   cache?.begin();
   for (const file of files) {
-    total += Buffer.byteLength(file.content, "utf8");
+    total += file.size ?? Buffer.byteLength(file.content, "utf8");
     if (total > limits.maxTotalBytes) {
       problems.push({
         file: file.path,
@@ -378,7 +393,7 @@ export function loadSnapshot(snapshot: Snapshot, limits: LoadLimits = DEFAULT_LO
     }
     // Without a cache each file's objects are packed too: what the cross-object checks keep of a
     // 100,000-endpoint tree until the end of the load is then ≈ 8 MiB of lines, not ≈ 40 MiB of Fields.
-    const one = cache === undefined ? loadFileAlone(file.path, file.content, limits, shared) : cache.file(file.path, file.content, limits);
+    const one = cache === undefined ? loadFileAlone(file.path, file.content, limits, shared) : cache.file(file, limits);
     for (const p of one.problems) problems.push(p);
     for (const s of one.got.endpoints) got.endpoints.push(s);
     for (const s of one.got.identities) got.identities.push(s);

@@ -5,9 +5,16 @@
 // hash changed, so consumers never see a half-applied multi-file save. A watcher remembers what it
 // read: a file whose inode, size and times are unchanged (and were not too recent to trust) is not
 // read and hashed again, so a save in a 17 MiB tree costs the saved file, not the tree.
+//
+// The text of every file is kept packed (raw deflate: a tenth of its size for manifests) and
+// unpacked when a snapshot's file is read. A daemon holds the watcher's cache, the snapshots in
+// force and the loader's per-file results at once, and the loader recognises unchanged files by
+// their digest without reading them: at DESIGN scale that keeps 1.5 MiB alive instead of 16 MiB.
 
 import { constants as fsConstants, type BigIntStats } from "node:fs";
 import { createHash } from "node:crypto";
+import { isUtf8 } from "node:buffer";
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { open, readdir, readlink, realpath, stat, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { watch as chokidarWatch, type FSWatcher } from "chokidar";
@@ -31,7 +38,46 @@ export interface DirSnapshotOptions {
   cache?: FileCache;
 }
 
-/** What a read found at one absolute path: the stat that identifies the version, and its content. */
+/** A file's text as the source keeps it: packed, with the digest and size of its UTF-8 bytes. */
+interface PackedText {
+  packed: Buffer;
+  /** sha256 of the content's UTF-8 bytes. */
+  digest: Buffer;
+  size: number;
+}
+
+/** Packs what was read as the text it decodes to (invalid UTF-8 becomes U+FFFD, as in toString). */
+function packText(read: Buffer): PackedText {
+  const bytes = isUtf8(read) ? read : Buffer.from(read.toString("utf8"), "utf8");
+  // Level 1: 30 ms for 17 MB of manifests against 60 ms at the default, for 1.5 MiB against 1.3.
+  return { packed: deflateRawSync(bytes, { level: 1 }), digest: createHash("sha256").update(bytes).digest(), size: bytes.length };
+}
+
+/** A file of a directory snapshot: its text is unpacked on each read of `content`. */
+class DirFile implements SnapshotFile {
+  constructor(
+    readonly path: string,
+    private readonly text: PackedText,
+  ) {}
+
+  get content(): string {
+    return inflateRawSync(this.text.packed).toString("utf8");
+  }
+
+  get digest(): string {
+    return this.text.digest.toString("hex");
+  }
+
+  get size(): number {
+    return this.text.size;
+  }
+
+  get digestBytes(): Buffer {
+    return this.text.digest;
+  }
+}
+
+/** What a read found at one absolute path: the stat that identifies the version, and its text. */
 interface CachedFile {
   /** dev, ino, size, mtime and ctime (ns), joined: any write or replacement changes it. */
   stamp: string;
@@ -39,9 +85,7 @@ interface CachedFile {
   mtimeNs: bigint;
   /** When the content was read, in ns since the epoch. */
   readAtNs: bigint;
-  content: string;
-  /** sha256 of the content's UTF-8 bytes. */
-  digest: Buffer;
+  text: PackedText;
 }
 
 /** Files by absolute path, as a watcher last read them. */
@@ -232,7 +276,7 @@ async function snapshotRoot(root: string, boundaryOpt: string | undefined): Prom
 
 /** One read of a manifest tree: the files found so far and the limits they count against. */
 class TreeRead {
-  private readonly files: Array<SnapshotFile & { digest: Buffer }> = [];
+  private readonly files: DirFile[] = [];
   private readonly maxFile: number;
   private readonly maxTotal: number;
   private readonly cache: FileCache | undefined;
@@ -313,7 +357,7 @@ class TreeRead {
       this.seen.add(abs);
       if (reusable(cached, stamp)) {
         this.count(Number(st.size));
-        this.files.push({ path: rel, content: cached.content, digest: cached.digest });
+        this.files.push(new DirFile(rel, cached.text));
         return;
       }
       const readAtNs = BigInt(Date.now()) * 1_000_000n; // before the read: errs on the racy side
@@ -321,10 +365,9 @@ class TreeRead {
       const buf = await readBounded(handle, this.maxFile + 1, Number(st.size) + 1);
       if (buf.length > this.maxFile) throw new SizeLimitError(rel, this.maxFile, buf.length);
       this.count(buf.length);
-      const content = buf.toString("utf8");
-      const digest = digestOf(content); // of the decoded text, as contentRevision() hashes it
-      this.files.push({ path: rel, content, digest });
-      this.cache?.set(abs, { stamp, mtimeNs: st.mtimeNs, readAtNs, content, digest });
+      const text = packText(buf); // hashed as the decoded text, as contentRevision() hashes it
+      this.files.push(new DirFile(rel, text));
+      this.cache?.set(abs, { stamp, mtimeNs: st.mtimeNs, readAtNs, text });
     } finally {
       await handle.close();
     }
@@ -339,7 +382,7 @@ class TreeRead {
   finish(): Snapshot {
     if (this.cache) for (const abs of this.cache.keys()) if (!this.seen.has(abs)) this.cache.delete(abs);
     const files = this.files.sort((a, b) => compareCodeUnits(a.path, b.path));
-    return { revision: revisionOf(files.map((f) => [f.path, f.digest] as const)), files: files.map(({ path: p, content }) => ({ path: p, content })) };
+    return { revision: revisionOf(files.map((f) => [f.path, f.digestBytes] as const)), files };
   }
 }
 

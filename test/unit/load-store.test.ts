@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { createHash } from "node:crypto";
 import { DEFAULT_LOAD_LIMITS, LoadCache, loadSnapshot } from "../../reconciler/manifest/load.js";
 import { DirLoadStore, loaderBuild } from "../../reconciler/manifest/dir-store.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
@@ -164,4 +165,50 @@ test("load: endpoints with equal label sets hold one array, parsed or read back 
     assert.equal(sets.size, 540, how);
     assert.ok(new Set(endpoints.map((e) => e.at.file)).size > 1, `${how}: the endpoints come from several files`);
   }
+});
+
+test("load cache: a file whose source gives its digest is recognised by it: unchanged files are never read, in this process or the next", (t) => {
+  const { store } = tempStore(t);
+  const build = loaderBuild();
+  const plain = bigSnapshot();
+  const reads = new Map<string, number>();
+  /** The snapshot's files as a directory source gives them: a digest, and a text whose reads are counted. */
+  const counted = (s: Snapshot, revision: string): Snapshot => ({
+    revision,
+    files: s.files.map((f) => ({
+      path: f.path,
+      digest: createHash("sha256").update(f.content).digest("hex"),
+      size: Buffer.byteLength(f.content),
+      get content() {
+        reads.set(f.path, (reads.get(f.path) ?? 0) + 1);
+        return f.content;
+      },
+    })),
+  });
+  const n = manifests(plain);
+  const cache = new LoadCache({ store, build });
+  assert.deepStrictEqual(loadSnapshot(counted(plain, "r1"), DEFAULT_LOAD_LIMITS, cache), loadSnapshot(plain));
+  assert.equal([...reads.values()].reduce((a, b) => a + b, 0), n, "each file read once, to parse it");
+  cache.persist();
+
+  reads.clear();
+  const again = loadSnapshot(counted(plain, "r2"), DEFAULT_LOAD_LIMITS, cache);
+  assert.deepEqual(cache.last, { reused: n, restored: 0, parsed: 0 });
+  assert.equal(reads.size, 0, "no file read");
+  assert.ok(again.model !== undefined || again.problems.length > 0);
+
+  // One file changed: it alone is read.
+  const target = plain.files.find((f) => f.path.startsWith("generated/"))!;
+  const edited: Snapshot = { revision: "r3", files: plain.files.map((f) => (f === target ? { path: f.path, content: `${f.content}\n# edited\n` } : f)) };
+  reads.clear();
+  loadSnapshot(counted(edited, "r3"), DEFAULT_LOAD_LIMITS, cache);
+  assert.deepEqual(cache.last, { reused: n - 1, restored: 0, parsed: 1 });
+  assert.deepEqual([...reads], [[target.path, 1]]);
+
+  // A new process: every file is read back from the store by its digest, none read.
+  reads.clear();
+  const next = new LoadCache({ store, build });
+  assert.deepStrictEqual(loadSnapshot(counted(plain, "r4"), DEFAULT_LOAD_LIMITS, next), loadSnapshot(plain));
+  assert.deepEqual(next.last, { reused: 0, restored: n, parsed: 0 });
+  assert.equal(reads.size, 0, "no file read");
 });

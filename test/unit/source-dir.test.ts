@@ -5,6 +5,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, mkdir, rm, writeFile, symlink, rename, open, utimes, unlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { createHash } from "node:crypto";
 import { contentRevision, openManifestFile, readDirSnapshot, watchDir, type FileCache } from "../../reconciler/source/dir.js";
 import { PathEscapeError, SizeLimitError, SourceError } from "../../reconciler/source/errors.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
@@ -16,6 +17,8 @@ async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** A snapshot's files as plain path and text (a directory snapshot's files unpack their text on read). */
+const texts = (snap: Snapshot) => snap.files.map((f) => ({ path: f.path, content: f.content }));
 
 test("readDirSnapshot: manifests only, sorted, editor junk and dotfiles skipped", async (t) => {
   const root = await tempDir(t);
@@ -253,7 +256,7 @@ test("watchDir: initial snapshot, a burst of writes gives one snapshot, reaction
   await sleep(300); // anything else would show up now
   assert.equal(c.seen.length, 2, "the burst produced exactly one snapshot");
   const final = c.seen[1]!.snap;
-  assert.deepEqual(final.files, [
+  assert.deepEqual(texts(final), [
     { path: "a.yaml", content: "v: 9\n" },
     { path: "b.yaml", content: "v: 10\n" },
   ]);
@@ -292,7 +295,7 @@ test("watchDir: a file being written in pieces never shows half-written", async 
   }
   assert.ok(c.seen.length >= 2);
   for (const { snap } of c.seen.slice(1)) {
-    assert.deepEqual(snap.files, [{ path: "slow.yaml", content: full }], "only the complete file is ever emitted");
+    assert.deepEqual(texts(snap), [{ path: "slow.yaml", content: full }], "only the complete file is ever emitted");
   }
 });
 
@@ -365,4 +368,26 @@ test("watchDir: every save of a file rewritten in place is seen, however quickly
     assert.equal(latest.at(-1), want, `save ${i} was not seen within 3 s`);
     await sleep(i % 7); // 0–6 ms between a snapshot and the next save
   }
+});
+
+test("a directory snapshot's files give their text as read, its SHA-256 and its size, and the revision is made of those digests", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "rc-dir-text-"));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const yaml = Array.from({ length: 2000 }, (_, i) => `- name: ep${i}\n  labels: {app: "caf\u00e9", tier: "\u2603"}\n`).join("");
+  await writeFile(path.join(dir, "big.yaml"), yaml);
+  // Invalid UTF-8 reads as U+FFFD, as Buffer#toString gives it; digest and size are of that text.
+  await writeFile(path.join(dir, "odd.yaml"), Buffer.from([0x61, 0x3a, 0x20, 0xff, 0xfe, 0x0a]));
+  const snap = await readDirSnapshot(dir);
+  const want = [
+    { path: "big.yaml", content: yaml },
+    { path: "odd.yaml", content: "a: \ufffd\ufffd\n" },
+  ];
+  assert.deepEqual(texts(snap), want);
+  for (const f of snap.files) {
+    const bytes = Buffer.from(f.content, "utf8");
+    assert.equal(f.digest, createHash("sha256").update(bytes).digest("hex"), f.path);
+    assert.equal(f.size, bytes.length, f.path);
+    assert.equal(f.content, f.content, "every read gives the same text");
+  }
+  assert.equal(snap.revision, contentRevision(want), "the revision is what contentRevision gives for the texts");
 });
