@@ -6,6 +6,8 @@ import { mkdtemp, mkdir, rm, writeFile, symlink, rename, open, utimes, unlink } 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createHash } from "node:crypto";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { contentRevision, openManifestFile, readDirSnapshot, watchDir, type FileCache } from "../../reconciler/source/dir.js";
 import { PathEscapeError, SizeLimitError, SourceError } from "../../reconciler/source/errors.js";
 import type { Snapshot } from "../../reconciler/source/snapshot.js";
@@ -390,4 +392,32 @@ test("a directory snapshot's files give their text as read, its SHA-256 and its 
     assert.equal(f.content, f.content, "every read gives the same text");
   }
   assert.equal(snap.revision, contentRevision(want), "the revision is what contentRevision gives for the texts");
+});
+
+test("a directory snapshot holds its files' packed bytes, not a 64 KiB zlib chunk for each", async (t) => {
+  const root = await mkdtemp(path.join(tmpdir(), "rc-dir-packed-"));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const tree = async (name: string, files: number): Promise<string> => {
+    const dir = path.join(root, name);
+    await mkdir(dir);
+    for (let i = 0; i < files; i++) await writeFile(path.join(dir, `f${i}.yaml`), `kind: Endpoint\nname: ${name}${i}\n`.repeat(50));
+    return dir;
+  };
+  const [small, large] = [await tree("small", 100), await tree("large", 300)];
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc") as () => void;
+  const buffers = async (): Promise<number> => {
+    gc();
+    await sleep(50); // backing stores are freed by a task after the collection
+    return process.memoryUsage().arrayBuffers;
+  };
+  // What each file adds (the difference between trees of 100 and 300 files), not the process's noise.
+  const m0 = await buffers();
+  const a = await readDirSnapshot(small);
+  const m1 = await buffers();
+  const b = await readDirSnapshot(large);
+  const m2 = await buffers();
+  assert.equal(a.files.length + b.files.length, 400);
+  const perFile = (m2 - m1 - (m1 - m0)) / 200;
+  assert.ok(perFile < 8 * 1024, `buffers held per file: ${perFile.toFixed(0)} bytes (a zlib chunk is 65536)`);
 });
