@@ -63,7 +63,11 @@ test("git: branch, --path, new commits, force push, invalid ref", async (t) => {
   const r1 = await src.start();
   assert.equal(r1.error, undefined);
   assert.equal(r1.revision, c1);
-  assert.deepEqual(c.snaps, [{ revision: c1, files: [{ path: "a.yaml", content: "a: 1\n" }] }]);
+  // Files are compared by what they hold: how a source stores its text is its own business.
+  assert.deepEqual(
+    c.snaps.map((s) => ({ revision: s.revision, files: s.files.map((x) => ({ path: x.path, content: x.content })) })),
+    [{ revision: c1, files: [{ path: "a.yaml", content: "a: 1\n" }] }],
+  );
   // Shallow: only one commit in the checkout.
   assert.equal(git(src.checkoutDir, "rev-parse", "--is-shallow-repository"), "true");
 
