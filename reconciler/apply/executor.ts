@@ -166,11 +166,13 @@ const removes = (c: Change): boolean => c.op === "delete" && !(c.resource === "p
 
 /**
  * Policy changes per batch, about: a batch ends at the first endpoint boundary after this many, so
- * a cold plan's million entries are made and applied a part at a time, not held at once. Large
- * enough that the policy target still swaps in the maps of a hundred or more endpoints per slot
- * update (each such syscall waits for an RCU grace period).
+ * a cold plan's million entries are made and applied a part at a time, not held at once. Small
+ * enough that a batch's change objects (≈ 2 MiB) die in V8's young generation instead of being
+ * promoted and collected later: 128k a batch raised the cold start's peak RSS by 20–30 MiB
+ * (test/bench/README.md). Large enough that the policy target still swaps in the maps of thirty or
+ * so endpoints per slot update (each such syscall waits for an RCU grace period).
  */
-export const POLICY_BATCH_CHANGES = 128 * 1024;
+export const POLICY_BATCH_CHANGES = 32 * 1024;
 
 /** Consecutive changes of the same resource kind and phase (making or removing); policy changes in
  *  batches of whole endpoints of about POLICY_BATCH_CHANGES. */
