@@ -3,9 +3,9 @@
 // from what the kernel really holds, so a failed object is simply planned again.
 
 import { emptyState, isUndecodable, RESOURCE_KINDS, RESOURCES, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
-import { diff, Plan, type Change } from "../plan/diff.js";
+import { diff, Plan, weightOf, type Change } from "../plan/diff.js";
 import type { ProgressSink } from "./progress.js";
-import { errorText, failure, type ObjectResult, type Target } from "./target.js";
+import { failuresOf, type ObjectResult, type Target } from "./target.js";
 
 export type ObjectState = "pending" | "done" | "error";
 
@@ -136,24 +136,27 @@ async function applyChanges(targets: Targets, desired: DesiredState, plan: Plan,
     if (performance.now() - lastYield < YIELD_MS) return undefined;
     return new Promise<void>((resolve) => setImmediate(resolve)).then(() => void (lastYield = performance.now()));
   };
-  for (const batch of batches(plan)) {
+  // Counts are of entry changes: a PolicyFill stands for its run's (weightOf), and a target
+  // reports each of its failures by entry.
+  for (const batch of batches(plan.forApply())) {
     const resource = batch[0]!.resource;
+    const weight = weightOf(batch);
     const before = failures.length;
     const target = targets.get(resource);
     if (!target) {
-      for (const c of batch) failures.push(failure(c, `no target for ${c.resource}: this is a bug`));
+      for (const f of failuresOf(batch, `no target for ${resource}: this is a bug`)) failures.push(f);
     } else {
       try {
-        const step = progress && ((done: number) => (progress({ type: "step", resource, done, of: batch.length }), yieldDue()));
+        const step = progress && ((done: number) => (progress({ type: "step", resource, done, of: weight }), yieldDue()));
         const batchFailures = await target.apply(batch, desired, step);
-        applied += batch.length - batchFailures.length;
+        applied += weight - batchFailures.length;
         for (const f of batchFailures) failures.push(f);
       } catch (err) {
-        for (const c of batch) failures.push(failure(c, errorText(err)));
+        for (const f of failuresOf(batch, err)) failures.push(f);
       }
     }
     if (progress) {
-      progress({ type: "batch", resource, changes: batch.length, failed: failures.length - before });
+      progress({ type: "batch", resource, changes: weight, failed: failures.length - before });
       await new Promise<void>((resolve) => setImmediate(resolve));
       lastYield = performance.now();
     }
@@ -165,28 +168,32 @@ async function applyChanges(targets: Targets, desired: DesiredState, plan: Plan,
 const removes = (c: Change): boolean => c.op === "delete" && !(c.resource === "policy" && c.swap);
 
 /**
- * Policy changes per batch, about: a batch ends at the first endpoint boundary after this many, so
- * a cold plan's million entries are made and applied a part at a time, not held at once. Small
- * enough that a batch's change objects (≈ 2 MiB) die in V8's young generation instead of being
- * promoted and collected later: 128k a batch raised the cold start's peak RSS by 20–30 MiB
- * (test/bench/README.md). Large enough that the policy target still swaps in the maps of thirty or
+ * Policy entry changes per batch, about: a batch ends at the first endpoint boundary after this
+ * many, so a plan's entries are made and applied a part at a time, not held at once. Small enough
+ * that a batch of entry changes written in place (≈ 2 MiB of objects) dies in V8's young
+ * generation instead of being promoted and collected later: 128k a batch raised the cold start's
+ * peak RSS by 20–30 MiB (test/bench/README.md). A new or swapped map's entries come as one
+ * PolicyFill, so a cold start's batches hold a few dozen objects. Large enough that the policy target still swaps in the maps of thirty or
  * so endpoints per slot update (each such syscall waits for an RCU grace period).
  */
 export const POLICY_BATCH_CHANGES = 32 * 1024;
 
 /** Consecutive changes of the same resource kind and phase (making or removing); policy changes in
- *  batches of whole endpoints of about POLICY_BATCH_CHANGES. */
+ *  batches of whole endpoints of about POLICY_BATCH_CHANGES entries (a PolicyFill counts its). */
 export function* batches(changes: Iterable<Change>, policyBatch = POLICY_BATCH_CHANGES): Generator<Change[]> {
   let current: Change[] = [];
+  let entries = 0;
   for (const c of changes) {
     const head = current[0];
     const last = current[current.length - 1];
-    const full = c.resource === "policy" && last?.resource === "policy" && current.length >= policyBatch && last.endpoint !== c.endpoint;
+    const full = c.resource === "policy" && last?.resource === "policy" && entries >= policyBatch && last.endpoint !== c.endpoint;
     if (head && (head.resource !== c.resource || removes(head) !== removes(c) || full)) {
       yield current;
       current = [];
+      entries = 0;
     }
     current.push(c);
+    entries += c.resource === "policy" ? c.weight : 1;
   }
   if (current.length) yield current;
 }

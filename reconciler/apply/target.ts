@@ -5,7 +5,7 @@
 
 import { PolicyEntrySet, type DesiredState, type PolicyMapEntry, type ResourceKind, type StateOf } from "../datapath/state.js";
 import { packEntry, policyEntryKey } from "../policy/key.js";
-import type { Change } from "../plan/diff.js";
+import { entryChanges, type Change } from "../plan/diff.js";
 
 /** A planned change that failed. */
 export interface ObjectResult {
@@ -36,10 +36,10 @@ export function failure(c: Change, error: string): ObjectResult {
   return { resource: c.resource, id: c.id, error };
 }
 
-/** Every change of a batch failed with the same error. */
+/** Every change of a batch failed with the same error (a PolicyFill's entries, each). */
 export function failuresOf(changes: readonly Change[], error: unknown): ObjectResult[] {
   const text = errorText(error);
-  return changes.map((c) => failure(c, text));
+  return entryChanges(changes).map((c) => failure(c, text));
 }
 
 export function errorText(err: unknown): string {
@@ -74,7 +74,9 @@ export class MemoryTarget<K extends ResourceKind = ResourceKind> implements Targ
     return new Map([...byEndpoint].map(([endpoint, list]) => [endpoint, PolicyEntrySet.fromPacked(Float64Array.from(list, (e) => packEntry(policyEntryKey(e), e.decision, e.audit)))])) as StateOf<K>;
   }
 
-  async apply(changes: readonly Change<K>[], _desired?: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
+  async apply(batch: readonly Change<K>[], _desired?: DesiredState, progress?: StepProgress): Promise<ObjectResult[]> {
+    // Entry by entry, as it keeps them (a PolicyFill stands for its run's entries).
+    const changes = entryChanges(batch);
     const failures: ObjectResult[] = [];
     for (let i = 0; i < changes.length; i++) {
       const c = changes[i]!;

@@ -116,6 +116,18 @@ export class Plan {
     }
   }
 
+  /**
+   * The changes in order as the executor applies them: a policy run the target writes as a whole
+   * map (see PolicyFill) comes as one change standing for its entries, so a cold plan's million
+   * entries cost a few thousand objects to apply. Every other change is as the iterator gives it.
+   */
+  *forApply(): Generator<Change> {
+    for (const item of this.items) {
+      if (item instanceof PolicyRun) yield* item.forApply();
+      else yield item;
+    }
+  }
+
   /** Changes by "resource.op" (e.g. "policy.create"), without making them. */
   tally(): Record<string, number> {
     return Object.fromEntries(this.byKindOp);
@@ -258,6 +270,11 @@ export abstract class PolicyChange {
   abstract readonly reason: string;
   /** The endpoint's map is swapped for a new one holding its whole desired set (see walk). */
   swap = false;
+
+  /** How many entry changes this change stands for (a PolicyFill: a run's; any other: one). */
+  get weight(): number {
+    return 1;
+  }
 
   get resource(): "policy" {
     return "policy";
@@ -448,7 +465,7 @@ function walk(endpoint: string, want: PolicyEntrySet, have: PolicyEntrySet, exis
     update: () => made.update(),
   });
   const swap = existing && want.size > 0 && !(made.monotonic() && gone.monotonic());
-  const run = { endpoint, want, have, swap };
+  const run = { endpoint, want, have, swap, fresh: !existing };
   if (made.count) creates.push(new PolicyRun(run, "made", made.count, made.updates));
   if (gone.count) {
     if (swap) creates.push(new PolicyRun(run, "gone", gone.count, 0));
@@ -508,7 +525,7 @@ class Monotony {
  */
 class PolicyRun {
   constructor(
-    private readonly run: { endpoint: string; want: PolicyEntrySet; have: PolicyEntrySet; swap: boolean },
+    private readonly run: { endpoint: string; want: PolicyEntrySet; have: PolicyEntrySet; swap: boolean; fresh: boolean },
     private readonly part: "made" | "gone",
     private readonly size: number,
     private readonly updates: number,
@@ -539,6 +556,92 @@ class PolicyRun {
     if (swap) for (const c of out) c.swap = true;
     return out;
   }
+
+  /**
+   * Its changes for the executor: one PolicyFill when the policy target writes the endpoint's map
+   * whole and never reads the entries (a map made new or swapped is filled from the desired set,
+   * and a slot whose endpoint has no entries left is dropped), else each change.
+   */
+  forApply(): PolicyChange[] {
+    const { swap, fresh, want } = this.run;
+    const whole = this.part === "made" ? fresh || swap : swap || want.size === 0;
+    return whole ? [new PolicyFill(this)] : this.changes();
+  }
+
+  get endpoint(): string {
+    return this.run.endpoint;
+  }
+
+  get swap(): boolean {
+    return this.run.swap;
+  }
+
+  get weight(): number {
+    return this.size;
+  }
+
+  get op(): Op {
+    return this.part === "made" ? "create" : "delete";
+  }
+}
+
+/**
+ * A policy run the target writes as a whole map, standing for its `weight` entry changes. Only the
+ * executor and the targets see one (Plan.forApply); a target that needs the entries, or a failure
+ * that must name them, makes them with `entries()`.
+ */
+export class PolicyFill extends PolicyChange {
+  constructor(private readonly run: PolicyRun) {
+    super();
+    this.swap = run.swap;
+  }
+  get endpoint(): string {
+    return this.run.endpoint;
+  }
+  get op(): Op {
+    return this.run.op;
+  }
+  override get weight(): number {
+    return this.run.weight;
+  }
+  /** The entry changes it stands for. */
+  entries(): PolicyChange[] {
+    return this.run.changes();
+  }
+  get key(): number {
+    return NaN;
+  }
+  get decision(): Decision {
+    return "deny";
+  }
+  get audit(): boolean {
+    return false;
+  }
+  get before(): undefined {
+    return undefined;
+  }
+  get after(): undefined {
+    return undefined;
+  }
+  get reason(): string {
+    return `the endpoint's map is written whole (${this.weight} entries)`;
+  }
+  override get id(): string {
+    return `${this.endpoint}/*`;
+  }
+}
+
+/** Changes with every PolicyFill replaced by the entry changes it stands for. */
+export function entryChanges<C extends Change>(changes: readonly C[]): C[] {
+  if (!changes.some((c) => c instanceof PolicyFill)) return changes as C[];
+  return changes.flatMap((c) => (c instanceof PolicyFill ? (c.entries() as C[]) : [c]));
+}
+
+/** How many entry changes `changes` stand for. */
+export function weightOf(changes: readonly Change[]): number {
+  let n = 0;
+  for (const c of changes) n += c.resource === "policy" ? c.weight : 1;
+  return n;
 }
 
 /** "netns/name" of a device spec, or of the device an address, route or neighbour sits on. */

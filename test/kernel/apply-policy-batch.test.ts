@@ -14,7 +14,7 @@ import { MapTarget } from "../../reconciler/apply/kernel/maps.js";
 import { PolicyTarget } from "../../reconciler/apply/kernel/policy.js";
 import { decodePolicyValue, encodePolicyValue, POLICY_VALUE } from "../../reconciler/datapath/layouts.js";
 import { BpfMap } from "../../reconciler/ebpf-loader/index.js";
-import { POLICY_KEY } from "../../reconciler/policy/key.js";
+import { POLICY_KEY, policyEntryKey, writePackedPolicyKey } from "../../reconciler/policy/key.js";
 import { buildDesiredState } from "../../reconciler/datapath/desired.js";
 import type { DesiredState } from "../../reconciler/datapath/state.js";
 import type { Model } from "../../reconciler/manifest/model.js";
@@ -129,3 +129,32 @@ function u32(n: number): Buffer {
   b.writeUInt32LE(n);
   return b;
 }
+
+test("policy target: an endpoint planned with no map, whose slot holds one when the plan is applied, gets a whole new map", async (t) => {
+  const { ctx, targets } = mapTargets(t, "apply-policy-fill");
+  const desired = mapsOnly(generateModel({ endpoints: 20, rules: 10, remoteEndpoints: 10, apps: 5, groups: 5 }));
+  assert.deepEqual((await reconcileOnce(targets, desired)).failed, []);
+  const [name, set] = [...desired.policy].find(([, s]) => s.size > 1)!;
+  const epId = [...desired.endpoints.values()].find((e) => e.endpoint === name)!.endpointId;
+  const outer = ctx.map("policy")!;
+  const before = outer.innerId(u32(epId))!;
+
+  // Its map gains an entry no rule asks for (someone else's write), and the run plans against a
+  // known state in which the endpoint has no map yet: its entries come as one fill of a new map.
+  const stray = Buffer.alloc(POLICY_KEY.size);
+  const prefixlen = writePackedPolicyKey(policyEntryKey({ direction: "ingress", identity: 987_654, protocol: 6, port: 7, portPrefixLen: 16 }), stray, 0);
+  const allow = Buffer.alloc(POLICY_VALUE.size);
+  encodePolicyValue("allow", prefixlen, allow, 0);
+  const inner = BpfMap.fromId(before);
+  inner.update(stray, allow);
+  inner.close();
+  const known = await targets.observe(desired);
+  known.policy.delete(name);
+  const report = await reconcileOnce(targets, desired, known);
+  assert.deepEqual(report.failed, []);
+  assert.equal(report.plan.summary.create, set.size, "the endpoint's entries are planned as creates");
+
+  // Written in place, the stray entry would have stayed; the new map holds exactly the desired set.
+  assert.notEqual(outer.innerId(u32(epId)), before, "the slot points at a new map");
+  assert.equal(diff(desired, await targets.observe(desired)).changes.length, 0, "the kernel holds exactly the desired state");
+});

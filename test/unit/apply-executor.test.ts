@@ -181,3 +181,26 @@ test("unconfirmed: a change the next observation does not show is reported; one 
   const left = await unconfirmed(targets, desired(), again.plan);
   assert.deepEqual(left.map((c) => `${c.op} ${c.resource} ${c.id}`), ["create ipcache 10.11.90.17/32"]);
 });
+
+test("a cold policy map is applied as one fill: a failing entry in it is named, the rest count as applied, progress counts entries", async () => {
+  const k = fakeKernel();
+  const want = desired();
+  const entries = [80, 81, 82].map((port): DesiredPolicyEntry => ({ endpoint: "app1", direction: "ingress", identity: 36895, protocol: 6, port, portPrefixLen: 16, decision: "allow", endPort: port, rules: [] }));
+  want.policy.set("app1", PolicyEntrySet.fromEntries(entries));
+  const seen: number[] = [];
+  const apply = k.policy.apply.bind(k.policy);
+  k.policy.apply = async (changes, d, progress) => {
+    seen.push(changes.length);
+    return apply(changes, d, progress);
+  };
+  k.policy.failNext.set("app1/ingress/36895/6/81/16", "bpf(BPF_MAP_UPDATE_BATCH): E2BIG");
+  const batchesSeen: Array<[string, number, number]> = [];
+  const report = await reconcileOnce(k.targets, want, undefined, (e) => {
+    if (e.type === "batch") batchesSeen.push([e.resource, e.changes, e.failed]);
+  });
+  assert.deepEqual(seen, [1], "the policy target is handed one change for the endpoint's three entries");
+  assert.deepEqual(report.failed, [{ resource: "policy", id: "app1/ingress/36895/6/81/16", error: "bpf(BPF_MAP_UPDATE_BATCH): E2BIG" }]);
+  assert.equal(report.applied, report.plan.size - 1);
+  assert.deepEqual(batchesSeen, [["ipcache", 1, 0], ["policy", 3, 1], ["attachment", 1, 0]]);
+  assert.deepEqual([...k.policy.objects.keys()].sort(), ["app1/ingress/36895/6/80/16", "app1/ingress/36895/6/82/16"]);
+});

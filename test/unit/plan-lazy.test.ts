@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { emptyDesired, emptyState, PolicyEntrySet, type DesiredPolicyEntry } from "../../reconciler/datapath/state.js";
 import { batches } from "../../reconciler/apply/executor.js";
-import { diff, type Change } from "../../reconciler/plan/diff.js";
+import { diff, entryChanges, PolicyFill, weightOf, type Change } from "../../reconciler/plan/diff.js";
 
 // A plan keeps each endpoint's policy changes as a run and makes their objects while it is
 // iterated: every way of reading it must give the same changes, in the same order.
@@ -78,4 +78,31 @@ test("batches: policy changes split only at an endpoint boundary once a batch ho
   assert.deepEqual(sizes(2), ["ipcache:10.0.0.1/32", "policy:a", "policy:b", "policy:c"]);
   assert.deepEqual(sizes(4), ["ipcache:10.0.0.1/32", "policy:a+b", "policy:c"]);
   assert.deepEqual(sizes(100), ["ipcache:10.0.0.1/32", "policy:a+b+c"]);
+});
+
+const applyRows = (p: ReturnType<typeof plan>) =>
+  Array.from(p.forApply(), (c) => (c instanceof PolicyFill ? `fill ${c.op} ${c.endpoint} ×${c.weight}${c.swap ? " swap" : ""}` : `${c.op} ${c.id}`));
+
+test("forApply: a new map, a swap and an endpoint with no entries left each come as one PolicyFill; in-place runs entry by entry", () => {
+  assert.deepEqual(applyRows(mixed), [
+    "create 10.0.0.1/32",
+    "fill create cold ×3",
+    "create grows/ingress/36895/6/443/16",
+    "fill create mixed ×2 swap",
+    "fill delete mixed ×1 swap",
+    "fill delete gone ×2",
+    "delete narrows/ingress/36895/6/82/16",
+    "delete narrows/ingress/36895/6/80/16",
+  ]);
+  // The fills stand for exactly the changes the plan shows, in the same order.
+  const applied = [...mixed.forApply()];
+  assert.deepEqual(rows(entryChanges(applied)), rows(mixed));
+  assert.equal(weightOf(applied), mixed.size);
+});
+
+test("batches: a PolicyFill counts the entries it stands for, not one", () => {
+  const big = plan({}, { a: ports("a", [1, 2, 3]), b: ports("b", [1, 2]), c: ports("c", [1]) });
+  const sizes = (n: number) => [...batches(big.forApply(), n)].map((b) => `${b[0]!.resource}:${b.map((c) => (c.resource === "policy" ? `${c.endpoint}×${c.weight}` : c.id)).join("+")}`);
+  assert.deepEqual(sizes(4), ["ipcache:10.0.0.1/32", "policy:a×3+b×2", "policy:c×1"]);
+  assert.deepEqual(sizes(100), ["ipcache:10.0.0.1/32", "policy:a×3+b×2+c×1"]);
 });

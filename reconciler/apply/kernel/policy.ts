@@ -10,7 +10,7 @@ import { PolicyEntrySet, type DesiredState, type StateOf } from "../../datapath/
 import { entryAudit, entryDecision, entryKey, packEntry, POLICY_KEY, readPackedPolicyKey, writePackedPolicyKey } from "../../policy/key.js";
 import type { Decision } from "../../policy/types.js";
 import { BpfError, BpfMap, type BatchScratch } from "../../ebpf-loader/index.js";
-import { PolicyChange } from "../../plan/diff.js";
+import { PolicyFill, weightOf, type PolicyChange } from "../../plan/diff.js";
 import { errorText, failuresOf, type ObjectResult, type StepProgress, type Target } from "../target.js";
 import type { KernelContext } from "./context.js";
 import { createInnerPolicyMap } from "./maps.js";
@@ -99,7 +99,7 @@ export class PolicyTarget implements Target<"policy"> {
     for (const [endpoint, group] of groupByEndpoint(changes)) {
       // Counted when the endpoint's entries are written (its swap, batched, follows).
       if (progress && done) await progress(done);
-      done += group.length;
+      done += weightOf(group);
       try {
         const epId = numbers.get(endpoint) ?? Number(endpoint.slice(1));
         // The endpoint is gone, or has no entries left: drop its whole map. The datapath reads a
@@ -123,10 +123,11 @@ export class PolicyTarget implements Target<"policy"> {
   }
 
   /** Writes a monotonic change in place (returns undefined), or returns a new inner map filled
-   *  with the endpoint's complete policy, for the caller to swap in. */
+   *  with the endpoint's complete policy, for the caller to swap in: when the map is missing or
+   *  the plan swaps it, and for a PolicyFill (planned for a new map: one made since is replaced). */
   private applyEndpoint(outer: BpfMap, epId: number, group: PolicyChange[], wanted: PolicyEntrySet): BpfMap | undefined {
     const innerId = outer.innerId(epKey(epId));
-    if (innerId !== undefined && !group[0]!.swap) {
+    if (innerId !== undefined && !group[0]!.swap && !group.some((c) => c instanceof PolicyFill)) {
       const inner = BpfMap.fromId(innerId);
       try {
         const creates = group.filter((c) => c.op === "create");
