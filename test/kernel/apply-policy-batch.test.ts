@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { test, type TestContext } from "node:test";
 import { reconcileOnce, Targets } from "../../reconciler/apply/executor.js";
 import { KernelContext } from "../../reconciler/apply/kernel/context.js";
+import { kernelTargets } from "../../reconciler/apply/kernel/index.js";
 import { endpointsTarget, ipcacheTarget } from "../../reconciler/apply/kernel/entries.js";
 import { MapTarget } from "../../reconciler/apply/kernel/maps.js";
 import { PolicyTarget } from "../../reconciler/apply/kernel/policy.js";
@@ -157,4 +158,28 @@ test("policy target: an endpoint planned with no map, whose slot holds one when 
   // Written in place, the stray entry would have stayed; the new map holds exactly the desired set.
   assert.notEqual(outer.innerId(u32(epId)), before, "the slot points at a new map");
   assert.equal(diff(desired, await targets.observe(desired)).changes.length, 0, "the kernel holds exactly the desired state");
+});
+
+test("kernel targets report their steps to the executor's progress (a long batch lets the event loop run)", async (t) => {
+  const pinRoot = `/sys/fs/bpf/apply-steps-${randomBytes(3).toString("hex")}`;
+  mkdirSync(pinRoot);
+  const ctx = new KernelContext({ pinRoot, datapathObject: readFileSync("bpf/build/endpoint.o") });
+  t.after(() => {
+    ctx.close();
+    rmSync(pinRoot, { recursive: true, force: true });
+  });
+  const desired = mapsOnly(generateModel({ endpoints: 5, rules: 2, remoteEndpoints: 5, apps: 2, groups: 2 }));
+  desired.namespaces = new Map();
+  const steps: Array<[number, number]> = [];
+  const report = await reconcileOnce(kernelTargets(ctx), desired, undefined, (e) => {
+    if (e.type === "step" && e.resource === "policy") steps.push([e.done, e.of]);
+  });
+  assert.deepEqual(report.failed, []);
+  // One batch (fewer entries than POLICY_BATCH_CHANGES); the policy target reports before each
+  // endpoint after the first how many entries it has written.
+  const sizes = [...desired.policy.values()].map((set) => set.size).filter((n) => n > 0);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  assert.ok(sizes.length >= 3, "the model gives several endpoints entries");
+  const expected = sizes.slice(0, -1).map((_, i) => [sizes.slice(0, i + 1).reduce((a, b) => a + b, 0), total]);
+  assert.deepEqual(steps, expected);
 });

@@ -47,10 +47,10 @@ function freshHandles(ctx: KernelContext, target: Target): Target {
   return {
     kind: target.kind,
     observe: (desired) => target.observe(desired),
-    apply: async (changes, desired) => {
+    apply: async (changes, desired, progress) => {
       ctx.revalidate();
       try {
-        return await target.apply(changes, desired);
+        return await target.apply(changes, desired, progress);
       } finally {
         if (bumps && changes.length > 0) bumpPolicyRevision(ctx);
       }
