@@ -412,19 +412,8 @@ function diffPolicy(want: ActualState["policy"], have: ActualState["policy"], cr
   }
 }
 
-/**
- * A change to an endpoint's whole policy map rather than to one entry (id "<endpoint>/*"): an
- * empty map left in a slot no desired endpoint has is deleted (op delete), and a map holding
- * entries no key names is rebuilt from the desired set (op update).
- */
-class PolicyWholeMap extends PolicyChange {
-  constructor(
-    readonly endpoint: string,
-    readonly op: "update" | "delete",
-    readonly reason: string,
-  ) {
-    super();
-  }
+/** A change to an endpoint's whole map (id "<endpoint>/*"): no one entry's key or specs. */
+abstract class WholeMapChange extends PolicyChange {
   get key(): number {
     return NaN;
   }
@@ -442,6 +431,21 @@ class PolicyWholeMap extends PolicyChange {
   }
   override get id(): string {
     return `${this.endpoint}/*`;
+  }
+}
+
+/**
+ * A change to an endpoint's whole policy map rather than to one entry (id "<endpoint>/*"): an
+ * empty map left in a slot no desired endpoint has is deleted (op delete), and a map holding
+ * entries no key names is rebuilt from the desired set (op update).
+ */
+class PolicyWholeMap extends WholeMapChange {
+  constructor(
+    readonly endpoint: string,
+    readonly op: "update" | "delete",
+    readonly reason: string,
+  ) {
+    super();
   }
 }
 
@@ -590,7 +594,7 @@ class PolicyRun {
  * executor and the targets see one (Plan.forApply); a target that needs the entries, or a failure
  * that must name them, makes them with `entries()`.
  */
-export class PolicyFill extends PolicyChange {
+export class PolicyFill extends WholeMapChange {
   constructor(private readonly run: PolicyRun) {
     super();
     this.swap = run.swap;
@@ -608,26 +612,8 @@ export class PolicyFill extends PolicyChange {
   entries(): PolicyChange[] {
     return this.run.changes();
   }
-  get key(): number {
-    return NaN;
-  }
-  get decision(): Decision {
-    return "deny";
-  }
-  get audit(): boolean {
-    return false;
-  }
-  get before(): undefined {
-    return undefined;
-  }
-  get after(): undefined {
-    return undefined;
-  }
   get reason(): string {
     return `the endpoint's map is written whole (${this.weight} entries)`;
-  }
-  override get id(): string {
-    return `${this.endpoint}/*`;
   }
 }
 
