@@ -3,7 +3,7 @@
 // from what the kernel really holds, so a failed object is simply planned again.
 
 import { emptyState, isUndecodable, RESOURCE_KINDS, RESOURCES, type ActualState, type DesiredState, type ResourceKind } from "../datapath/state.js";
-import { diff, Plan, weightOf, type Change } from "../plan/diff.js";
+import { diff, Plan, weightOf, weightOfChange, type Change } from "../plan/diff.js";
 import type { ProgressSink } from "./progress.js";
 import { failuresOf, type ObjectResult, type Target } from "./target.js";
 
@@ -173,8 +173,9 @@ const removes = (c: Change): boolean => c.op === "delete" && !(c.resource === "p
  * that a batch of entry changes written in place (≈ 2 MiB of objects) dies in V8's young
  * generation instead of being promoted and collected later: 128k a batch raised the cold start's
  * peak RSS by 20–30 MiB (test/bench/README.md). A new or swapped map's entries come as one
- * PolicyFill, so a cold start's batches hold a few dozen objects. Large enough that the policy target still swaps in the maps of thirty or
- * so endpoints per slot update (each such syscall waits for an RCU grace period).
+ * PolicyFill, so a cold start's batches hold a few dozen objects. Large enough that the policy
+ * target still swaps in the maps of thirty or so endpoints per slot update (each such syscall
+ * waits for an RCU grace period).
  */
 export const POLICY_BATCH_CHANGES = 32 * 1024;
 
@@ -193,7 +194,7 @@ export function* batches(changes: Iterable<Change>, policyBatch = POLICY_BATCH_C
       entries = 0;
     }
     current.push(c);
-    entries += c.resource === "policy" ? c.weight : 1;
+    entries += weightOfChange(c);
   }
   if (current.length) yield current;
 }

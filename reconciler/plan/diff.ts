@@ -569,23 +569,7 @@ class PolicyRun {
   forApply(): PolicyChange[] {
     const { swap, fresh, want } = this.run;
     const whole = this.part === "made" ? fresh || swap : swap || want.size === 0;
-    return whole ? [new PolicyFill(this)] : this.changes();
-  }
-
-  get endpoint(): string {
-    return this.run.endpoint;
-  }
-
-  get swap(): boolean {
-    return this.run.swap;
-  }
-
-  get weight(): number {
-    return this.size;
-  }
-
-  get op(): Op {
-    return this.part === "made" ? "create" : "delete";
+    return whole ? [new PolicyFill(this.run.endpoint, this.part === "made" ? "create" : "delete", this.size, swap, () => this.changes())] : this.changes();
   }
 }
 
@@ -595,22 +579,19 @@ class PolicyRun {
  * that must name them, makes them with `entries()`.
  */
 export class PolicyFill extends WholeMapChange {
-  constructor(private readonly run: PolicyRun) {
+  constructor(
+    readonly endpoint: string,
+    readonly op: Op,
+    private readonly entryCount: number,
+    swap: boolean,
+    /** The entry changes it stands for, made now. */
+    readonly entries: () => PolicyChange[],
+  ) {
     super();
-    this.swap = run.swap;
-  }
-  get endpoint(): string {
-    return this.run.endpoint;
-  }
-  get op(): Op {
-    return this.run.op;
+    this.swap = swap;
   }
   override get weight(): number {
-    return this.run.weight;
-  }
-  /** The entry changes it stands for. */
-  entries(): PolicyChange[] {
-    return this.run.changes();
+    return this.entryCount;
   }
   get reason(): string {
     return `the endpoint's map is written whole (${this.weight} entries)`;
@@ -623,10 +604,15 @@ export function entryChanges<C extends Change>(changes: readonly C[]): C[] {
   return changes.flatMap((c) => (c instanceof PolicyFill ? (c.entries() as C[]) : [c]));
 }
 
+/** How many entry changes one change stands for (a PolicyFill: its run's; any other: one). */
+export function weightOfChange(c: Change): number {
+  return c.resource === "policy" ? c.weight : 1;
+}
+
 /** How many entry changes `changes` stand for. */
 export function weightOf(changes: readonly Change[]): number {
   let n = 0;
-  for (const c of changes) n += c.resource === "policy" ? c.weight : 1;
+  for (const c of changes) n += weightOfChange(c);
   return n;
 }
 
